@@ -1,0 +1,111 @@
+/**
+ * The command line. `qmigd [options]` serves QMP (the default command); later subcommands
+ * (demo, inspect) hang off the same program. A user error prints one line and exits 1.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { startDaemon } from '../daemon/daemon.js';
+import type { DaemonConfig } from '../daemon/config.js';
+import { parseQmpSpec } from '../qmp/transports/spec.js';
+import { VERSION } from '../version.js';
+import { parseSize } from './size.js';
+
+const PAGE_SIZE = 4096;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+class UsageError extends Error {}
+
+interface ServeOptions {
+  qmp: string[];
+  memory: string;
+  ramId: string;
+  memoryFile?: string;
+  machine: string;
+  incoming?: string;
+  paused: boolean;
+  name?: string;
+  logLevel: string;
+  pidfile?: string;
+}
+
+export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
+  const specs = opts.qmp.length ? opts.qmp : ['unix:./qmigd.sock,server=on,wait=off'];
+  let memoryBytes: number;
+  try {
+    memoryBytes = parseSize(opts.memory);
+  } catch (err) {
+    throw new UsageError(`--memory: ${(err as Error).message}`);
+  }
+  if (memoryBytes <= 0 || memoryBytes % PAGE_SIZE !== 0) {
+    throw new UsageError(`--memory: ${opts.memory} must be a positive multiple of ${PAGE_SIZE} bytes`);
+  }
+  if (!LOG_LEVELS.includes(opts.logLevel)) {
+    throw new UsageError(`--log-level: '${opts.logLevel}' is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+  if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(opts.ramId)) throw new UsageError(`--ram-id: '${opts.ramId}' is not a valid block name`);
+  if (opts.machine.length === 0 || opts.machine.length > 255) throw new UsageError('--machine: the name must be 1 to 255 characters');
+  return {
+    qmp: specs.map((s) => {
+      try {
+        return parseQmpSpec(s);
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+    }),
+    memoryBytes,
+    ramId: opts.ramId,
+    memoryFile: opts.memoryFile,
+    machine: opts.machine,
+    incoming: opts.incoming,
+    paused: opts.paused,
+    name: opts.name,
+    logLevel: opts.logLevel,
+    pidfile: opts.pidfile,
+    validate: env.QMIGD_VALIDATE === '1',
+  };
+}
+
+function program(): Command {
+  const p = new Command('qmigd')
+    .description('A QMP-compatible daemon (QEMU 7.2) with a live-migration engine')
+    .version(VERSION, '-V, --version')
+    .addOption(new Option('--qmp <spec>', 'QMP monitor: unix:PATH[,server=on][,wait=off], tcp:HOST:PORT[,server=on][,wait=off] or ws:HOST:PORT (repeatable)')
+      .argParser((v: string, prev: string[]) => [...prev, v]).default([]))
+    .option('-m, --memory <size>', 'guest RAM size: bytes, or with a K/M/G/T suffix', '128M')
+    .option('--ram-id <name>', 'name of the RAM block in the migration stream', 'ram')
+    .option('--memory-file <path>', 'initial RAM contents (size must equal --memory)')
+    .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
+    .option('--incoming <uri>', 'wait for an incoming migration on URI, or "defer" for migrate-incoming')
+    .option('-S, --paused', 'start the guest stopped (run state prelaunch) until cont', false)
+    .option('--name <name>', 'guest name (query-name)')
+    .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
+    .option('--pidfile <path>', 'write the process id to PATH')
+    .action(async (opts: ServeOptions) => {
+      const config = configFrom(opts);
+      const daemon = await startDaemon(config);
+      for (const spec of config.qmp) {
+        if (spec.kind === 'unix' && !opts.qmp.length) process.stderr.write(`qmigd: QMP on unix:${spec.path} (no --qmp given)\n`);
+      }
+      daemon.log.debug('started');
+    });
+  return p;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const p = program();
+  p.exitOverride();
+  p.configureOutput({ writeErr: () => undefined });
+  try {
+    await p.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0) process.exit(0); // --help, --version
+      process.stderr.write(`qmigd: ${err.message.replace(/^error: /, '').split('\n')[0]}\n`);
+      process.exit(1);
+    }
+    // User errors and start-up failures (a port in use, a path we cannot bind): one line, exit 1.
+    process.stderr.write(`qmigd: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+}
+
+await main(process.argv);

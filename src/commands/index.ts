@@ -1,0 +1,14 @@
+/** Every QMP command qmigd serves, by QAPI module. */
+import type { Daemon } from '../daemon/context.js';
+import { registerControl } from './control.js';
+import { registerMisc } from './misc.js';
+import { registerRunState } from './run-state.js';
+import { registerYank } from './yank.js';
+
+export function registerCommands(d: Daemon): void {
+  registerControl(d);
+  registerRunState(d);
+  registerMisc(d);
+  registerYank(d);
+  d.registry.assertComplete();
+}

@@ -1,0 +1,56 @@
+/**
+ * What command modules may reach: the pieces of one running daemon. Commands depend on this,
+ * never on the CLI, and the QMP layer never depends on it.
+ */
+import type { Logger } from 'pino';
+import type { RunStateMachine } from '../guest/run-state.js';
+import type { CommandRegistry } from '../qmp/registry.js';
+import type { QmpServer } from '../qmp/server.js';
+import type { DaemonConfig } from './config.js';
+
+export type ShutdownCause = 'host-qmp-quit' | 'host-signal';
+
+export interface YankInstance {
+  type: 'block-node' | 'chardev' | 'migration';
+  id?: string;
+  'node-name'?: string;
+}
+
+/** Things that can be yanked (their network connections dropped at once), as QEMU's yank.c. */
+export class YankRegistry {
+  private readonly instances = new Map<string, { instance: YankInstance; yank: () => void }>();
+
+  private static key(i: YankInstance): string {
+    return `${i.type}:${i.id ?? i['node-name'] ?? ''}`;
+  }
+
+  register(instance: YankInstance, yank: () => void): () => void {
+    const key = YankRegistry.key(instance);
+    this.instances.set(key, { instance, yank });
+    return () => this.instances.delete(key);
+  }
+
+  list(): YankInstance[] {
+    return [...this.instances.values()].map((e) => e.instance);
+  }
+
+  /** All or nothing, as qmp_yank(): every instance is looked up before any is yanked. */
+  yank(instances: YankInstance[]): boolean {
+    const found = instances.map((i) => this.instances.get(YankRegistry.key(i)));
+    if (found.some((f) => !f)) return false;
+    for (const f of found) f!.yank();
+    return true;
+  }
+}
+
+export interface Daemon {
+  readonly config: DaemonConfig;
+  readonly log: Logger;
+  readonly registry: CommandRegistry;
+  readonly qmp: QmpServer;
+  readonly runState: RunStateMachine;
+  readonly yank: YankRegistry;
+  readonly version: { major: number; minor: number; micro: number; package: string };
+  /** Emits SHUTDOWN, closes every monitor and socket, and exits 0. */
+  shutdown(cause: ShutdownCause): void;
+}

@@ -1,0 +1,62 @@
+/**
+ * The command table. Each handler is registered by name and meets its schema here, once: a
+ * command without a schema, or a schema without a command, stops the daemon at start-up.
+ */
+import type { Logger } from 'pino';
+import type { JsonValue } from './json-writer.js';
+import { QapiVisitor } from './qapi-visitor.js';
+import type { CommandSchema, SchemaSet } from './schema.js';
+
+/** What a handler learns about the monitor that called it. */
+export interface CommandContext {
+  readonly session: SessionControl;
+  readonly log: Logger;
+}
+
+/** The part of a session a command may act on (qmp_capabilities). */
+export interface SessionControl {
+  readonly negotiated: boolean;
+  /** Leaves capabilities negotiation, with the capabilities the client enabled. */
+  enterCommandMode(capabilities: string[]): void;
+}
+
+// Handlers see arguments already checked against their schema, so each declares its own shape.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Handler = (args: any, ctx: CommandContext) => JsonValue | Promise<JsonValue>;
+
+export interface Command {
+  readonly name: string;
+  readonly schema: CommandSchema;
+  readonly handler: Handler;
+}
+
+export class CommandRegistry {
+  private readonly commands = new Map<string, Command>();
+  readonly visitor: QapiVisitor;
+
+  constructor(readonly schemas: SchemaSet) {
+    this.visitor = new QapiVisitor(schemas);
+  }
+
+  register(name: string, handler: Handler): void {
+    const schema = this.schemas.commands.get(name);
+    if (!schema) throw new Error(`command ${name} has no schema in schema/`);
+    if (this.commands.has(name)) throw new Error(`command ${name} registered twice`);
+    this.commands.set(name, { name, schema, handler });
+  }
+
+  get(name: string): Command | undefined {
+    return this.commands.get(name);
+  }
+
+  /** Registration order. */
+  names(): string[] {
+    return [...this.commands.keys()];
+  }
+
+  /** Every schema'd command must have a handler: nothing is advertised that cannot run. */
+  assertComplete(): void {
+    const missing = [...this.schemas.commands.keys()].filter((n) => !this.commands.has(n));
+    if (missing.length) throw new Error(`commands with a schema but no handler: ${missing.join(', ')}`);
+  }
+}
