@@ -1,0 +1,66 @@
+/**
+ * Starts the built qmigd binary as a real process in a temporary directory and finds its
+ * monitors from its log ("QMP listening"), so tests drive exactly what users run.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const REPO = resolve(import.meta.dirname, '..', '..', '..');
+export const BIN = join(REPO, 'bin', 'qmigd');
+
+export interface RunningDaemon {
+  proc: ChildProcess;
+  dir: string;
+  /** Each listener's address as logged: unix:PATH, tcp:HOST:PORT, ws:HOST:PORT. */
+  listening: string[];
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stop: () => Promise<void>;
+}
+
+export function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'qmigd-test-'));
+}
+
+/** Runs qmigd with `args` (plus a unix monitor in a temp dir unless `qmp` is given). */
+export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+  const dir = tempDir();
+  const qmp = opts.qmp ?? [`unix:${join(dir, 'qmp.sock')},server=on,wait=off`];
+  const proc = spawn(process.execPath, [BIN, ...qmp.flatMap((q) => ['--qmp', q]), '--log-level', 'info', ...args], {
+    cwd: dir,
+    env: { ...process.env, QMIGD_VALIDATE: '1', ...opts.env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  const listening: string[] = [];
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
+    proc.on('exit', (code, signal) => res({ code, signal })),
+  );
+  await new Promise<void>((res, rej) => {
+    proc.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      for (const line of d.toString().split('\n')) {
+        const m = /"qmp":"([^"]+)".*"msg":"QMP listening"/.exec(line);
+        if (m) listening.push(m[1]!);
+      }
+      if (listening.length === qmp.length) res();
+    });
+    void exited.then(({ code }) => rej(new Error(`qmigd exited with ${code} before listening: ${err}`)));
+  });
+  return {
+    proc, dir, listening, exited,
+    stderr: () => err,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The socket path of a unix: listener. */
+export function unixPath(d: RunningDaemon, index = 0): string {
+  return d.listening[index]!.replace(/^unix:/, '');
+}

@@ -1,0 +1,40 @@
+/** Starts a real qemu-system-x86_64 -M none with a QMP socket, where one is installed. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from './daemon.js';
+
+export const QEMU = 'qemu-system-x86_64';
+
+export function qemuInstalled(): boolean {
+  return spawnSync(QEMU, ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+export interface RunningQemu {
+  proc: ChildProcess;
+  socket: string;
+  stop: () => Promise<void>;
+}
+
+export async function startQemu(args: string[] = []): Promise<RunningQemu> {
+  const dir = tempDir();
+  const socket = join(dir, 'qmp.sock');
+  const proc = spawn(QEMU, ['-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${socket},server=on,wait=off`, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const exited = new Promise<void>((res) => proc.on('exit', () => res()));
+  const deadline = Date.now() + 10000;
+  while (!existsSync(socket)) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error('QEMU did not create its QMP socket');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    proc,
+    socket,
+    async stop() {
+      proc.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

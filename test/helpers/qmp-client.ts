@@ -1,0 +1,123 @@
+/**
+ * A minimal QMP client over a real socket or WebSocket, keeping raw lines so tests can assert
+ * QEMU's exact bytes.
+ */
+import net from 'node:net';
+import WebSocket from 'ws';
+
+export type Msg = Record<string, unknown>;
+
+export class QmpClient {
+  readonly lines: string[] = [];
+  readonly events: Msg[] = [];
+  private buffer = '';
+  private waiters: Array<() => void> = [];
+  closed = false;
+
+  private constructor(private readonly write: (data: string | Buffer) => void, private readonly end: () => void) {}
+
+  static async unix(path: string): Promise<QmpClient> {
+    return QmpClient.stream(net.connect({ path }));
+  }
+
+  static async tcp(host: string, port: number): Promise<QmpClient> {
+    return QmpClient.stream(net.connect({ host, port }));
+  }
+
+  static async at(where: string): Promise<QmpClient> {
+    if (where.startsWith('unix:')) return QmpClient.unix(where.slice(5));
+    const [, scheme, host, port] = /^(tcp|ws):(.*):(\d+)$/.exec(where)!;
+    if (scheme === 'ws') return QmpClient.ws(`ws://${host}:${port}`);
+    return QmpClient.tcp(host!, Number(port));
+  }
+
+  private static stream(socket: net.Socket): Promise<QmpClient> {
+    const c = new QmpClient((d) => socket.write(d), () => socket.destroy());
+    socket.on('data', (d: Buffer) => c.onData(d.toString('latin1')));
+    socket.on('close', () => c.onClose());
+    socket.on('error', () => c.onClose());
+    return c.waitLines(1).then(() => c);
+  }
+
+  static ws(url: string): Promise<QmpClient> {
+    const ws = new WebSocket(url);
+    const c = new QmpClient((d) => ws.send(d), () => ws.terminate());
+    ws.on('message', (d: Buffer) => c.onData(`${d.toString('latin1')}\r\n`));
+    ws.on('close', () => c.onClose());
+    ws.on('error', () => c.onClose());
+    return c.waitLines(1).then(() => c);
+  }
+
+  private onData(text: string): void {
+    this.buffer += text;
+    let i: number;
+    while ((i = this.buffer.indexOf('\r\n')) >= 0) {
+      const line = this.buffer.slice(0, i);
+      this.buffer = this.buffer.slice(i + 2);
+      this.lines.push(line);
+      const msg = JSON.parse(line.replace(/: (-?)(inf|nan)\b/g, ': "$1$2"')) as Msg;
+      if ('event' in msg) this.events.push(msg);
+    }
+    this.wake();
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    w.forEach((f) => f());
+  }
+
+  /** Resolves when at least n lines have arrived in all (or the peer closed). */
+  async waitLines(n: number, timeoutMs = 10000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.lines.length < n && !this.closed) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for line ${n}; have ${JSON.stringify(this.lines.slice(-3))}`);
+      await new Promise<void>((res) => {
+        this.waiters.push(res);
+        setTimeout(res, 200);
+      });
+    }
+    if (this.lines.length < n) throw new Error(`connection closed after ${this.lines.length} lines`);
+  }
+
+  /** Sends raw bytes. */
+  send(data: string | Buffer): void {
+    this.write(data);
+  }
+
+  /** Sends raw text and returns the next reply line (events are skipped but kept). */
+  async raw(text: string | Buffer): Promise<string> {
+    const from = this.lines.length;
+    this.write(text);
+    return this.nextReply(from);
+  }
+
+  /** The first non-event line at or after index `from`. */
+  async nextReply(from: number): Promise<string> {
+    for (let i = from; ; i++) {
+      await this.waitLines(i + 1);
+      if (!this.lines[i]!.startsWith('{"timestamp"')) return this.lines[i]!;
+    }
+  }
+
+  async cmd(execute: string, args?: Msg, id?: unknown): Promise<Msg> {
+    const req: Msg = { execute };
+    if (args) req.arguments = args;
+    if (id !== undefined) req.id = id;
+    return JSON.parse(await this.raw(JSON.stringify(req))) as Msg;
+  }
+
+  async negotiate(enable?: string[]): Promise<void> {
+    const r = await this.cmd('qmp_capabilities', enable ? { enable } : undefined);
+    if (!('return' in r)) throw new Error(`negotiation failed: ${JSON.stringify(r)}`);
+  }
+
+  close(): void {
+    this.end();
+  }
+}
