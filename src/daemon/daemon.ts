@@ -42,6 +42,8 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   };
   registerCommands(daemon);
 
+  // Written before any monitor listens, so whoever sees a monitor can rely on the pidfile.
+  if (config.pidfile) writeFileSync(config.pidfile, `${process.pid}\n`);
   for (const [index, spec] of config.qmp.entries()) {
     const transport = await qmp.open(spec);
     if (spec.kind !== 'ws') {
@@ -49,7 +51,6 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
       yank.register({ type: 'chardev', id: `compat_monitor${index}` }, () => transport.dropClients());
     }
   }
-  if (config.pidfile) writeFileSync(config.pidfile, `${process.pid}\n`);
 
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.on(signal, () => {

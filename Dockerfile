@@ -1,0 +1,25 @@
+# qmigd: build with dev dependencies, run with production ones only, as a non-root user.
+FROM node:20-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json tsconfig.json ./
+COPY src ./src
+COPY schema ./schema
+COPY bin ./bin
+COPY test ./test
+COPY bench ./bench
+RUN npm ci && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/schema ./schema
+COPY --from=build /src/bin ./bin
+USER node
+EXPOSE 4444
+# Asks query-status over QMP: negotiate, query, and expect a "return".
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD node -e "const s=require('net').connect(4444,'127.0.0.1');let b='';s.on('data',d=>{b+=d;if(b.split('\r\n').length===2)s.write('{\"execute\":\"qmp_capabilities\"}{\"execute\":\"query-status\"}');if(/\"status\": \"/.test(b)){s.end();process.exit(0)}});s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),2500)"
+ENTRYPOINT ["node", "bin/qmigd"]
+CMD ["--qmp", "tcp:0.0.0.0:4444,server=on,wait=off"]
