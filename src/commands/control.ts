@@ -28,8 +28,7 @@ export function registerControl(d: Daemon): void {
 
   d.registry.register('quit', () => {
     // qmp_quit() only requests the shutdown: SHUTDOWN goes out first, then this reply.
-    setImmediate(() => d.shutdown('host-qmp-quit'));
-    d.qmp.events.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
+    d.shutdown('host-qmp-quit');
     return {};
   });
 }

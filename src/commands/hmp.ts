@@ -40,11 +40,7 @@ const COMMANDS: HmpCommand[] = [
   { names: 'info', args: '[subcommand]', help: 'show various information about the system state', run: (d, rest) => info(d, rest) },
   {
     names: 'quit|q', args: '', help: 'quit the emulator',
-    run: (d) => {
-      setImmediate(() => d.shutdown('host-qmp-quit'));
-      d.qmp.events.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
-      return '';
-    },
+    run: (d) => (d.shutdown('host-qmp-quit'), ''),
   },
   { names: 'stop|s', args: '', help: 'stop emulation', run: (d) => (stopGuest(d), '') },
 ];

@@ -51,6 +51,6 @@ export interface Daemon {
   readonly runState: RunStateMachine;
   readonly yank: YankRegistry;
   readonly version: { major: number; minor: number; micro: number; package: string };
-  /** Emits SHUTDOWN, closes every monitor and socket, and exits 0. */
+  /** Emits SHUTDOWN at once, then closes every monitor and socket and exits 0. */
   shutdown(cause: ShutdownCause): void;
 }

@@ -32,12 +32,15 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     shutdown(cause: ShutdownCause) {
       if (stopping) return;
       stopping = true;
-      if (cause === 'host-signal') qmp.events.emit('SHUTDOWN', { guest: false, reason: cause });
+      qmp.events.emit('SHUTDOWN', { guest: false, reason: cause });
       log.info({ cause }, 'shutting down');
-      void qmp.close().finally(() => {
-        if (config.pidfile) removeQuietly(config.pidfile);
-        process.exit(0);
-      });
+      // Monitors close on the next turn, so a quit's own reply still goes out after SHUTDOWN.
+      setImmediate(() =>
+        void qmp.close().finally(() => {
+          if (config.pidfile) removeQuietly(config.pidfile);
+          process.exit(0);
+        }),
+      );
     },
   };
   registerCommands(daemon);

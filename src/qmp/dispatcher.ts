@@ -5,7 +5,7 @@
  */
 import { Errors, QmpError } from '../errors.js';
 import { qdictOrder, type JsonValue } from './json-writer.js';
-import { toPlain, type QObject } from './qobject.js';
+import { QNum, toPlain, type QObject } from './qobject.js';
 import type { CommandContext, CommandRegistry } from './registry.js';
 import type { CommandSchema } from './schema.js';
 
@@ -97,7 +97,7 @@ export function forValidation(value: unknown): unknown {
   if (value instanceof Map) return toPlain(value as QObject);
   if (Array.isArray(value)) return value.map(forValidation);
   if (value && typeof value === 'object') {
-    if ('kind' in value && 'value' in value && 'toNumber' in value) return (value as { toNumber(): number }).toNumber();
+    if (value instanceof QNum) return value.toNumber();
     return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined).map(([k, v]) => [k, forValidation(v)]));
   }
   return value;

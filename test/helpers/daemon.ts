@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -22,6 +23,15 @@ export interface RunningDaemon {
 
 export function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'qmigd-test-'));
+}
+
+/** A TCP port free on loopback right now. */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
 }
 
 /** Runs qmigd with `args` (plus a unix monitor in a temp dir unless `qmp` is given). */

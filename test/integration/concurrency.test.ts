@@ -3,19 +3,10 @@
  * and the daemon's memory back near its baseline once they are gone.
  */
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
-import { startDaemon, tempDir } from '../helpers/daemon.js';
+import { freePort, startDaemon, tempDir } from '../helpers/daemon.js';
 import { QmpClient } from '../helpers/qmp-client.js';
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 
