@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { migrationBench } from './migration.js';
 
 const BIN = resolve(import.meta.dirname, '..', '..', 'bin', 'qmigd');
 
@@ -62,3 +63,4 @@ async function main(): Promise<void> {
 }
 
 await main();
+await migrationBench();

@@ -51,7 +51,29 @@ export const Errors = {
   yankInstanceNotFound: () => new QmpError('DeviceNotFound', 'Instance not found'),
   resetRequired: () => generic('Resetting the Virtual Machine is required'),
   migrationNotFinalized: () => generic('Migration is not finalized yet'),
-  couldNotOpen: (path: string, reason: string) => generic(`could not open '${path}': ${reason}`),
+  fileOpen: (path: string, reason: string) => generic(`Could not open '${path}': ${reason}`),
+  ioError: () => generic('An IO error has occurred'),
+  invalidParameter: (name: string) => generic(`Invalid parameter '${name}'`),
+
+  // Migration (migration/migration.c, include/qapi/qmp/qerror.h)
+  migrationActive: () => generic("There's a migration process in progress"),
+  guestWaitingIncoming: () => generic('Guest is waiting for an incoming migration'),
+  pausedByPreviousMigration: () => generic("Can't migrate the vm that was paused due to previous migration"),
+  noPausedMigration: () => generic('Cannot resume if there is no paused migration'),
+  blockOptionsIncompatible: () => generic('Command options are incompatible with current migration capabilities'),
+  blockMigrationNotBuilt: () => generic('QEMU compiled without old-style (blk/-b, inc/-i) block migration'),
+  invalidMigrationProtocol: () => generic("Parameter 'uri' expects a valid migration protocol"),
+  unknownMigrationProtocol: (uri: string) => generic(`unknown migration protocol: ${uri}`),
+  incomingAlreadyStarted: () => generic('The incoming migration has already been started'),
+  incomingNotSpecified: () => generic("'-incoming' was not specified on the command line"),
+  migrationNotInState: (state: string) => generic(`Migration not in expected state: ${state}`),
+  postcopyNotEnabled: () => generic('Enable postcopy with migrate_set_capability before the start of migration'),
+  recoverNotPaused: () => generic('Migrate recover can only be run when postcopy is paused.'),
+  fdNotFound: (name: string) => generic(`File descriptor named '${name}' has not been found`),
+  capabilityCombination: (text: string) => generic(text),
+  capabilityNotImplemented: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd`),
+  legacyDowntimeRange: () => generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds"),
+  migrationChannel: (message: string) => generic(message),
 } as const;
 
 /** For logs and CLI messages: one line, no stack. */

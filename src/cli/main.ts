@@ -5,8 +5,10 @@
 import { Command, CommanderError, Option } from 'commander';
 import { startDaemon } from '../daemon/daemon.js';
 import type { DaemonConfig } from '../daemon/config.js';
+import { parseWorkloadPattern, type WorkloadPattern } from '../guest/workload.js';
 import { parseQmpSpec } from '../qmp/transports/spec.js';
 import { VERSION } from '../version.js';
+import { runDemo, type DemoOptions } from './demo.js';
 import { parseSize } from './size.js';
 
 const PAGE_SIZE = 4096;
@@ -25,6 +27,8 @@ interface ServeOptions {
   name?: string;
   logLevel: string;
   pidfile?: string;
+  dirtyRate: string;
+  dirtyPattern: string;
 }
 
 export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
@@ -43,7 +47,21 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
   }
   if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(opts.ramId)) throw new UsageError(`--ram-id: '${opts.ramId}' is not a valid block name`);
   if (opts.machine.length === 0 || opts.machine.length > 255) throw new UsageError('--machine: the name must be 1 to 255 characters');
+  let dirtyRate: number;
+  try {
+    dirtyRate = parseSize(opts.dirtyRate);
+  } catch (err) {
+    throw new UsageError(`--dirty-rate: ${(err as Error).message}`);
+  }
+  let dirtyPattern: WorkloadPattern;
+  try {
+    dirtyPattern = parseWorkloadPattern(opts.dirtyPattern);
+  } catch (err) {
+    throw new UsageError(`--dirty-pattern: ${(err as Error).message}`);
+  }
   return {
+    dirtyRate,
+    dirtyPattern,
     qmp: specs.map((s) => {
       try {
         return parseQmpSpec(s);
@@ -79,6 +97,8 @@ function program(): Command {
     .option('--name <name>', 'guest name (query-name)')
     .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
     .option('--pidfile <path>', 'write the process id to PATH')
+    .option('--dirty-rate <bytes/s>', 'bytes per second the guest dirties while it runs (K/M/G suffixes)', '0')
+    .option('--dirty-pattern <pattern>', 'which pages the guest writes: uniform, sequential or hot:PERCENT', 'uniform')
     .action(async (opts: ServeOptions) => {
       const config = configFrom(opts);
       const daemon = await startDaemon(config);
@@ -86,6 +106,19 @@ function program(): Command {
         if (spec.kind === 'unix' && !opts.qmp.length) process.stderr.write(`qmigd: QMP on unix:${spec.path} (no --qmp given)\n`);
       }
       daemon.log.debug('started');
+    });
+  // Options after a subcommand's name belong to the subcommand (demo has its own --memory and
+  // --dirty-rate); without a subcommand, `qmigd [options]` serves as before.
+  p.enablePositionalOptions();
+  p.command('demo')
+    .description('migrate a guest with random RAM between two local qmigd daemons, showing progress, and compare the RAM digests')
+    .option('-m, --memory <size>', 'guest RAM size: bytes, or with a K/M/G/T suffix', '256M')
+    .option('--dirty-rate <bytes/s>', 'bytes per second the source guest dirties (K/M/G suffixes)', '8M')
+    .option('--max-bandwidth <bytes/s>', 'migration max-bandwidth in bytes per second; 0 is unlimited', '0')
+    .option('--xbzrle', 'enable the xbzrle capability', false)
+    .option('--auto-converge', 'enable the auto-converge capability', false)
+    .action(async (opts: DemoOptions) => {
+      process.exit(await runDemo(opts));
     });
   return p;
 }

@@ -24,8 +24,8 @@ const INFO: HmpCommand[] = [
   {
     names: 'status', args: '', help: 'show the current VM status (running|paused)',
     run: (d) => {
-      const s = d.runState.state;
-      return `VM status: ${d.runState.running ? 'running' : 'paused'}${!d.runState.running && s !== 'paused' ? ` (${s})` : ''}\n`;
+      const s = d.guest.runState.state;
+      return `VM status: ${d.guest.runState.running ? 'running' : 'paused'}${!d.guest.runState.running && s !== 'paused' ? ` (${s})` : ''}\n`;
     },
   },
   {

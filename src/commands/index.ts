@@ -1,6 +1,8 @@
 /** Every QMP command qmigd serves, by QAPI module. */
 import type { Daemon } from '../daemon/context.js';
 import { registerControl } from './control.js';
+import { registerGuest } from './guest.js';
+import { registerMigration } from './migration.js';
 import { registerMisc } from './misc.js';
 import { registerRunState } from './run-state.js';
 import { registerYank } from './yank.js';
@@ -10,5 +12,7 @@ export function registerCommands(d: Daemon): void {
   registerRunState(d);
   registerMisc(d);
   registerYank(d);
+  registerMigration(d);
+  registerGuest(d);
   d.registry.assertComplete();
 }

@@ -4,9 +4,9 @@ import { Errors } from '../errors.js';
 
 export function registerRunState(d: Daemon): void {
   d.registry.register('query-status', () => ({
-    running: d.runState.running,
+    running: d.guest.runState.running,
     singlestep: false,
-    status: d.runState.state,
+    status: d.guest.runState.state,
   }));
   d.registry.register('stop', () => {
     stopGuest(d);
@@ -21,15 +21,15 @@ export function registerRunState(d: Daemon): void {
 /** qmp_stop() */
 export function stopGuest(d: Daemon): void {
   // On an incoming side QEMU only forgets autostart; the guest starts stopped.
-  if (d.runState.state === 'inmigrate') d.config.paused = true;
-  else d.runState.stop('paused');
+  if (d.guest.runState.state === 'inmigrate') d.guest.autostart = false;
+  else d.guest.runState.stop('paused');
 }
 
 /** qmp_cont() */
 export function contGuest(d: Daemon): void {
-  if (d.runState.needsReset) throw Errors.resetRequired();
-  if (d.runState.state === 'suspended') return;
-  if (d.runState.state === 'finish-migrate') throw Errors.migrationNotFinalized();
-  if (d.runState.state === 'inmigrate') d.config.paused = false;
-  else d.runState.start();
+  if (d.guest.runState.needsReset) throw Errors.resetRequired();
+  if (d.guest.runState.state === 'suspended') return;
+  if (d.guest.runState.state === 'finish-migrate') throw Errors.migrationNotFinalized();
+  if (d.guest.runState.state === 'inmigrate') d.guest.autostart = true;
+  else d.guest.runState.start();
 }

@@ -1,4 +1,5 @@
 /** The daemon's settings, as the command line gives them (see src/cli/serve.ts). */
+import type { WorkloadPattern } from '../guest/workload.js';
 import type { QmpSpec } from '../qmp/transports/spec.js';
 
 export interface DaemonConfig {
@@ -8,7 +9,11 @@ export interface DaemonConfig {
   memoryFile?: string;
   machine: string;
   incoming?: string;
+  /** -S: the guest does not start by itself (QEMU's autostart off). */
   paused: boolean;
+  /** The workload at start: bytes per second dirtied while the guest runs, and the pattern. */
+  dirtyRate: number;
+  dirtyPattern: WorkloadPattern;
   name?: string;
   logLevel: string;
   pidfile?: string;

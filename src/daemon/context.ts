@@ -3,7 +3,8 @@
  * never on the CLI, and the QMP layer never depends on it.
  */
 import type { Logger } from 'pino';
-import type { RunStateMachine } from '../guest/run-state.js';
+import type { Guest } from '../guest/guest.js';
+import type { MigrationService } from '../migration/migration.js';
 import type { CommandRegistry } from '../qmp/registry.js';
 import type { QmpServer } from '../qmp/server.js';
 import type { DaemonConfig } from './config.js';
@@ -48,7 +49,8 @@ export interface Daemon {
   readonly log: Logger;
   readonly registry: CommandRegistry;
   readonly qmp: QmpServer;
-  readonly runState: RunStateMachine;
+  readonly guest: Guest;
+  readonly migration: MigrationService;
   readonly yank: YankRegistry;
   readonly version: { major: number; minor: number; micro: number; package: string };
   /** Emits SHUTDOWN at once, then closes every monitor and socket and exits 0. */

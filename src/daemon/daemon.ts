@@ -6,11 +6,13 @@
 import { unlinkSync, writeFileSync } from 'node:fs';
 import pino from 'pino';
 import { registerCommands } from '../commands/index.js';
-import { RunStateMachine } from '../guest/run-state.js';
+import { Guest } from '../guest/guest.js';
+import { MigrationService } from '../migration/migration.js';
 import { CommandRegistry } from '../qmp/registry.js';
 import { SchemaSet } from '../qmp/schema.js';
 import { QmpServer } from '../qmp/server.js';
 import { VERSION } from '../version.js';
+import type { JsonValue } from '../qmp/json-writer.js';
 import type { DaemonConfig } from './config.js';
 import { YankRegistry, type Daemon, type ShutdownCause } from './context.js';
 
@@ -22,13 +24,33 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   const registry = new CommandRegistry(new SchemaSet());
   const version = { ...QEMU_VERSION, package: `qmigd ${VERSION}` };
   const qmp = new QmpServer({ registry, log, version, validate: config.validate });
-  const runState = new RunStateMachine(config.incoming !== undefined ? 'inmigrate' : 'prelaunch');
-  runState.onEvent((event) => qmp.events.emit(event));
+  const guest = new Guest({
+    ramId: config.ramId,
+    memoryBytes: config.memoryBytes,
+    incoming: config.incoming !== undefined,
+    autostart: !config.paused,
+  });
+  if (config.memoryFile) await guest.ram.loadFile(config.memoryFile);
+  guest.workload.set(config.dirtyRate, config.dirtyPattern);
+  guest.runState.onEvent((event) => qmp.events.emit(event));
   const yank = new YankRegistry();
+  const migration = new MigrationService({
+    guest,
+    machine: config.machine,
+    emit: (event, data) => qmp.events.emit(event, data as { [key: string]: JsonValue }),
+    log: log.child({ component: 'migration' }),
+    registerYank: (fn) => yank.register({ type: 'migration' }, fn),
+    // As QEMU 7.2 after a failed incoming load: say why, then exit(EXIT_FAILURE).
+    onFatal: (lines) => {
+      for (const line of lines) log.error(line);
+      if (config.pidfile) removeQuietly(config.pidfile);
+      process.exit(1);
+    },
+  });
 
   let stopping = false;
   const daemon: Daemon = {
-    config, log, registry, qmp, runState, yank, version,
+    config, log, registry, qmp, guest, migration, yank, version,
     shutdown(cause: ShutdownCause) {
       if (stopping) return;
       stopping = true;
@@ -44,6 +66,10 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     },
   };
   registerCommands(daemon);
+
+  // -incoming URI goes through migrate-incoming, so a later QMP call finds it started; it
+  // listens before the monitors do, so whoever reaches QMP can already reach the port.
+  if (config.incoming !== undefined && config.incoming !== 'defer') await migration.startIncoming(config.incoming);
 
   // Written before any monitor listens, so whoever sees a monitor can rely on the pidfile.
   if (config.pidfile) writeFileSync(config.pidfile, `${process.pid}\n`);
@@ -64,8 +90,8 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   }
 
   // The guest starts unless -S or an incoming migration holds it.
-  if (!config.paused && config.incoming === undefined) runState.start();
-  log.info({ state: runState.state, memory: config.memoryBytes, ramId: config.ramId, machine: config.machine }, 'guest ready');
+  if (!config.paused && config.incoming === undefined) guest.runState.start();
+  log.info({ state: guest.runState.state, memory: config.memoryBytes, ramId: config.ramId, machine: config.machine }, 'guest ready');
   return daemon;
 }
 

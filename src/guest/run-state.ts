@@ -28,6 +28,9 @@ const TRANSITIONS: Record<RunState, RunState[]> = {
   'guest-panicked': ['running', 'finish-migrate', 'prelaunch'],
 };
 
+/** Every run state name, in QAPI order. */
+export const RUN_STATES = Object.keys(TRANSITIONS) as RunState[];
+
 export type RunStateEvent = 'STOP' | 'RESUME';
 
 export class RunStateMachine {

@@ -117,6 +117,31 @@ export class QmpClient {
     if (!('return' in r)) throw new Error(`negotiation failed: ${JSON.stringify(r)}`);
   }
 
+  /** The command's `return` value; an error reply fails the caller with its description. */
+  async ok(execute: string, args?: Msg): Promise<unknown> {
+    const r = await this.cmd(execute, args);
+    if ('error' in r) throw new Error(`${execute}: ${JSON.stringify(r.error)}`);
+    return r.return;
+  }
+
+  /**
+   * The first event named `name` (whose data satisfies `match`) at or after index `from` of
+   * `events`; waits for it to arrive.
+   */
+  async waitEvent(name: string, match: (data: Msg) => boolean = () => true, from = 0, timeoutMs = 60000): Promise<Msg> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.events.slice(from).find((e) => e.event === name && match((e.data ?? {}) as Msg));
+      if (hit) return hit;
+      if (this.closed) throw new Error(`connection closed while waiting for ${name}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${name}; events: ${JSON.stringify(this.events.slice(-5))}`);
+      await new Promise<void>((res) => {
+        this.waiters.push(res);
+        setTimeout(res, 200);
+      });
+    }
+  }
+
   close(): void {
     this.end();
   }

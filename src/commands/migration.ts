@@ -1,0 +1,65 @@
+/** QAPI module "migration": migrate, migrate-incoming, cancel, continue, capabilities, parameters, query-migrate, and the pre-6.0 commands. */
+import type { Daemon } from '../daemon/context.js';
+import { Errors } from '../errors.js';
+import type { Capability } from '../migration/params.js';
+import type { MigrationStatus } from '../migration/state.js';
+import type { JsonValue } from '../qmp/json-writer.js';
+
+export function registerMigration(d: Daemon): void {
+  const m = d.migration;
+  const r = d.registry;
+  r.register('migrate', (a: { uri: string; blk?: boolean; inc?: boolean; detach?: boolean; resume?: boolean }) => {
+    m.migrate(a.uri, a);
+    return {};
+  });
+  r.register('migrate-incoming', async (a: { uri: string }) => {
+    await m.startIncoming(a.uri);
+    return {};
+  });
+  r.register('migrate_cancel', () => {
+    m.cancel();
+    return {};
+  });
+  r.register('migrate-continue', (a: { state: MigrationStatus }) => {
+    m.continue(a.state);
+    return {};
+  });
+  r.register('query-migrate', () => m.info() as JsonValue);
+  r.register('migrate-set-capabilities', (a: { capabilities: Array<{ capability: Capability; state: boolean }> }) => {
+    m.setCapabilities(a.capabilities);
+    return {};
+  });
+  r.register('query-migrate-capabilities', () => m.queryCapabilities());
+  r.register('migrate-set-parameters', (a: Record<string, unknown>) => {
+    m.setParameters(a);
+    return {};
+  });
+  r.register('query-migrate-parameters', () => m.queryParameters() as JsonValue);
+
+  // Postcopy is not implemented: the capability is refused, so these answer as 7.2 does without it.
+  r.register('migrate-start-postcopy', () => {
+    throw Errors.postcopyNotEnabled();
+  });
+  r.register('migrate-recover', () => {
+    throw Errors.recoverNotPaused();
+  });
+  r.register('migrate-pause', () => {
+    throw Errors.migratePauseNotPostcopy();
+  });
+
+  // Removed from QEMU in 6.0; kept with their 5.2 semantics (thin wrappers over the parameters).
+  r.register('migrate_set_speed', (a: { value: number }) => {
+    m.setParameters({ 'max-bandwidth': a.value });
+    return {};
+  });
+  r.register('migrate_set_downtime', (a: { value: number }) => {
+    if (!(a.value >= 0 && a.value <= 2000)) throw Errors.legacyDowntimeRange();
+    m.setParameters({ 'downtime-limit': Math.trunc(a.value * 1000) });
+    return {};
+  });
+  r.register('migrate-set-cache-size', (a: { value: number }) => {
+    m.setParameters({ 'xbzrle-cache-size': a.value });
+    return {};
+  });
+  r.register('query-migrate-cache-size', () => m.parameters['xbzrle-cache-size']);
+}

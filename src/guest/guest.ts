@@ -1,0 +1,22 @@
+/**
+ * The emulated machine: one RAM block, its run state, the workload that dirties RAM while it
+ * runs, and QEMU's `autostart` (whether an incoming guest starts once it has arrived: off with
+ * -S, and toggled by stop/cont while the guest waits for its migration).
+ */
+import { GuestRam } from './ram.js';
+import { RunStateMachine } from './run-state.js';
+import { Workload } from './workload.js';
+
+export class Guest {
+  readonly ram: GuestRam;
+  readonly runState: RunStateMachine;
+  readonly workload: Workload;
+  autostart: boolean;
+
+  constructor(opts: { ramId: string; memoryBytes: number; incoming: boolean; autostart: boolean }) {
+    this.ram = new GuestRam(opts.ramId, opts.memoryBytes);
+    this.runState = new RunStateMachine(opts.incoming ? 'inmigrate' : 'prelaunch');
+    this.workload = new Workload(this.ram, () => this.runState.running);
+    this.autostart = opts.autostart;
+  }
+}

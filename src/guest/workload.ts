@@ -1,0 +1,115 @@
+/**
+ * What the guest does while it runs: it writes pages at a set rate and marks them in the dirty
+ * log, changing only a few bytes of each page so that XBZRLE finds real, small deltas. It only
+ * writes while the guest runs, and a CPU throttle (auto-converge) slows it as it would slow a
+ * vCPU: a vCPU throttled by P% runs (100 - P)% of the time.
+ */
+import { PAGE_SIZE, type GuestRam } from './ram.js';
+
+export type WorkloadPattern =
+  | { kind: 'uniform' }
+  | { kind: 'sequential' }
+  /** Every write lands in the first PERCENT% of RAM. */
+  | { kind: 'hot'; percent: number };
+
+export function parseWorkloadPattern(text: string): WorkloadPattern {
+  if (text === 'uniform' || text === 'sequential') return { kind: text };
+  const m = /^hot:(\d{1,3})$/.exec(text);
+  if (m && Number(m[1]) >= 1 && Number(m[1]) <= 100) return { kind: 'hot', percent: Number(m[1]) };
+  throw new Error(`'${text}' is not a workload pattern (uniform, sequential or hot:PERCENT with PERCENT 1..100)`);
+}
+
+export function formatWorkloadPattern(p: WorkloadPattern): string {
+  return p.kind === 'hot' ? `hot:${p.percent}` : p.kind;
+}
+
+/** Writes happen on this period; each tick does the writes the rate owes since the last one. */
+const TICK_MS = 10;
+/** Bytes changed in each page written: small, so an XBZRLE delta is small too. */
+const WRITE_BYTES = 16;
+
+export class Workload {
+  rate = 0;
+  pattern: WorkloadPattern = { kind: 'uniform' };
+  /** Auto-converge's CPU throttle, 0..99. */
+  throttlePercent = 0;
+  pagesDirtied = 0;
+  private owed = 0;
+  private last = performance.now();
+  private cursor = 0;
+  private seed = 0x9e3779b9;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly ram: GuestRam,
+    private readonly guestRunning: () => boolean,
+  ) {
+    this.timer = setInterval(() => this.advance(), TICK_MS);
+    this.timer.unref();
+  }
+
+  get active(): boolean {
+    return this.rate > 0 && this.guestRunning();
+  }
+
+  set(rate: number, pattern?: WorkloadPattern): void {
+    this.rate = rate;
+    if (pattern) this.pattern = pattern;
+    this.owed = 0;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /**
+   * Does the writes owed up to now. The timer calls it; so does every dirty-log sync, because a
+   * real vCPU dirties memory continuously, not in 10 ms bursts.
+   */
+  advance(): void {
+    const now = performance.now();
+    const elapsed = now - this.last;
+    this.last = now;
+    if (!this.active) {
+      this.owed = 0;
+      return;
+    }
+    // A stopped timer (a long event-loop turn) does not turn into a burst of writes later.
+    const ms = Math.min(elapsed, 10 * TICK_MS);
+    this.owed += ((this.rate * (100 - this.throttlePercent)) / 100) * (ms / 1000);
+    const pages = Math.floor(this.owed / PAGE_SIZE);
+    this.owed -= pages * PAGE_SIZE;
+    for (let i = 0; i < pages; i++) this.write(this.nextPage());
+  }
+
+  private nextPage(): number {
+    const pages = this.ram.pages;
+    switch (this.pattern.kind) {
+      case 'sequential':
+        this.cursor = (this.cursor + 1) % pages;
+        return this.cursor;
+      case 'hot':
+        return this.random() % Math.max(1, Math.ceil((pages * this.pattern.percent) / 100));
+      case 'uniform':
+        return this.random() % pages;
+    }
+  }
+
+  private write(page: number): void {
+    const n = ++this.pagesDirtied;
+    const at = page * PAGE_SIZE + ((n * 64) % PAGE_SIZE);
+    const bytes = this.ram.bytes;
+    for (let i = 0; i < WRITE_BYTES; i += 4) bytes.writeUInt32LE(this.random(), at + i);
+    this.ram.dirtyLog.set(page);
+  }
+
+  /** xorshift32: cheap, and good enough to spread writes. */
+  private random(): number {
+    let x = this.seed;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.seed = x >>> 0;
+    return this.seed;
+  }
+}

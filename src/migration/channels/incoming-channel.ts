@@ -1,0 +1,92 @@
+/**
+ * The destination's end: listen on tcp/unix and take the first connection (7.2 without multifd
+ * takes exactly one), run an exec: command and read its stdout, or use an inherited descriptor
+ * (fd:N). Each hands the migration one duplex stream; the writable half is the return path.
+ */
+import { spawn } from 'node:child_process';
+import { unlinkSync } from 'node:fs';
+import net from 'node:net';
+import type { Duplex, Readable, Writable } from 'node:stream';
+import { errnoOf, strerror } from '../errno.js';
+import type { MigrationUri } from './uri.js';
+
+export interface IncomingConnection {
+  input: Readable;
+  /** Where the return path writes; absent for a one-way transport. */
+  output?: Writable;
+  close(): void;
+}
+
+export interface IncomingListener {
+  /** QEMU's query-migrate `socket-address` for a listening socket. */
+  socketAddress?: Record<string, unknown>;
+  close(): void;
+}
+
+/** Starts listening (or the command); calls `accept` once, with the first connection. */
+export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConnection) => void): Promise<IncomingListener> {
+  switch (uri.kind) {
+    case 'exec': {
+      const child = spawn('/bin/sh', ['-c', uri.command], { stdio: ['pipe', 'pipe', 'inherit'] });
+      child.stdin.on('error', () => undefined);
+      queueMicrotask(() => accept({ input: child.stdout, output: child.stdin, close: () => child.kill('SIGTERM') }));
+      return { close: () => undefined };
+    }
+    case 'fd': {
+      const fd = Number(uri.name);
+      if (!/^\d+$/.test(uri.name)) throw new Error(`File descriptor named '${uri.name}' has not been found`);
+      let socket: net.Socket;
+      try {
+        socket = new net.Socket({ fd, readable: true, writable: true });
+      } catch (err) {
+        throw new Error(`Invalid file descriptor number '${uri.name}': ${strerror(errnoOf(err))}`);
+      }
+      queueMicrotask(() => accept(duplex(socket)));
+      return { close: () => undefined };
+    }
+    case 'tcp':
+    case 'unix': {
+      const server = net.createServer({ pauseOnConnect: true });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (err) => {
+          const where = uri.kind === 'tcp' ? `${uri.host}:${uri.port}` : uri.path;
+          reject(new Error(`Failed to ${uri.kind === 'tcp' ? 'bind socket' : 'bind socket to ' + where}: ${strerror(errnoOf(err))}`));
+        });
+        if (uri.kind === 'tcp') server.listen(uri.port, uri.host, resolve);
+        else {
+          try {
+            unlinkSync(uri.path);
+          } catch {
+            /* none there */
+          }
+          server.listen(uri.path, resolve);
+        }
+      });
+      const close = (): void => {
+        server.close();
+      };
+      server.once('connection', (socket) => {
+        socket.setNoDelay(true);
+        close();
+        accept(duplex(socket));
+        socket.resume();
+      });
+      const address = server.address();
+      const socketAddress =
+        typeof address === 'string' || address === null
+          ? { type: 'unix', path: uri.kind === 'unix' ? uri.path : String(address) }
+          : {
+              type: 'inet',
+              host: address.address,
+              port: String(address.port),
+              ...(address.family === 'IPv6' ? { ipv6: true } : { ipv4: true }),
+            };
+      return { socketAddress, close };
+    }
+  }
+}
+
+function duplex(s: Duplex): IncomingConnection {
+  s.on('error', () => undefined); // reported by the reader as an end of stream
+  return { input: s, output: s, close: () => s.destroy() };
+}

@@ -1,0 +1,107 @@
+/**
+ * The source's end of a migration channel: a socket (tcp, unix) or a command's stdin (exec).
+ * Writes honour back-pressure, and a failed or shut-down channel is remembered as QEMU's
+ * QEMUFile error with QEMU's words ("Unable to write to socket: Broken pipe"), which the
+ * migration reports as its error-desc. The readable side, when there is one, is the return path.
+ */
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { errnoOf, strerror } from '../errno.js';
+import type { MigrationUri } from './uri.js';
+
+export class OutgoingChannel {
+  /** The first error seen; after it nothing more is written. */
+  error?: string;
+  private closed = false;
+  private waiters: Array<() => void> = [];
+
+  private constructor(
+    private readonly out: Writable,
+    /** Bytes from the destination (the return path), where the transport has them. */
+    readonly input: Readable | undefined,
+    private readonly what: 'socket' | 'command',
+    private readonly destroy: () => void,
+  ) {
+    out.on('error', (err) => this.fail(`Unable to write to ${what}: ${strerror(errnoOf(err))}`));
+    out.on('drain', () => this.wakeAll());
+    out.on('close', () => {
+      this.closed = true;
+      this.wakeAll();
+    });
+  }
+
+  /** Connects; rejects with QEMU's "Failed to connect to ..." message. */
+  static connect(uri: MigrationUri, onStarted: (destroy: () => void) => void): Promise<OutgoingChannel> {
+    if (uri.kind === 'exec') {
+      // As QEMU: /bin/sh -c COMMAND, the stream on its stdin, its stdout the way back.
+      const child = spawn('/bin/sh', ['-c', uri.command], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const ch = new OutgoingChannel(child.stdin, child.stdout, 'command', () => {
+        child.stdin.destroy();
+        child.kill('SIGTERM');
+      });
+      return Promise.resolve(ch);
+    }
+    if (uri.kind === 'fd') throw new Error('fd: is resolved by the caller');
+    const where = uri.kind === 'tcp' ? `${uri.host}:${uri.port}` : uri.path;
+    return new Promise((resolve, reject) => {
+      const socket = uri.kind === 'tcp' ? net.connect(uri.port, uri.host) : net.connect(uri.path);
+      onStarted(() => socket.destroy(new Error('ECANCELED')));
+      socket.setNoDelay(true);
+      const onError = (err: Error): void => {
+        const code = errnoOf(err);
+        const reason = code === 'ENOTFOUND' ? 'Name or service not known' : strerror(code ?? err.message);
+        reject(new Error(code === 'ENOTFOUND' ? `address resolution failed for ${where}: ${reason}` : `Failed to connect to '${where}': ${reason}`));
+      };
+      socket.once('error', onError);
+      socket.once('connect', () => {
+        socket.off('error', onError);
+        resolve(new OutgoingChannel(socket, socket, 'socket', () => socket.destroy()));
+      });
+    });
+  }
+
+  get usable(): boolean {
+    return !this.error && !this.closed;
+  }
+
+  /** Writes every chunk, waiting whenever the transport asks us to. */
+  async write(chunks: Buffer[]): Promise<void> {
+    for (const chunk of chunks) {
+      if (!this.usable) return;
+      if (!this.out.write(chunk)) await this.whenWritable();
+    }
+  }
+
+  /** Resolves once everything written has left our buffers, or the channel is dead. */
+  async drained(): Promise<void> {
+    while (this.usable && this.out.writableLength > 0) await this.whenWritable();
+  }
+
+  /** qemu_file_shutdown(): blocked I/O fails at once; the error is recorded unless one exists. */
+  shutdown(reason = 'Channel was shut down'): void {
+    if (!this.error) this.error = reason;
+    this.destroy();
+    this.wakeAll();
+  }
+
+  /** Closes after the last byte went out (end of a successful migration). */
+  end(): void {
+    this.out.end();
+  }
+
+  fail(message: string): void {
+    if (!this.error) this.error = message;
+    this.wakeAll();
+  }
+
+  private whenWritable(): Promise<void> {
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  private wakeAll(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}

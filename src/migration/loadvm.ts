@@ -1,0 +1,258 @@
+/**
+ * qemu_loadvm_state() for a `-M none` guest: header, configuration, then sections and commands
+ * until EOF, then the optional VM description. Handlers are looked up by (idstr, instance) at
+ * START/FULL and by the sender's section id at PART/END; every section ends in a checked footer.
+ * Failures are LoadErrors carrying QEMU's report lines and errno.
+ */
+import type { Logger } from 'pino';
+import type { GuestRam } from '../guest/ram.js';
+import { RUN_STATES, type RunState } from '../guest/run-state.js';
+import { LoadError } from './load-error.js';
+import { RamLoader } from './ram/ram-load.js';
+import {
+  Command,
+  GLOBALSTATE_RUNSTATE_BYTES,
+  RAM_SECTION_VERSION,
+  Section,
+  TIMER_SECTION_VERSION,
+  VM_FILE_MAGIC,
+  VM_FILE_VERSION,
+  VM_FILE_VERSION_COMPAT,
+} from './stream/constants.js';
+import { StreamEnded, type StreamReader } from './stream/reader.js';
+
+/** What the destination does for commands that need its side of the connection. */
+export interface LoadHooks {
+  openReturnPath(): boolean;
+  sendPong(value: number): boolean;
+}
+
+export interface LoadResult {
+  /** The run state the source stored in `globalstate`, if it sent one. */
+  globalState?: RunState;
+  bytes: number;
+  pages: number;
+}
+
+interface Handler {
+  idstr: string;
+  version: number;
+  minVersion: number;
+  load(r: StreamReader, version: number): Promise<void>;
+}
+
+/** mig_cmd_args[]: the payload length each command must have (-1: variable). */
+const COMMAND_ARGS: Record<number, { name: string; len: number }> = {
+  [Command.OPEN_RETURN_PATH]: { name: 'OPEN_RETURN_PATH', len: 0 },
+  [Command.PING]: { name: 'PING', len: 4 },
+  [Command.POSTCOPY_ADVISE]: { name: 'POSTCOPY_ADVISE', len: -1 },
+  [Command.POSTCOPY_LISTEN]: { name: 'POSTCOPY_LISTEN', len: 0 },
+  [Command.POSTCOPY_RUN]: { name: 'POSTCOPY_RUN', len: 0 },
+  [Command.POSTCOPY_RAM_DISCARD]: { name: 'POSTCOPY_RAM_DISCARD', len: -1 },
+  [Command.PACKAGED]: { name: 'PACKAGED', len: 4 },
+  [Command.ENABLE_COLO]: { name: '(null)', len: 0 },
+  [Command.POSTCOPY_RESUME]: { name: 'POSTCOPY_RESUME', len: 0 },
+  [Command.RECV_BITMAP]: { name: 'RECV_BITMAP', len: -1 },
+};
+
+export async function loadVmState(r: StreamReader, ram: GuestRam, machine: string, hooks: LoadHooks, log: Logger): Promise<LoadResult> {
+  const ramLoader = new RamLoader(ram);
+  let globalState: RunState | undefined;
+  const handlers: Handler[] = [
+    { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: RAM_SECTION_VERSION, load: (rr, v) => ramLoader.load(rr, v) },
+    {
+      idstr: 'timer', version: TIMER_SECTION_VERSION, minVersion: 1,
+      // The guest clock offsets mean nothing to an emulated guest; they are read and dropped.
+      load: async (rr, v) => rr.skip(v >= 2 ? 24 : 16),
+    },
+    {
+      idstr: 'globalstate', version: 1, minVersion: 1,
+      load: async (rr) => {
+        await rr.need(4 + GLOBALSTATE_RUNSTATE_BYTES);
+        rr.be32(); // size: informative only
+        const raw = rr.view(GLOBALSTATE_RUNSTATE_BYTES);
+        const nul = raw.indexOf(0);
+        if (nul < 0) throw new LoadError('EINVAL');
+        const name = raw.subarray(0, nul).toString('latin1');
+        if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `Invalid parameter '${name}'`);
+        globalState = name as RunState;
+      },
+    },
+  ];
+  const bySectionId = new Map<number, Handler>();
+
+  try {
+    await loadHeader(r, machine);
+  } catch (err) {
+    if (err instanceof StreamEnded) throw new LoadError('EINVAL', 'Not a migration stream');
+    throw err;
+  }
+
+  for (;;) {
+    const type = await readOr(r, 1, () => r.u8());
+    switch (type) {
+      case Section.START:
+      case Section.FULL: {
+        await eio(r.need(4));
+        const id = r.be32();
+        const idstr = await eio(r.countedString());
+        if (idstr === undefined) throw new LoadError('EINVAL', `Unable to read ID string for section ${id}`);
+        await eio(r.need(8));
+        const instance = r.be32();
+        const version = r.be32();
+        const h = handlers.find((x) => x.idstr === idstr);
+        if (!h || instance !== 0) {
+          throw new LoadError('EINVAL', `Unknown savevm section or instance '${idstr}' ${instance}. Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices`);
+        }
+        if (version > h.version) throw new LoadError('EINVAL', `savevm: unsupported version ${version} for '${idstr}' v${h.version}`);
+        bySectionId.set(id, h);
+        await runHandler(h, r, version, `error while loading state for instance 0x${instance.toString(16)} of device '${idstr}'`);
+        await checkFooter(r, h, id);
+        break;
+      }
+      case Section.PART:
+      case Section.END: {
+        await eio(r.need(4));
+        const id = r.be32();
+        const h = bySectionId.get(id);
+        if (!h) throw new LoadError('EINVAL', `Unknown savevm section ${id}`);
+        await runHandler(h, r, RAM_SECTION_VERSION, `error while loading state section id ${id}(${h.idstr})`);
+        await checkFooter(r, h, id);
+        break;
+      }
+      case Section.COMMAND:
+        await processCommand(r, hooks);
+        break;
+      case Section.EOF: {
+        // The VM description is optional for a 7.2 destination: anything else is only logged.
+        if (!(await r.atEnd())) {
+          const next = r.u8();
+          if (next === Section.VMDESCRIPTION) {
+            await eio(r.need(4));
+            await eio(r.skip(r.be32()));
+          } else log.warn(`Expected vmdescription section, but got ${next}`);
+        } else log.warn('Expected vmdescription section, but got 0');
+        return { globalState, bytes: r.consumed, pages: ramLoader.pages };
+      }
+      default:
+        throw new LoadError('EINVAL', `Unknown savevm section type ${type}`);
+    }
+  }
+}
+
+async function loadHeader(r: StreamReader, machine: string): Promise<void> {
+  await r.need(8);
+  if (r.be32() !== VM_FILE_MAGIC) throw new LoadError('EINVAL', 'Not a migration stream');
+  const version = r.be32();
+  if (version === VM_FILE_VERSION_COMPAT) throw new LoadError('ENOTSUP', "SaveVM v2 format is obsolete and don't work anymore");
+  if (version !== VM_FILE_VERSION) throw new LoadError('ENOTSUP', 'Unsupported migration stream version');
+  await r.need(1);
+  if (r.u8() !== Section.CONFIGURATION) throw new LoadError('EINVAL', 'Configuration section missing');
+  await r.need(4);
+  const len = r.be32();
+  if (len > 256) throw new LoadError('EINVAL', `Machine type received is too long (${len} bytes)`);
+  const name = (await r.bytes(len)).toString('latin1');
+  // strncmp over the sender's length, as configuration_post_load(): a prefix passes.
+  if (name !== machine.slice(0, len) || len === 0) {
+    throw new LoadError('EINVAL', `Machine type received is '${name}' and local is '${machine}'`);
+  }
+  await loadConfigurationSubsections(r);
+}
+
+/** configuration/target-page-bits, /capabilities and /uuid, when a source sends them. */
+async function loadConfigurationSubsections(r: StreamReader): Promise<void> {
+  while (r.ready(1) || (await r.atEnd()) === false) {
+    if (r.peekU8() !== Section.SUBSECTION) return;
+    r.u8();
+    const name = (await r.countedString()) ?? '';
+    await r.need(4);
+    r.be32(); // version
+    if (name === 'configuration/target-page-bits') {
+      await r.need(4);
+      const bits = r.be32();
+      if (bits !== 12) throw new LoadError('EINVAL', `Received TARGET_PAGE_BITS is ${bits} but local is 12`);
+    } else if (name === 'configuration/capabilities') {
+      await r.need(4);
+      const count = r.be32();
+      for (let i = 0; i < count; i++) {
+        const cap = await r.countedString();
+        // x-ignore-shared is the one capability 7.2 checks, and qmigd does not have it.
+        if (cap === 'x-ignore-shared') throw new LoadError('EINVAL', 'Capability x-ignore-shared is off, but received capability is on');
+      }
+    } else if (name === 'configuration/uuid') {
+      await r.skip(16);
+    } else {
+      throw new LoadError('EINVAL', `Unknown subsection '${name}' of configuration`);
+    }
+  }
+}
+
+async function runHandler(h: Handler, r: StreamReader, version: number, context: string): Promise<void> {
+  try {
+    if (version < h.minVersion) throw new LoadError('EINVAL', `${h.idstr}: incoming version_id ${version} is too old for local minimum version_id ${h.minVersion}`);
+    await h.load(r, version);
+  } catch (err) {
+    if (err instanceof LoadError) throw err.wrap(context);
+    if (err instanceof StreamEnded) throw new LoadError('EIO', context);
+    throw err;
+  }
+}
+
+/** check_section_footer() */
+async function checkFooter(r: StreamReader, h: Handler, id: number): Promise<void> {
+  const mark = await readOr(r, 1, () => r.u8());
+  if (mark !== Section.FOOTER) throw new LoadError('EINVAL', `Missing section footer for ${h.idstr}`);
+  await eio(r.need(4));
+  const got = r.be32();
+  if (got !== id) {
+    throw new LoadError('EINVAL', `Mismatched section id in footer for ${h.idstr} - read 0x${got.toString(16)} expected 0x${id.toString(16)}`);
+  }
+}
+
+/** loadvm_process_command() */
+async function processCommand(r: StreamReader, hooks: LoadHooks): Promise<void> {
+  await eio(r.need(4));
+  const cmd = r.be16();
+  const len = r.be16();
+  const args = COMMAND_ARGS[cmd];
+  if (!args) throw new LoadError('EINVAL', `MIG_CMD 0x${cmd.toString(16)} unknown (len 0x${len.toString(16)})`);
+  if (args.len !== -1 && args.len !== len) {
+    throw new LoadError('ERANGE', `${args.name} received with bad length - expecting ${args.len}, got ${len}`);
+  }
+  await eio(r.need(len));
+  const payload = r.view(len);
+  switch (cmd) {
+    case Command.OPEN_RETURN_PATH:
+      if (!hooks.openReturnPath()) throw new LoadError('EPERM', 'CMD_OPEN_RETURN_PATH failed');
+      return;
+    case Command.PING: {
+      const value = payload.readUInt32BE(0);
+      if (!hooks.sendPong(value)) throw new LoadError('EPERM', `CMD_PING (0x${value.toString(16)}) received with no return path`);
+      return;
+    }
+    case Command.POSTCOPY_ADVISE:
+      // Bitmap-only advice (length 0) is harmless without postcopy; RAM postcopy is not built in.
+      if (len === 0) return;
+      if (len === 16) throw new LoadError('EINVAL', 'RAM postcopy is disabled but have 16 byte advise');
+      throw new LoadError('EINVAL', `CMD_POSTCOPY_ADVISE invalid length (${len})`);
+    case Command.ENABLE_COLO:
+      throw new LoadError('ENOTSUP', 'ENABLE_COLO command come in migration stream, but COLO module is not built in');
+    default:
+      throw new LoadError('EPERM', `CMD_${args.name} in wrong postcopy state (0)`);
+  }
+}
+
+/** An end of stream inside a structure is an I/O error (the QEMUFile error is -EIO). */
+async function eio<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof StreamEnded) throw new LoadError('EIO');
+    throw err;
+  }
+}
+
+async function readOr<T>(r: StreamReader, n: number, read: () => T): Promise<T> {
+  await eio(r.need(n));
+  return read();
+}

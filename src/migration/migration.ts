@@ -1,0 +1,248 @@
+/**
+ * The daemon's migration state, as QEMU's global MigrationState and MigrationIncomingState:
+ * capabilities, parameters, the current (or last) outgoing migration, the incoming one, and the
+ * commands' semantics with their checks in QEMU's order (qmp_migrate, migrate_prepare,
+ * qmp_migrate_incoming, qmp_migrate_set_capabilities, qmp_migrate_set_parameters, ...).
+ */
+import type { Logger } from 'pino';
+import { Errors, QmpError } from '../errors.js';
+import type { Guest } from '../guest/guest.js';
+import { parseMigrationUri, UriError, type MigrationUri } from './channels/uri.js';
+import { IncomingMigration } from './incoming.js';
+import { OutgoingMigration } from './outgoing.js';
+import {
+  CAPABILITIES,
+  checkCapabilities,
+  checkParameters,
+  defaultCapabilities,
+  defaultParameters,
+  mergeParameters,
+  type Capabilities,
+  type Capability,
+  type MigrationParameters,
+} from './params.js';
+import { isMigrationRunning, MigrationStateCell, type MigrationStatus } from './state.js';
+
+export interface MigrationServiceEnv {
+  guest: Guest;
+  machine: string;
+  /** Sends a QMP event (MIGRATION, MIGRATION_PASS). */
+  emit: (event: string, data: Record<string, unknown>) => void;
+  log: Logger;
+  onFatal: (lines: string[]) => void;
+  /** Registers the migration with yank while it runs; returns the unregister function. */
+  registerYank: (yank: () => void) => () => void;
+}
+
+export class MigrationService {
+  capabilities: Capabilities = defaultCapabilities();
+  parameters: MigrationParameters = defaultParameters();
+  /** The source side's state (MigrationState.state). */
+  readonly outgoingState: MigrationStateCell;
+  /** The destination side's state (MigrationIncomingState.state). */
+  readonly incomingState: MigrationStateCell;
+  outgoing?: OutgoingMigration;
+  incoming?: IncomingMigration;
+  private incomingStarted = false;
+
+  constructor(private readonly env: MigrationServiceEnv) {
+    const announce = (status: MigrationStatus): void => {
+      if (this.capabilities.events) env.emit('MIGRATION', { status });
+    };
+    this.outgoingState = new MigrationStateCell(announce);
+    this.incomingState = new MigrationStateCell(announce);
+  }
+
+  get status(): MigrationStatus {
+    return this.outgoingState.status;
+  }
+
+  /** qmp_migrate() */
+  migrate(uri: string, opts: { blk?: boolean; inc?: boolean; resume?: boolean }): void {
+    if (opts.resume) throw Errors.noPausedMigration();
+    if (isMigrationRunning(this.status)) throw Errors.migrationActive();
+    const runState = this.env.guest.runState.state;
+    if (runState === 'inmigrate') throw Errors.guestWaitingIncoming();
+    if (runState === 'postmigrate') throw Errors.pausedByPreviousMigration();
+    if (opts.blk || opts.inc) {
+      if (this.capabilities.block) throw Errors.blockOptionsIncompatible();
+      throw Errors.blockMigrationNotBuilt();
+    }
+    // migrate_init(): silently back to none, then setup with an event.
+    this.setupError = undefined;
+    this.outgoingState.reset();
+    this.outgoingState.change('none', 'setup');
+    let parsed: MigrationUri | undefined;
+    try {
+      parsed = parseMigrationUri(uri);
+    } catch (err) {
+      throw this.failSetup(Errors.migrationChannel((err as UriError).message), true);
+    }
+    if (!parsed) throw this.failSetup(Errors.invalidMigrationProtocol(), false);
+    // Descriptors come with getfd over SCM_RIGHTS, which qmigd cannot receive: none is ever known.
+    if (parsed.kind === 'fd') throw this.failSetup(Errors.fdNotFound(parsed.name), true);
+
+    const out = new OutgoingMigration({
+      guest: this.env.guest,
+      machine: this.env.machine,
+      caps: { ...this.capabilities },
+      params: () => this.parameters,
+      state: this.outgoingState,
+      announcePass: (pass) => {
+        if (this.capabilities.events) this.env.emit('MIGRATION_PASS', { pass });
+      },
+      log: this.env.log.child({ migration: 'out', uri }),
+    });
+    this.outgoing = out;
+    const unyank = this.env.registerYank(() => out.cancel());
+    void out.run(parsed).finally(unyank);
+  }
+
+  /** migrate_fd_error() for a failure found before any channel exists. */
+  private failSetup(err: QmpError, recordError: boolean): QmpError {
+    this.outgoing = undefined;
+    this.setupError = recordError ? err.desc : undefined;
+    this.outgoingState.change('setup', 'failed');
+    return err;
+  }
+
+  /** error-desc of a migration that failed before it had an OutgoingMigration. */
+  private setupError?: string;
+
+  cancel(): void {
+    this.outgoing?.cancel();
+  }
+
+  /** qmp_migrate_continue() */
+  continue(state: MigrationStatus): void {
+    if (this.status !== state) throw Errors.migrationNotInState(this.status);
+    this.outgoing?.continue();
+  }
+
+  /** qmp_migrate_incoming(): also the path -incoming URI takes at start-up. */
+  async startIncoming(uri: string): Promise<void> {
+    if (this.incomingStarted) throw Errors.incomingAlreadyStarted();
+    if (this.env.guest.runState.state !== 'inmigrate') throw Errors.incomingNotSpecified();
+    let parsed: MigrationUri | undefined;
+    try {
+      parsed = parseMigrationUri(uri);
+    } catch (err) {
+      throw Errors.migrationChannel((err as Error).message);
+    }
+    if (!parsed) throw Errors.unknownMigrationProtocol(uri);
+    const incoming = new IncomingMigration({
+      guest: this.env.guest,
+      machine: this.env.machine,
+      state: this.incomingState,
+      log: this.env.log.child({ migration: 'in', uri }),
+      onFatal: this.env.onFatal,
+    });
+    try {
+      await incoming.listen(parsed);
+    } catch (err) {
+      throw Errors.migrationChannel((err as Error).message);
+    }
+    this.incomingStarted = true;
+    this.incoming = incoming;
+    // qemu_start_incoming_migration() announces setup whatever the events capability says.
+    this.env.emit('MIGRATION', { status: 'setup' });
+  }
+
+  /** qmp_migrate_set_capabilities() */
+  setCapabilities(list: Array<{ capability: Capability; state: boolean }>): void {
+    if (isMigrationRunning(this.status)) throw Errors.migrationActive();
+    const next = { ...this.capabilities };
+    for (const { capability, state } of list) next[capability] = state;
+    checkCapabilities(next, this.capabilities);
+    this.capabilities = next;
+  }
+
+  queryCapabilities(): Array<{ capability: Capability; state: boolean }> {
+    return CAPABILITIES.map((capability) => ({ capability, state: this.capabilities[capability] }));
+  }
+
+  /** qmp_migrate_set_parameters(): the merged set is checked whole, then applied at once. */
+  setParameters(changes: Record<string, unknown>): void {
+    const next = mergeParameters(this.parameters, changes);
+    checkParameters(next, this.capabilities);
+    this.parameters = next;
+  }
+
+  queryParameters(): Record<string, unknown> {
+    return { ...this.parameters };
+  }
+
+  /** qmp_query_migrate(): destination facts first, then the source's overwrite them. */
+  info(): Record<string, unknown> {
+    const info: Record<string, unknown> = {};
+    const inc = this.incoming;
+    if (inc?.socketAddress) info['socket-address'] = [inc.socketAddress];
+    if (this.incomingState.status !== 'none') info.status = this.incomingState.status;
+    const s = this.status;
+    const out = this.outgoing;
+    switch (s) {
+      case 'none':
+        return info;
+      case 'setup':
+      case 'cancelled':
+      case 'wait-unplug':
+      case 'colo':
+        info.status = s;
+        return info;
+      case 'failed':
+        info.status = s;
+        if (out?.error ?? this.setupError) info['error-desc'] = out?.error ?? this.setupError;
+        return info;
+      default:
+        break;
+    }
+    info.status = s;
+    if (!out?.ram) return info;
+    const completed = s === 'completed';
+    info['setup-time'] = out.setupTime;
+    if (completed) {
+      info['total-time'] = out.totalTime;
+      info.downtime = out.downtime;
+    } else {
+      info['total-time'] = Date.now() - out.startTime;
+      info['expected-downtime'] = Math.round(out.expectedDowntime);
+    }
+    const ram = out.ram;
+    const c = ram.counters;
+    info.ram = {
+      transferred: c.transferred,
+      remaining: completed ? 0 : ram.remainingBytes,
+      total: this.env.guest.ram.size,
+      duplicate: c.duplicate,
+      skipped: 0,
+      normal: c.normal,
+      'normal-bytes': c.normal * 4096,
+      'dirty-pages-rate': completed ? 0 : c.dirtyPagesRate,
+      mbps: out.mbps,
+      'dirty-sync-count': c.dirtySyncCount,
+      'postcopy-requests': 0,
+      'page-size': 4096,
+      'multifd-bytes': 0,
+      'pages-per-second': Math.round(out.pagesPerSecond),
+      'precopy-bytes': c.precopyBytes,
+      'downtime-bytes': c.downtimeBytes,
+      'postcopy-bytes': 0,
+      'dirty-sync-missed-zero-copy': 0,
+    };
+    if (this.capabilities.xbzrle) {
+      const x = ram.xbzrleCounters;
+      info['xbzrle-cache'] = {
+        'cache-size': ram.cacheSize,
+        bytes: x.bytes,
+        pages: x.pages,
+        'cache-miss': x.cacheMiss,
+        'cache-miss-rate': x.cacheMissRate,
+        'encoding-rate': x.encodingRate,
+        overflow: x.overflow,
+      };
+    }
+    const throttle = this.env.guest.workload.throttlePercent;
+    if (throttle > 0) info['cpu-throttle-percentage'] = throttle;
+    return info;
+  }
+}

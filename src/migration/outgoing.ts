@@ -1,0 +1,366 @@
+/**
+ * One outgoing pre-copy migration, as QEMU 7.2's migration_thread() runs it:
+ *
+ *   setup ──► active ──(pending < threshold)──► [pre-switchover ─migrate-continue─► device] ──► completed
+ *     │          │                                        │
+ *     └──────────┴──────── error ──► failed ◄─────────────┘      any running state ─cancel─► cancelling ──► cancelled
+ *
+ * The work runs on the event loop in slices of a few milliseconds (each slice yields, and waits
+ * for the socket when it is full), so QMP answers between slices. Bandwidth is spent in 100 ms
+ * windows of max-bandwidth/10 bytes; at the end of each window the measured bandwidth times
+ * downtime-limit gives the threshold below which the guest is stopped and the rest is sent.
+ */
+import type { Logger } from 'pino';
+import type { Guest } from '../guest/guest.js';
+import type { Capabilities, MigrationParameters } from './params.js';
+import { RamSaver } from './ram/ram-save.js';
+import { Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section, SectionIds } from './stream/constants.js';
+import { StreamEnded, StreamReader } from './stream/reader.js';
+import { writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
+import { StreamWriter } from './stream/writer.js';
+import { OutgoingChannel } from './channels/outgoing-channel.js';
+import type { MigrationUri } from './channels/uri.js';
+import type { MigrationStateCell, MigrationStatus } from './state.js';
+
+/** BUFFER_DELAY: the rate-limit window. */
+const WINDOW_MS = 100;
+/** MAX_WAIT: ram_save_iterate() ends a section after this long. */
+const MAX_ITERATE_MS = 50;
+/** Longest stretch of work between two turns of the event loop. */
+const SLICE_MS = 3;
+/** Hand the writer's bytes to the channel once this much has piled up. */
+const FLUSH_BYTES = 1 << 20;
+
+export interface OutgoingEnv {
+  guest: Guest;
+  machine: string;
+  caps: Capabilities;
+  params: () => MigrationParameters;
+  state: MigrationStateCell;
+  /** MIGRATION_PASS, already gated by the events capability. */
+  announcePass: (pass: number) => void;
+  log: Logger;
+}
+
+export class OutgoingMigration {
+  readonly startTime = Date.now();
+  setupTime = 0;
+  totalTime = 0;
+  downtime = 0;
+  expectedDowntime: number;
+  mbps = 0;
+  pagesPerSecond = 0;
+  /** The error query-migrate shows as error-desc. */
+  error?: string;
+  ram?: RamSaver;
+  /** Resolves when the migration has reached a final state and cleaned up. */
+  readonly finished: Promise<void>;
+
+  private channel?: OutgoingChannel;
+  private readonly writer = new StreamWriter();
+  private thresholdSize = 0;
+  private window = { start: 0, bytes: 0, pages: 0 };
+  private unlimited = false;
+  private downtimeStart = 0;
+  private vmWasRunning = false;
+  private abortConnect?: () => void;
+  private releasePause?: () => void;
+  private wakeSleep?: () => void;
+  private returnPath?: Promise<void>;
+  private rpError?: string;
+  private settle!: () => void;
+
+  constructor(private readonly env: OutgoingEnv) {
+    this.expectedDowntime = env.params()['downtime-limit'];
+    this.finished = new Promise((r) => (this.settle = r));
+  }
+
+  get status(): MigrationStatus {
+    return this.env.state.status;
+  }
+
+  /** Connects and runs; every failure ends in a state, never in a rejected promise. */
+  async run(uri: MigrationUri): Promise<void> {
+    try {
+      this.channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
+    } catch (err) {
+      this.abortConnect = undefined;
+      // migrate_fd_error(): setup → failed; a cancel during connect ends as cancelled instead.
+      if (this.env.state.change('setup', 'failed')) this.error = (err as Error).message;
+      return this.finish();
+    }
+    this.abortConnect = undefined;
+    if (this.status === 'cancelling') {
+      this.channel.shutdown();
+      return this.finish();
+    }
+    try {
+      await this.thread();
+    } catch (err) {
+      this.env.log.error({ err }, 'migration failed unexpectedly');
+      this.fail(`qmigd internal error: ${(err as Error).message}`, this.status);
+    }
+    return this.finish();
+  }
+
+  /** migrate_fd_cancel() */
+  cancel(): void {
+    const state = this.env.state;
+    const s = state.status;
+    if (s === 'pre-switchover') {
+      state.change(s, 'cancelling');
+      this.releasePause?.();
+    } else if (s === 'cancelling' || ['setup', 'active', 'device', 'wait-unplug'].includes(s)) {
+      state.change(s, 'cancelling'); // a second cancel announces cancelling again, as 7.2
+      this.abortConnect?.();
+      this.channel?.shutdown('Channel was shut down: migration cancelled');
+    }
+    this.wakeSleep?.();
+  }
+
+  /** migrate-continue: lets a migration paused in pre-switchover go on. */
+  continue(): void {
+    this.releasePause?.();
+  }
+
+  private async thread(): Promise<void> {
+    const { env, writer } = this;
+    const setupStart = Date.now();
+    writeHeader(writer, env.machine);
+    if (env.caps['return-path']) {
+      writeCommand(writer, Command.OPEN_RETURN_PATH);
+      writeCommand(writer, Command.PING, be32(1));
+      this.returnPath = this.readReturnPath();
+    }
+    this.ram = new RamSaver(env.guest.ram, {
+      xbzrle: env.caps.xbzrle,
+      autoConverge: env.caps['auto-converge'],
+      params: env.params,
+      guestRunning: () => env.guest.runState.running,
+      syncDirtyLog: () => env.guest.workload.advance(),
+      onPass: env.announcePass,
+      onThrottle: (pct) => {
+        env.guest.workload.throttlePercent = pct;
+        env.log.info({ throttle: pct }, 'auto-converge: guest CPU throttled');
+      },
+      throttlePercent: () => env.guest.workload.throttlePercent,
+    });
+    writeSectionStart(writer, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
+    this.ram.setup(writer);
+    writeFooter(writer, SectionIds.ram);
+    await this.flush();
+    this.setupTime = Date.now() - setupStart;
+    env.state.change('setup', 'active');
+    this.window = { start: Date.now(), bytes: this.writer.written, pages: 0 };
+
+    while (this.status === 'active') {
+      if (!this.rateLimited()) {
+        if ((await this.iterationStep()) === 'done') break;
+      }
+      if (this.channel!.error && this.status === 'active') {
+        this.fail(this.channel!.error, 'active');
+        break;
+      }
+      this.updateCounters(Date.now());
+      if (this.rateLimited() && this.status === 'active' && this.channel!.usable) await this.sleepToWindowEnd();
+    }
+  }
+
+  /** migration_iteration_run(): another pass, or completion. */
+  private async iterationStep(): Promise<'more' | 'done'> {
+    const pending = this.ram!.pending(this.thresholdSize);
+    if (pending && pending >= this.thresholdSize) {
+      await this.iterate();
+      return 'more';
+    }
+    await this.complete();
+    return 'done';
+  }
+
+  /** ram_save_iterate(): one PART section, until the budget, the bitmap or 50 ms runs out. */
+  private async iterate(): Promise<void> {
+    const w = this.writer;
+    writeSectionPart(w, Section.PART, SectionIds.ram);
+    const start = performance.now();
+    await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== 'active');
+    w.be64(RamFlag.EOS);
+    writeFooter(w, SectionIds.ram);
+    await this.flush();
+    // However little there was to send, the event loop gets its turn: QMP, the workload, timers.
+    await yieldToLoop();
+  }
+
+  /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
+  private async sendPages(stop: () => boolean): Promise<void> {
+    const w = this.writer;
+    let slice = performance.now();
+    for (let n = 1; ; n++) {
+      if ((n & 15) === 0 && stop()) return;
+      if (!this.ram!.saveNext(w)) return;
+      if ((n & 63) === 0 && (w.pending >= FLUSH_BYTES || performance.now() - slice > SLICE_MS)) {
+        await this.flush();
+        await yieldToLoop();
+        slice = performance.now();
+        if (!this.channel!.usable) return;
+      }
+    }
+  }
+
+  /** migration_completion(): stop the guest, maybe pause, send the rest and the device state. */
+  private async complete(): Promise<void> {
+    const { env } = this;
+    const guest = env.guest;
+    let current: MigrationStatus = 'active';
+    this.downtimeStart = Date.now();
+    this.vmWasRunning = guest.runState.running;
+    const globalState = guest.runState.state; // global_state_store()
+    if (!guest.runState.stop('finish-migrate')) guest.runState.set('finish-migrate');
+
+    if (env.caps['pause-before-switchover']) {
+      // migration_maybe_pause(); a cancel that came first skips the wait.
+      if (this.status !== 'cancelling') {
+        env.state.change(current, 'pre-switchover');
+        await new Promise<void>((r) => (this.releasePause = r));
+        this.releasePause = undefined;
+        env.state.change('pre-switchover', 'device');
+        current = 'device';
+      }
+      if (this.status !== 'device') return this.fail(undefined, current);
+    }
+
+    this.unlimited = true;
+    this.ram!.enterLastStage();
+    const w = this.writer;
+    writeSectionPart(w, Section.END, SectionIds.ram);
+    this.ram!.sync();
+    await this.sendPages(() => !this.channel!.usable);
+    w.be64(RamFlag.EOS);
+    writeFooter(w, SectionIds.ram);
+    writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState);
+    await this.flush();
+    await this.channel!.drained();
+    if (this.channel!.usable && !this.returnPath) this.channel!.end();
+    if (this.returnPath) await this.returnPath;
+    const error = this.channel!.error ?? this.rpError;
+    if (error) return this.fail(error, current);
+    env.state.change(current, 'completed');
+  }
+
+  /** migration_iteration_finish() and migrate_fd_cleanup(). */
+  private finish(): void {
+    const { guest, state, log } = this.env;
+    guest.workload.throttlePercent = 0; // cpu_throttle_stop()
+    const end = Date.now();
+    if (state.status === 'completed') {
+      this.totalTime = end - this.startTime;
+      this.downtime = end - this.downtimeStart;
+      const transferTime = this.totalTime - this.setupTime;
+      if (transferTime) this.mbps = (this.writer.written * 8) / transferTime / 1000;
+      guest.runState.set('postmigrate');
+    } else {
+      if (this.vmWasRunning) {
+        if (guest.runState.state !== 'shutdown') guest.runState.start();
+      } else if (guest.runState.state === 'finish-migrate') guest.runState.set('postmigrate');
+      this.channel?.shutdown();
+    }
+    state.change('cancelling', 'cancelled');
+    if (this.error && state.status === 'failed') log.error(this.error);
+    log.info({ status: state.status, transferred: this.ram?.counters.transferred ?? 0, totalMs: end - this.startTime }, 'migration finished');
+    this.settle();
+  }
+
+  private fail(error: string | undefined, from: MigrationStatus): void {
+    if (this.env.state.change(from, 'failed') && error) this.error = error;
+  }
+
+  /** qemu_file_rate_limit(): the window's budget is spent (0 means unlimited), or the channel died. */
+  private rateLimited(): boolean {
+    if (!this.channel!.usable) return true;
+    const budget = this.env.params()['max-bandwidth'] / (1000 / WINDOW_MS);
+    return !this.unlimited && budget > 0 && this.writer.written - this.window.bytes > budget;
+  }
+
+  /** migration_update_counters(): once per window. */
+  private updateCounters(now: number): void {
+    const elapsed = now - this.window.start;
+    if (elapsed < WINDOW_MS) return;
+    const ram = this.ram!;
+    const transferred = this.writer.written - this.window.bytes;
+    const bandwidth = transferred / elapsed; // bytes per ms
+    this.thresholdSize = bandwidth * this.env.params()['downtime-limit'];
+    this.mbps = (transferred * 8) / (elapsed / 1000) / 1000 / 1000;
+    this.pagesPerSecond = (ram.pagesSaved - this.window.pages) / (elapsed / 1000);
+    if (ram.counters.dirtyPagesRate && transferred > 10000) this.expectedDowntime = ram.remainingBytes / bandwidth;
+    this.window = { start: now, bytes: this.writer.written, pages: ram.pagesSaved };
+  }
+
+  /** migration_rate_limit(): sleep out the window; a cancel wakes us early. */
+  private async sleepToWindowEnd(): Promise<void> {
+    const ms = this.window.start + WINDOW_MS - Date.now();
+    if (ms <= 0) return;
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      this.wakeSleep = () => {
+        clearTimeout(t);
+        r();
+      };
+    });
+    this.wakeSleep = undefined;
+  }
+
+  private async flush(): Promise<void> {
+    const chunks = this.writer.take();
+    if (chunks.length) await this.channel!.write(chunks);
+  }
+
+  /** source_return_path_thread(): PONGs, and SHUT when the destination is done. */
+  private async readReturnPath(): Promise<void> {
+    const input = this.channel!.input;
+    if (!input) return;
+    const r = new StreamReader(input);
+    // As mark_source_rp_bad(): the migration fails when it next looks, at completion.
+    const bad = (msg: string): void => {
+      this.env.log.error(msg);
+      this.rpError ??= msg;
+    };
+    try {
+      for (;;) {
+        await r.need(4);
+        const type = r.be16();
+        const len = r.be16();
+        if (type === RpMessage.INVALID || type >= RpMessage.MAX || len > RP_MAX_LENGTH) {
+          return bad(`RP: Received invalid message 0x${hex4(type)} length 0x${hex4(len)}`);
+        }
+        await r.need(len);
+        const payload = r.view(len);
+        const expect = type === RpMessage.SHUT || type === RpMessage.PONG || type === RpMessage.RESUME_ACK ? 4 : type === RpMessage.REQ_PAGES ? 12 : -1;
+        if (expect >= 0 && len !== expect) {
+          return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) with incorrect length ${len} expecting ${expect}`);
+        }
+        if (type === RpMessage.SHUT) {
+          const status = payload.readUInt32BE(0);
+          if (status) bad(`RP: Sibling indicated error ${status}`);
+          return;
+        }
+        if (type === RpMessage.PONG) continue;
+        return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
+      }
+    } catch (err) {
+      if (err instanceof StreamEnded && !['active', 'device', 'pre-switchover'].includes(this.status)) return;
+      bad('RP: the destination closed the return path before SHUT');
+    }
+  }
+}
+
+const RP_NAMES = ['INVALID', 'SHUT', 'PONG', 'REQ_PAGES_ID', 'REQ_PAGES', 'RECV_BITMAP', 'RESUME_ACK'];
+const hex4 = (n: number): string => n.toString(16).padStart(4, '0');
+
+function be32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v);
+  return b;
+}
+
+function yieldToLoop(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
+}

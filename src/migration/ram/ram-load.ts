@@ -1,0 +1,132 @@
+/**
+ * The destination's RAM handler (ram_load_precopy in 7.2): applies records in stream order, the
+ * last write to a page winning, and rejects what 7.2 rejects with its messages.
+ */
+import { inflateSync } from 'node:zlib';
+import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { LoadError } from '../load-error.js';
+import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
+import type { StreamReader } from '../stream/reader.js';
+import { xbzrleDecode } from './xbzrle.js';
+
+const PAGE_MASK = PAGE_SIZE - 1;
+/** compressBound(4096) for zlib. */
+const COMPRESS_BOUND = 4096 + (4096 >> 12) + (4096 >> 14) + (4096 >> 25) + 13;
+/** Parse this many records between looks at the clock, and yield after this long. */
+const RECORDS_PER_CHECK = 256;
+const SLICE_MS = 4;
+
+export class RamLoader {
+  /** The per-channel "last block" of ram_block_from_stream(): set by the first named record. */
+  private blockKnown = false;
+  pages = 0;
+
+  constructor(private readonly ram: GuestRam) {}
+
+  /** Loads one section's worth of records, up to and including EOS. */
+  async load(r: StreamReader, version: number): Promise<void> {
+    if (version !== 4) throw new LoadError('EINVAL');
+    const ram = this.ram;
+    let records = 0;
+    let sliceStart = performance.now();
+    for (;;) {
+      if (++records % RECORDS_PER_CHECK === 0 && performance.now() - sliceStart > SLICE_MS) {
+        await new Promise((res) => setImmediate(res));
+        sliceStart = performance.now();
+      }
+      if (!r.ready(8)) await r.need(8);
+      const word = r.be64();
+      const flags = word % PAGE_SIZE;
+      const addr = word - flags;
+      const type = flags & ~RamFlag.CONTINUE;
+      if (type === RamFlag.EOS) return;
+      if (type === RamFlag.MEM_SIZE) {
+        await this.loadBlockList(r, addr);
+        continue;
+      }
+      if (type !== RamFlag.ZERO && type !== RamFlag.PAGE && type !== RamFlag.XBZRLE && type !== RamFlag.COMPRESS_PAGE) {
+        throw new LoadError('EINVAL', `Unknown combination of migration flags: 0x${flags.toString(16)}`);
+      }
+      await this.resolveBlock(r, flags);
+      if (addr + PAGE_SIZE > ram.size || (addr & PAGE_MASK) !== 0) {
+        throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
+      }
+      const page = ram.bytes.subarray(addr, addr + PAGE_SIZE);
+      switch (type) {
+        case RamFlag.ZERO: {
+          if (!r.ready(1)) await r.need(1);
+          const fill = r.u8();
+          if (fill !== 0 || page.some((b) => b !== 0)) page.fill(fill);
+          break;
+        }
+        case RamFlag.PAGE:
+          if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
+          page.set(r.view(PAGE_SIZE));
+          break;
+        case RamFlag.XBZRLE:
+          await this.loadXbzrle(r, page);
+          break;
+        case RamFlag.COMPRESS_PAGE:
+          await this.loadCompressed(r, page);
+          break;
+      }
+      this.pages++;
+    }
+  }
+
+  /** MEM_SIZE: the source's block list must name our block with our size. */
+  private async loadBlockList(r: StreamReader, total: number): Promise<void> {
+    let seen = 0;
+    while (seen < total) {
+      const id = await r.countedString();
+      await r.need(8);
+      const length = r.be64();
+      if (id !== this.ram.id) throw new LoadError('EINVAL', `Unknown ramblock "${id ?? ''}", cannot accept migration`);
+      if (length !== this.ram.size) {
+        throw new LoadError('EINVAL', `Size mismatch: ${id}: 0x${length.toString(16)} != 0x${this.ram.size.toString(16)}: Invalid argument`);
+      }
+      seen += length;
+    }
+  }
+
+  /** ram_block_from_stream() */
+  private async resolveBlock(r: StreamReader, flags: number): Promise<void> {
+    if (flags & RamFlag.CONTINUE) {
+      if (!this.blockKnown) throw new LoadError('EINVAL', 'Ack, bad migration stream!');
+      return;
+    }
+    await r.need(1);
+    const len = r.u8();
+    await r.need(len);
+    const id = r.view(len).toString('latin1');
+    if (id !== this.ram.id) throw new LoadError('EINVAL', `Can't find block ${id}`);
+    this.blockKnown = true;
+  }
+
+  /** load_xbzrle(): decoded in place on our copy, which must equal the sender's cache. */
+  private async loadXbzrle(r: StreamReader, page: Buffer): Promise<void> {
+    await r.need(3);
+    const encoding = r.u8();
+    const len = r.be16();
+    if (encoding !== ENCODING_FLAG_XBZRLE) throw new LoadError('EINVAL', 'Failed to load XBZRLE page - wrong compression!');
+    if (len > PAGE_SIZE) throw new LoadError('EINVAL', 'Failed to load XBZRLE page - len overflow!');
+    await r.need(len);
+    if (xbzrleDecode(r.view(len), page) === -1) throw new LoadError('EINVAL', 'Failed to load XBZRLE page - decode error!');
+  }
+
+  /** COMPRESS_PAGE: a zlib stream of one page (the `compress` capability of the sender). */
+  private async loadCompressed(r: StreamReader, page: Buffer): Promise<void> {
+    await r.need(4);
+    const len = r.be32();
+    if (len > COMPRESS_BOUND) throw new LoadError('EINVAL', `Invalid compressed data length: ${len}`);
+    await r.need(len);
+    let out: Buffer;
+    try {
+      out = inflateSync(r.view(len));
+    } catch {
+      throw new LoadError('EINVAL', 'decompress data failed');
+    }
+    if (out.length !== PAGE_SIZE) throw new LoadError('EINVAL', 'decompress data failed');
+    page.set(out);
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * The source's RAM handler (migration/ram.c in 7.2): the bitmap of pages still to send, the scan
+ * that walks it round and round, zero-page detection, XBZRLE against the page cache, the
+ * dirty-bitmap sync with its once-a-second period (dirty rate, XBZRLE rates, auto-converge), and
+ * the counters query-migrate reports. It writes records into a StreamWriter; the caller frames
+ * them into sections and decides when to stop (rate limit, time slice).
+ */
+import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
+import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import type { MigrationParameters } from '../params.js';
+import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
+import type { StreamWriter } from '../stream/writer.js';
+import { PageCache } from './page-cache.js';
+import { xbzrleEncode } from './xbzrle.js';
+
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+export interface RamCounters {
+  transferred: number;
+  duplicate: number;
+  normal: number;
+  dirtySyncCount: number;
+  dirtyPagesRate: number;
+  precopyBytes: number;
+  downtimeBytes: number;
+}
+
+export interface XbzrleCounters {
+  bytes: number;
+  pages: number;
+  cacheMiss: number;
+  cacheMissRate: number;
+  encodingRate: number;
+  overflow: number;
+}
+
+export interface RamSaverOptions {
+  xbzrle: boolean;
+  autoConverge: boolean;
+  params: () => MigrationParameters;
+  /** Whether the guest runs: bytes sent then count as precopy, else as downtime bytes. */
+  guestRunning: () => boolean;
+  /** Brings the dirty log up to date (memory_global_dirty_log_sync). */
+  syncDirtyLog: () => void;
+  /** Called after each sync with dirty-sync-count (MIGRATION_PASS). */
+  onPass: (pass: number) => void;
+  /** Auto-converge's verdict: the new CPU throttle percentage. */
+  onThrottle: (percent: number) => void;
+  throttlePercent: () => number;
+}
+
+export class RamSaver {
+  readonly bitmap: DirtyBitmap;
+  /** migration_dirty_pages: bits set in `bitmap`. */
+  dirtyPages = 0;
+  /** Pages saved (target_page_count), for the per-period rates. */
+  pagesSaved = 0;
+  readonly counters: RamCounters = {
+    transferred: 0, duplicate: 0, normal: 0, dirtySyncCount: 0, dirtyPagesRate: 0, precopyBytes: 0, downtimeBytes: 0,
+  };
+  readonly xbzrleCounters: XbzrleCounters = { bytes: 0, pages: 0, cacheMiss: 0, cacheMissRate: 0, encodingRate: 0, overflow: 0 };
+  private cache?: PageCache;
+  private readonly encoded = Buffer.alloc(PAGE_SIZE);
+  /** Set after the first complete pass (find_dirty_block): XBZRLE only helps for re-sent pages. */
+  private xbzrleActive = false;
+  /** The block of the last page record, so the next one may say CONTINUE. It spans sections. */
+  private blockSent = false;
+  private scan = 0;
+  /** Once the VM is stopped for the final pass, the cache is no longer updated (last_stage). */
+  private lastStage = false;
+  private readonly period = {
+    start: 0, dirtyPages: 0, bytesXferPrev: 0, pagesPrev: 0, highCount: 0, xbzrleMissPrev: 0, xbzrlePagesPrev: 0, xbzrleBytesPrev: 0,
+  };
+
+  constructor(
+    private readonly ram: GuestRam,
+    private readonly opts: RamSaverOptions,
+  ) {
+    this.bitmap = new DirtyBitmap(ram.pages);
+    if (opts.xbzrle) this.cache = new PageCache(opts.params()['xbzrle-cache-size']);
+  }
+
+  get remainingBytes(): number {
+    return this.dirtyPages * PAGE_SIZE;
+  }
+
+  get cacheSize(): number {
+    return this.opts.params()['xbzrle-cache-size'];
+  }
+
+  /** ram_save_setup(): every page dirty, the block list, then the first sync. */
+  setup(w: StreamWriter): void {
+    this.bitmap.setAll();
+    this.dirtyPages = this.ram.pages;
+    this.ram.dirtyLog.clearAll(); // dirty logging starts now
+    w.be64(this.ram.size + RamFlag.MEM_SIZE);
+    w.countedString(this.ram.id);
+    w.be64(this.ram.size);
+    this.sync();
+    w.be64(RamFlag.EOS);
+  }
+
+  /** ram_save_pending(): syncs first when what is left would fit in the downtime. */
+  pending(threshold: number): number {
+    if (this.remainingBytes < threshold) this.sync();
+    return this.remainingBytes;
+  }
+
+  /** migration_bitmap_sync() */
+  sync(): void {
+    const now = Date.now();
+    this.counters.dirtySyncCount++;
+    if (!this.period.start) this.period.start = now;
+    this.opts.syncDirtyLog();
+    const fresh = this.bitmap.absorb(this.ram.dirtyLog);
+    this.dirtyPages += fresh;
+    this.period.dirtyPages += fresh;
+    if (now > this.period.start + 1000) {
+      this.triggerThrottle();
+      this.updateRates(now);
+      this.period.pagesPrev = this.pagesSaved;
+      this.period.start = now;
+      this.period.dirtyPages = 0;
+      this.period.bytesXferPrev = this.counters.transferred;
+    }
+    this.opts.onPass(this.counters.dirtySyncCount);
+  }
+
+  /** Enters the final stage: the guest is stopped and the last pages go out as they are. */
+  enterLastStage(): void {
+    this.lastStage = true;
+  }
+
+  /**
+   * ram_find_and_save_block(): saves the next dirty page after the scan position, wrapping
+   * round once. Returns false when no page is dirty. A page XBZRLE finds unchanged costs
+   * nothing on the wire but still counts as handled.
+   */
+  saveNext(w: StreamWriter): boolean {
+    let page = this.bitmap.nextSet(this.scan);
+    if (page < 0) {
+      // Hit the end: a complete round is done, and from now on XBZRLE may be used.
+      if (this.cache) this.xbzrleActive = true;
+      page = this.bitmap.nextSet(0);
+      if (page < 0) {
+        this.scan = 0;
+        return false;
+      }
+    }
+    this.bitmap.clear(page);
+    this.dirtyPages--;
+    this.scan = page + 1;
+    this.savePage(w, page);
+    this.pagesSaved++;
+    return true;
+  }
+
+  /** ram_save_target_page(): zero page, else XBZRLE, else the whole page. */
+  private savePage(w: StreamWriter, page: number): void {
+    const offset = page * PAGE_SIZE;
+    let data: Uint8Array = this.ram.page(page);
+    if (ZERO_PAGE.equals(data)) {
+      const n = this.header(w, offset, RamFlag.ZERO);
+      w.u8(0);
+      this.counters.duplicate++;
+      this.sent(n + 1);
+      // A cached copy of a page that is now zero would be stale (xbzrle_cache_zero_page).
+      if (this.xbzrleActive && !this.lastStage) this.cache!.insert(offset, ZERO_PAGE, this.counters.dirtySyncCount);
+      return;
+    }
+    if (this.xbzrleActive) {
+      const result = this.saveXbzrle(w, offset, data);
+      if (result.done) return;
+      data = result.data;
+    }
+    const n = this.header(w, offset, RamFlag.PAGE);
+    w.bytes(data);
+    this.counters.normal++;
+    this.sent(n + PAGE_SIZE);
+  }
+
+  /** save_xbzrle_page(): done, or the data a normal page record must carry. */
+  private saveXbzrle(w: StreamWriter, offset: number, current: Uint8Array): { done: boolean; data: Uint8Array } {
+    const cache = this.cache!;
+    const x = this.xbzrleCounters;
+    const age = this.counters.dirtySyncCount;
+    if (!cache.isCached(offset, age)) {
+      x.cacheMiss++;
+      // Sent whole this time; cached so that the next change is a delta against what was sent.
+      if (!this.lastStage && cache.insert(offset, current, age)) return { done: false, data: cache.get(offset) };
+      return { done: false, data: current };
+    }
+    x.pages++;
+    const cached = cache.get(offset);
+    const len = xbzrleEncode(cached, current, this.encoded, PAGE_SIZE);
+    if (len === 0) return { done: true, data: current }; // unchanged: nothing to send
+    if (!this.lastStage) cached.set(current); // the cache now holds what the destination will hold
+    if (len < 0) {
+      x.overflow++;
+      x.bytes += PAGE_SIZE;
+      return { done: false, data: this.lastStage ? current : cached };
+    }
+    const n = this.header(w, offset, RamFlag.XBZRLE);
+    w.u8(ENCODING_FLAG_XBZRLE);
+    w.be16(len);
+    w.bytes(this.encoded.subarray(0, len));
+    x.bytes += n + 3 + len - 8;
+    this.sent(n + 3 + len);
+    return { done: true, data: current };
+  }
+
+  /** save_page_header(): be64 offset|flags, and the block name unless CONTINUE applies. */
+  private header(w: StreamWriter, offset: number, flag: number): number {
+    if (this.blockSent) {
+      w.be64(offset + flag + RamFlag.CONTINUE);
+      return 8;
+    }
+    w.be64(offset + flag);
+    w.countedString(this.ram.id);
+    this.blockSent = true;
+    return 8 + 1 + Buffer.byteLength(this.ram.id, 'latin1');
+  }
+
+  /** ram_transferred_add() */
+  private sent(bytes: number): void {
+    if (this.opts.guestRunning()) this.counters.precopyBytes += bytes;
+    else this.counters.downtimeBytes += bytes;
+    this.counters.transferred += bytes;
+  }
+
+  /** migration_trigger_throttle(): two periods dirtying more than the threshold share → throttle. */
+  private triggerThrottle(): void {
+    if (!this.opts.autoConverge) return;
+    const p = this.opts.params();
+    const bytesXfer = this.counters.transferred - this.period.bytesXferPrev;
+    const bytesDirty = this.period.dirtyPages * PAGE_SIZE;
+    const threshold = (bytesXfer * p['throttle-trigger-threshold']) / 100;
+    if (bytesDirty > threshold && ++this.period.highCount >= 2) {
+      this.period.highCount = 0;
+      this.opts.onThrottle(nextThrottle(this.opts.throttlePercent(), p, bytesDirty, threshold));
+    }
+  }
+
+  /** migration_update_rates() */
+  private updateRates(now: number): void {
+    this.counters.dirtyPagesRate = Math.floor((this.period.dirtyPages * 1000) / (now - this.period.start));
+    const pages = this.pagesSaved - this.period.pagesPrev;
+    if (!pages || !this.cache) return;
+    const x = this.xbzrleCounters;
+    const pr = this.period;
+    x.cacheMissRate = (x.cacheMiss - pr.xbzrleMissPrev) / pages;
+    pr.xbzrleMissPrev = x.cacheMiss;
+    const unencoded = (x.pages - pr.xbzrlePagesPrev) * PAGE_SIZE;
+    const encoded = x.bytes - pr.xbzrleBytesPrev;
+    x.encodingRate = x.pages === pr.xbzrlePagesPrev || !encoded ? 0 : unencoded / encoded;
+    pr.xbzrlePagesPrev = x.pages;
+    pr.xbzrleBytesPrev = x.bytes;
+  }
+}
+
+/** mig_throttle_guest_down() and cpu_throttle_set()'s 1..99 clamp. */
+export function nextThrottle(now: number, p: MigrationParameters, bytesDirty: number, threshold: number): number {
+  let next: number;
+  if (now === 0) next = p['cpu-throttle-initial'];
+  else {
+    let inc = p['cpu-throttle-increment'];
+    if (p['cpu-throttle-tailslow']) {
+      const cpuNow = 100 - now;
+      const cpuIdeal = cpuNow * (threshold / bytesDirty);
+      inc = Math.min(Math.floor(cpuNow - cpuIdeal), inc);
+    }
+    next = Math.min(now + inc, p['max-cpu-throttle']);
+  }
+  return Math.max(1, Math.min(99, next));
+}

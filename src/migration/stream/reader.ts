@@ -1,0 +1,169 @@
+/**
+ * The receiving half of QEMUFile: a pull parser over a byte source. `need(n)` waits until n
+ * bytes are buffered (or fails at end of stream); the get methods then read synchronously.
+ * Hot loops test `ready(n)` first so that a buffered stream is parsed without awaiting.
+ */
+import type { Readable } from 'node:stream';
+
+/** How much the reader buffers before it pauses the source (back-pressure to the sender). */
+const HIGH_WATER = 16 << 20;
+
+export class StreamEnded extends Error {
+  constructor(readonly failure?: Error) {
+    super(failure ? `stream error: ${failure.message}` : 'unexpected end of migration stream');
+  }
+}
+
+export class StreamReader {
+  /** Bytes consumed so far: the offset of the next byte in the stream. */
+  consumed = 0;
+  private head: Buffer = Buffer.alloc(0);
+  private pos = 0;
+  private readonly queue: Buffer[] = [];
+  private queued = 0;
+  private ended = false;
+  private failure?: Error;
+  private wake?: () => void;
+
+  constructor(private readonly source: Readable) {
+    source.on('data', (chunk: Buffer) => {
+      this.queue.push(chunk);
+      this.queued += chunk.length;
+      if (this.queued > HIGH_WATER) source.pause();
+      this.notify();
+    });
+    source.on('end', () => {
+      this.ended = true;
+      this.notify();
+    });
+    source.on('close', () => {
+      this.ended = true;
+      this.notify();
+    });
+    source.on('error', (err) => {
+      this.failure = err;
+      this.ended = true;
+      this.notify();
+    });
+  }
+
+  get available(): number {
+    return this.head.length - this.pos + this.queued;
+  }
+
+  /** True when n bytes can be read without waiting. */
+  ready(n: number): boolean {
+    if (this.head.length - this.pos >= n) return true;
+    if (this.available < n) return false;
+    this.gather(n);
+    return true;
+  }
+
+  async need(n: number): Promise<void> {
+    while (!this.ready(n)) {
+      if (this.ended) throw new StreamEnded(this.failure);
+      if (this.source.isPaused()) this.source.resume();
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
+
+  /** True at a clean end of stream (nothing buffered and nothing more coming). */
+  async atEnd(): Promise<boolean> {
+    while (this.available === 0 && !this.ended) {
+      if (this.source.isPaused()) this.source.resume();
+      await new Promise<void>((r) => (this.wake = r));
+    }
+    return this.available === 0;
+  }
+
+  u8(): number {
+    this.consumed += 1;
+    return this.head[this.pos++]!;
+  }
+
+  peekU8(): number {
+    return this.head[this.pos]!;
+  }
+
+  be16(): number {
+    const v = this.head.readUInt16BE(this.pos);
+    this.advance(2);
+    return v;
+  }
+
+  be32(): number {
+    const v = this.head.readUInt32BE(this.pos);
+    this.advance(4);
+    return v;
+  }
+
+  /** As a number: exact below 2^53, which covers every offset and length in a stream. */
+  be64(): number {
+    const v = this.head.readUInt32BE(this.pos) * 0x100000000 + this.head.readUInt32BE(this.pos + 4);
+    this.advance(8);
+    return v;
+  }
+
+  be64big(): bigint {
+    const v = this.head.readBigUInt64BE(this.pos);
+    this.advance(8);
+    return v;
+  }
+
+  /** A view of the next n bytes; valid until the next need()/ready(). */
+  view(n: number): Buffer {
+    const v = this.head.subarray(this.pos, this.pos + n);
+    this.advance(n);
+    return v;
+  }
+
+  async bytes(n: number): Promise<Buffer> {
+    await this.need(n);
+    return Buffer.from(this.view(n));
+  }
+
+  async skip(n: number): Promise<void> {
+    while (n > 0) {
+      const step = Math.min(n, 1 << 20);
+      await this.need(step);
+      this.advance(step);
+      n -= step;
+    }
+  }
+
+  /** u8 length then the bytes; a zero length is a failure, as qemu_get_counted_string(). */
+  async countedString(): Promise<string | undefined> {
+    await this.need(1);
+    const len = this.u8();
+    if (len === 0) return undefined;
+    await this.need(len);
+    return this.view(len).toString('latin1');
+  }
+
+  private advance(n: number): void {
+    this.pos += n;
+    this.consumed += n;
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** Makes the next n bytes contiguous in `head`. */
+  private gather(n: number): void {
+    const rest = this.head.subarray(this.pos);
+    const parts = rest.length ? [rest] : [];
+    let have = rest.length;
+    while (have < n) {
+      const next = this.queue.shift()!;
+      this.queued -= next.length;
+      parts.push(next);
+      have += next.length;
+    }
+    this.head = parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
+    this.pos = 0;
+    if (this.queued <= HIGH_WATER && this.source.isPaused() && !this.ended) this.source.resume();
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Two real qmigd processes, a source and a destination waiting on a loopback port, each with a
+ * negotiated QMP client, plus waits on migration events (the tests turn the events capability on).
+ */
+import { randomFillSync } from 'node:crypto';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, startDaemon, tempDir, type RunningDaemon } from './daemon.js';
+import { QmpClient, type Msg } from './qmp-client.js';
+
+export interface Side {
+  daemon: RunningDaemon;
+  qmp: QmpClient;
+}
+
+export interface Pair {
+  src: Side;
+  dst: Side;
+  uri: string;
+  stop: () => Promise<void>;
+}
+
+/** A file of `bytes` random bytes, for --memory-file. */
+export function randomRamFile(bytes: number): string {
+  const path = join(tempDir(), 'ram.bin');
+  const fd = openSync(path, 'w');
+  const piece = Buffer.alloc(16 << 20);
+  for (let done = 0; done < bytes; done += piece.length) {
+    randomFillSync(piece);
+    writeSync(fd, piece, 0, Math.min(piece.length, bytes - done));
+  }
+  closeSync(fd);
+  return path;
+}
+
+export async function side(args: string[]): Promise<Side> {
+  const daemon = await startDaemon(args);
+  const qmp = await QmpClient.at(daemon.listening[0]!);
+  await qmp.negotiate();
+  return { daemon, qmp };
+}
+
+export async function startPair(opts: { memory: string; srcArgs?: string[]; dstArgs?: string[]; events?: boolean }): Promise<Pair> {
+  const port = await freePort();
+  const uri = `tcp:127.0.0.1:${port}`;
+  const dst = await side(['-m', opts.memory, '--incoming', uri, ...(opts.dstArgs ?? [])]);
+  const src = await side(['-m', opts.memory, ...(opts.srcArgs ?? [])]);
+  if (opts.events !== false) {
+    for (const s of [src, dst]) await s.qmp.ok('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+  }
+  return {
+    src, dst, uri,
+    async stop() {
+      src.qmp.close();
+      dst.qmp.close();
+      await Promise.all([src.daemon.stop(), dst.daemon.stop()]);
+    },
+  };
+}
+
+export async function setCaps(s: Side, caps: Record<string, boolean>): Promise<void> {
+  await s.qmp.ok('migrate-set-capabilities', { capabilities: Object.entries(caps).map(([capability, state]) => ({ capability, state })) });
+}
+
+/** Waits for MIGRATION {status} (events capability on). */
+export function migrationStatus(s: Side, status: string, from = 0): Promise<Msg> {
+  return s.qmp.waitEvent('MIGRATION', (d) => d.status === status, from);
+}
+
+/** The statuses announced so far, in order. */
+export function statuses(s: Side): string[] {
+  return s.qmp.events.filter((e) => e.event === 'MIGRATION').map((e) => (e.data as Msg).status as string);
+}
+
+export async function digest(s: Side): Promise<string> {
+  return ((await s.qmp.ok('__org.qmigd_query-ram-digest')) as { sha256: string }).sha256;
+}
+
+export async function runState(s: Side): Promise<string> {
+  return ((await s.qmp.ok('query-status')) as { status: string }).status;
+}
+
+/** Polls query-migrate until `done(info)`: for conditions no event announces. */
+export async function untilInfo(s: Side, done: (info: Msg) => boolean, timeoutMs = 60000): Promise<Msg> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = (await s.qmp.ok('query-migrate')) as Msg;
+    if (done(info)) return info;
+    if (Date.now() > deadline) throw new Error(`query-migrate never satisfied the condition: ${JSON.stringify(info)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * Migrations that do not complete: cancelled in each state, or cut off by a peer that dies.
+ * The source must end in a final state with the guest running and its RAM untouched; a
+ * destination whose source vanished exits 1 and says why, as QEMU 7.2 does.
+ */
+import t from 'tap';
+import { digest, migrationStatus, randomRamFile, runState, setCaps, startPair, statuses } from '../helpers/migration.js';
+import type { Msg } from '../helpers/qmp-client.js';
+
+const MiB = 1 << 20;
+
+t.test('cancel in setup: the channel never carries a byte', async (t) => {
+  const p = await startPair({ memory: '16M' });
+  t.teardown(p.stop);
+  // Both commands in one write: the cancel runs before the connection can complete.
+  const from = p.src.qmp.lines.length;
+  p.src.qmp.send(`{"execute":"migrate","arguments":{"uri":"${p.uri}"}}{"execute":"migrate_cancel"}`);
+  await p.src.qmp.nextReply(from);
+  await migrationStatus(p.src, 'cancelled');
+  t.same(statuses(p.src), ['setup', 'cancelling', 'cancelled']);
+  t.same(await p.src.qmp.ok('query-migrate'), { status: 'cancelled' });
+  t.equal(await runState(p.src), 'running');
+  t.equal(await runState(p.dst), 'inmigrate', 'the destination is still waiting');
+});
+
+t.test('cancel in active: the guest keeps running with its RAM, the destination gives up', async (t) => {
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB)] });
+  t.teardown(p.stop);
+  const before = await digest(p.src);
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 4 * MiB });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'active');
+  const active = (await p.src.qmp.ok('query-migrate')) as Msg;
+  t.equal(active.status, 'active');
+  t.ok((active.ram as Msg).remaining as number > 0);
+  await p.src.qmp.ok('migrate_cancel');
+  await migrationStatus(p.src, 'cancelled');
+  t.same(statuses(p.src), ['setup', 'active', 'cancelling', 'cancelled']);
+  t.equal(await runState(p.src), 'running');
+  t.equal(await digest(p.src), before, 'source RAM untouched');
+  const { code } = await p.dst.daemon.exited;
+  t.equal(code, 1, 'the destination exits 1');
+  t.match(p.dst.daemon.stderr(), /load of migration failed: Input\/output error/);
+  // A new migration may start after a cancel.
+  t.match(await p.src.qmp.cmd('migrate', { uri: 'tcp:127.0.0.1:1' }), { return: {} });
+  await migrationStatus(p.src, 'failed');
+  t.match(await p.src.qmp.ok('query-migrate'), { status: 'failed', 'error-desc': "Failed to connect to '127.0.0.1:1': Connection refused" });
+});
+
+t.test('cancel in pre-switchover: the stopped guest runs again', async (t) => {
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', randomRamFile(16 * MiB)] });
+  t.teardown(p.stop);
+  await setCaps(p.src, { 'pause-before-switchover': true });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'pre-switchover');
+  t.equal(await runState(p.src), 'finish-migrate');
+  const from = p.src.qmp.events.length;
+  await p.src.qmp.ok('migrate_cancel');
+  await migrationStatus(p.src, 'cancelled');
+  await p.src.qmp.waitEvent('RESUME', undefined, from);
+  t.same(statuses(p.src), ['setup', 'active', 'pre-switchover', 'cancelling', 'cancelled']);
+  t.equal(await runState(p.src), 'running');
+  t.match(await p.src.qmp.cmd('migrate-continue', { state: 'pre-switchover' }), { error: { desc: 'Migration not in expected state: cancelled' } });
+});
+
+t.test('cancel racing with completion never leaves a migration stuck', async (t) => {
+  const p = await startPair({ memory: '4M' });
+  t.teardown(p.stop);
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  // Cancels sent while the (tiny) migration is finishing: whichever wins, it ends.
+  for (let i = 0; i < 20; i++) await p.src.qmp.ok('migrate_cancel');
+  const end = await p.src.qmp.waitEvent('MIGRATION', (d) => d.status === 'completed' || d.status === 'cancelled');
+  const final = (await p.src.qmp.ok('query-migrate')) as Msg;
+  t.equal(final.status, (end.data as Msg).status, `ended ${final.status}`);
+  t.equal(await runState(p.src), final.status === 'completed' ? 'postmigrate' : 'running');
+});
+
+t.test('destination killed mid-way: source fails with error-desc, guest running, RAM intact', async (t) => {
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB)] });
+  t.teardown(p.stop);
+  const before = await digest(p.src);
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.dst, 'active');
+  p.dst.daemon.proc.kill('SIGKILL');
+  await migrationStatus(p.src, 'failed');
+  const info = (await p.src.qmp.ok('query-migrate')) as Msg;
+  t.equal(info.status, 'failed');
+  t.match(info['error-desc'], /^Unable to write to socket: (Broken pipe|Connection reset by peer)$/);
+  t.equal(await runState(p.src), 'running');
+  t.equal(await digest(p.src), before);
+});
+
+t.test('source killed mid-way: the destination exits 1 with a clear log line', async (t) => {
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB)] });
+  t.teardown(p.stop);
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.dst, 'active');
+  p.src.daemon.proc.kill('SIGKILL');
+  const { code } = await p.dst.daemon.exited;
+  t.equal(code, 1);
+  const log = p.dst.daemon.stderr();
+  t.match(log, /error while loading state section id 2\(ram\)/);
+  t.match(log, /load of migration failed: Input\/output error/);
+});
+
+t.test('migrate is refused during a migration and on a waiting destination', async (t) => {
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', randomRamFile(16 * MiB)] });
+  t.teardown(p.stop);
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 1 * MiB });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  t.match(await p.src.qmp.cmd('migrate', { uri: p.uri }), { error: { desc: "There's a migration process in progress" } });
+  t.match(await p.src.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'xbzrle', state: true }] }), {
+    error: { desc: "There's a migration process in progress" },
+  });
+  t.match(await p.dst.qmp.cmd('migrate', { uri: 'tcp:127.0.0.1:1' }), { error: { desc: 'Guest is waiting for an incoming migration' } });
+  t.match(await p.dst.qmp.cmd('migrate-incoming', { uri: 'tcp:127.0.0.1:1' }), { error: { desc: 'The incoming migration has already been started' } });
+  const waiting = (await p.dst.qmp.ok('query-migrate')) as Msg;
+  t.match(waiting['socket-address'], [{ type: 'inet', host: '127.0.0.1', ipv4: true }]);
+  // max-bandwidth applies to the running migration at once: lifted, it finishes.
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+  await migrationStatus(p.src, 'completed');
+  t.equal(await digest(p.dst), await digest(p.src));
+});
