@@ -34,7 +34,7 @@ export class IncomingMigration {
   async listen(uri: MigrationUri): Promise<void> {
     this.listener = await listenIncoming(uri, (conn) => void this.receive(conn));
     this.socketAddress = this.listener.socketAddress;
-    this.env.log.info({ uri: uri.text }, 'waiting for an incoming migration');
+    this.env.log.info('waiting for an incoming migration');
   }
 
   private async receive(conn: IncomingConnection): Promise<void> {
