@@ -1,7 +1,8 @@
 /**
  * The guest's one RAM block: `size` bytes in 4 KiB pages, named like QEMU's memory backend id,
- * plus the dirty log its writers mark. The bytes live in a SharedArrayBuffer so that later work
- * (multifd, worker threads) can share them without copying.
+ * plus the dirty log its writers mark. The bytes are an ordinary ArrayBuffer, not a
+ * SharedArrayBuffer: V8 copies into and out of shared memory with relaxed atomics, several times
+ * slower than memcpy, and copying pages is most of what migration does.
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
@@ -24,7 +25,7 @@ export class GuestRam {
     readonly size: number,
   ) {
     if (size <= 0 || size % PAGE_SIZE !== 0) throw new Error(`RAM size ${size} is not a positive multiple of ${PAGE_SIZE}`);
-    this.bytes = Buffer.from(new SharedArrayBuffer(size));
+    this.bytes = Buffer.alloc(size);
     this.pages = size / PAGE_SIZE;
     this.dirtyLog = new DirtyBitmap(this.pages);
   }

@@ -310,7 +310,7 @@ export class OutgoingMigration {
 
   private async flush(): Promise<void> {
     const chunks = this.writer.take();
-    if (chunks.length) await this.channel!.write(chunks);
+    if (chunks.length) await this.channel!.write(chunks, (c) => this.writer.recycle(c));
   }
 
   /** source_return_path_thread(): PONGs, and SHUT when the destination is done. */

@@ -65,11 +65,15 @@ export class OutgoingChannel {
     return !this.error && !this.closed;
   }
 
-  /** Writes every chunk, waiting whenever the transport asks us to. */
-  async write(chunks: Buffer[]): Promise<void> {
+  /**
+   * Writes every chunk, waiting whenever the transport asks us to; `written` gets each chunk
+   * back once the transport is done with it, so its memory can be reused.
+   */
+  async write(chunks: Buffer[], written?: (chunk: Buffer) => void): Promise<void> {
     for (const chunk of chunks) {
       if (!this.usable) return;
-      if (!this.out.write(chunk)) await this.whenWritable();
+      const ok = this.out.write(chunk, written && ((err) => !err && written(chunk)));
+      if (!ok) await this.whenWritable();
     }
   }
 

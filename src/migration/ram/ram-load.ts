@@ -10,6 +10,7 @@ import type { StreamReader } from '../stream/reader.js';
 import { xbzrleDecode } from './xbzrle.js';
 
 const PAGE_MASK = PAGE_SIZE - 1;
+const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 /** compressBound(4096) for zlib. */
 const COMPRESS_BOUND = 4096 + (4096 >> 12) + (4096 >> 14) + (4096 >> 25) + 13;
 /** Parse this many records between looks at the clock, and yield after this long. */
@@ -47,27 +48,30 @@ export class RamLoader {
       if (type !== RamFlag.ZERO && type !== RamFlag.PAGE && type !== RamFlag.XBZRLE && type !== RamFlag.COMPRESS_PAGE) {
         throw new LoadError('EINVAL', `Unknown combination of migration flags: 0x${flags.toString(16)}`);
       }
-      await this.resolveBlock(r, flags);
+      if (flags & RamFlag.CONTINUE) {
+        if (!this.blockKnown) throw new LoadError('EINVAL', 'Ack, bad migration stream!');
+      } else await this.readBlockName(r);
       if (addr + PAGE_SIZE > ram.size || (addr & PAGE_MASK) !== 0) {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
-      const page = ram.bytes.subarray(addr, addr + PAGE_SIZE);
       switch (type) {
+        case RamFlag.PAGE:
+          if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
+          r.copyTo(ram.bytes, addr, PAGE_SIZE);
+          break;
         case RamFlag.ZERO: {
           if (!r.ready(1)) await r.need(1);
           const fill = r.u8();
-          if (fill !== 0 || page.some((b) => b !== 0)) page.fill(fill);
+          const page = ram.bytes.subarray(addr, addr + PAGE_SIZE);
+          // ram_handle_compressed(): a zero fill skips pages that are zero already.
+          if (fill !== 0 || !ZERO_PAGE.equals(page)) page.fill(fill);
           break;
         }
-        case RamFlag.PAGE:
-          if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
-          page.set(r.view(PAGE_SIZE));
-          break;
         case RamFlag.XBZRLE:
-          await this.loadXbzrle(r, page);
+          await this.loadXbzrle(r, ram.bytes.subarray(addr, addr + PAGE_SIZE));
           break;
         case RamFlag.COMPRESS_PAGE:
-          await this.loadCompressed(r, page);
+          await this.loadCompressed(r, ram.bytes.subarray(addr, addr + PAGE_SIZE));
           break;
       }
       this.pages++;
@@ -89,12 +93,8 @@ export class RamLoader {
     }
   }
 
-  /** ram_block_from_stream() */
-  private async resolveBlock(r: StreamReader, flags: number): Promise<void> {
-    if (flags & RamFlag.CONTINUE) {
-      if (!this.blockKnown) throw new LoadError('EINVAL', 'Ack, bad migration stream!');
-      return;
-    }
+  /** ram_block_from_stream() for a record without CONTINUE: the block is named. */
+  private async readBlockName(r: StreamReader): Promise<void> {
     await r.need(1);
     const len = r.u8();
     await r.need(len);

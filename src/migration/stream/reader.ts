@@ -55,7 +55,13 @@ export class StreamReader {
   ready(n: number): boolean {
     if (this.head.length - this.pos >= n) return true;
     if (this.available < n) return false;
-    this.gather(n);
+    if (this.pos === this.head.length && this.queue[0]!.length >= n) {
+      // The head is used up and the next chunk holds all n bytes: move on, no copy.
+      this.head = this.queue.shift()!;
+      this.queued -= this.head.length;
+      this.pos = 0;
+      if (this.queued <= HIGH_WATER && this.source.isPaused() && !this.ended) this.source.resume();
+    } else this.gather(n);
     return true;
   }
 
@@ -151,19 +157,32 @@ export class StreamReader {
     w?.();
   }
 
-  /** Makes the next n bytes contiguous in `head`. */
+  /**
+   * Makes the next n bytes contiguous in `head`. Only those n bytes are copied: the rest of the
+   * chunk they end in stays queued, so a stream is copied once, not once per chunk boundary.
+   */
   private gather(n: number): void {
-    const rest = this.head.subarray(this.pos);
-    const parts = rest.length ? [rest] : [];
-    let have = rest.length;
+    const joined = Buffer.allocUnsafe(n);
+    let have = this.head.copy(joined, 0, this.pos);
     while (have < n) {
-      const next = this.queue.shift()!;
-      this.queued -= next.length;
-      parts.push(next);
-      have += next.length;
+      const next = this.queue[0]!;
+      const take = Math.min(next.length, n - have);
+      next.copy(joined, have, 0, take);
+      have += take;
+      if (take === next.length) this.queue.shift();
+      else this.queue[0] = next.subarray(take);
+      this.queued -= take;
     }
-    this.head = parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
+    // Continue in the chunk after the joined bytes once they are read.
+    this.head = joined;
     this.pos = 0;
     if (this.queued <= HIGH_WATER && this.source.isPaused() && !this.ended) this.source.resume();
   }
+
+  /** Copies the next n bytes (already ready) into `target` at `at`. */
+  copyTo(target: Buffer, at: number, n: number): void {
+    this.head.copy(target, at, this.pos, this.pos + n);
+    this.advance(n);
+  }
+
 }
