@@ -41,6 +41,7 @@ export function registerGuest(d: Daemon): void {
   });
 
   d.registry.register('__org.qmigd_set-workload', (a: { rate: number; pattern?: string }) => {
+    if (!(a.rate >= 0 && a.rate <= Number.MAX_SAFE_INTEGER)) throw Errors.parameterValue('rate', 'bytes per second, from 0 to 2^53');
     let pattern: WorkloadPattern | undefined;
     if (a.pattern !== undefined) {
       try {

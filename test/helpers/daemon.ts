@@ -49,10 +49,15 @@ export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; e
     proc.on('exit', (code, signal) => res({ code, signal })),
   );
   await new Promise<void>((res, rej) => {
+    let partial = '';
     proc.stderr!.on('data', (d: Buffer) => {
       err += d.toString();
-      for (const line of d.toString().split('\n')) {
-        const m = /"qmp":"([^"]+)".*"msg":"QMP listening"/.exec(line);
+      // Whole lines only: a log line may arrive split across two chunks.
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) {
+        if (!line.includes('"msg":"QMP listening"')) continue;
+        const m = /"qmp":"([^"]+)"/.exec(line);
         if (m) listening.push(m[1]!);
       }
       if (listening.length === qmp.length) res();

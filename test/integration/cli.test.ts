@@ -24,6 +24,11 @@ const bad: Array<[string[], RegExp]> = [
   [['--qmp', 'unix:/x,server=maybe'], /^qmigd: Parameter 'server' expects 'on' or 'off'/],
   [['--log-level', 'loud'], /^qmigd: --log-level: 'loud' is not one of/],
   [['--qmp', 'unix:/nonexistent-dir/x.sock,server=on'], /^qmigd: listen EACCES|^qmigd: listen ENOENT/],
+  [['--dirty-rate', 'fast'], /^qmigd: --dirty-rate: 'fast' is not a size/],
+  [['--dirty-pattern', 'hot:0'], /^qmigd: --dirty-pattern: 'hot:0' is not a workload pattern/],
+  [['-m', '8M', '--memory-file', join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures', 'vectors', 'qemu72-none-mixed-2M.ram')],
+    /^qmigd: --memory-file: '.*qemu72-none-mixed-2M\.ram' is 2097152 bytes, but --memory is 8388608 bytes; they must be equal\n$/],
+  [['--incoming', 'bogus:x'], /^qmigd: unknown migration protocol: bogus:x\n$/],
 ];
 
 for (const [args, want] of bad) {
@@ -48,4 +53,17 @@ t.test('no --qmp: serves ./qmigd.sock and says so on stderr', async (t) => {
   p.kill('SIGTERM');
   await new Promise((r) => p.on('exit', r));
   t.notOk(existsSync(join(cwd, 'qmigd.sock')));
+});
+
+t.test('qmigd demo migrates a guest between two daemons and checks the digests', async (t) => {
+  const p = spawn(process.execPath, [BIN, 'demo', '--memory', '16M', '--dirty-rate', '1M'], { cwd: tempDir(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise((r) => p.on('exit', r));
+  t.equal(code, 0);
+  t.match(out, /status:\s+completed/);
+  t.match(out, /digests match/);
+  const digests = [...out.matchAll(/digest:\s+([0-9a-f]{64})/g)].map((m) => m[1]);
+  t.equal(digests.length, 2);
+  t.equal(digests[0], digests[1]);
 });

@@ -73,6 +73,7 @@ t.test('auto-converge throttles a workload that outruns max-bandwidth until it c
   await p.src.qmp.ok('migrate', { uri: p.uri });
   const throttled = await untilInfo(p.src, (i) => typeof i['cpu-throttle-percentage'] === 'number');
   t.equal(throttled['cpu-throttle-percentage'], 60, 'the first step is cpu-throttle-initial');
+  t.ok(((throttled.ram as Msg)['dirty-pages-rate'] as number) > 0, 'the dirty rate of the last period is reported');
   const workload = (await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg;
   t.ok((workload['throttle-percentage'] as number) >= 60, 'the guest workload runs throttled');
   await migrationStatus(p.src, 'completed');

@@ -3,11 +3,12 @@
  * own streams survive files and unix sockets (and, where QEMU is installed, load into a real
  * QEMU 7.2), and corrupt streams make the destination exit 1 with QEMU's reasons.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { REPO, startDaemon, tempDir } from '../helpers/daemon.js';
+import { BIN, REPO, startDaemon, tempDir } from '../helpers/daemon.js';
 import { digest, migrationStatus, randomRamFile, side, type Side } from '../helpers/migration.js';
 import { qemuInstalled, startQemu } from '../helpers/qemu.js';
 import { QmpClient } from '../helpers/qmp-client.js';
@@ -117,6 +118,28 @@ async function loadCorrupt(stream: Buffer, memory = 64 << 20): Promise<{ code: n
   await d.stop();
   return { code, log };
 }
+
+t.test('fd:N: a stream on a descriptor the daemon inherited', async (t) => {
+  const dir = tempDir();
+  const sock = join(dir, 'qmp.sock');
+  const proc = spawn(process.execPath, [BIN, '--qmp', `unix:${sock},server=on,wait=off`, '-m', '2M', '--ram-id', 'm', '--incoming', 'fd:3'], {
+    stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => proc.kill('SIGKILL'));
+  let log = '';
+  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const channel = proc.stdio[3] as NodeJS.WritableStream;
+  channel.end(readFileSync(join(VECTORS, 'qemu72-none-mixed-2M.stream')));
+  while (!log.includes('incoming migration completed')) {
+    if (log.includes('"level":50')) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  t.notMatch(log, /"level":50/, 'no error logged');
+  const c = await QmpClient.unix(sock);
+  await c.negotiate();
+  t.equal(((await c.ok('__org.qmigd_query-ram-digest')) as { sha256: string }).sha256, expected['qemu72-none-mixed-2M']!.ram_sha256);
+  c.close();
+});
 
 t.test('corrupt streams: the destination exits 1 with QEMU 7.2 reasons', async (t) => {
   const plain = readFileSync(join(VECTORS, 'qemu72-none-plain-64M.stream'));
