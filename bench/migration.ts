@@ -9,22 +9,13 @@
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeTempDir, MigrationPair, writeRandomFile, type QmpClient } from '../src/cli/migration-pair.js';
+import { FINAL, makeTempDir, MigrationPair, waitIncomingDone, writeRandomFile, type MigrateInfo, type QmpClient } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
 
 const MiB = 1 << 20;
-const FINAL = new Set(['completed', 'failed', 'cancelled']);
 /** Interval between the starts of two query-migrate samples. */
 const SAMPLE_EVERY_MS = 5;
 
-interface MigrateInfo {
-  status?: string;
-  'error-desc'?: string;
-  'setup-time'?: number;
-  'total-time'?: number;
-  downtime?: number;
-  ram?: { transferred: number; total: number; mbps: number; 'dirty-sync-count': number; normal: number; duplicate: number };
-}
 
 interface Latency {
   samples: number[];
@@ -46,20 +37,6 @@ async function sampleQueryMigrate(qmp: QmpClient): Promise<Latency> {
   }
 }
 
-async function waitIncomingDone(qmp: QmpClient, timeoutMs = 120_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let status: string;
-    try {
-      status = (await qmp.execute<MigrateInfo>('query-migrate')).status ?? 'none';
-    } catch (err) {
-      return `gone (${(err as Error).message})`;
-    }
-    if (FINAL.has(status)) return status;
-    if (Date.now() > deadline) return `still ${status}`;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 export async function migrationBench(memory = 1 << 30): Promise<void> {
   const dir = makeTempDir('qmigd-bench-migration-');

@@ -7,7 +7,7 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeTempDir, MigrationPair, writeRandomFile, type QmpClient } from './migration-pair.js';
+import { FINAL, makeTempDir, MigrationPair, waitIncomingDone, writeRandomFile, type MigrateInfo, type QmpClient } from './migration-pair.js';
 import { parseSize } from './size.js';
 
 export interface DemoOptions {
@@ -18,42 +18,8 @@ export interface DemoOptions {
   autoConverge: boolean;
 }
 
-/** The parts of query-migrate the demo reads. */
-interface MigrateInfo {
-  status?: string;
-  'error-desc'?: string;
-  'setup-time'?: number;
-  'total-time'?: number;
-  downtime?: number;
-  'expected-downtime'?: number;
-  ram?: {
-    transferred: number;
-    remaining: number;
-    total: number;
-    duplicate: number;
-    normal: number;
-    'normal-bytes': number;
-    mbps: number;
-    'dirty-sync-count': number;
-    'pages-per-second': number;
-    'precopy-bytes': number;
-    'downtime-bytes': number;
-    'dirty-pages-rate': number;
-  };
-  'xbzrle-cache'?: {
-    'cache-size': number;
-    bytes: number;
-    pages: number;
-    'cache-miss': number;
-    'cache-miss-rate': number | string;
-    'encoding-rate': number | string;
-    overflow: number;
-  };
-  'cpu-throttle-percentage'?: number;
-}
 
 const MiB = 1 << 20;
-const FINAL = new Set(['completed', 'failed', 'cancelled']);
 
 const mib = (bytes: number): string => (bytes / MiB).toFixed(1);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -234,21 +200,6 @@ function progressLine(info: MigrateInfo, passes: number, width: number): string 
     `${ram.mbps.toFixed(1).padStart(8)} mbps  pass ${pass}  ${status}`;
 }
 
-/** The destination's incoming status once final (or 'exited' if the daemon went away). */
-async function waitIncomingDone(dst: QmpClient, timeoutMs = 60_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let status: string;
-    try {
-      status = (await dst.execute<MigrateInfo>('query-migrate')).status ?? 'none';
-    } catch (err) {
-      return `exited (${(err as Error).message})`;
-    }
-    if (FINAL.has(status)) return status;
-    if (Date.now() > deadline) return `still ${status} after ${timeoutMs} ms`;
-    await sleep(20);
-  }
-}
 
 function fmtRate(v: number | string): string {
   return typeof v === 'number' ? v.toFixed(3) : v;

@@ -407,3 +407,56 @@ export async function writeRandomFile(path: string, size: number, piece = 16 << 
 function lastLines(text: string, n = 20): string {
   return text.trimEnd().split('\n').slice(-n).join('\n');
 }
+
+/** Final migration states. */
+export const FINAL = new Set(['completed', 'failed', 'cancelled']);
+
+/** The parts of query-migrate the demo and the benchmark read. */
+export interface MigrateInfo {
+  status?: string;
+  'error-desc'?: string;
+  'setup-time'?: number;
+  'total-time'?: number;
+  downtime?: number;
+  'expected-downtime'?: number;
+  ram?: {
+    transferred: number;
+    remaining: number;
+    total: number;
+    duplicate: number;
+    normal: number;
+    'normal-bytes': number;
+    mbps: number;
+    'dirty-sync-count': number;
+    'pages-per-second': number;
+    'precopy-bytes': number;
+    'downtime-bytes': number;
+    'dirty-pages-rate': number;
+  };
+  'xbzrle-cache'?: {
+    'cache-size': number;
+    bytes: number;
+    pages: number;
+    'cache-miss': number;
+    'cache-miss-rate': number | string;
+    'encoding-rate': number | string;
+    overflow: number;
+  };
+  'cpu-throttle-percentage'?: number;
+}
+
+/** The destination's incoming status once final (or 'exited' if the daemon went away). */
+export async function waitIncomingDone(dst: QmpClient, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let status: string;
+    try {
+      status = (await dst.execute<MigrateInfo>('query-migrate')).status ?? 'none';
+    } catch (err) {
+      return `exited (${(err as Error).message})`;
+    }
+    if (FINAL.has(status)) return status;
+    if (Date.now() > deadline) return `still ${status} after ${timeoutMs} ms`;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

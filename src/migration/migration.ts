@@ -44,6 +44,8 @@ export class MigrationService {
   outgoing?: OutgoingMigration;
   incoming?: IncomingMigration;
   private incomingStarted = false;
+  /** error-desc of a migration that failed before it had an OutgoingMigration. */
+  private setupError?: string;
 
   constructor(private readonly env: MigrationServiceEnv) {
     const announce = (status: MigrationStatus): void => {
@@ -94,7 +96,7 @@ export class MigrationService {
       log: this.env.log.child({ migration: 'out', uri }),
     });
     this.outgoing = out;
-    const unyank = this.env.registerYank(() => out.cancel());
+    const unyank = this.env.registerYank(() => out.yank());
     void out.run(parsed).finally(unyank);
   }
 
@@ -105,9 +107,6 @@ export class MigrationService {
     this.outgoingState.change('setup', 'failed');
     return err;
   }
-
-  /** error-desc of a migration that failed before it had an OutgoingMigration. */
-  private setupError?: string;
 
   cancel(): void {
     this.outgoing?.cancel();

@@ -118,6 +118,16 @@ export class OutgoingMigration {
     this.wakeSleep?.();
   }
 
+  /**
+   * yank: the channel is shut down under the migration, which then fails as its next write
+   * does (QEMU's qio_channel_shutdown(); the write error is EPIPE).
+   */
+  yank(): void {
+    this.abortConnect?.();
+    this.channel?.shutdown('Unable to write to socket: Broken pipe');
+    this.wakeSleep?.();
+  }
+
   /** migrate-continue: lets a migration paused in pre-switchover go on. */
   continue(): void {
     this.releasePause?.();

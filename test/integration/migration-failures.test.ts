@@ -124,3 +124,17 @@ t.test('migrate is refused during a migration and on a waiting destination', asy
   await migrationStatus(p.dst, 'completed'); // the source may finish writing before the destination finishes reading
   t.equal(await digest(p.dst), await digest(p.src));
 });
+
+t.test('a running migration is a yank instance; yanking it fails the migration', async (t) => {
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', randomRamFile(16 * MiB)] });
+  t.teardown(p.stop);
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 1 * MiB });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'active');
+  t.match(await p.src.qmp.ok('query-yank'), [{ type: 'chardev' }, { type: 'migration' }]);
+  await p.src.qmp.ok('yank', { instances: [{ type: 'migration' }] });
+  await migrationStatus(p.src, 'failed');
+  t.match(await p.src.qmp.ok('query-migrate'), { status: 'failed', 'error-desc': 'Unable to write to socket: Broken pipe' });
+  t.equal(await runState(p.src), 'running');
+  t.same(await p.src.qmp.ok('query-yank'), [{ type: 'chardev', id: 'compat_monitor0' }], 'unregistered once the migration ended');
+});
