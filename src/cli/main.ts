@@ -9,6 +9,8 @@ import { parseWorkloadPattern, type WorkloadPattern } from '../guest/workload.js
 import { parseQmpSpec } from '../qmp/transports/spec.js';
 import { VERSION } from '../version.js';
 import { runDemo, type DemoOptions } from './demo.js';
+import { inspectStream } from '../migration/inspect.js';
+import { createReadStream, writeFileSync } from 'node:fs';
 import { parseSize } from './size.js';
 
 const PAGE_SIZE = 4096;
@@ -119,6 +121,22 @@ function program(): Command {
     .option('--auto-converge', 'enable the auto-converge capability', false)
     .action(async (opts: DemoOptions) => {
       process.exit(await runDemo(opts));
+    });
+  p.command('inspect')
+    .description('decode a migration stream (a file, or standard input) and report its sections, records, commands and device state, or where and why it is invalid')
+    .argument('[file]', 'the stream; - or nothing for standard input', '-')
+    .option('--ram <out>', 'write the RAM the stream produces to OUT')
+    .action(async (file: string, opts: { ram?: string }) => {
+      const input = file === '-' ? process.stdin : createReadStream(file);
+      const opened = new Promise<void>((resolve, reject) => {
+        if (file === '-') return resolve();
+        input.once('open', () => resolve());
+        input.once('error', (err: Error) => reject(new Error(`${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : err.message}`)));
+      });
+      await opened;
+      const result = await inspectStream(input, (line) => process.stdout.write(`${line}\n`));
+      if (result.ok && opts.ram && result.ram) writeFileSync(opts.ram, result.ram.bytes);
+      process.exit(result.ok ? 0 : 1);
     });
   return p;
 }

@@ -50,13 +50,18 @@ export class IncomingMigration {
     };
     const started = Date.now();
     try {
-      const result = await loadVmState(new StreamReader(conn.input), env.guest.ram, env.machine, {
-        openReturnPath: () => (returnPath = conn.output !== undefined),
-        sendPong: (v) => {
-          if (returnPath) rp(RpMessage.PONG, v);
-          return returnPath;
+      const result = await loadVmState(new StreamReader(conn.input), {
+        ram: env.guest.ram,
+        machine: env.machine,
+        hooks: {
+          openReturnPath: () => (returnPath = conn.output !== undefined),
+          sendPong: (v) => {
+            if (returnPath) rp(RpMessage.PONG, v);
+            return returnPath;
+          },
         },
-      }, env.log);
+        warn: (m) => env.log.warn(m),
+      });
       this.loadedBytes = result.bytes;
       this.startGuest(result.globalState);
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
@@ -69,7 +74,7 @@ export class IncomingMigration {
       if (returnPath) rp(RpMessage.SHUT, 1);
       conn.close();
       this.destroy();
-      const lines = err instanceof LoadError ? [...err.lines, err.summary] : [`load of migration failed: ${(err as Error).message}`];
+      const lines = err instanceof LoadError ? [...err.lines, err.summary, err.located] : [`load of migration failed: ${(err as Error).message}`];
       env.onFatal(lines);
     }
   }

@@ -6,6 +6,10 @@ import { strerror } from './errno.js';
 
 export class LoadError extends Error {
   readonly lines: string[];
+  /** Where in the stream the problem was found (bytes from its start). */
+  offset?: number;
+  /** For a stream that ended too early: its length. */
+  streamEnd?: number;
 
   constructor(
     readonly errno: 'EINVAL' | 'EIO' | 'ENOTSUP' | 'ERANGE' | 'EPERM',
@@ -22,5 +26,14 @@ export class LoadError extends Error {
 
   get summary(): string {
     return `load of migration failed: ${strerror(this.errno)}`;
+  }
+
+  /** One line naming what was wrong and where: qmigd's addition to QEMU's reports. */
+  get located(): string {
+    const at = (n: number): string => `byte offset ${n} (0x${n.toString(16)})`;
+    const where = this.offset === undefined ? 'at an unknown offset' : `at ${at(this.offset)}`;
+    const what = this.lines[0] ?? strerror(this.errno);
+    if (this.streamEnd !== undefined) return `invalid migration stream: it ends early, at ${at(this.streamEnd)}, in an item that began ${where} (${what})`;
+    return `invalid migration stream ${where}: ${what}`;
   }
 }

@@ -4,11 +4,10 @@
  * START/FULL and by the sender's section id at PART/END; every section ends in a checked footer.
  * Failures are LoadErrors carrying QEMU's report lines and errno.
  */
-import type { Logger } from 'pino';
 import type { GuestRam } from '../guest/ram.js';
 import { RUN_STATES, type RunState } from '../guest/run-state.js';
 import { LoadError } from './load-error.js';
-import { RamLoader } from './ram/ram-load.js';
+import { RamLoader, type RamFactory } from './ram/ram-load.js';
 import {
   Command,
   GLOBALSTATE_RUNSTATE_BYTES,
@@ -32,6 +31,31 @@ export interface LoadResult {
   globalState?: RunState;
   bytes: number;
   pages: number;
+  /** The RAM the stream was loaded into (made by the factory, if one was given). */
+  ram?: GuestRam;
+}
+
+/** Everything a stream holds, as the loader meets it: what `qmigd inspect` prints. */
+export interface LoadObserver {
+  header?(version: number): void;
+  configuration?(machine: string): void;
+  section?(s: { offset: number; type: number; id: number; idstr: string; instance?: number; version?: number }): void;
+  sectionEnd?(offset: number): void;
+  ramRecord?(type: number): void;
+  command?(offset: number, name: string, payload: Buffer): void;
+  device?(idstr: string, fields: Record<string, string | number | bigint>): void;
+  eof?(offset: number): void;
+  vmDescription?(offset: number, json: string | undefined): void;
+}
+
+export interface LoadOptions {
+  /** The destination's RAM, or a factory that makes it from the stream's block list. */
+  ram: GuestRam | RamFactory;
+  /** Our machine type; a stream for another is refused. Undefined accepts any. */
+  machine?: string;
+  hooks: LoadHooks;
+  warn: (message: string) => void;
+  observer?: LoadObserver;
 }
 
 interface Handler {
@@ -55,15 +79,39 @@ const COMMAND_ARGS: Record<number, { name: string; len: number }> = {
   [Command.RECV_BITMAP]: { name: 'RECV_BITMAP', len: -1 },
 };
 
-export async function loadVmState(r: StreamReader, ram: GuestRam, machine: string, hooks: LoadHooks, log: Logger): Promise<LoadResult> {
-  const ramLoader = new RamLoader(ram);
+/**
+ * Loads a whole stream; a failure is a LoadError whose `offset` is the byte position where it
+ * was found.
+ */
+export async function loadVmState(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
+  try {
+    return await loadSections(r, opts);
+  } catch (err) {
+    if (err instanceof LoadError) {
+      err.offset ??= r.consumed;
+      if (err.errno === 'EIO' && r.exhausted) err.streamEnd = r.consumed + r.available;
+    }
+    throw err;
+  }
+}
+
+async function loadSections(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
+  const { hooks, observer: obs } = opts;
+  const ramLoader = new RamLoader(opts.ram, obs?.ramRecord?.bind(obs));
   let globalState: RunState | undefined;
   const handlers: Handler[] = [
-    { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: RAM_SECTION_VERSION, load: (rr, v) => ramLoader.load(rr, v) },
+    // ram_load() itself refuses any version but 4, with no message of its own.
+    { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: 0, load: (rr, v) => ramLoader.load(rr, v) },
     {
       idstr: 'timer', version: TIMER_SECTION_VERSION, minVersion: 1,
-      // The guest clock offsets mean nothing to an emulated guest; they are read and dropped.
-      load: async (rr, v) => rr.skip(v >= 2 ? 24 : 16),
+      // The guest clock offsets mean nothing to an emulated guest: read, shown to an observer, dropped.
+      load: async (rr, v) => {
+        await rr.need(v >= 2 ? 24 : 16);
+        const ticks = rr.be64big();
+        rr.be64big(); // unused
+        const clock = v >= 2 ? rr.be64big() : 0n;
+        obs?.device?.('timer', { cpu_ticks_offset: BigInt.asIntN(64, ticks), cpu_clock_offset: BigInt.asIntN(64, clock) });
+      },
     },
     {
       idstr: 'globalstate', version: 1, minVersion: 1,
@@ -76,19 +124,21 @@ export async function loadVmState(r: StreamReader, ram: GuestRam, machine: strin
         const name = raw.subarray(0, nul).toString('latin1');
         if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `Invalid parameter '${name}'`);
         globalState = name as RunState;
+        obs?.device?.('globalstate', { runstate: name });
       },
     },
   ];
   const bySectionId = new Map<number, Handler>();
 
   try {
-    await loadHeader(r, machine);
+    await loadHeader(r, opts.machine, obs);
   } catch (err) {
     if (err instanceof StreamEnded) throw new LoadError('EINVAL', 'Not a migration stream');
     throw err;
   }
 
   for (;;) {
+    const offset = r.consumed;
     const type = await readOr(r, 1, () => r.u8());
     switch (type) {
       case Section.START:
@@ -106,8 +156,10 @@ export async function loadVmState(r: StreamReader, ram: GuestRam, machine: strin
         }
         if (version > h.version) throw new LoadError('EINVAL', `savevm: unsupported version ${version} for '${idstr}' v${h.version}`);
         bySectionId.set(id, h);
+        obs?.section?.({ offset, type, id, idstr, instance, version });
         await runHandler(h, r, version, `error while loading state for instance 0x${instance.toString(16)} of device '${idstr}'`);
         await checkFooter(r, h, id);
+        obs?.sectionEnd?.(r.consumed);
         break;
       }
       case Section.PART:
@@ -116,23 +168,32 @@ export async function loadVmState(r: StreamReader, ram: GuestRam, machine: strin
         const id = r.be32();
         const h = bySectionId.get(id);
         if (!h) throw new LoadError('EINVAL', `Unknown savevm section ${id}`);
+        obs?.section?.({ offset, type, id, idstr: h.idstr });
         await runHandler(h, r, RAM_SECTION_VERSION, `error while loading state section id ${id}(${h.idstr})`);
         await checkFooter(r, h, id);
+        obs?.sectionEnd?.(r.consumed);
         break;
       }
       case Section.COMMAND:
-        await processCommand(r, hooks);
+        await processCommand(r, hooks, offset, obs);
         break;
       case Section.EOF: {
+        obs?.eof?.(offset);
         // The VM description is optional for a 7.2 destination: anything else is only logged.
+        const at = r.consumed;
         if (!(await r.atEnd())) {
           const next = r.u8();
           if (next === Section.VMDESCRIPTION) {
             await eio(r.need(4));
-            await eio(r.skip(r.be32()));
-          } else log.warn(`Expected vmdescription section, but got ${next}`);
-        } else log.warn('Expected vmdescription section, but got 0');
-        return { globalState, bytes: r.consumed, pages: ramLoader.pages };
+            const len = r.be32();
+            if (obs?.vmDescription) obs.vmDescription(at, (await eio(r.bytes(len))).toString('latin1'));
+            else await eio(r.skip(len));
+          } else opts.warn(`Expected vmdescription section, but got ${next}`);
+        } else {
+          opts.warn('Expected vmdescription section, but got 0');
+          obs?.vmDescription?.(at, undefined);
+        }
+        return { globalState, bytes: r.consumed, pages: ramLoader.pages, ram: ramLoader.ram };
       }
       default:
         throw new LoadError('EINVAL', `Unknown savevm section type ${type}`);
@@ -140,12 +201,13 @@ export async function loadVmState(r: StreamReader, ram: GuestRam, machine: strin
   }
 }
 
-async function loadHeader(r: StreamReader, machine: string): Promise<void> {
+async function loadHeader(r: StreamReader, machine: string | undefined, obs: LoadObserver | undefined): Promise<void> {
   await r.need(8);
   if (r.be32() !== VM_FILE_MAGIC) throw new LoadError('EINVAL', 'Not a migration stream');
   const version = r.be32();
   if (version === VM_FILE_VERSION_COMPAT) throw new LoadError('ENOTSUP', "SaveVM v2 format is obsolete and don't work anymore");
   if (version !== VM_FILE_VERSION) throw new LoadError('ENOTSUP', 'Unsupported migration stream version');
+  obs?.header?.(version);
   await r.need(1);
   if (r.u8() !== Section.CONFIGURATION) throw new LoadError('EINVAL', 'Configuration section missing');
   await r.need(4);
@@ -153,9 +215,10 @@ async function loadHeader(r: StreamReader, machine: string): Promise<void> {
   if (len > 256) throw new LoadError('EINVAL', `Machine type received is too long (${len} bytes)`);
   const name = (await r.bytes(len)).toString('latin1');
   // strncmp over the sender's length, as configuration_post_load(): a prefix passes.
-  if (name !== machine.slice(0, len) || len === 0) {
+  if (machine !== undefined && (name !== machine.slice(0, len) || len === 0)) {
     throw new LoadError('EINVAL', `Machine type received is '${name}' and local is '${machine}'`);
   }
+  obs?.configuration?.(name);
   await loadConfigurationSubsections(r);
 }
 
@@ -210,7 +273,7 @@ async function checkFooter(r: StreamReader, h: Handler, id: number): Promise<voi
 }
 
 /** loadvm_process_command() */
-async function processCommand(r: StreamReader, hooks: LoadHooks): Promise<void> {
+async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number, obs: LoadObserver | undefined): Promise<void> {
   await eio(r.need(4));
   const cmd = r.be16();
   const len = r.be16();
@@ -221,6 +284,7 @@ async function processCommand(r: StreamReader, hooks: LoadHooks): Promise<void> 
   }
   await eio(r.need(len));
   const payload = r.view(len);
+  obs?.command?.(offset, args.name, payload);
   switch (cmd) {
     case Command.OPEN_RETURN_PATH:
       if (!hooks.openReturnPath()) throw new LoadError('EPERM', 'CMD_OPEN_RETURN_PATH failed');

@@ -1,6 +1,7 @@
 /** Command-line errors print one clear line and exit 1; defaults serve ./qmigd.sock. */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BIN, tempDir } from '../helpers/daemon.js';
@@ -66,4 +67,30 @@ t.test('qmigd demo migrates a guest between two daemons and checks the digests',
   const digests = [...out.matchAll(/digest:\s+([0-9a-f]{64})/g)].map((m) => m[1]);
   t.equal(digests.length, 2);
   t.equal(digests[0], digests[1]);
+});
+
+t.test('qmigd inspect: a QEMU 7.2 stream decoded, its RAM written out; a broken one located', async (t) => {
+  const vectors = join(import.meta.dirname, '..', '..', '..', 'test', 'fixtures', 'vectors');
+  const expected = JSON.parse(readFileSync(join(vectors, 'expected.json'), 'utf8')) as Record<string, { ram_sha256: string }>;
+  const out = join(tempDir(), 'ram.bin');
+  const run = (args: string[], input?: Buffer): Promise<{ code: number | null; stdout: string }> =>
+    new Promise((res) => {
+      const p = spawn(process.execPath, [BIN, 'inspect', ...args], { stdio: ['pipe', 'pipe', 'ignore'] });
+      let stdout = '';
+      p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      p.on('exit', (code) => res({ code, stdout }));
+      p.stdin.end(input);
+    });
+  const ok = await run([join(vectors, 'qemu72-none-xbzrle-64M.stream'), '--ram', out]);
+  t.equal(ok.code, 0);
+  t.match(ok.stdout, /0x00000008  configuration  machine "none"/);
+  t.match(ok.stdout, /START\s+ram \(section 2, instance 0, version 4\)/);
+  t.match(ok.stdout, /\d+ XBZRLE/);
+  t.match(ok.stdout, /runstate="running"/);
+  t.match(ok.stdout, /VMDESCRIPTION\s+\d+ bytes of JSON: timer v2, globalstate v1/);
+  t.equal(createHash('sha256').update(readFileSync(out)).digest('hex'), expected['qemu72-none-xbzrle-64M']!.ram_sha256);
+  const cut = await run([], readFileSync(join(vectors, 'qemu72-none-plain-64M.stream')).subarray(0, 3000));
+  t.equal(cut.code, 1);
+  t.match(cut.stdout, /error: invalid migration stream: it ends early, at byte offset 3000 \(0xbb8\)/);
+  t.match(cut.stdout, /a QEMU 7\.2 destination would report: load of migration failed: Input\/output error/);
 });

@@ -17,17 +17,26 @@ const COMPRESS_BOUND = 4096 + (4096 >> 12) + (4096 >> 14) + (4096 >> 25) + 13;
 const RECORDS_PER_CHECK = 256;
 const SLICE_MS = 4;
 
+/** Makes the RAM a stream describes, for readers that have none of their own (the inspector). */
+export type RamFactory = (id: string, size: number) => GuestRam;
+
 export class RamLoader {
   /** The per-channel "last block" of ram_block_from_stream(): set by the first named record. */
   private blockKnown = false;
   pages = 0;
+  ram?: GuestRam;
 
-  constructor(private readonly ram: GuestRam) {}
+  constructor(
+    private readonly target: GuestRam | RamFactory,
+    /** Told the type of every record (ZERO, PAGE, XBZRLE, COMPRESS_PAGE, MEM_SIZE). */
+    private readonly observe?: (type: number) => void,
+  ) {
+    if (typeof target !== 'function') this.ram = target;
+  }
 
   /** Loads one section's worth of records, up to and including EOS. */
   async load(r: StreamReader, version: number): Promise<void> {
     if (version !== 4) throw new LoadError('EINVAL');
-    const ram = this.ram;
     let records = 0;
     let sliceStart = performance.now();
     for (;;) {
@@ -42,15 +51,18 @@ export class RamLoader {
       const type = flags & ~RamFlag.CONTINUE;
       if (type === RamFlag.EOS) return;
       if (type === RamFlag.MEM_SIZE) {
+        this.observe?.(type);
         await this.loadBlockList(r, addr);
         continue;
       }
       if (type !== RamFlag.ZERO && type !== RamFlag.PAGE && type !== RamFlag.XBZRLE && type !== RamFlag.COMPRESS_PAGE) {
         throw new LoadError('EINVAL', `Unknown combination of migration flags: 0x${flags.toString(16)}`);
       }
+      this.observe?.(type);
       if (flags & RamFlag.CONTINUE) {
         if (!this.blockKnown) throw new LoadError('EINVAL', 'Ack, bad migration stream!');
       } else await this.readBlockName(r);
+      const ram = this.ram!;
       if (addr + PAGE_SIZE > ram.size || (addr & PAGE_MASK) !== 0) {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
@@ -85,7 +97,8 @@ export class RamLoader {
       const id = await r.countedString();
       await r.need(8);
       const length = r.be64();
-      if (id !== this.ram.id) throw new LoadError('EINVAL', `Unknown ramblock "${id ?? ''}", cannot accept migration`);
+      if (!this.ram && id !== undefined && typeof this.target === 'function') this.ram = this.target(id, length);
+      if (!this.ram || id !== this.ram.id) throw new LoadError('EINVAL', `Unknown ramblock "${id ?? ''}", cannot accept migration`);
       if (length !== this.ram.size) {
         throw new LoadError('EINVAL', `Size mismatch: ${id}: 0x${length.toString(16)} != 0x${this.ram.size.toString(16)}: Invalid argument`);
       }
@@ -99,7 +112,7 @@ export class RamLoader {
     const len = r.u8();
     await r.need(len);
     const id = r.view(len).toString('latin1');
-    if (id !== this.ram.id) throw new LoadError('EINVAL', `Can't find block ${id}`);
+    if (id !== this.ram?.id) throw new LoadError('EINVAL', `Can't find block ${id}`);
     this.blockKnown = true;
   }
 

@@ -47,6 +47,11 @@ export class StreamReader {
     });
   }
 
+  /** The source has ended (or failed): what is buffered is all there will be. */
+  get exhausted(): boolean {
+    return this.ended;
+  }
+
   get available(): number {
     return this.head.length - this.pos + this.queued;
   }
