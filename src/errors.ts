@@ -74,6 +74,11 @@ export const Errors = {
   capabilityNotImplemented: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd`),
   legacyDowntimeRange: () => generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds"),
   migrationChannel: (message: string) => generic(message),
+
+  // COLO (migration/colo-failover.c, migration/colo.c; QERR_FEATURE_DISABLED)
+  coloNotEnabled: () => generic("The feature 'colo' is not enabled"),
+  coloFailoverActive: () => generic('COLO failover is already activated'),
+  replicationFailoverOnlyForStop: () => generic("Parameter 'failover' is only for stopping replication"),
 } as const;
 
 /** For logs and CLI messages: one line, no stack. */

@@ -31,6 +31,7 @@ interface ServeOptions {
   pidfile?: string;
   dirtyRate: string;
   dirtyPattern: string;
+  coloCheckpointDigest: boolean;
 }
 
 export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
@@ -64,6 +65,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
   return {
     dirtyRate,
     dirtyPattern,
+    coloCheckpointDigest: opts.coloCheckpointDigest,
     qmp: specs.map((s) => {
       try {
         return parseQmpSpec(s);
@@ -101,6 +103,7 @@ function program(): Command {
     .option('--pidfile <path>', 'write the process id to PATH')
     .option('--dirty-rate <bytes/s>', 'bytes per second the guest dirties while it runs (K/M/G suffixes)', '0')
     .option('--dirty-pattern <pattern>', 'which pages the guest writes: uniform, sequential or hot:PERCENT', 'uniform')
+    .option('--colo-checkpoint-digest', 'hash RAM at every COLO checkpoint and log it (costs pause time)', false)
     .action(async (opts: ServeOptions) => {
       const config = configFrom(opts);
       const daemon = await startDaemon(config);

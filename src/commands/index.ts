@@ -1,5 +1,6 @@
 /** Every QMP command qmigd serves, by QAPI module. */
 import type { Daemon } from '../daemon/context.js';
+import { registerColo } from './colo.js';
 import { registerControl } from './control.js';
 import { registerGuest } from './guest.js';
 import { registerMigration } from './migration.js';
@@ -14,5 +15,6 @@ export function registerCommands(d: Daemon): void {
   registerYank(d);
   registerMigration(d);
   registerGuest(d);
+  registerColo(d);
   d.registry.assertComplete();
 }

@@ -14,6 +14,8 @@ export interface DaemonConfig {
   /** The workload at start: bytes per second dirtied while the guest runs, and the pattern. */
   dirtyRate: number;
   dirtyPattern: WorkloadPattern;
+  /** Hash RAM at every COLO checkpoint (for tests and audits; costs pause time). */
+  coloCheckpointDigest: boolean;
   name?: string;
   logLevel: string;
   pidfile?: string;

@@ -40,6 +40,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     emit: (event, data) => qmp.events.emit(event, data as { [key: string]: JsonValue }),
     log: log.child({ component: 'migration' }),
     registerYank: (fn) => yank.register({ type: 'migration' }, fn),
+    coloDigest: config.coloCheckpointDigest,
     // As QEMU 7.2 after a failed incoming load: say why, then exit(EXIT_FAILURE).
     onFatal: (lines) => {
       for (const line of lines) log.error(line);

@@ -9,13 +9,27 @@ import type { Guest } from '../guest/guest.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
-import { loadVmState } from './loadvm.js';
+import { VmLoader } from './loadvm.js';
+import type { Writable } from 'node:stream';
+import type { Failover } from './colo/failover.js';
+import { ColoSecondary } from './colo/secondary.js';
+import type { ColoStats } from './colo/stats.js';
 import { RpMessage } from './stream/constants.js';
 import { StreamReader } from './stream/reader.js';
 import type { MigrationStateCell } from './state.js';
 
+/** What a COLO secondary shares with the daemon. */
+export interface IncomingColoContext {
+  failover: Failover;
+  stats: ColoStats;
+  digest: boolean;
+  announceExit: (reason: 'request' | 'error') => void;
+  relaunch: () => void;
+}
+
 export interface IncomingEnv {
   guest: Guest;
+  colo: IncomingColoContext;
   machine: string;
   state: MigrationStateCell;
   log: Logger;
@@ -28,6 +42,10 @@ export class IncomingMigration {
   /** Dropped once the incoming state is destroyed, as mis->socket_address. */
   socketAddress?: Record<string, unknown>;
   loadedBytes = 0;
+  private coloEnabled = false;
+  private secondary?: ColoSecondary;
+  private conn?: IncomingConnection;
+  private coloReleased?: () => void;
 
   constructor(private readonly env: IncomingEnv) {}
 
@@ -49,20 +67,25 @@ export class IncomingMigration {
       conn.output?.write(b);
     };
     const started = Date.now();
-    try {
-      const result = await loadVmState(new StreamReader(conn.input), {
-        ram: env.guest.ram,
-        machine: env.machine,
-        hooks: {
-          openReturnPath: () => (returnPath = conn.output !== undefined),
-          sendPong: (v) => {
-            if (returnPath) rp(RpMessage.PONG, v);
-            return returnPath;
-          },
+    this.conn = conn;
+    const input = new StreamReader(conn.input);
+    const loader = new VmLoader({
+      ram: env.guest.ram,
+      machine: env.machine,
+      hooks: {
+        openReturnPath: () => (returnPath = conn.output !== undefined),
+        sendPong: (v) => {
+          if (returnPath) rp(RpMessage.PONG, v);
+          return returnPath;
         },
-        warn: (m) => env.log.warn(m),
-      });
+        enableColo: () => (this.coloEnabled = true),
+      },
+      warn: (m) => env.log.warn(m),
+    });
+    try {
+      const result = await loader.loadStream(input);
       this.loadedBytes = result.bytes;
+      if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
       this.startGuest(result.globalState);
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
       env.state.change('active', 'completed');
@@ -77,6 +100,54 @@ export class IncomingMigration {
       const lines = err instanceof LoadError ? [...err.lines, err.summary, err.located] : [`load of migration failed: ${(err as Error).message}`];
       env.onFatal(lines);
     }
+  }
+
+  /**
+   * The COLO incoming thread: state colo, checkpoints until COLO ends, COLO_EXIT, then wait for
+   * x-colo-lost-heartbeat (failoverSecondary), after which this guest runs on as a primary would.
+   */
+  private async runColo(input: StreamReader, output: Writable, loader: VmLoader): Promise<void> {
+    const { env } = this;
+    env.state.change('active', 'colo');
+    env.log.info('COLO secondary: checkpoints begin');
+    const released = new Promise<void>((r) => (this.coloReleased = r));
+    this.secondary = new ColoSecondary({
+      guest: env.guest,
+      input,
+      output,
+      loader,
+      failover: env.colo.failover,
+      stats: env.colo.stats,
+      log: env.log,
+      digest: env.colo.digest,
+      relaunch: env.colo.relaunch,
+    });
+    const reason = await this.secondary.run();
+    env.colo.announceExit(reason);
+    await released;
+    this.secondary = undefined;
+    // The parked incoming coroutine resumes: the normal completion starts the guest.
+    env.guest.runState.start();
+    this.conn?.close();
+    this.destroy();
+  }
+
+  /** secondary_vm_do_failover() */
+  failoverSecondary(): void {
+    const { env } = this;
+    if (this.secondary?.loading) {
+      // Not while a checkpoint is being loaded: the loader relaunches the failover after it.
+      const old = env.colo.failover.change('active', 'relaunch');
+      if (old !== 'active') env.log.error(`Unknown error while do failover for secondary VM,old_state: ${old}`);
+      return;
+    }
+    env.state.change('colo', 'completed');
+    // "-S" does not hold a secondary that takes over.
+    env.guest.autostart = true;
+    this.conn?.close();
+    const old = env.colo.failover.change('active', 'completed');
+    if (old !== 'active') env.log.error(`Incorrect state (${old}) while doing failover for secondary VM`);
+    this.coloReleased?.();
   }
 
   /** process_incoming_migration_bh(): autostart applies when the source was running. */

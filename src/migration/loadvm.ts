@@ -24,6 +24,8 @@ import { StreamEnded, type StreamReader } from './stream/reader.js';
 export interface LoadHooks {
   openReturnPath(): boolean;
   sendPong(value: number): boolean;
+  /** ENABLE_COLO: the destination becomes a COLO secondary once the stream is loaded. */
+  enableColo?(): void;
 }
 
 export interface LoadResult {
@@ -79,126 +81,157 @@ const COMMAND_ARGS: Record<number, { name: string; len: number }> = {
   [Command.RECV_BITMAP]: { name: 'RECV_BITMAP', len: -1 },
 };
 
+/** qemu_loadvm_state(): a whole stream, header to VM description. */
+export function loadVmState(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
+  return new VmLoader(opts).loadStream(r);
+}
+
 /**
- * Loads a whole stream; a failure is a LoadError whose `offset` is the byte position where it
- * was found.
+ * The destination's loader. It outlives one stream for COLO: every checkpoint is another run of
+ * loadMain() on the same connection (section ids remembered from the first stream), and the
+ * device state of a checkpoint is a loadMain() over its buffer.
  */
-export async function loadVmState(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
-  try {
-    return await loadSections(r, opts);
-  } catch (err) {
-    if (err instanceof LoadError) {
-      err.offset ??= r.consumed;
-      if (err.errno === 'EIO' && r.exhausted) err.streamEnd = r.consumed + r.available;
+export class VmLoader {
+  readonly ramLoader: RamLoader;
+  /** The run state the source stored in `globalstate`, if it sent one. */
+  globalState?: RunState;
+  private readonly handlers: Handler[];
+  private readonly bySectionId = new Map<number, Handler>();
+
+  constructor(private readonly opts: LoadOptions) {
+    const obs = opts.observer;
+    this.ramLoader = new RamLoader(opts.ram, obs?.ramRecord?.bind(obs));
+    this.handlers = [
+      // ram_load() itself refuses any version but 4, with no message of its own.
+      { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: 0, load: (rr, v) => this.ramLoader.load(rr, v) },
+      {
+        idstr: 'timer', version: TIMER_SECTION_VERSION, minVersion: 1,
+        // The guest clock offsets mean nothing to an emulated guest: read, shown to an observer, dropped.
+        load: async (rr, v) => {
+          await rr.need(v >= 2 ? 24 : 16);
+          const ticks = rr.be64big();
+          rr.be64big(); // unused
+          const clock = v >= 2 ? rr.be64big() : 0n;
+          obs?.device?.('timer', { cpu_ticks_offset: BigInt.asIntN(64, ticks), cpu_clock_offset: BigInt.asIntN(64, clock) });
+        },
+      },
+      {
+        idstr: 'globalstate', version: 1, minVersion: 1,
+        load: async (rr) => {
+          await rr.need(4 + GLOBALSTATE_RUNSTATE_BYTES);
+          rr.be32(); // size: informative only
+          const raw = rr.view(GLOBALSTATE_RUNSTATE_BYTES);
+          const nul = raw.indexOf(0);
+          if (nul < 0) throw new LoadError('EINVAL');
+          const name = raw.subarray(0, nul).toString('latin1');
+          if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `Invalid parameter '${name}'`);
+          this.globalState = name as RunState;
+          obs?.device?.('globalstate', { runstate: name });
+        },
+      },
+    ];
+  }
+
+  /** Header, sections to EOF, then the optional VM description. */
+  async loadStream(r: StreamReader): Promise<LoadResult> {
+    const { opts } = this;
+    const obs = opts.observer;
+    try {
+      try {
+        await loadHeader(r, opts.machine, obs);
+      } catch (err) {
+        if (err instanceof StreamEnded) throw new LoadError('EINVAL', 'Not a migration stream');
+        throw err;
+      }
+      await this.sectionsToEof(r);
+      // The VM description is optional for a 7.2 destination: anything else is only logged.
+      const at = r.consumed;
+      if (!(await r.atEnd())) {
+        const next = r.u8();
+        if (next === Section.VMDESCRIPTION) {
+          await eio(r.need(4));
+          const len = r.be32();
+          if (obs?.vmDescription) obs.vmDescription(at, (await eio(r.bytes(len))).toString('latin1'));
+          else await eio(r.skip(len));
+        } else opts.warn(`Expected vmdescription section, but got ${next}`);
+      } else {
+        opts.warn('Expected vmdescription section, but got 0');
+        obs?.vmDescription?.(at, undefined);
+      }
+      return { globalState: this.globalState, bytes: r.consumed, pages: this.ramLoader.pages, ram: this.ramLoader.ram };
+    } catch (err) {
+      throw located(err, r);
     }
-    throw err;
+  }
+
+  /** qemu_loadvm_state_main(): sections and commands up to EOF, no header. */
+  async loadMain(r: StreamReader): Promise<void> {
+    try {
+      await this.sectionsToEof(r);
+    } catch (err) {
+      throw located(err, r);
+    }
+  }
+
+  private async sectionsToEof(r: StreamReader): Promise<void> {
+    const { hooks, observer: obs } = this.opts;
+    for (;;) {
+      const offset = r.consumed;
+      const type = await readOr(r, 1, () => r.u8());
+      switch (type) {
+        case Section.START:
+        case Section.FULL: {
+          await eio(r.need(4));
+          const id = r.be32();
+          const idstr = await eio(r.countedString());
+          if (idstr === undefined) throw new LoadError('EINVAL', `Unable to read ID string for section ${id}`);
+          await eio(r.need(8));
+          const instance = r.be32();
+          const version = r.be32();
+          const h = this.handlers.find((x) => x.idstr === idstr);
+          if (!h || instance !== 0) {
+            throw new LoadError('EINVAL', `Unknown savevm section or instance '${idstr}' ${instance}. Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices`);
+          }
+          if (version > h.version) throw new LoadError('EINVAL', `savevm: unsupported version ${version} for '${idstr}' v${h.version}`);
+          this.bySectionId.set(id, h);
+          obs?.section?.({ offset, type, id, idstr, instance, version });
+          await runHandler(h, r, version, `error while loading state for instance 0x${instance.toString(16)} of device '${idstr}'`);
+          await checkFooter(r, h, id);
+          obs?.sectionEnd?.(r.consumed);
+          break;
+        }
+        case Section.PART:
+        case Section.END: {
+          await eio(r.need(4));
+          const id = r.be32();
+          const h = this.bySectionId.get(id);
+          if (!h) throw new LoadError('EINVAL', `Unknown savevm section ${id}`);
+          obs?.section?.({ offset, type, id, idstr: h.idstr });
+          await runHandler(h, r, RAM_SECTION_VERSION, `error while loading state section id ${id}(${h.idstr})`);
+          await checkFooter(r, h, id);
+          obs?.sectionEnd?.(r.consumed);
+          break;
+        }
+        case Section.COMMAND:
+          await processCommand(r, hooks, offset, obs);
+          break;
+        case Section.EOF:
+          obs?.eof?.(offset);
+          return;
+        default:
+          throw new LoadError('EINVAL', `Unknown savevm section type ${type}`);
+      }
+    }
   }
 }
 
-async function loadSections(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
-  const { hooks, observer: obs } = opts;
-  const ramLoader = new RamLoader(opts.ram, obs?.ramRecord?.bind(obs));
-  let globalState: RunState | undefined;
-  const handlers: Handler[] = [
-    // ram_load() itself refuses any version but 4, with no message of its own.
-    { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: 0, load: (rr, v) => ramLoader.load(rr, v) },
-    {
-      idstr: 'timer', version: TIMER_SECTION_VERSION, minVersion: 1,
-      // The guest clock offsets mean nothing to an emulated guest: read, shown to an observer, dropped.
-      load: async (rr, v) => {
-        await rr.need(v >= 2 ? 24 : 16);
-        const ticks = rr.be64big();
-        rr.be64big(); // unused
-        const clock = v >= 2 ? rr.be64big() : 0n;
-        obs?.device?.('timer', { cpu_ticks_offset: BigInt.asIntN(64, ticks), cpu_clock_offset: BigInt.asIntN(64, clock) });
-      },
-    },
-    {
-      idstr: 'globalstate', version: 1, minVersion: 1,
-      load: async (rr) => {
-        await rr.need(4 + GLOBALSTATE_RUNSTATE_BYTES);
-        rr.be32(); // size: informative only
-        const raw = rr.view(GLOBALSTATE_RUNSTATE_BYTES);
-        const nul = raw.indexOf(0);
-        if (nul < 0) throw new LoadError('EINVAL');
-        const name = raw.subarray(0, nul).toString('latin1');
-        if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `Invalid parameter '${name}'`);
-        globalState = name as RunState;
-        obs?.device?.('globalstate', { runstate: name });
-      },
-    },
-  ];
-  const bySectionId = new Map<number, Handler>();
-
-  try {
-    await loadHeader(r, opts.machine, obs);
-  } catch (err) {
-    if (err instanceof StreamEnded) throw new LoadError('EINVAL', 'Not a migration stream');
-    throw err;
+/** A LoadError learns where it was found (and how long a stream that ended early was). */
+function located(err: unknown, r: StreamReader): unknown {
+  if (err instanceof LoadError) {
+    err.offset ??= r.consumed;
+    if (err.errno === 'EIO' && r.exhausted) err.streamEnd = r.consumed + r.available;
   }
-
-  for (;;) {
-    const offset = r.consumed;
-    const type = await readOr(r, 1, () => r.u8());
-    switch (type) {
-      case Section.START:
-      case Section.FULL: {
-        await eio(r.need(4));
-        const id = r.be32();
-        const idstr = await eio(r.countedString());
-        if (idstr === undefined) throw new LoadError('EINVAL', `Unable to read ID string for section ${id}`);
-        await eio(r.need(8));
-        const instance = r.be32();
-        const version = r.be32();
-        const h = handlers.find((x) => x.idstr === idstr);
-        if (!h || instance !== 0) {
-          throw new LoadError('EINVAL', `Unknown savevm section or instance '${idstr}' ${instance}. Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices`);
-        }
-        if (version > h.version) throw new LoadError('EINVAL', `savevm: unsupported version ${version} for '${idstr}' v${h.version}`);
-        bySectionId.set(id, h);
-        obs?.section?.({ offset, type, id, idstr, instance, version });
-        await runHandler(h, r, version, `error while loading state for instance 0x${instance.toString(16)} of device '${idstr}'`);
-        await checkFooter(r, h, id);
-        obs?.sectionEnd?.(r.consumed);
-        break;
-      }
-      case Section.PART:
-      case Section.END: {
-        await eio(r.need(4));
-        const id = r.be32();
-        const h = bySectionId.get(id);
-        if (!h) throw new LoadError('EINVAL', `Unknown savevm section ${id}`);
-        obs?.section?.({ offset, type, id, idstr: h.idstr });
-        await runHandler(h, r, RAM_SECTION_VERSION, `error while loading state section id ${id}(${h.idstr})`);
-        await checkFooter(r, h, id);
-        obs?.sectionEnd?.(r.consumed);
-        break;
-      }
-      case Section.COMMAND:
-        await processCommand(r, hooks, offset, obs);
-        break;
-      case Section.EOF: {
-        obs?.eof?.(offset);
-        // The VM description is optional for a 7.2 destination: anything else is only logged.
-        const at = r.consumed;
-        if (!(await r.atEnd())) {
-          const next = r.u8();
-          if (next === Section.VMDESCRIPTION) {
-            await eio(r.need(4));
-            const len = r.be32();
-            if (obs?.vmDescription) obs.vmDescription(at, (await eio(r.bytes(len))).toString('latin1'));
-            else await eio(r.skip(len));
-          } else opts.warn(`Expected vmdescription section, but got ${next}`);
-        } else {
-          opts.warn('Expected vmdescription section, but got 0');
-          obs?.vmDescription?.(at, undefined);
-        }
-        return { globalState, bytes: r.consumed, pages: ramLoader.pages, ram: ramLoader.ram };
-      }
-      default:
-        throw new LoadError('EINVAL', `Unknown savevm section type ${type}`);
-    }
-  }
+  return err;
 }
 
 async function loadHeader(r: StreamReader, machine: string | undefined, obs: LoadObserver | undefined): Promise<void> {
@@ -300,7 +333,10 @@ async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number,
       if (len === 16) throw new LoadError('EINVAL', 'RAM postcopy is disabled but have 16 byte advise');
       throw new LoadError('EINVAL', `CMD_POSTCOPY_ADVISE invalid length (${len})`);
     case Command.ENABLE_COLO:
-      throw new LoadError('ENOTSUP', 'ENABLE_COLO command come in migration stream, but COLO module is not built in');
+      // 7.2 learns COLO from this command alone, whatever the local x-colo capability says.
+      if (!hooks.enableColo) throw new LoadError('ENOTSUP', 'ENABLE_COLO command come in migration stream, but COLO module is not built in');
+      hooks.enableColo();
+      return;
     default:
       throw new LoadError('EPERM', `CMD_${args.name} in wrong postcopy state (0)`);
   }

@@ -10,6 +10,11 @@ import type { Guest } from '../guest/guest.js';
 import { parseMigrationUri, UriError, type MigrationUri } from './channels/uri.js';
 import { IncomingMigration } from './incoming.js';
 import { OutgoingMigration } from './outgoing.js';
+import { Failover } from './colo/failover.js';
+import type { CrashPoint } from './colo/primary.js';
+import { ColoStats } from './colo/stats.js';
+
+export type ColoMode = 'none' | 'primary' | 'secondary';
 import {
   CAPABILITIES,
   checkCapabilities,
@@ -30,6 +35,8 @@ export interface MigrationServiceEnv {
   emit: (event: string, data: Record<string, unknown>) => void;
   log: Logger;
   onFatal: (lines: string[]) => void;
+  /** Hash RAM at every COLO checkpoint (--colo-checkpoint-digest). */
+  coloDigest: boolean;
   /** Registers the migration with yank while it runs; returns the unregister function. */
   registerYank: (yank: () => void) => () => void;
 }
@@ -44,6 +51,11 @@ export class MigrationService {
   outgoing?: OutgoingMigration;
   incoming?: IncomingMigration;
   private incomingStarted = false;
+  /** COLO: the failover state machine, this side's statistics, last-mode, and a test hook. */
+  readonly failover = new Failover();
+  readonly coloStats = new ColoStats();
+  private lastColoMode: ColoMode = 'none';
+  crashAt?: CrashPoint;
   /** error-desc of a migration that failed before it had an OutgoingMigration. */
   private setupError?: string;
 
@@ -94,6 +106,13 @@ export class MigrationService {
         if (this.capabilities.events) this.env.emit('MIGRATION_PASS', { pass });
       },
       log: this.env.log.child({ migration: 'out', uri }),
+      colo: {
+        failover: this.failover,
+        stats: this.coloStats,
+        digest: this.env.coloDigest,
+        crashAt: () => this.crashAt,
+        announceExit: (reason) => this.env.emit('COLO_EXIT', { mode: 'primary', reason }),
+      },
     });
     this.outgoing = out;
     const unyank = this.env.registerYank(() => out.yank());
@@ -135,6 +154,17 @@ export class MigrationService {
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),
       onFatal: this.env.onFatal,
+      colo: {
+        failover: this.failover,
+        stats: this.coloStats,
+        digest: this.env.coloDigest,
+        announceExit: (reason) => this.env.emit('COLO_EXIT', { mode: 'secondary', reason }),
+        relaunch: () => {
+          // The RELAUNCH path: back to none, then a fresh failover request.
+          this.failover.change('relaunch', 'none');
+          this.requestFailover();
+        },
+      },
     });
     try {
       await incoming.listen(parsed);
@@ -165,6 +195,51 @@ export class MigrationService {
     const next = mergeParameters(this.parameters, changes);
     checkParameters(next, this.capabilities);
     this.parameters = next;
+    // A new checkpoint delay during COLO forces a checkpoint at once (migrate_params_apply).
+    if ('x-checkpoint-delay' in changes) this.outgoing?.coloPrimary?.notify();
+  }
+
+  /** get_colo_mode(): from the outgoing and incoming states. */
+  get coloMode(): ColoMode {
+    if (this.outgoingState.status === 'colo') return 'primary';
+    if (this.incomingState.status === 'colo') return 'secondary';
+    return 'none';
+  }
+
+  /** qmp_x_colo_lost_heartbeat() */
+  lostHeartbeat(): void {
+    if (this.coloMode === 'none') throw Errors.coloNotEnabled();
+    if (!this.requestFailover()) throw Errors.coloFailoverActive();
+  }
+
+  /** failover_request_active(): none → require, then the failover runs on the next turn. */
+  private requestFailover(): boolean {
+    if (this.failover.change('none', 'require') !== 'none') return false;
+    setImmediate(() => this.doFailover());
+    return true;
+  }
+
+  /** colo_failover_bh() and colo_do_failover() */
+  private doFailover(): void {
+    const old = this.failover.change('require', 'active');
+    if (old !== 'require') {
+      this.env.log.error(`Unknown error for failover, old_state = ${old}`);
+      return;
+    }
+    const { runState } = this.env.guest;
+    if (runState.running) runState.stop('colo');
+    const mode = this.coloMode;
+    this.lastColoMode = mode;
+    if (mode === 'primary') this.outgoing?.failoverPrimary();
+    else if (mode === 'secondary') this.incoming?.failoverSecondary();
+    else this.env.log.error('colo_do_failover failed because the colo mode could not be obtained');
+  }
+
+  /** qmp_query_colo_status() */
+  coloStatus(): { mode: ColoMode; 'last-mode': ColoMode; reason: string } {
+    const f = this.failover.status;
+    const reason = f === 'none' ? 'none' : f === 'completed' ? 'request' : this.outgoingState.status === 'colo' ? 'processing' : 'error';
+    return { mode: this.coloMode, 'last-mode': this.lastColoMode, reason };
   }
 
   queryParameters(): Record<string, unknown> {

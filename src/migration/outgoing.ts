@@ -19,6 +19,9 @@ import { StreamEnded, StreamReader } from './stream/reader.js';
 import { writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
 import { StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
+import type { Failover } from './colo/failover.js';
+import { ColoPrimary, type CrashPoint } from './colo/primary.js';
+import type { ColoStats } from './colo/stats.js';
 import type { MigrationUri } from './channels/uri.js';
 import type { MigrationStateCell, MigrationStatus } from './state.js';
 
@@ -31,8 +34,19 @@ const SLICE_MS = 3;
 /** Hand the writer's bytes to the channel once this much has piled up. */
 const FLUSH_BYTES = 1 << 20;
 
+/** What a COLO primary shares with the daemon (failover state, statistics, test hooks). */
+export interface ColoContext {
+  failover: Failover;
+  stats: ColoStats;
+  digest: boolean;
+  crashAt: () => CrashPoint | undefined;
+  /** COLO_EXIT {mode: primary, reason}. */
+  announceExit: (reason: 'request' | 'error') => void;
+}
+
 export interface OutgoingEnv {
   guest: Guest;
+  colo: ColoContext;
   machine: string;
   caps: Capabilities;
   params: () => MigrationParameters;
@@ -68,6 +82,10 @@ export class OutgoingMigration {
   private wakeSleep?: () => void;
   private returnPath?: Promise<void>;
   private rpError?: string;
+  /** The COLO primary, while this migration is in state colo. */
+  coloPrimary?: ColoPrimary;
+  private coloReleased?: () => void;
+  private wasColo = false;
   private settle!: () => void;
 
   constructor(private readonly env: OutgoingEnv) {
@@ -96,11 +114,87 @@ export class OutgoingMigration {
     }
     try {
       await this.thread();
+      if (this.status === 'colo') await this.runColo();
     } catch (err) {
       this.env.log.error({ err }, 'migration failed unexpectedly');
       this.fail(`qmigd internal error: ${(err as Error).message}`, this.status);
     }
     return this.finish();
+  }
+
+  /**
+   * migrate_start_colo_process(): checkpoints until COLO ends, then COLO_EXIT, then wait for
+   * x-colo-lost-heartbeat (failoverPrimary) before the guest goes on alone.
+   */
+  private async runColo(): Promise<void> {
+    const { env } = this;
+    const input = new StreamReader(this.channel!.input!);
+    const primary = new ColoPrimary({
+      guest: env.guest,
+      failover: env.colo.failover,
+      delayMs: () => env.params()['x-checkpoint-delay'],
+      stats: env.colo.stats,
+      log: env.log,
+      digest: env.colo.digest,
+      crashAt: env.colo.crashAt,
+      stillColo: () => this.status === 'colo',
+      link: {
+        input,
+        send: async (bytes) => {
+          this.writer.bytes(bytes);
+          await this.flush();
+          if (this.channel!.error) throw new Error(this.channel!.error);
+        },
+        saveLiveRam: (halfway) => this.saveLiveRam(halfway),
+        deviceState: () => {
+          const w = new StreamWriter();
+          writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, 'running', false);
+          return Buffer.concat(w.take());
+        },
+      },
+    });
+    this.coloPrimary = primary;
+    const released = new Promise<void>((r) => (this.coloReleased = r));
+    const reason = await primary.run();
+    env.colo.announceExit(reason);
+    await released;
+    this.coloPrimary = undefined;
+    this.vmWasRunning = true;
+    this.wasColo = true;
+  }
+
+  /** primary_vm_do_failover(): the primary goes on alone; its migration ends completed. */
+  failoverPrimary(): void {
+    this.env.state.change('colo', 'completed');
+    this.channel?.shutdown('COLO failover');
+    this.coloPrimary?.notify();
+    this.env.colo.failover.change('active', 'completed');
+    this.coloReleased?.();
+  }
+
+  /** qemu_savevm_live_state(): RAM dirtied since the last checkpoint, as an END section, then EOF. */
+  private async saveLiveRam(halfway?: () => void): Promise<number> {
+    const w = this.writer;
+    const ram = this.ram!;
+    const before = w.written;
+    writeSectionPart(w, Section.END, SectionIds.ram);
+    ram.sync();
+    const total = ram.dirtyPages;
+    let half = false;
+    await this.sendPages(() => {
+      if (halfway && !half && total > 0 && ram.dirtyPages <= total / 2) {
+        half = true;
+        void this.flush(); // what has been put so far reaches the socket before the crash
+        halfway();
+      }
+      return !this.channel!.usable;
+    });
+    w.be64(RamFlag.EOS);
+    writeFooter(w, SectionIds.ram);
+    w.u8(Section.EOF);
+    await this.flush();
+    if (this.channel!.error) throw new Error(this.channel!.error);
+    return w.written - before;
   }
 
   /** migrate_fd_cancel() */
@@ -139,9 +233,13 @@ export class OutgoingMigration {
     writeHeader(writer, env.machine);
     if (env.caps['return-path']) {
       writeCommand(writer, Command.OPEN_RETURN_PATH);
-      writeCommand(writer, Command.PING, be32(1));
-      this.returnPath = this.readReturnPath();
+      // With x-colo the way back carries COLO's messages from the start, so no PING/PONG there.
+      if (!env.caps['x-colo']) {
+        writeCommand(writer, Command.PING, be32(1));
+        this.returnPath = this.readReturnPath();
+      }
     }
+    if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     this.ram = new RamSaver(env.guest.ram, {
       xbzrle: env.caps.xbzrle,
       autoConverge: env.caps['auto-converge'],
@@ -239,7 +337,8 @@ export class OutgoingMigration {
     }
 
     this.unlimited = true;
-    this.ram!.enterLastStage();
+    // In COLO the XBZRLE cache must keep following what was sent: this is not the last stage.
+    if (!env.caps['x-colo']) this.ram!.enterLastStage();
     const w = this.writer;
     writeSectionPart(w, Section.END, SectionIds.ram);
     this.ram!.sync();
@@ -249,6 +348,11 @@ export class OutgoingMigration {
     writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState);
     await this.flush();
     await this.channel!.drained();
+    // COLO starts where a migration would complete (only from active, as 7.2).
+    if (env.caps['x-colo'] && current === 'active' && !this.channel!.error) {
+      env.state.change('active', 'colo');
+      return;
+    }
     if (this.channel!.usable && !this.returnPath) this.channel!.end();
     if (this.returnPath) await this.returnPath;
     const error = this.channel!.error ?? this.rpError;
@@ -261,7 +365,11 @@ export class OutgoingMigration {
     const { guest, state, log } = this.env;
     guest.workload.throttlePercent = 0; // cpu_throttle_stop()
     const end = Date.now();
-    if (state.status === 'completed') {
+    if (state.status === 'completed' && this.wasColo) {
+      // After COLO the primary runs on; 7.2 skips the completion statistics on this path.
+      guest.runState.start();
+      this.channel?.shutdown('COLO ended');
+    } else if (state.status === 'completed') {
       this.totalTime = end - this.startTime;
       this.downtime = end - this.downtimeStart;
       const transferTime = this.totalTime - this.setupTime;

@@ -3,6 +3,7 @@
  * last write to a page winning, and rejects what 7.2 rejects with its messages.
  */
 import { inflateSync } from 'node:zlib';
+import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
@@ -25,6 +26,11 @@ export class RamLoader {
   private blockKnown = false;
   pages = 0;
   ram?: GuestRam;
+  /**
+   * COLO secondary: pages land in this cache (and are marked received) instead of guest RAM,
+   * until a whole checkpoint has arrived (ram_load_precopy in COLO state).
+   */
+  colo?: { cache: Buffer; received: DirtyBitmap };
 
   constructor(
     private readonly target: GuestRam | RamFactory,
@@ -66,24 +72,26 @@ export class RamLoader {
       if (addr + PAGE_SIZE > ram.size || (addr & PAGE_MASK) !== 0) {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
+      const target = this.colo ? this.colo.cache : ram.bytes;
+      this.colo?.received.set(addr / PAGE_SIZE);
       switch (type) {
         case RamFlag.PAGE:
           if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
-          r.copyTo(ram.bytes, addr, PAGE_SIZE);
+          r.copyTo(target, addr, PAGE_SIZE);
           break;
         case RamFlag.ZERO: {
           if (!r.ready(1)) await r.need(1);
           const fill = r.u8();
-          const page = ram.bytes.subarray(addr, addr + PAGE_SIZE);
+          const page = target.subarray(addr, addr + PAGE_SIZE);
           // ram_handle_compressed(): a zero fill skips pages that are zero already.
           if (fill !== 0 || !ZERO_PAGE.equals(page)) page.fill(fill);
           break;
         }
         case RamFlag.XBZRLE:
-          await this.loadXbzrle(r, ram.bytes.subarray(addr, addr + PAGE_SIZE));
+          await this.loadXbzrle(r, target.subarray(addr, addr + PAGE_SIZE));
           break;
         case RamFlag.COMPRESS_PAGE:
-          await this.loadCompressed(r, ram.bytes.subarray(addr, addr + PAGE_SIZE));
+          await this.loadCompressed(r, target.subarray(addr, addr + PAGE_SIZE));
           break;
       }
       this.pages++;

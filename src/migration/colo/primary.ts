@@ -1,0 +1,127 @@
+/**
+ * The COLO primary (colo_process_checkpoint / colo_do_checkpoint_transaction in 7.2): after the
+ * first full migration it waits for checkpoint-ready, runs its guest, and takes a checkpoint
+ * each time it is woken: by the x-checkpoint-delay timer, by a change of that delay, or by the
+ * output comparison. Any failure ends the loop; COLO_EXIT then says `request` if a failover
+ * ended it and `error` otherwise, and the caller waits for x-colo-lost-heartbeat.
+ */
+import type { Logger } from 'pino';
+import type { Guest } from '../../guest/guest.js';
+import type { StreamReader } from '../stream/reader.js';
+import type { Failover } from './failover.js';
+import { ColoMessage, encodeMessage, receiveMessage } from './protocol.js';
+import type { ColoStats } from './stats.js';
+
+/** What the primary needs of the migration under it. */
+export interface PrimaryLink {
+  /** The return path: messages from the secondary. */
+  readonly input: StreamReader;
+  send(bytes: Buffer): Promise<void>;
+  /**
+   * qemu_savevm_live_state(): the dirty RAM as an END section, then EOF; resolves to its size.
+   * `halfway`, if given, is called once half of the pages have gone out.
+   */
+  saveLiveRam(halfway?: () => void): Promise<number>;
+  /** qemu_save_device_state(): FULL sections and EOF, no header. */
+  deviceState(): Buffer;
+}
+
+/** Points in a transaction where a test may have the primary die (__org.qmigd_colo-crash-at). */
+export type CrashPoint = 'before-request' | 'after-reply' | 'mid-ram' | 'after-vmstate-received' | 'before-vmstate-loaded';
+
+export interface PrimaryEnv {
+  guest: Guest;
+  link: PrimaryLink;
+  failover: Failover;
+  delayMs: () => number;
+  stats: ColoStats;
+  log: Logger;
+  /** Hash RAM at every checkpoint (--colo-checkpoint-digest). */
+  digest: boolean;
+  crashAt: () => CrashPoint | undefined;
+  stillColo: () => boolean;
+}
+
+export class ColoPrimary {
+  private pending = false;
+  private wake?: () => void;
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly env: PrimaryEnv) {}
+
+  /** colo_checkpoint_notify(): one checkpoint soon, and the period restarts from now. */
+  notify(): void {
+    this.pending = true;
+    this.arm();
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** Runs until COLO ends; resolves to the COLO_EXIT reason. */
+  async run(): Promise<'request' | 'error'> {
+    const { env } = this;
+    env.failover.reset();
+    try {
+      await receiveMessage(env.link.input, ColoMessage.CHECKPOINT_READY);
+      env.guest.runState.start();
+      this.arm();
+      for (;;) {
+        if (env.failover.status !== 'none') {
+          env.log.info('failover request');
+          break;
+        }
+        while (!this.pending) await new Promise<void>((r) => (this.wake = r));
+        this.pending = false;
+        if (env.failover.status !== 'none' || !env.stillColo()) break;
+        await this.transaction();
+      }
+    } catch (err) {
+      env.log.error({ err: (err as Error).message }, 'COLO checkpoint failed');
+    } finally {
+      clearTimeout(this.timer);
+    }
+    return env.failover.status === 'completed' ? 'request' : 'error';
+  }
+
+  private async transaction(): Promise<void> {
+    const { guest, link, failover, stats } = this.env;
+    this.crash('before-request');
+    await link.send(encodeMessage(ColoMessage.CHECKPOINT_REQUEST));
+    await receiveMessage(link.input, ColoMessage.CHECKPOINT_REPLY);
+    this.crash('after-reply');
+    if (failover.status !== 'none') throw new Error('failover request');
+    const paused = performance.now();
+    if (!guest.runState.stop('colo')) guest.runState.set('colo');
+    if (this.env.digest) stats.lastDigest = undefined;
+    const digest = this.env.digest ? await guest.ram.sha256() : undefined;
+    // Logged now: a test that kills us later in this transaction still learns it.
+    if (digest) this.env.log.info({ checkpoint: stats.checkpoints + 1, sha256: digest }, 'COLO checkpoint RAM');
+    await link.send(encodeMessage(ColoMessage.VMSTATE_SEND));
+    const ramBytes = await link.saveLiveRam(this.env.crashAt() === 'mid-ram' ? () => this.crash('mid-ram') : undefined);
+    const device = link.deviceState();
+    await link.send(Buffer.concat([encodeMessage(ColoMessage.VMSTATE_SIZE, device.length), device]));
+    await receiveMessage(link.input, ColoMessage.VMSTATE_RECEIVED);
+    this.crash('after-vmstate-received');
+    // The event is reset here: wake-ups during the transaction so far are covered by it.
+    this.pending = false;
+    this.crash('before-vmstate-loaded');
+    await receiveMessage(link.input, ColoMessage.VMSTATE_LOADED);
+    guest.runState.start();
+    stats.record(performance.now() - paused, ramBytes + device.length + 24);
+    if (digest) stats.lastDigest = digest;
+  }
+
+  private arm(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.notify(), this.env.delayMs());
+    this.timer.unref();
+  }
+
+  /** A crash on purpose, for tests: the process dies as if killed, sockets and all. */
+  private crash(point: CrashPoint): void {
+    if (this.env.crashAt() !== point) return;
+    this.env.log.warn({ point }, 'COLO: crashing on request');
+    process.kill(process.pid, 'SIGKILL');
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The COLO secondary (colo_process_incoming_thread / colo_incoming_process_checkpoint in 7.2):
+ * its guest runs between checkpoints; a checkpoint's RAM lands in a cache the size of RAM and
+ * reaches guest RAM only once the whole checkpoint has arrived (colo_flush_ram_cache), together
+ * with the pages the secondary's own guest dirtied meanwhile, so RAM equals the primary's at the
+ * checkpoint. A checkpoint cut off half-way never touches guest RAM.
+ */
+import type { Logger } from 'pino';
+import { Readable, type Writable } from 'node:stream';
+import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
+import type { Guest } from '../../guest/guest.js';
+import { PAGE_SIZE } from '../../guest/ram.js';
+import type { VmLoader } from '../loadvm.js';
+import { StreamReader } from '../stream/reader.js';
+import type { Failover } from './failover.js';
+import { ColoError, ColoMessage, encodeMessage, receiveMessage, receiveValue } from './protocol.js';
+import type { ColoStats } from './stats.js';
+
+/** Longest stretch of cache flushing between two turns of the event loop. */
+const SLICE_MS = 4;
+
+export interface SecondaryEnv {
+  guest: Guest;
+  input: StreamReader;
+  output: Writable;
+  loader: VmLoader;
+  failover: Failover;
+  stats: ColoStats;
+  log: Logger;
+  digest: boolean;
+  /** Failover must start again once the checkpoint being loaded is in (the RELAUNCH path). */
+  relaunch: () => void;
+}
+
+export class ColoSecondary {
+  /** vmstate_loading: from the cache flush to the guest running again. */
+  loading = false;
+
+  constructor(private readonly env: SecondaryEnv) {}
+
+  /** Runs until COLO ends; resolves to the COLO_EXIT reason. */
+  async run(): Promise<'request' | 'error'> {
+    const { guest, loader, failover } = this.env;
+    failover.reset();
+    // colo_init_ram_cache(): the cache starts as a copy of what the first migration loaded.
+    const cache = Buffer.from(guest.ram.bytes);
+    const received = new DirtyBitmap(guest.ram.pages);
+    loader.ramLoader.colo = { cache, received };
+    guest.ram.dirtyLog.clearAll(); // from now on, pages our own guest writes are tracked
+    try {
+      guest.runState.start();
+      this.send(ColoMessage.CHECKPOINT_READY);
+      for (;;) {
+        await this.checkpoint(cache, received);
+        if (failover.status === 'relaunch') {
+          // The failover that arrived mid-load starts again now that the checkpoint is in.
+          this.env.relaunch();
+          break;
+        }
+        if (failover.status !== 'none') {
+          this.env.log.info('failover request');
+          break;
+        }
+      }
+    } catch (err) {
+      this.env.log.error({ err: (err as Error).message }, 'COLO incoming checkpoint failed');
+    } finally {
+      loader.ramLoader.colo = undefined;
+    }
+    return failover.status === 'completed' ? 'request' : 'error';
+  }
+
+  private async checkpoint(cache: Buffer, received: DirtyBitmap): Promise<void> {
+    const { guest, input, loader, stats, failover } = this.env;
+    await receiveMessage(input, ColoMessage.CHECKPOINT_REQUEST);
+    const paused = performance.now();
+    if (!guest.runState.stop('colo')) guest.runState.set('colo');
+    this.send(ColoMessage.CHECKPOINT_REPLY);
+    await receiveMessage(input, ColoMessage.VMSTATE_SEND);
+    const start = input.consumed;
+    try {
+      await loader.loadMain(input);
+    } catch (err) {
+      throw new ColoError(`Load VM's live state (ram) error: ${(err as Error).message}`);
+    }
+    const size = await receiveValue(input, ColoMessage.VMSTATE_SIZE);
+    let device: Buffer;
+    try {
+      device = await input.bytes(size);
+    } catch {
+      throw new ColoError(`Got ${input.available} VMState data, less than expected ${size}`);
+    }
+    const bytes = input.consumed - start;
+    this.send(ColoMessage.VMSTATE_RECEIVED);
+
+    this.loading = true;
+    await this.flush(cache, received);
+    try {
+      await loader.loadMain(new StreamReader(Readable.from([device])));
+    } catch (err) {
+      throw new ColoError(`COLO: load device state failed: ${(err as Error).message}`);
+    }
+    this.loading = false;
+    guest.runState.start();
+    stats.record(performance.now() - paused, bytes);
+    if (this.env.digest) {
+      stats.lastDigest = await guest.ram.sha256();
+      this.env.log.info({ checkpoint: stats.checkpoints, sha256: stats.lastDigest }, 'COLO checkpoint RAM');
+    }
+    if (failover.status !== 'relaunch') this.send(ColoMessage.VMSTATE_LOADED);
+  }
+
+  /** colo_flush_ram_cache(): every page the primary sent or our guest wrote, cache → RAM. */
+  private async flush(cache: Buffer, received: DirtyBitmap): Promise<void> {
+    const ram = this.env.guest.ram;
+    received.absorb(ram.dirtyLog);
+    let slice = performance.now();
+    for (let page = received.nextSet(0), n = 0; page >= 0; page = received.nextSet(page + 1), n++) {
+      received.clear(page);
+      cache.copy(ram.bytes, page * PAGE_SIZE, page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+      if ((n & 1023) === 1023 && performance.now() - slice > SLICE_MS) {
+        await new Promise((r) => setImmediate(r));
+        slice = performance.now();
+      }
+    }
+  }
+
+  private send(msg: number): void {
+    this.env.output.write(encodeMessage(msg));
+  }
+}
