@@ -179,16 +179,14 @@ export class OutgoingMigration {
     const before = w.written;
     writeSectionPart(w, Section.END, SectionIds.ram);
     ram.sync();
-    const total = ram.dirtyPages;
-    let half = false;
-    await this.sendPages(() => {
-      if (halfway && !half && total > 0 && ram.dirtyPages <= total / 2) {
-        half = true;
-        void this.flush(); // what has been put so far reaches the socket before the crash
-        halfway();
-      }
-      return !this.channel!.usable;
-    });
+    if (halfway) {
+      // Half the pages (or all of them, for a handful), then the hook, before the section ends.
+      const half = Math.floor(ram.dirtyPages / 2);
+      await this.sendPages(() => ram.dirtyPages <= half || !this.channel!.usable);
+      await this.flush();
+      halfway();
+    }
+    await this.sendPages(() => !this.channel!.usable);
     w.be64(RamFlag.EOS);
     writeFooter(w, SectionIds.ram);
     w.u8(Section.EOF);

@@ -1,0 +1,156 @@
+/**
+ * COLO between two real daemons: entering it from a migration, checkpoints with a dirtying
+ * primary, the primary killed at each step of a checkpoint transaction (the secondary takes
+ * over with the RAM of the last checkpoint it completed), the secondary killed (the primary runs
+ * alone and takes a new secondary), and QEMU's failover errors.
+ */
+import t from 'tap';
+import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, type Pair, type Side } from '../helpers/migration.js';
+import type { Msg } from '../helpers/qmp-client.js';
+import { freePort } from '../helpers/daemon.js';
+
+const MiB = 1 << 20;
+
+async function stats(s: Side): Promise<Msg> {
+  return (await s.qmp.ok('__org.qmigd_query-colo-stats')) as Msg;
+}
+
+/** Waits until this side has completed at least n checkpoints. */
+async function checkpoints(s: Side, n: number): Promise<Msg> {
+  for (;;) {
+    const st = await stats(s);
+    if ((st.checkpoints as number) >= n) return st;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A primary with a dirtying workload in COLO with an idle secondary, both hashing RAM at checkpoints. */
+async function coloPair(delayMs = 200): Promise<Pair> {
+  const p = await startPair({
+    memory: '32M',
+    srcArgs: ['--memory-file', randomRamFile(32 * MiB), '--dirty-rate', '2M', '--colo-checkpoint-digest'],
+    dstArgs: ['--colo-checkpoint-digest'],
+  });
+  await setCaps(p.src, { 'x-colo': true });
+  await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': delayMs, 'max-bandwidth': 0 });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'colo');
+  await migrationStatus(p.dst, 'colo');
+  return p;
+}
+
+/** The RAM digests the primary logged at its checkpoints, in order. */
+function loggedDigests(s: Side): string[] {
+  return [...s.daemon.stderr().matchAll(/"checkpoint":\d+,"sha256":"([0-9a-f]{64})","msg":"COLO checkpoint RAM"/g)].map((m) => m[1]!);
+}
+
+t.test('entering COLO, and checkpoints that keep the secondary equal to the primary', async (t) => {
+  const p = await coloPair();
+  t.teardown(p.stop);
+  t.same(await p.src.qmp.ok('query-migrate'), { status: 'colo' });
+  t.match(await p.dst.qmp.ok('query-migrate'), { status: 'colo' });
+  t.same(await p.src.qmp.ok('query-colo-status'), { mode: 'primary', 'last-mode': 'none', reason: 'none' });
+  t.same(await p.dst.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' });
+  const s = await checkpoints(p.dst, 3);
+  const ps = await checkpoints(p.src, s.checkpoints as number);
+  t.ok((ps['pause-max-us'] as number) >= (ps['pause-mean-us'] as number) && (ps['pause-mean-us'] as number) > 0);
+  t.ok((s['bytes-total'] as number) > 0 && (s['bytes-mean'] as number) > 0);
+  // Every checkpoint the secondary completed left its RAM equal to the primary's at that checkpoint.
+  t.ok(loggedDigests(p.src).includes(s['last-checkpoint-sha256'] as string), 'secondary RAM = primary RAM at the checkpoint');
+  t.ok(p.src.qmp.events.some((e) => e.event === 'MIGRATION_PASS'), 'one sync per checkpoint');
+  // Changing x-checkpoint-delay forces a checkpoint at once, even with a long new delay.
+  const before = (await stats(p.src)).checkpoints as number;
+  await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 3_600_000 });
+  await checkpoints(p.src, before + 1);
+  t.pass('a delay change forced a checkpoint');
+});
+
+const STEPS: Array<[string, 'previous' | 'this']> = [
+  ['before-request', 'previous'],
+  ['after-reply', 'previous'],
+  ['mid-ram', 'previous'],
+  ['after-vmstate-received', 'this'],
+  ['before-vmstate-loaded', 'this'],
+];
+
+for (const [point, which] of STEPS) {
+  t.test(`primary killed ${point}: the secondary takes over with the RAM of its last checkpoint`, async (t) => {
+    const p = await coloPair(3_600_000);
+    t.teardown(p.stop);
+    // Checkpoints on demand only: a delay change forces one.
+    await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 3_600_000 });
+    const done = (await checkpoints(p.dst, 1)).checkpoints as number;
+    await checkpoints(p.src, done);
+    // Some pages dirty since that checkpoint, so there is RAM to cut in half.
+    const dirtied = ((await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg)['pages-dirtied'] as number;
+    while ((((await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg)['pages-dirtied'] as number) < dirtied + 64) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await p.src.qmp.ok('__org.qmigd_colo-crash-at', { point });
+    // Not awaited: the checkpoint this forces may kill the primary before it answers.
+    p.src.qmp.send('{"execute":"migrate-set-parameters","arguments":{"x-checkpoint-delay":3600000}}');
+    const { signal } = await p.src.daemon.exited;
+    t.equal(signal, 'SIGKILL', 'the primary died mid-transaction');
+    const exit = await p.dst.qmp.waitEvent('COLO_EXIT');
+    t.same(exit.data, { mode: 'secondary', reason: 'error' });
+    t.same(await p.dst.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' }, 'waits for the heartbeat');
+    await p.dst.qmp.ok('x-colo-lost-heartbeat');
+    await migrationStatus(p.dst, 'completed');
+    t.equal(await runState(p.dst), 'running');
+    t.same(await p.dst.qmp.ok('query-colo-status'), { mode: 'none', 'last-mode': 'secondary', reason: 'request' });
+    const logged = loggedDigests(p.src);
+    const expected = which === 'this' ? logged.at(-1) : logged.at(-1 - (point === 'mid-ram' ? 1 : 0));
+    t.equal(await digest(p.dst), expected, `RAM = the primary's at the ${which} checkpoint`);
+    t.match(await p.dst.qmp.cmd('x-colo-lost-heartbeat'), { error: { desc: "The feature 'colo' is not enabled" } });
+  });
+}
+
+t.test('secondary killed: the primary runs alone, then takes a new secondary', async (t) => {
+  const p = await coloPair();
+  t.teardown(p.stop);
+  await checkpoints(p.src, 2);
+  p.dst.daemon.proc.kill('SIGKILL');
+  const exit = await p.src.qmp.waitEvent('COLO_EXIT');
+  t.same(exit.data, { mode: 'primary', reason: 'error' });
+  t.same(await p.src.qmp.ok('query-migrate'), { status: 'colo' }, 'still colo until the heartbeat');
+  // Two heartbeats in one write: the second finds the failover already requested.
+  const from = p.src.qmp.lines.length;
+  p.src.qmp.send('{"execute":"x-colo-lost-heartbeat"}{"execute":"x-colo-lost-heartbeat"}');
+  const first = await p.src.qmp.nextReply(from);
+  t.equal(first, '{"return": {}}');
+  const second = await p.src.qmp.nextReply(p.src.qmp.lines.indexOf(first, from) + 1);
+  t.match(second, /"desc": "COLO failover is already activated"/);
+  await migrationStatus(p.src, 'completed');
+  t.equal(await runState(p.src), 'running');
+  t.same(await p.src.qmp.ok('query-colo-status'), { mode: 'none', 'last-mode': 'primary', reason: 'request' });
+  const w = (await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg;
+  t.equal(w.running, true, 'the guest workload goes on');
+
+  // A fresh secondary, and a fresh migrate: COLO again.
+  const port = await freePort();
+  const dst2 = await side(['-m', '32M', '--incoming', `tcp:127.0.0.1:${port}`, '--colo-checkpoint-digest']);
+  t.teardown(() => dst2.daemon.stop());
+  await p.src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  const st = await (async () => {
+    for (;;) {
+      const s = (await dst2.qmp.ok('__org.qmigd_query-colo-stats')) as Msg;
+      if ((s.checkpoints as number) >= 2) return s;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  t.same(await dst2.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' });
+  t.ok(loggedDigests(p.src).includes(st['last-checkpoint-sha256'] as string), 'the new secondary follows the primary');
+});
+
+t.test('failover errors and the Xen replication commands', async (t) => {
+  const s = await side(['-m', '4M']);
+  t.teardown(() => s.daemon.stop());
+  t.match(await s.qmp.cmd('x-colo-lost-heartbeat'), { error: { class: 'GenericError', desc: "The feature 'colo' is not enabled" } });
+  t.same(await s.qmp.ok('query-colo-status'), { mode: 'none', 'last-mode': 'none', reason: 'none' });
+  t.match(await s.qmp.cmd('xen-set-replication', { enable: true, primary: true, failover: true }), {
+    error: { desc: "Parameter 'failover' is only for stopping replication" },
+  });
+  t.same(await s.qmp.ok('xen-set-replication', { enable: false, primary: false, failover: true }), {});
+  t.same(await s.qmp.ok('query-xen-replication-status'), { error: false });
+  t.same(await s.qmp.ok('xen-colo-do-checkpoint'), {});
+});
