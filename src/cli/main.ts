@@ -32,6 +32,13 @@ interface ServeOptions {
   dirtyRate: string;
   dirtyPattern: string;
   coloCheckpointDigest: boolean;
+  coloHeartbeatTimeout: string;
+}
+
+function milliseconds(flag: string, text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new UsageError(`${flag}: '${text}' is not a number of milliseconds`);
+  return n;
 }
 
 export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
@@ -66,6 +73,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     dirtyRate,
     dirtyPattern,
     coloCheckpointDigest: opts.coloCheckpointDigest,
+    coloHeartbeatTimeoutMs: milliseconds('--colo-heartbeat-timeout', opts.coloHeartbeatTimeout),
     qmp: specs.map((s) => {
       try {
         return parseQmpSpec(s);
@@ -104,6 +112,7 @@ function program(): Command {
     .option('--dirty-rate <bytes/s>', 'bytes per second the guest dirties while it runs (K/M/G suffixes)', '0')
     .option('--dirty-pattern <pattern>', 'which pages the guest writes: uniform, sequential or hot:PERCENT', 'uniform')
     .option('--colo-checkpoint-digest', 'hash RAM at every COLO checkpoint and log it (costs pause time)', false)
+    .option('--colo-heartbeat-timeout <ms>', 'fail over by itself this long after losing the COLO peer (0: wait for x-colo-lost-heartbeat)', '0')
     .action(async (opts: ServeOptions) => {
       const config = configFrom(opts);
       const daemon = await startDaemon(config);

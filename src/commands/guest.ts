@@ -62,5 +62,10 @@ export function registerGuest(d: Daemon): void {
     'pages-dirtied': workload.pagesDirtied,
   }));
 
+  d.registry.register('__org.qmigd_set-guest-output', (a: { diverge: boolean }) => {
+    d.guest.output.diverge = a.diverge;
+    return {};
+  });
+
   d.registry.register('__org.qmigd_query-ram-digest', async () => ({ sha256: await ram.sha256(), size: ram.size }));
 }

@@ -16,6 +16,8 @@ export interface DaemonConfig {
   dirtyPattern: WorkloadPattern;
   /** Hash RAM at every COLO checkpoint (for tests and audits; costs pause time). */
   coloCheckpointDigest: boolean;
+  /** Fail over by itself this long after losing the COLO peer; 0 waits for x-colo-lost-heartbeat. */
+  coloHeartbeatTimeoutMs: number;
   name?: string;
   logLevel: string;
   pidfile?: string;

@@ -41,6 +41,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     log: log.child({ component: 'migration' }),
     registerYank: (fn) => yank.register({ type: 'migration' }, fn),
     coloDigest: config.coloCheckpointDigest,
+    coloHeartbeatTimeoutMs: config.coloHeartbeatTimeoutMs,
     // As QEMU 7.2 after a failed incoming load: say why, then exit(EXIT_FAILURE).
     onFatal: (lines) => {
       for (const line of lines) log.error(line);

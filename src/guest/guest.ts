@@ -5,18 +5,22 @@
  */
 import { GuestRam } from './ram.js';
 import { RunStateMachine } from './run-state.js';
+import { GuestOutput } from './output.js';
 import { Workload } from './workload.js';
 
 export class Guest {
   readonly ram: GuestRam;
   readonly runState: RunStateMachine;
   readonly workload: Workload;
+  /** Network output, compared between COLO replicas. */
+  readonly output: GuestOutput;
   autostart: boolean;
 
   constructor(opts: { ramId: string; memoryBytes: number; incoming: boolean; autostart: boolean }) {
     this.ram = new GuestRam(opts.ramId, opts.memoryBytes);
     this.runState = new RunStateMachine(opts.incoming ? 'inmigrate' : 'prelaunch');
     this.workload = new Workload(this.ram, () => this.runState.running);
+    this.output = new GuestOutput(() => this.runState.running);
     this.autostart = opts.autostart;
   }
 }

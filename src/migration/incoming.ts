@@ -14,7 +14,7 @@ import type { Writable } from 'node:stream';
 import type { Failover } from './colo/failover.js';
 import { ColoSecondary } from './colo/secondary.js';
 import type { ColoStats } from './colo/stats.js';
-import { RpMessage } from './stream/constants.js';
+import { COMPARE_MAGIC, RpMessage } from './stream/constants.js';
 import { StreamReader } from './stream/reader.js';
 import type { MigrationStateCell } from './state.js';
 
@@ -46,6 +46,7 @@ export class IncomingMigration {
   private secondary?: ColoSecondary;
   private conn?: IncomingConnection;
   private coloReleased?: () => void;
+  private compareConn?: IncomingConnection;
 
   constructor(private readonly env: IncomingEnv) {}
 
@@ -56,6 +57,7 @@ export class IncomingMigration {
   }
 
   private async receive(conn: IncomingConnection): Promise<void> {
+    if (this.conn) return this.attachCompare(conn);
     const { env } = this;
     env.state.change('none', 'active');
     let returnPath = false;
@@ -129,7 +131,32 @@ export class IncomingMigration {
     // The parked incoming coroutine resumes: the normal completion starts the guest.
     env.guest.runState.start();
     this.conn?.close();
+    this.compareConn?.close();
     this.destroy();
+  }
+
+  /**
+   * A later connection: the primary's colo-compare asking for this guest's output ('QMCC'),
+   * which only a COLO secondary gives; anything else is turned away.
+   */
+  private async attachCompare(conn: IncomingConnection): Promise<void> {
+    const r = new StreamReader(conn.input);
+    try {
+      await r.need(4);
+    } catch {
+      return conn.close();
+    }
+    if (r.be32() !== COMPARE_MAGIC || !this.coloEnabled || !conn.output) return conn.close();
+    const out = conn.output;
+    const off = this.env.guest.output.onPacket((p) => {
+      const b = Buffer.alloc(12);
+      b.writeUInt32BE(p.epoch, 0);
+      b.writeUInt32BE(p.seq, 4);
+      b.writeUInt32BE(p.payload, 8);
+      out.write(b);
+    });
+    conn.input.once('close', off);
+    this.compareConn = conn;
   }
 
   /** secondary_vm_do_failover() */

@@ -37,6 +37,8 @@ export interface MigrationServiceEnv {
   onFatal: (lines: string[]) => void;
   /** Hash RAM at every COLO checkpoint (--colo-checkpoint-digest). */
   coloDigest: boolean;
+  /** Fail over by itself this long after losing the COLO peer (--colo-heartbeat-timeout); 0: never. */
+  coloHeartbeatTimeoutMs: number;
   /** Registers the migration with yank while it runs; returns the unregister function. */
   registerYank: (yank: () => void) => () => void;
 }
@@ -111,7 +113,7 @@ export class MigrationService {
         stats: this.coloStats,
         digest: this.env.coloDigest,
         crashAt: () => this.crashAt,
-        announceExit: (reason) => this.env.emit('COLO_EXIT', { mode: 'primary', reason }),
+        announceExit: (reason) => this.coloExited('primary', reason),
       },
     });
     this.outgoing = out;
@@ -158,7 +160,7 @@ export class MigrationService {
         failover: this.failover,
         stats: this.coloStats,
         digest: this.env.coloDigest,
-        announceExit: (reason) => this.env.emit('COLO_EXIT', { mode: 'secondary', reason }),
+        announceExit: (reason) => this.coloExited('secondary', reason),
         relaunch: () => {
           // The RELAUNCH path: back to none, then a fresh failover request.
           this.failover.change('relaunch', 'none');
@@ -210,6 +212,21 @@ export class MigrationService {
   lostHeartbeat(): void {
     if (this.coloMode === 'none') throw Errors.coloNotEnabled();
     if (!this.requestFailover()) throw Errors.coloFailoverActive();
+  }
+
+  /**
+   * COLO_EXIT (never gated by `events`). Like QEMU, a side that lost its peer waits for
+   * x-colo-lost-heartbeat; with --colo-heartbeat-timeout it asks for the failover itself.
+   */
+  private coloExited(mode: ColoMode, reason: 'request' | 'error'): void {
+    this.env.emit('COLO_EXIT', { mode, reason });
+    const timeout = this.env.coloHeartbeatTimeoutMs;
+    if (reason !== 'error' || timeout <= 0) return;
+    setTimeout(() => {
+      if (this.coloMode === 'none' || this.failover.status !== 'none') return;
+      this.env.log.warn({ timeoutMs: timeout }, 'COLO: no heartbeat from the peer; failing over');
+      this.requestFailover();
+    }, timeout).unref();
   }
 
   /** failover_request_active(): none → require, then the failover runs on the next turn. */

@@ -14,7 +14,9 @@ import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
 import type { Capabilities, MigrationParameters } from './params.js';
 import { RamSaver } from './ram/ram-save.js';
-import { Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section, SectionIds } from './stream/constants.js';
+import net from 'node:net';
+import type { Readable } from 'node:stream';
+import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section, SectionIds } from './stream/constants.js';
 import { StreamEnded, StreamReader } from './stream/reader.js';
 import { writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
 import { StreamWriter } from './stream/writer.js';
@@ -114,7 +116,7 @@ export class OutgoingMigration {
     }
     try {
       await this.thread();
-      if (this.status === 'colo') await this.runColo();
+      if (this.status === 'colo') await this.runColo(uri);
     } catch (err) {
       this.env.log.error({ err }, 'migration failed unexpectedly');
       this.fail(`qmigd internal error: ${(err as Error).message}`, this.status);
@@ -126,9 +128,10 @@ export class OutgoingMigration {
    * migrate_start_colo_process(): checkpoints until COLO ends, then COLO_EXIT, then wait for
    * x-colo-lost-heartbeat (failoverPrimary) before the guest goes on alone.
    */
-  private async runColo(): Promise<void> {
+  private async runColo(uri: MigrationUri): Promise<void> {
     const { env } = this;
     const input = new StreamReader(this.channel!.input!);
+    const secondaryOutput = await this.openCompare(uri);
     const primary = new ColoPrimary({
       guest: env.guest,
       failover: env.colo.failover,
@@ -138,6 +141,7 @@ export class OutgoingMigration {
       digest: env.colo.digest,
       crashAt: env.colo.crashAt,
       stillColo: () => this.status === 'colo',
+      secondaryOutput,
       link: {
         input,
         send: async (bytes) => {
@@ -161,6 +165,26 @@ export class OutgoingMigration {
     this.coloPrimary = undefined;
     this.vmWasRunning = true;
     this.wasColo = true;
+  }
+
+  /** colo-compare's way to the secondary's output: a second connection, where there can be one. */
+  private async openCompare(uri: MigrationUri): Promise<Readable | undefined> {
+    if (uri.kind !== 'tcp' && uri.kind !== 'unix') return undefined;
+    try {
+      const socket = await new Promise<net.Socket>((resolve, reject) => {
+        const s = uri.kind === 'tcp' ? net.connect(uri.port, uri.host) : net.connect(uri.path);
+        s.once('connect', () => resolve(s));
+        s.once('error', reject);
+      });
+      socket.on('error', () => undefined);
+      const magic = Buffer.alloc(4);
+      magic.writeUInt32BE(COMPARE_MAGIC);
+      socket.write(magic);
+      return socket;
+    } catch (err) {
+      this.env.log.warn({ err: (err as Error).message }, 'COLO: no compare channel; checkpoints by timer only');
+      return undefined;
+    }
   }
 
   /** primary_vm_do_failover(): the primary goes on alone; its migration ends completed. */

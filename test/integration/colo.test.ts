@@ -4,6 +4,7 @@
  * over with the RAM of the last checkpoint it completed), the secondary killed (the primary runs
  * alone and takes a new secondary), and QEMU's failover errors.
  */
+import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, type Pair, type Side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
@@ -153,4 +154,51 @@ t.test('failover errors and the Xen replication commands', async (t) => {
   t.same(await s.qmp.ok('xen-set-replication', { enable: false, primary: false, failover: true }), {});
   t.same(await s.qmp.ok('query-xen-replication-status'), { error: false });
   t.same(await s.qmp.ok('xen-colo-do-checkpoint'), {});
+});
+
+/** Resident memory of a process, from /proc. */
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]);
+}
+
+t.test('diverging output: colo-compare checkpoints at once; 200 of them with a dirtying guest keep memory flat', async (t) => {
+  const p = await coloPair(3_600_000);
+  t.teardown(p.stop);
+  await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 3_600_000 });
+  const start = (await checkpoints(p.src, 1)).checkpoints as number;
+  // In step, the outputs match: no miscompare.
+  t.equal((await stats(p.src)).miscompares, 0);
+  await p.dst.qmp.ok('__org.qmigd_set-guest-output', { diverge: true });
+  const early = await checkpoints(p.src, start + 50);
+  const rss = [rssKiB(p.src.daemon.proc.pid!), rssKiB(p.dst.daemon.proc.pid!)];
+  const late = await checkpoints(p.src, start + 200);
+  await p.dst.qmp.ok('__org.qmigd_set-guest-output', { diverge: false });
+  const grown = [rssKiB(p.src.daemon.proc.pid!) - rss[0]!, rssKiB(p.dst.daemon.proc.pid!) - rss[1]!];
+  t.ok(grown.every((kib) => kib < 16 * 1024), `RSS growth over 150 checkpoints: primary ${grown[0]} KiB, secondary ${grown[1]} KiB`);
+  t.ok((late.miscompares as number) >= 200 - (start - 1), `miscompares ${late.miscompares} drove the checkpoints`);
+  const sec = await checkpoints(p.dst, (late.checkpoints as number) - 1);
+  t.ok(Math.abs((sec.checkpoints as number) - (late.checkpoints as number)) <= 1, 'both sides count the same checkpoints');
+  const n = late.checkpoints as number;
+  t.ok(Math.abs((late['bytes-mean'] as number) * n - (late['bytes-total'] as number)) <= n, 'bytes-mean × checkpoints = bytes-total');
+  t.ok((late['pause-max-us'] as number) >= (late['pause-mean-us'] as number));
+  t.ok((late['bytes-total'] as number) > (early['bytes-total'] as number));
+  t.ok(loggedDigests(p.src).includes((await stats(p.dst))['last-checkpoint-sha256'] as string), 'still in step');
+});
+
+t.test('--colo-heartbeat-timeout: a primary that lost its secondary fails over by itself', async (t) => {
+  const port = await freePort();
+  const dst = await side(['-m', '16M', '--incoming', `tcp:127.0.0.1:${port}`]);
+  const src = await side(['-m', '16M', '--colo-heartbeat-timeout', '200']);
+  t.teardown(async () => Promise.all([src.daemon.stop(), dst.daemon.stop()]));
+  await setCaps(src, { 'x-colo': true, events: true });
+  await src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 100 });
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  await migrationStatus(src, 'colo');
+  await checkpoints(src, 1);
+  dst.daemon.proc.kill('SIGKILL');
+  t.same((await src.qmp.waitEvent('COLO_EXIT')).data, { mode: 'primary', reason: 'error' });
+  await migrationStatus(src, 'completed');
+  t.same(await src.qmp.ok('query-colo-status'), { mode: 'none', 'last-mode': 'primary', reason: 'request' });
+  t.equal(await runState(src), 'running');
 });

@@ -23,7 +23,11 @@ export interface IncomingListener {
   close(): void;
 }
 
-/** Starts listening (or the command); calls `accept` once, with the first connection. */
+/**
+ * Starts listening (or the command) and calls `accept` with each connection: the first is the
+ * migration; a COLO secondary also takes the primary's compare channel on the same address.
+ * The listener stays open until closed.
+ */
 export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConnection) => void): Promise<IncomingListener> {
   switch (uri.kind) {
     case 'exec': {
@@ -65,9 +69,8 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       const close = (): void => {
         server.close();
       };
-      server.once('connection', (socket) => {
+      server.on('connection', (socket) => {
         socket.setNoDelay(true);
-        close();
         accept(duplex(socket));
         socket.resume();
       });

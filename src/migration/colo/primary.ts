@@ -7,7 +7,9 @@
  */
 import type { Logger } from 'pino';
 import type { Guest } from '../../guest/guest.js';
-import type { StreamReader } from '../stream/reader.js';
+import type { Readable } from 'node:stream';
+import { StreamReader } from '../stream/reader.js';
+import { ColoCompare } from './compare.js';
 import type { Failover } from './failover.js';
 import { ColoMessage, encodeMessage, receiveMessage } from './protocol.js';
 import type { ColoStats } from './stats.js';
@@ -40,14 +42,22 @@ export interface PrimaryEnv {
   digest: boolean;
   crashAt: () => CrashPoint | undefined;
   stillColo: () => boolean;
+  /** The secondary's output packets, if a compare channel could be opened. */
+  secondaryOutput?: Readable;
 }
 
 export class ColoPrimary {
   private pending = false;
   private wake?: () => void;
   private timer?: NodeJS.Timeout;
+  readonly compare: ColoCompare;
 
-  constructor(private readonly env: PrimaryEnv) {}
+  constructor(private readonly env: PrimaryEnv) {
+    this.compare = new ColoCompare(() => {
+      env.stats.miscompares++;
+      this.notify();
+    });
+  }
 
   /** colo_checkpoint_notify(): one checkpoint soon, and the period restarts from now. */
   notify(): void {
@@ -62,8 +72,10 @@ export class ColoPrimary {
   async run(): Promise<'request' | 'error'> {
     const { env } = this;
     env.failover.reset();
+    const unhook = this.hookCompare();
     try {
       await receiveMessage(env.link.input, ColoMessage.CHECKPOINT_READY);
+      env.guest.output.startEpoch(0);
       env.guest.runState.start();
       this.arm();
       for (;;) {
@@ -80,8 +92,33 @@ export class ColoPrimary {
       env.log.error({ err: (err as Error).message }, 'COLO checkpoint failed');
     } finally {
       clearTimeout(this.timer);
+      unhook();
     }
     return env.failover.status === 'completed' ? 'request' : 'error';
+  }
+
+  /** Feeds both guests' output to colo-compare, when the secondary's reaches us. */
+  private hookCompare(): () => void {
+    const { env, compare } = this;
+    const theirs = env.secondaryOutput;
+    if (!theirs) return () => undefined;
+    const unhook = env.guest.output.onPacket((p) => compare.fromPrimary(p));
+    const reader = new StreamReader(theirs);
+    void (async () => {
+      try {
+        for (;;) {
+          await reader.need(12);
+          compare.fromSecondary({ epoch: reader.be32(), seq: reader.be32(), payload: reader.be32() });
+        }
+      } catch {
+        /* the secondary went away: the checkpoint loop finds out on its own */
+      }
+    })();
+    return () => {
+      unhook();
+      compare.stop();
+      theirs.destroy();
+    };
   }
 
   private async transaction(): Promise<void> {
@@ -105,10 +142,12 @@ export class ColoPrimary {
     this.crash('after-vmstate-received');
     // The event is reset here: wake-ups during the transaction so far are covered by it.
     this.pending = false;
+    this.compare.released(stats.checkpoints + 1);
     this.crash('before-vmstate-loaded');
     await receiveMessage(link.input, ColoMessage.VMSTATE_LOADED);
-    guest.runState.start();
     stats.record(performance.now() - paused, ramBytes + device.length + 24);
+    guest.output.startEpoch(stats.checkpoints);
+    guest.runState.start();
     if (digest) stats.lastDigest = digest;
   }
 

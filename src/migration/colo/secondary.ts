@@ -48,6 +48,7 @@ export class ColoSecondary {
     loader.ramLoader.colo = { cache, received };
     guest.ram.dirtyLog.clearAll(); // from now on, pages our own guest writes are tracked
     try {
+      guest.output.startEpoch(0);
       guest.runState.start();
       this.send(ColoMessage.CHECKPOINT_READY);
       for (;;) {
@@ -101,8 +102,9 @@ export class ColoSecondary {
       throw new ColoError(`COLO: load device state failed: ${(err as Error).message}`);
     }
     this.loading = false;
-    guest.runState.start();
     stats.record(performance.now() - paused, bytes);
+    guest.output.startEpoch(stats.checkpoints);
+    guest.runState.start();
     if (this.env.digest) {
       stats.lastDigest = await guest.ram.sha256();
       this.env.log.info({ checkpoint: stats.checkpoints, sha256: stats.lastDigest }, 'COLO checkpoint RAM');

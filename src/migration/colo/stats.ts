@@ -6,6 +6,8 @@ export class ColoStats {
   private pauseTotalMs = 0;
   bytesLast = 0;
   bytesTotal = 0;
+  /** colo-compare's verdicts that asked for a checkpoint (primary only). */
+  miscompares = 0;
   /** SHA-256 of RAM at the last completed checkpoint, when --colo-checkpoint-digest is on. */
   lastDigest?: string;
 
@@ -28,6 +30,7 @@ export class ColoStats {
       'bytes-last': this.bytesLast,
       'bytes-mean': n ? Math.round(this.bytesTotal / n) : 0,
       'bytes-total': this.bytesTotal,
+      miscompares: this.miscompares,
       ...(this.lastDigest ? { 'last-checkpoint-sha256': this.lastDigest } : {}),
     };
   }

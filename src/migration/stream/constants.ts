@@ -80,3 +80,10 @@ export const RAM_SECTION_VERSION = 4;
 export const TIMER_SECTION_VERSION = 2;
 export const GLOBALSTATE_SECTION_VERSION = 1;
 export const GLOBALSTATE_RUNSTATE_BYTES = 100;
+
+/**
+ * qmigd's colo-compare channel: a COLO primary connects a second time to the secondary's
+ * incoming address and sends this; the secondary answers with its guest's output packets
+ * (be32 epoch, be32 seq, be32 payload). QEMU wires colo-compare with chardevs instead.
+ */
+export const COMPARE_MAGIC = 0x514d4343; // "QMCC"
