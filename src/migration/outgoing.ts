@@ -226,6 +226,10 @@ export class OutgoingMigration {
     if (s === 'pre-switchover') {
       state.change(s, 'cancelling');
       this.releasePause?.();
+    } else if (s === 'colo') {
+      // Not a running state, so no cancelling; but the return path is shut down in every state,
+      // and in COLO that is the secondary's voice: the checkpoint loop ends in error (7.2).
+      this.channel?.shutdown('Channel was shut down: migrate_cancel');
     } else if (s === 'cancelling' || ['setup', 'active', 'device', 'wait-unplug'].includes(s)) {
       state.change(s, 'cancelling'); // a second cancel announces cancelling again, as 7.2
       this.abortConnect?.();

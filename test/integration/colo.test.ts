@@ -110,6 +110,9 @@ t.test('secondary killed: the primary runs alone, then takes a new secondary', a
   const p = await coloPair();
   t.teardown(p.stop);
   await checkpoints(p.src, 2);
+  // A still guest, so that its RAM can be shown untouched by the failover.
+  await p.src.qmp.ok('__org.qmigd_set-workload', { rate: 0 });
+  const before = await digest(p.src);
   p.dst.daemon.proc.kill('SIGKILL');
   const exit = await p.src.qmp.waitEvent('COLO_EXIT');
   t.same(exit.data, { mode: 'primary', reason: 'error' });
@@ -124,6 +127,8 @@ t.test('secondary killed: the primary runs alone, then takes a new secondary', a
   await migrationStatus(p.src, 'completed');
   t.equal(await runState(p.src), 'running');
   t.same(await p.src.qmp.ok('query-colo-status'), { mode: 'none', 'last-mode': 'primary', reason: 'request' });
+  t.equal(await digest(p.src), before, 'RAM intact');
+  await p.src.qmp.ok('__org.qmigd_set-workload', { rate: 2 * MiB });
   const w = (await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg;
   t.equal(w.running, true, 'the guest workload goes on');
 
@@ -141,6 +146,16 @@ t.test('secondary killed: the primary runs alone, then takes a new secondary', a
   })();
   t.same(await dst2.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' });
   t.ok(loggedDigests(p.src).includes(st['last-checkpoint-sha256'] as string), 'the new secondary follows the primary');
+});
+
+t.test('migrate_cancel during COLO breaks the channel: COLO_EXIT error on both sides', async (t) => {
+  const p = await coloPair();
+  t.teardown(p.stop);
+  await checkpoints(p.src, 1);
+  await p.src.qmp.ok('migrate_cancel');
+  t.same((await p.src.qmp.waitEvent('COLO_EXIT')).data, { mode: 'primary', reason: 'error' });
+  t.same((await p.dst.qmp.waitEvent('COLO_EXIT')).data, { mode: 'secondary', reason: 'error' });
+  t.same(await p.src.qmp.ok('query-migrate'), { status: 'colo' }, 'no cancelling: colo is not a running state');
 });
 
 t.test('failover errors and the Xen replication commands', async (t) => {
