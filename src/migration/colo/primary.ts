@@ -145,7 +145,8 @@ export class ColoPrimary {
     this.compare.released(stats.checkpoints + 1);
     this.crash('before-vmstate-loaded');
     await receiveMessage(link.input, ColoMessage.VMSTATE_LOADED);
-    stats.record(performance.now() - paused, ramBytes + device.length + 24);
+    // The same count the secondary makes: RAM section and EOF, vmstate-size, device state.
+    stats.record(performance.now() - paused, ramBytes + 12 + device.length);
     guest.output.startEpoch(stats.checkpoints);
     guest.runState.start();
     if (digest) stats.lastDigest = digest;
