@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { coloBench } from './colo.js';
 import { migrationBench } from './migration.js';
 
 const BIN = resolve(import.meta.dirname, '..', '..', 'bin', 'qmigd');
@@ -64,3 +65,4 @@ async function main(): Promise<void> {
 
 await main();
 await migrationBench();
+await coloBench();

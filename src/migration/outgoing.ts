@@ -317,7 +317,7 @@ export class OutgoingMigration {
     writeSectionPart(w, Section.PART, SectionIds.ram);
     const start = performance.now();
     await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== 'active');
-    w.be64(RamFlag.EOS);
+    this.ram!.endIteration(w);
     writeFooter(w, SectionIds.ram);
     await this.flush();
     // However little there was to send, the event loop gets its turn: QMP, the workload, timers.

@@ -1,6 +1,7 @@
 /** Starts a real qemu-system-x86_64 -M none with a QMP socket, where one is installed. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { tempDir } from './daemon.js';
 
@@ -24,8 +25,9 @@ export async function startQemu(args: string[] = []): Promise<RunningQemu> {
   });
   const exited = new Promise<void>((res) => proc.on('exit', () => res()));
   const deadline = Date.now() + 10000;
-  while (!existsSync(socket)) {
-    if (Date.now() > deadline || proc.exitCode !== null) throw new Error('QEMU did not create its QMP socket');
+  // QEMU creates the socket file a moment before it listens: wait until a connection is taken.
+  while (!existsSync(socket) || !(await accepts(socket))) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error('QEMU did not open its QMP socket');
     await new Promise((r) => setTimeout(r, 20));
   }
   return {
@@ -37,4 +39,15 @@ export async function startQemu(args: string[] = []): Promise<RunningQemu> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
 }

@@ -126,6 +126,12 @@ export class RamSaver {
     this.opts.onPass(this.counters.dirtySyncCount);
   }
 
+  /** Ends a PART section's records; ram_save_iterate() counts this EOS as transferred. */
+  endIteration(w: StreamWriter): void {
+    w.be64(RamFlag.EOS);
+    this.sent(8);
+  }
+
   /** Enters the final stage: the guest is stopped and the last pages go out as they are. */
   enterLastStage(): void {
     this.lastStage = true;
