@@ -14,7 +14,6 @@ const PERIOD_MS = 20;
 
 export class GuestOutput {
   diverge = false;
-  sent = 0;
   private epoch = 0;
   private seq = 0;
   private readonly listeners = new Set<(p: OutputPacket) => void>();
@@ -44,7 +43,6 @@ export class GuestOutput {
     if (!this.running() || this.listeners.size === 0) return;
     const seq = this.seq++;
     const packet = { epoch: this.epoch, seq, payload: (mix(this.epoch * 65536 + seq) ^ (this.diverge ? 1 : 0)) >>> 0 };
-    this.sent++;
     for (const l of this.listeners) l(packet);
   }
 }

@@ -41,7 +41,6 @@ export class IncomingMigration {
   private listener?: IncomingListener;
   /** Dropped once the incoming state is destroyed, as mis->socket_address. */
   socketAddress?: Record<string, unknown>;
-  loadedBytes = 0;
   private coloEnabled = false;
   private secondary?: ColoSecondary;
   private conn?: IncomingConnection;
@@ -86,7 +85,6 @@ export class IncomingMigration {
     });
     try {
       const result = await loader.loadStream(input);
-      this.loadedBytes = result.bytes;
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
       this.startGuest(result.globalState);
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');

@@ -56,7 +56,7 @@ export async function inspectStream(input: Readable, print: (line: string) => vo
       const arg = payload.length === 4 ? ` ${payload.readUInt32BE(0)}` : payload.length ? ` (${payload.length} bytes)` : '';
       print(`${hex(offset)}  COMMAND        ${name}${arg}`);
     },
-    device: (idstr, fields) => print(`${' '.repeat(26)}${Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' ? `"${v}"` : v}`).join(' ')}`),
+    device: (_idstr, fields) => print(`${' '.repeat(26)}${Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' ? `"${v}"` : v}`).join(' ')}`),
     eof: (offset) => print(`${hex(offset)}  EOF`),
     vmDescription: (offset, json) => {
       if (json === undefined) return print(`${hex(offset)}  (no VM description)`);

@@ -69,8 +69,6 @@ export class OutgoingMigration {
   /** The error query-migrate shows as error-desc. */
   error?: string;
   ram?: RamSaver;
-  /** Resolves when the migration has reached a final state and cleaned up. */
-  readonly finished: Promise<void>;
 
   private channel?: OutgoingChannel;
   private readonly writer = new StreamWriter();
@@ -88,11 +86,9 @@ export class OutgoingMigration {
   coloPrimary?: ColoPrimary;
   private coloReleased?: () => void;
   private wasColo = false;
-  private settle!: () => void;
 
   constructor(private readonly env: OutgoingEnv) {
     this.expectedDowntime = env.params()['downtime-limit'];
-    this.finished = new Promise((r) => (this.settle = r));
   }
 
   get status(): MigrationStatus {
@@ -410,7 +406,6 @@ export class OutgoingMigration {
     state.change('cancelling', 'cancelled');
     if (this.error && state.status === 'failed') log.error(this.error);
     log.info({ status: state.status, transferred: this.ram?.counters.transferred ?? 0, totalMs: end - this.startTime }, 'migration finished');
-    this.settle();
   }
 
   private fail(error: string | undefined, from: MigrationStatus): void {

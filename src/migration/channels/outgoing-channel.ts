@@ -20,7 +20,7 @@ export class OutgoingChannel {
     private readonly out: Writable,
     /** Bytes from the destination (the return path), where the transport has them. */
     readonly input: Readable | undefined,
-    private readonly what: 'socket' | 'command',
+    what: 'socket' | 'command',
     private readonly destroy: () => void,
   ) {
     out.on('error', (err) => this.fail(`Unable to write to ${what}: ${strerror(errnoOf(err))}`));
