@@ -23,6 +23,7 @@ interface ServeOptions {
   memory: string;
   ramId: string;
   memoryFile?: string;
+  memPrealloc: boolean;
   machine: string;
   incoming?: string;
   paused: boolean;
@@ -84,6 +85,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     memoryBytes,
     ramId: opts.ramId,
     memoryFile: opts.memoryFile,
+    memPrealloc: opts.memPrealloc,
     machine: opts.machine,
     incoming: opts.incoming,
     paused: opts.paused,
@@ -103,6 +105,7 @@ function program(): Command {
     .option('-m, --memory <size>', 'guest RAM size: bytes, or with a K/M/G/T suffix', '128M')
     .option('--ram-id <name>', 'name of the RAM block in the migration stream', 'ram')
     .option('--memory-file <path>', 'initial RAM contents (size must equal --memory)')
+    .option('--mem-prealloc', 'fault in all of RAM at start-up, as QEMU\'s -mem-prealloc (faster incoming migration)', false)
     .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
     .option('--incoming <uri>', 'wait for an incoming migration on URI, or "defer" for migrate-incoming')
     .option('-S, --paused', 'start the guest stopped (run state prelaunch) until cont', false)

@@ -7,6 +7,8 @@ export interface DaemonConfig {
   memoryBytes: number;
   ramId: string;
   memoryFile?: string;
+  /** -mem-prealloc: fault every RAM page in at start-up. */
+  memPrealloc: boolean;
   machine: string;
   incoming?: string;
   /** -S: the guest does not start by itself (QEMU's autostart off). */

@@ -31,6 +31,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     autostart: !config.paused,
   });
   if (config.memoryFile) await guest.ram.loadFile(config.memoryFile);
+  else if (config.memPrealloc) guest.ram.prealloc();
   guest.workload.set(config.dirtyRate, config.dirtyPattern);
   guest.runState.onEvent((event) => qmp.events.emit(event));
   const yank = new YankRegistry();

@@ -48,6 +48,14 @@ export class GuestRam {
     }
   }
 
+  /**
+   * -mem-prealloc: touch every page now, so that the kernel's first-touch faults (which cost
+   * more than the copies themselves) are paid at start-up instead of during a migration.
+   */
+  prealloc(): void {
+    for (let off = 0; off < this.size; off += SLICE_BYTES) this.bytes.fill(0, off, Math.min(off + SLICE_BYTES, this.size));
+  }
+
   page(index: number): Buffer {
     return this.bytes.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
   }

@@ -99,3 +99,13 @@ t.test('an all-zero guest travels as ZERO records, counted as duplicate pages', 
   const stream = readFileSync(join(src.daemon.dir, 'zero.stream'));
   t.equal(stream.subarray(0, 4).toString('latin1'), 'QEVM');
 });
+
+t.test('--mem-prealloc faults all of RAM in at start-up; without it RAM stays untouched', async (t) => {
+  const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+  const lazy = await side(['-m', '256M']);
+  const eager = await side(['-m', '256M', '--mem-prealloc']);
+  t.teardown(() => Promise.all([lazy.daemon.stop(), eager.daemon.stop()]));
+  t.ok(rss(eager.daemon.proc.pid!) >= 256 * 1024 * 1024, 'preallocated: resident');
+  t.ok(rss(lazy.daemon.proc.pid!) < 200 * 1024 * 1024, 'lazy: not resident');
+  t.equal(await digest(eager), await digest(lazy), 'both zero');
+});

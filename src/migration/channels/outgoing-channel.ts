@@ -10,6 +10,9 @@ import type { Readable, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
 import type { MigrationUri } from './uri.js';
 
+/** Bytes we let the transport hold before waiting for it to drain. */
+const IN_FLIGHT = 8 << 20;
+
 export class OutgoingChannel {
   /** The first error seen; after it nothing more is written. */
   error?: string;
@@ -72,8 +75,10 @@ export class OutgoingChannel {
   async write(chunks: Buffer[], written?: (chunk: Buffer) => void): Promise<void> {
     for (const chunk of chunks) {
       if (!this.usable) return;
-      const ok = this.out.write(chunk, written && ((err) => !err && written(chunk)));
-      if (!ok) await this.whenWritable();
+      this.out.write(chunk, written && ((err) => !err && written(chunk)));
+      // Keep several chunks in flight: waiting for every one to drain leaves the socket idle
+      // while the next is being built.
+      if (this.out.writableLength > IN_FLIGHT) await this.whenWritable();
     }
   }
 

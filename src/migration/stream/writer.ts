@@ -5,7 +5,7 @@
  * memory costs a page fault per 4 KiB and garbage-collector work, reused memory costs neither.
  */
 const CHUNK = 1 << 20;
-const POOL_MAX = 16;
+const POOL_MAX = 24;
 
 export class StreamWriter {
   written = 0;
