@@ -13,6 +13,7 @@ import { VmLoader } from './loadvm.js';
 import type { Writable } from 'node:stream';
 import type { Failover } from './colo/failover.js';
 import { ColoSecondary } from './colo/secondary.js';
+import { MultifdReceiver } from './multifd/receiver.js';
 import type { ColoStats } from './colo/stats.js';
 import { COMPARE_MAGIC, RpMessage } from './stream/constants.js';
 import { StreamReader } from './stream/reader.js';
@@ -29,6 +30,8 @@ export interface IncomingColoContext {
 
 export interface IncomingEnv {
   guest: Guest;
+  /** multifd-channels when this side has the multifd capability, else 0. */
+  multifdChannels: () => number;
   colo: IncomingColoContext;
   machine: string;
   state: MigrationStateCell;
@@ -46,6 +49,7 @@ export class IncomingMigration {
   private conn?: IncomingConnection;
   private coloReleased?: () => void;
   private compareConn?: IncomingConnection;
+  private multifd?: MultifdReceiver;
 
   constructor(private readonly env: IncomingEnv) {}
 
@@ -56,9 +60,14 @@ export class IncomingMigration {
   }
 
   private async receive(conn: IncomingConnection): Promise<void> {
-    if (this.conn) return this.attachCompare(conn);
+    if (this.conn) {
+      // 7.2: the first connection is the main channel, every later one a multifd channel.
+      if (this.multifd) return this.multifd.addChannel(conn.input);
+      return this.attachCompare(conn);
+    }
     const { env } = this;
-    env.state.change('none', 'active');
+    const channels = env.multifdChannels();
+    if (channels > 0) this.multifd = new MultifdReceiver(env.guest.ram, channels);
     let returnPath = false;
     const rp = (type: number, value: number): void => {
       const b = Buffer.alloc(8);
@@ -83,6 +92,12 @@ export class IncomingMigration {
       },
       warn: (m) => env.log.warn(m),
     });
+    if (this.multifd) {
+      const multifd = this.multifd;
+      loader.ramLoader.onEos = () => multifd.syncMain();
+      await multifd.ready; // the migration starts once every channel is there
+    }
+    env.state.change('none', 'active');
     try {
       const result = await loader.loadStream(input);
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);

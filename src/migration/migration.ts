@@ -152,6 +152,7 @@ export class MigrationService {
     if (!parsed) throw Errors.unknownMigrationProtocol(uri);
     const incoming = new IncomingMigration({
       guest: this.env.guest,
+      multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),
       machine: this.env.machine,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),
@@ -313,7 +314,7 @@ export class MigrationService {
       'dirty-sync-count': c.dirtySyncCount,
       'postcopy-requests': 0,
       'page-size': 4096,
-      'multifd-bytes': 0,
+      'multifd-bytes': c.multifdBytes,
       'pages-per-second': Math.round(out.pagesPerSecond),
       'precopy-bytes': c.precopyBytes,
       'downtime-bytes': c.downtimeBytes,

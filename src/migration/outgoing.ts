@@ -21,6 +21,7 @@ import { StreamEnded, StreamReader } from './stream/reader.js';
 import { writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
 import { StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
+import { MultifdSender } from './multifd/sender.js';
 import type { Failover } from './colo/failover.js';
 import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
@@ -86,6 +87,8 @@ export class OutgoingMigration {
   coloPrimary?: ColoPrimary;
   private coloReleased?: () => void;
   private wasColo = false;
+  /** The multifd channels, with the multifd capability. */
+  multifd?: MultifdSender;
 
   constructor(private readonly env: OutgoingEnv) {
     this.expectedDowntime = env.params()['downtime-limit'];
@@ -106,8 +109,18 @@ export class OutgoingMigration {
       return this.finish();
     }
     this.abortConnect = undefined;
+    if (this.env.caps.multifd && this.status === 'setup') {
+      try {
+        this.multifd = await MultifdSender.open(uri, this.env.params()['multifd-channels'], this.env.guest.ram, (n) => this.ram?.counters && this.countMultifd(n));
+      } catch (err) {
+        if (this.env.state.change('setup', 'failed')) this.error = (err as Error).message;
+        this.channel.shutdown();
+        return this.finish();
+      }
+    }
     if (this.status === 'cancelling') {
       this.channel.shutdown();
+      this.multifd?.shutdown();
       return this.finish();
     }
     try {
@@ -207,8 +220,7 @@ export class OutgoingMigration {
       halfway();
     }
     await this.sendPages(() => !this.channel!.usable);
-    w.be64(RamFlag.EOS);
-    writeFooter(w, SectionIds.ram);
+    await this.endRamSection(false);
     w.u8(Section.EOF);
     await this.flush();
     if (this.channel!.error) throw new Error(this.channel!.error);
@@ -230,6 +242,7 @@ export class OutgoingMigration {
       state.change(s, 'cancelling'); // a second cancel announces cancelling again, as 7.2
       this.abortConnect?.();
       this.channel?.shutdown('Channel was shut down: migration cancelled');
+      this.multifd?.shutdown('Channel was shut down: migration cancelled');
     }
     this.wakeSleep?.();
   }
@@ -241,6 +254,7 @@ export class OutgoingMigration {
   yank(): void {
     this.abortConnect?.();
     this.channel?.shutdown('Unable to write to socket: Broken pipe');
+    this.multifd?.shutdown('Unable to write to socket: Broken pipe');
     this.wakeSleep?.();
   }
 
@@ -274,21 +288,23 @@ export class OutgoingMigration {
         env.log.info({ throttle: pct }, 'auto-converge: guest CPU throttled');
       },
       throttlePercent: () => env.guest.workload.throttlePercent,
+      multifd: this.multifd,
     });
     writeSectionStart(writer, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
     this.ram.setup(writer);
-    writeFooter(writer, SectionIds.ram);
+    await this.endRamSection(false);
     await this.flush();
     this.setupTime = Date.now() - setupStart;
     env.state.change('setup', 'active');
-    this.window = { start: Date.now(), bytes: this.writer.written, pages: 0 };
+    this.window = { start: Date.now(), bytes: this.totalBytes, pages: 0 };
 
     while (this.status === 'active') {
       if (!this.rateLimited()) {
         if ((await this.iterationStep()) === 'done') break;
       }
-      if (this.channel!.error && this.status === 'active') {
-        this.fail(this.channel!.error, 'active');
+      const error = this.channel!.error ?? this.multifd?.error;
+      if (error && this.status === 'active') {
+        this.fail(error, 'active');
         break;
       }
       this.updateCounters(Date.now());
@@ -313,11 +329,27 @@ export class OutgoingMigration {
     writeSectionPart(w, Section.PART, SectionIds.ram);
     const start = performance.now();
     await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== 'active');
-    this.ram!.endIteration(w);
-    writeFooter(w, SectionIds.ram);
+    await this.endRamSection(true);
     await this.flush();
     // However little there was to send, the event loop gets its turn: QMP, the workload, timers.
     await yieldToLoop();
+  }
+
+  /**
+   * EOS and the footer of a RAM section; with multifd the channels are synced first
+   * (multifd_send_sync_main). Only an iteration's EOS counts as transferred, as in 7.2.
+   */
+  private async endRamSection(iteration: boolean): Promise<void> {
+    if (this.multifd) await this.multifd.sync();
+    if (iteration) this.ram!.endIteration(this.writer);
+    else this.writer.be64(RamFlag.EOS);
+    writeFooter(this.writer, SectionIds.ram);
+  }
+
+  /** multifd_send_pages(): bytes on the channels count as transferred and as multifd-bytes (not precopy-bytes, as 7.2). */
+  private countMultifd(bytes: number): void {
+    this.ram!.counters.transferred += bytes;
+    this.ram!.counters.multifdBytes += bytes;
   }
 
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
@@ -327,6 +359,7 @@ export class OutgoingMigration {
     for (let n = 1; ; n++) {
       if ((n & 15) === 0 && stop()) return;
       if (!this.ram!.saveNext(w)) return;
+      if ((n & 127) === 0 && this.multifd) await this.multifd.send();
       if ((n & 63) === 0 && (w.pending >= FLUSH_BYTES || performance.now() - slice > SLICE_MS)) {
         await this.flush();
         await yieldToLoop();
@@ -365,19 +398,20 @@ export class OutgoingMigration {
     writeSectionPart(w, Section.END, SectionIds.ram);
     this.ram!.sync();
     await this.sendPages(() => !this.channel!.usable);
-    w.be64(RamFlag.EOS);
-    writeFooter(w, SectionIds.ram);
+    await this.endRamSection(false);
     writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState);
     await this.flush();
     await this.channel!.drained();
+    await this.multifd?.drained();
     // COLO starts where a migration would complete (only from active, as 7.2).
     if (env.caps['x-colo'] && current === 'active' && !this.channel!.error) {
       env.state.change('active', 'colo');
       return;
     }
     if (this.channel!.usable && !this.returnPath) this.channel!.end();
+    this.multifd?.end();
     if (this.returnPath) await this.returnPath;
-    const error = this.channel!.error ?? this.rpError;
+    const error = this.channel!.error ?? this.multifd?.error ?? this.rpError;
     if (error) return this.fail(error, current);
     env.state.change(current, 'completed');
   }
@@ -395,13 +429,14 @@ export class OutgoingMigration {
       this.totalTime = end - this.startTime;
       this.downtime = end - this.downtimeStart;
       const transferTime = this.totalTime - this.setupTime;
-      if (transferTime) this.mbps = (this.writer.written * 8) / transferTime / 1000;
+      if (transferTime) this.mbps = (this.totalBytes * 8) / transferTime / 1000;
       guest.runState.set('postmigrate');
     } else {
       if (this.vmWasRunning) {
         if (guest.runState.state !== 'shutdown') guest.runState.start();
       } else if (guest.runState.state === 'finish-migrate') guest.runState.set('postmigrate');
       this.channel?.shutdown();
+      this.multifd?.shutdown();
     }
     state.change('cancelling', 'cancelled');
     if (this.error && state.status === 'failed') log.error(this.error);
@@ -412,11 +447,16 @@ export class OutgoingMigration {
     if (this.env.state.change(from, 'failed') && error) this.error = error;
   }
 
+  /** migration_total_bytes(): the main stream and the multifd channels. */
+  private get totalBytes(): number {
+    return this.writer.written + (this.multifd?.bytes ?? 0);
+  }
+
   /** qemu_file_rate_limit(): the window's budget is spent (0 means unlimited), or the channel died. */
   private rateLimited(): boolean {
     if (!this.channel!.usable) return true;
     const budget = this.env.params()['max-bandwidth'] / (1000 / WINDOW_MS);
-    return !this.unlimited && budget > 0 && this.writer.written - this.window.bytes > budget;
+    return !this.unlimited && budget > 0 && this.totalBytes - this.window.bytes > budget;
   }
 
   /** migration_update_counters(): once per window. */
@@ -424,13 +464,13 @@ export class OutgoingMigration {
     const elapsed = now - this.window.start;
     if (elapsed < WINDOW_MS) return;
     const ram = this.ram!;
-    const transferred = this.writer.written - this.window.bytes;
+    const transferred = this.totalBytes - this.window.bytes;
     const bandwidth = transferred / elapsed; // bytes per ms
     this.thresholdSize = bandwidth * this.env.params()['downtime-limit'];
     this.mbps = (transferred * 8) / (elapsed / 1000) / 1000 / 1000;
     this.pagesPerSecond = (ram.pagesSaved - this.window.pages) / (elapsed / 1000);
     if (ram.counters.dirtyPagesRate && transferred > 10000) this.expectedDowntime = ram.remainingBytes / bandwidth;
-    this.window = { start: now, bytes: this.writer.written, pages: ram.pagesSaved };
+    this.window = { start: now, bytes: this.totalBytes, pages: ram.pagesSaved };
   }
 
   /** migration_rate_limit(): sleep out the window; a cancel wakes us early. */

@@ -16,7 +16,7 @@ export type Capabilities = Record<Capability, boolean>;
 
 /** What qmigd really does; the rest are refused rather than silently accepted. */
 export const IMPLEMENTED_CAPABILITIES: ReadonlySet<Capability> = new Set([
-  'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo',
+  'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
 ]);
 
 export function defaultCapabilities(): Capabilities {

@@ -74,13 +74,13 @@ t.test('the pre-6.0 commands are thin wrappers over the parameters', async (t) =
   t.match(await g.qmp.cmd('migrate-set-cache-size', { value: 5000 }), {
     error: { desc: "Parameter 'xbzrle_cache_size' expects a power of two no less than the target page size" },
   });
-  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] }), {
-    error: { desc: "Migration capability 'multifd' is not implemented by qmigd" },
+  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: true }] }), {
+    error: { desc: "Migration capability 'postcopy-ram' is not implemented by qmigd" },
   });
   t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'block', state: true }] }), {
     error: { desc: 'QEMU compiled without old-style (blk/-b, inc/-i) block migration' },
   });
-  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: false }] }), { return: {} });
+  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: false }] }), { return: {} });
 });
 
 t.test('an all-zero guest travels as ZERO records, counted as duplicate pages', async (t) => {

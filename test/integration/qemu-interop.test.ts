@@ -590,3 +590,30 @@ t.test('ram.transferred and precopy-bytes count what QEMU 7.2 counts for the sam
   t.equal(qmigd.end.transferred, qemu.end.transferred, 'transferred at the end');
   t.equal(qmigd.end['precopy-bytes'], qemu.end['precopy-bytes'], 'precopy-bytes at the end');
 });
+
+// ---------------------------------------------------------------------------------------------
+// 7. multifd with 2 channels, both directions: QEMU's channel greeting, packets and SYNCs.
+
+for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu'], ['qmigd', 'qmigd']] as Array<[Kind, Kind]>) {
+  t.test(`multifd, 2 channels: ${srcKind} → ${dstKind}`, { skip }, async (t) => {
+    const size = 64 * MiB;
+    const image = mixedRam(size);
+    const uri = await migrationUri('tcp', work);
+    const dst = await start(t, dstKind, { size, incoming: 'defer' });
+    const src = await start(t, srcKind, { size, ramFile: image.path });
+    for (const e of [src, dst]) {
+      await caps(e, ['multifd', 'events']);
+      await e.qmp.ok('migrate-set-parameters', { 'multifd-channels': 2 });
+    }
+    await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 1 << 30 });
+    await dst.qmp.ok('migrate-incoming', { uri });
+    await listening(dst);
+    await src.qmp.ok('migrate', { uri });
+    const srcInfo = await finished(src);
+    t.equal(srcInfo.status, 'completed', `source completed ${JSON.stringify(srcInfo)}`);
+    t.equal((await finished(dst)).status, 'completed', 'destination completed');
+    t.ok(ram(srcInfo)['multifd-bytes']! > 0, 'pages went over the multifd channels');
+    t.same(statuses(src), ['setup', 'active', 'completed']);
+    await sameRam(t, src, dst, size, image.sha);
+  });
+}

@@ -31,6 +31,8 @@ export class RamLoader {
    * until a whole checkpoint has arrived (ram_load_precopy in COLO state).
    */
   colo?: { cache: Buffer; received: DirtyBitmap };
+  /** multifd_recv_sync_main(): with multifd, every EOS waits for the channels' SYNCs. */
+  onEos?: () => Promise<void>;
 
   constructor(
     private readonly target: GuestRam | RamFactory,
@@ -55,7 +57,10 @@ export class RamLoader {
       const flags = word % PAGE_SIZE;
       const addr = word - flags;
       const type = flags & ~RamFlag.CONTINUE;
-      if (type === RamFlag.EOS) return;
+      if (type === RamFlag.EOS) {
+        if (this.onEos) await this.onEos();
+        return;
+      }
       if (type === RamFlag.MEM_SIZE) {
         this.observe?.(type);
         await this.loadBlockList(r, addr);

@@ -23,6 +23,7 @@ export interface RamCounters {
   dirtyPagesRate: number;
   precopyBytes: number;
   downtimeBytes: number;
+  multifdBytes: number;
 }
 
 export interface XbzrleCounters {
@@ -47,6 +48,8 @@ export interface RamSaverOptions {
   /** Auto-converge's verdict: the new CPU throttle percentage. */
   onThrottle: (percent: number) => void;
   throttlePercent: () => number;
+  /** With multifd: non-zero pages go to the channels instead of the main stream. */
+  multifd?: { queue(offset: number): void };
 }
 
 export class RamSaver {
@@ -56,7 +59,7 @@ export class RamSaver {
   /** Pages saved (target_page_count), for the per-period rates. */
   pagesSaved = 0;
   readonly counters: RamCounters = {
-    transferred: 0, duplicate: 0, normal: 0, dirtySyncCount: 0, dirtyPagesRate: 0, precopyBytes: 0, downtimeBytes: 0,
+    transferred: 0, duplicate: 0, normal: 0, dirtySyncCount: 0, dirtyPagesRate: 0, precopyBytes: 0, downtimeBytes: 0, multifdBytes: 0,
   };
   readonly xbzrleCounters: XbzrleCounters = { bytes: 0, pages: 0, cacheMiss: 0, cacheMissRate: 0, encodingRate: 0, overflow: 0 };
   private cache?: PageCache;
@@ -88,7 +91,7 @@ export class RamSaver {
     return this.opts.params()['xbzrle-cache-size'];
   }
 
-  /** ram_save_setup(): every page dirty, the block list, then the first sync. */
+  /** ram_save_setup(): every page dirty, the block list, then the first sync (the caller ends it with EOS). */
   setup(w: StreamWriter): void {
     this.bitmap.setAll();
     this.dirtyPages = this.ram.pages;
@@ -97,7 +100,6 @@ export class RamSaver {
     w.countedString(this.ram.id);
     w.be64(this.ram.size);
     this.sync();
-    w.be64(RamFlag.EOS);
   }
 
   /** ram_save_pending(): syncs first when what is left would fit in the downtime. */
@@ -172,6 +174,12 @@ export class RamSaver {
       this.sent(n + 1);
       // A cached copy of a page that is now zero would be stale (xbzrle_cache_zero_page).
       if (this.xbzrleActive && !this.lastStage) this.cache!.insert(offset, ZERO_PAGE, this.counters.dirtySyncCount);
+      return;
+    }
+    if (this.opts.multifd) {
+      // ram_save_multifd_page(): the page leaves on a channel; its bytes are counted there.
+      this.opts.multifd.queue(offset);
+      this.counters.normal++;
       return;
     }
     if (this.xbzrleActive) {
