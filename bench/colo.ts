@@ -149,9 +149,27 @@ interface Point {
   wallMs: number;
 }
 
-async function pauseTable(memory: number, memoryFile: string): Promise<void> {
+export interface ColoPauseRow {
+  targetPages: number;
+  pagesDirtied: number;
+  pagesSent: number;
+  primaryPauseMs: number;
+  pauseMsEachRun: number[];
+  checkpointMiB: number;
+  forceToStatsMs: number;
+}
+
+export interface ColoResult {
+  memory: number;
+  repeats: number;
+  pause?: { rows: ColoPauseRow[]; enterColoMs: number } | { error: string };
+  failover?: { memory: number; medianMs: Record<string, number | null>; runs: Failover[] } | { error: string };
+}
+
+async function pauseTable(memory: number, memoryFile: string): Promise<{ rows: ColoPauseRow[]; enterColoMs: number }> {
   const { pair, startMs, migrateMs } = await coloPair(memory, memoryFile, ON_DEMAND_DELAY, 0, 'sequential');
   const rows: string[] = [];
+  const data: ColoPauseRow[] = [];
   try {
     const pri = pair.source.qmp;
     const sec = pair.destination.qmp;
@@ -165,6 +183,15 @@ async function pauseTable(memory: number, memoryFile: string): Promise<void> {
         points.push({ dirtied, sentPages: st['bytes-last'] / PAGE, pauseMs: st['pause-last-us'] / 1000, mib: st['bytes-last'] / MiB, wallMs });
       }
       const m = (f: (p: Point) => number): number => median(points.map(f));
+      data.push({
+        targetPages: target,
+        pagesDirtied: m((p) => p.dirtied),
+        pagesSent: m((p) => p.sentPages),
+        primaryPauseMs: m((p) => p.pauseMs),
+        pauseMsEachRun: points.map((p) => p.pauseMs),
+        checkpointMiB: m((p) => p.mib),
+        forceToStatsMs: m((p) => p.wallMs),
+      });
       rows.push(
         `| ${target} | ${m((p) => p.dirtied)} | ${m((p) => p.sentPages).toFixed(1)} | ${m((p) => p.pauseMs).toFixed(2)} | ${points.map((p) => p.pauseMs.toFixed(1)).join(' / ')} | ${m((p) => p.mib).toFixed(2)} | ${m((p) => p.wallMs).toFixed(1)} |`,
       );
@@ -178,12 +205,13 @@ async function pauseTable(memory: number, memoryFile: string): Promise<void> {
     for (const r of rows) console.log(r);
     console.log('');
     console.log(`entering COLO: daemons started in ${startMs.toFixed(0)} ms, migrate → both sides colo ${migrateMs.toFixed(0)} ms; checkpoints primary ${ps.checkpoints}, secondary ${ss.checkpoints}; primary pause mean/max ${(ps['pause-mean-us'] / 1000).toFixed(2)}/${(ps['pause-max-us'] / 1000).toFixed(2)} ms, secondary pause mean/max ${(ss['pause-mean-us'] / 1000).toFixed(2)}/${(ss['pause-max-us'] / 1000).toFixed(2)} ms; bytes-total primary ${ps['bytes-total']}, secondary ${ss['bytes-total']}`);
+    return { rows: data, enterColoMs: migrateMs };
   } finally {
     await pair.stop();
   }
 }
 
-interface Failover {
+export interface Failover {
   /** Run state of the secondary between COLO_EXIT and the heartbeat. */
   before: string;
   /** Until query-migrate said completed and then query-status running (polled every 1 ms). */
@@ -257,12 +285,14 @@ async function failoverRun(memory: number, memoryFile: string): Promise<Failover
   }
 }
 
-async function failoverTable(memory: number, memoryFile: string): Promise<void> {
+async function failoverTable(memory: number, memoryFile: string): Promise<{ memory: number; medianMs: Record<string, number | null>; runs: Failover[] }> {
   const runs: Failover[] = [];
   for (let i = 0; i < REPEATS; i++) runs.push(await failoverRun(memory, memoryFile));
   const fmt = (v: number | undefined): string => (v === undefined ? '-' : v.toFixed(2));
+  const medianMs: Record<string, number | null> = {};
   const row = (label: string, f: (r: Failover) => number | undefined): void => {
     const v = runs.map(f).filter((x): x is number => x !== undefined);
+    medianMs[label] = v.length ? median(v) : null;
     const med = v.length ? median(v).toFixed(2) : '-';
     const missing = v.length < runs.length ? ` (${runs.length - v.length} runs without it)` : '';
     console.log(`| ${label} | ${med}${missing} | ${runs.map((r) => fmt(f(r))).join(' / ')} |`);
@@ -279,17 +309,26 @@ async function failoverTable(memory: number, memoryFile: string): Promise<void> 
   row('query-migrate completed, then query-status running (polled every 1 ms)', (r) => r.polledMs);
   console.log('');
   console.log(`secondary run state between COLO_EXIT and the heartbeat: ${runs.map((r) => r.before).join(' / ')}; query-migrate after: ${runs.map((r) => r.status).join(' / ')}; secondary checkpoints before the kill: ${runs.map((r) => r.checkpoints).join(' / ')}`);
+  return { memory, medianMs, runs };
 }
 
-export async function coloBench(memory = 1 << 30, failoverMemory = memory): Promise<void> {
+/**
+ * Both COLO tables. `ramFile`, when given, is a random RAM image of `memory` bytes to reuse (it
+ * is not removed); otherwise one is generated. Returns the numbers it printed.
+ */
+export async function coloBench(memory = 1 << 30, failoverMemory = memory, ramFile?: string): Promise<ColoResult> {
   const dir = makeTempDir('qmigd-bench-colo-');
+  const result: ColoResult = { memory, repeats: REPEATS };
   try {
-    const ramFile = join(dir, 'primary-ram.bin');
-    await writeRandomFile(ramFile, memory);
+    if (!ramFile) {
+      ramFile = join(dir, 'primary-ram.bin');
+      await writeRandomFile(ramFile, memory);
+    }
     try {
-      await pauseTable(memory, ramFile);
+      result.pause = await pauseTable(memory, ramFile);
     } catch (err) {
       console.log(`COLO checkpoint benchmark could not run: ${(err as Error).message}`);
+      result.pause = { error: (err as Error).message };
       process.exitCode = 1;
     }
     let failFile = ramFile;
@@ -298,14 +337,16 @@ export async function coloBench(memory = 1 << 30, failoverMemory = memory): Prom
       await writeRandomFile(failFile, failoverMemory);
     }
     try {
-      await failoverTable(failoverMemory, failFile);
+      result.failover = await failoverTable(failoverMemory, failFile);
     } catch (err) {
       console.log(`COLO failover benchmark could not run: ${(err as Error).message}`);
+      result.failover = { error: (err as Error).message };
       process.exitCode = 1;
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  return result;
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

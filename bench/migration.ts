@@ -1,115 +1,407 @@
 /**
- * Migration benchmark: 1 GiB of random guest RAM migrated between two qmigd daemons on loopback
- * (max-bandwidth 0, no workload), with the QMP round-trip latency of query-migrate on the
- * SOURCE's monitor measured for the whole migration (one request in flight, a new one every
- * 5 ms, or at once if the previous reply took longer). Prints numbers; never fails on time.
+ * Migration benchmarks: a guest migrated over TCP on 127.0.0.1, qmigd → qmigd and QEMU 7.2 →
+ * QEMU 7.2, with
+ *  - the guest's RAM: random or all zero, from a file generated once and shared (the zero one
+ *    is sparse): QEMU maps it with memory-backend-file share=off, qmigd reads it with
+ *    --memory-file. Either way every guest page is a page of its own (not the kernel's shared
+ *    zero page, which fresh anonymous RAM would read as, and which stays in the L1 cache);
+ *  - the source paused (-S, run state prelaunch) or, qmigd only, running a converging workload
+ *    (QEMU -M none has no CPU, so it has no workload);
+ *  - one channel, or multifd with 2 channels (both ends: capability multifd, multifd-channels 2).
+ * Every run: destination started with `-incoming defer`, capabilities and parameters set on both
+ * ends, migrate-incoming on the destination (waiting for its socket-address), max-bandwidth
+ * MAX_BANDWIDTH on the source, then `migrate`. query-migrate is sampled on the source every 5 ms
+ * (one request in flight; its round trips are the "QMP during migration" latency) until a final
+ * state. Throughput is ram.total / total-time, both from query-migrate. Peak RSS is VmHWM of each
+ * process, and CPU time what each used from `migrate` on, when the destination has completed. In
+ * the first run of each scenario the destination's RAM is checked against the source's (qmigd:
+ * __org.qmigd_query-ram-digest of both ends; QEMU: a pmemsave dump of the destination) before
+ * the processes are stopped; later runs only time.
  *
- * Run by bench/run.ts (`npm run bench`), or alone: node dist/bench/migration.js [SIZE]
+ * Prints numbers; never fails on time. Run by bench/run.ts, or alone:
+ *   node dist/bench/migration.js [SIZE] [REPEATS]
  */
-import { rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FINAL, makeTempDir, MigrationPair, waitIncomingDone, writeRandomFile, type MigrateInfo, type QmpClient } from '../src/cli/migration-pair.js';
+import { FINAL, freePort, makeTempDir, waitIncomingDone, writeRandomFile, type MigrateInfo, type QmpClient } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
+import { cpuMs, fmt, median, within, mib, MiB, peakRss, progress, qemuVersion, quantiles, ramDir, sha256File, sha256Zeros, sleep, table, type Quantiles } from './common.js';
+import { startEnd, thpOffAvailable, type End, type Kind } from './ends.js';
 
-const MiB = 1 << 20;
 /** Interval between the starts of two query-migrate samples. */
-const SAMPLE_EVERY_MS = 5;
+export const SAMPLE_EVERY_MS = 5;
+/** max-bandwidth on every source: 100 GiB/s, i.e. no limit in practice (QEMU's default is 128 MiB/s). */
+export const MAX_BANDWIDTH = 100 * 1024 * MiB;
+/** A migration still running after this long is cancelled (a workload that does not converge). */
+const MIGRATION_TIMEOUT_MS = 120_000;
+/** Longest wait for one QMP reply (or a digest, a dump) before the run is given up. */
+const QMP_TIMEOUT_MS = 60_000;
+/** The converging workload of the running-guest scenario. */
+export const WORKLOAD = { rate: '16M', pattern: 'hot:10' };
 
+export interface Scenario {
+  id: string;
+  impl: Kind;
+  content: 'random' | 'zero';
+  paused: boolean;
+  workload?: { rate: string; pattern: string };
+  /** 1: a single channel; more: multifd with that many channels. */
+  channels: number;
+  /** QEMU only: transparent huge pages off for both processes (a control, see run.ts). */
+  thpOff?: boolean;
+  /** The destination's RAM is faulted in at start-up (qmigd --mem-prealloc, QEMU prealloc=on). */
+  prealloc?: boolean;
+}
 
-interface Latency {
-  samples: number[];
-  final: MigrateInfo;
+export function describe(s: Scenario): string {
+  const content = s.content === 'random' ? 'random RAM' : 'all-zero RAM';
+  const state = s.paused ? 'paused (-S)' : `running, workload ${s.workload!.rate}/s ${s.workload!.pattern}`;
+  const ch = s.channels > 1 ? `multifd ${s.channels} channels` : 'single channel';
+  return `${content}, ${state}, ${ch}${s.thpOff ? ', THP off (control)' : ''}${s.prealloc ? ', destination RAM pre-allocated' : ''}`;
+}
+
+export interface MigrationRun {
+  status: string;
+  errorDesc?: string;
+  totalTimeMs?: number;
+  downtimeMs?: number;
+  setupTimeMs?: number;
+  ramTotal?: number;
+  transferred?: number;
+  dirtySyncCount?: number;
+  /** query-migrate's mbps (the last window's). */
+  mbps?: number;
+  /** ram.total / total-time. */
+  mibPerSec?: number;
+  /** From sending migrate to the final query-migrate. */
+  wallMs: number;
+  incoming: string;
+  srcPeakRss?: number;
+  dstPeakRss?: number;
+  /** CPU time (all threads) each process used from `migrate` until the destination completed. */
+  srcCpuMs?: number;
+  dstCpuMs?: number;
+  /** 'yes', 'no (...)' or 'not checked'. */
+  verified: string;
+  qmp?: Quantiles;
+}
+
+export interface ScenarioResult {
+  scenario: Scenario;
+  label: string;
+  /** Why it did not run (not installed, capability refused). */
+  notRun?: string;
+  runs: MigrationRun[];
+  /** Medians over the completed runs. */
+  mibPerSec?: number;
+  totalTimeMs?: number;
+  downtimeMs?: number;
+  /** Largest over the runs. */
+  srcPeakRss?: number;
+  dstPeakRss?: number;
+  /** query-migrate round trips on the source, all runs pooled. */
+  qmp?: Quantiles;
+}
+
+export interface MigrationContext {
+  size: number;
+  randomFile: string;
+  /** `size` zero bytes (sparse). */
+  zeroFile: string;
+  /** SHA-256 of the random file and of `size` zero bytes. */
+  randomSha: string;
+  zeroSha: string;
+}
+
+/** A sparse file of `size` zero bytes. */
+export function writeZeroFile(path: string, size: number): void {
+  const fd = openSync(path, 'w', 0o600);
+  try {
+    ftruncateSync(fd, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The capability or parameter was refused: the scenario is not available on this side. */
+class Unsupported extends Error {}
+
+export function scenarios(): Scenario[] {
+  const list: Scenario[] = [];
+  for (const impl of ['qmigd', 'qemu'] as const) {
+    list.push({ id: `${impl}-random-paused`, impl, content: 'random', paused: true, channels: 1 });
+    list.push({ id: `${impl}-random-paused-prealloc`, impl, content: 'random', paused: true, channels: 1, prealloc: true });
+    if (impl === 'qemu') list.push({ id: `${impl}-random-paused-thpoff`, impl, content: 'random', paused: true, channels: 1, thpOff: true });
+    if (impl === 'qmigd') list.push({ id: `${impl}-random-running`, impl, content: 'random', paused: false, workload: WORKLOAD, channels: 1 });
+    list.push({ id: `${impl}-random-paused-multifd2`, impl, content: 'random', paused: true, channels: 2 });
+    list.push({ id: `${impl}-zero-paused`, impl, content: 'zero', paused: true, channels: 1 });
+  }
+  return list;
 }
 
 /** Samples query-migrate until the migration reaches a final state; returns the round trips (ms). */
-async function sampleQueryMigrate(qmp: QmpClient): Promise<Latency> {
+async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promise<{ samples: number[]; final: MigrateInfo }> {
   const samples: number[] = [];
+  const deadline = performance.now() + MIGRATION_TIMEOUT_MS;
+  let cancelled = false;
   for (;;) {
     const start = performance.now();
-    const info = await qmp.execute<MigrateInfo>('query-migrate');
+    const info = await within(qmp.execute<MigrateInfo>('query-migrate'), QMP_TIMEOUT_MS, 'query-migrate on the source');
     const rtt = performance.now() - start;
     // A reply that already says "completed" came after the migration: not "during" it.
     if (FINAL.has(info.status ?? '')) return { samples, final: info };
     samples.push(rtt);
+    if (!cancelled && performance.now() > deadline) {
+      cancelled = true;
+      onTimeout();
+    }
+    if (performance.now() > deadline + QMP_TIMEOUT_MS) throw new Error(`migration still ${info.status} ${QMP_TIMEOUT_MS} ms after migrate_cancel`);
     const wait = start + SAMPLE_EVERY_MS - performance.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (wait > 0) await sleep(wait);
   }
 }
 
-
-export async function migrationBench(memory = 1 << 30): Promise<void> {
-  const dir = makeTempDir('qmigd-bench-migration-');
-  const memoryFile = join(dir, 'source-ram.bin');
-  let pair: MigrationPair | undefined;
-  try {
-    const t0 = Date.now();
-    await writeRandomFile(memoryFile, memory);
-    const fileMs = Date.now() - t0;
-    pair = await MigrationPair.start({ dir, memory, memoryFile });
-    const src = pair.source.qmp;
-    const dst = pair.destination.qmp;
-    await src.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
-    await dst.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
-    await src.execute('migrate-set-parameters', { 'max-bandwidth': 0 });
-
-    const wallStart = performance.now();
-    await src.execute('migrate', { uri: pair.uri });
-    const { samples, final } = await sampleQueryMigrate(src);
-    const wallMs = performance.now() - wallStart;
-    const info = await src.execute<MigrateInfo>('query-migrate'); // once more, after finish()
-    const incoming = info.status === 'completed' ? await waitIncomingDone(dst) : 'not checked';
-    let digests = 'no';
-    if (info.status === 'completed' && incoming === 'completed') {
-      const [a, b] = await Promise.all([
-        src.execute<{ sha256: string; size: number }>('__org.qmigd_query-ram-digest'),
-        dst.execute<{ sha256: string; size: number }>('__org.qmigd_query-ram-digest'),
-      ]);
-      digests = a.sha256 === b.sha256 && a.size === b.size ? 'yes' : 'no (they differ)';
-    } else if (info.status === 'completed') digests = `no (destination ${incoming})`;
-    else digests = `no (migration ${info.status ?? final.status})`;
-
-    const ms = (v: number | undefined): string => (v === undefined ? '-' : `${v} ms`);
-    const total = info.ram?.total ?? memory;
-    const totalTime = info['total-time'];
-    console.log('');
-    console.log(`| migration: ${memory / MiB} MiB random RAM, loopback, max-bandwidth 0, no workload | value |`);
-    console.log('|---|---|');
-    console.log(`| RAM size | ${total / MiB} MiB (${total} bytes) |`);
-    console.log(`| status | ${info.status ?? 'none'}${info['error-desc'] ? `: ${info['error-desc']}` : ''} |`);
-    console.log(`| total-time | ${ms(totalTime)} |`);
-    console.log(`| downtime | ${ms(info.downtime)} |`);
-    console.log(`| setup-time | ${ms(info['setup-time'])} |`);
-    console.log(`| MiB/s (total / total-time) | ${totalTime ? (total / MiB / (totalTime / 1000)).toFixed(1) : '-'} |`);
-    console.log(`| mbps (query-migrate) | ${info.ram ? info.ram.mbps.toFixed(2) : '-'} |`);
-    console.log(`| transferred | ${info.ram ? `${(info.ram.transferred / MiB).toFixed(1)} MiB` : '-'} |`);
-    console.log(`| dirty-sync-count | ${info.ram?.['dirty-sync-count'] ?? '-'} |`);
-    console.log(`| digests match | ${digests} |`);
-    console.log(`| wall clock, migrate to final query-migrate | ${wallMs.toFixed(0)} ms |`);
-    console.log(`| random RAM file written in | ${fileMs} ms |`);
-    console.log('');
-    console.log('| benchmark | p50 ms | p99 ms | max ms | samples |');
-    console.log('|---|---|---|---|---|');
-    const label = `QMP query-migrate round trip on the source during the migration (one every ${SAMPLE_EVERY_MS} ms)`;
-    if (samples.length === 0) console.log(`| ${label} | - | - | - | 0 |`);
-    else {
-      samples.sort((a, b) => a - b);
-      const q = (p: number): string => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))]!.toFixed(3);
-      console.log(`| ${label} | ${q(0.5)} | ${q(0.99)} | ${samples.at(-1)!.toFixed(3)} | ${samples.length} |`);
-    }
-  } catch (err) {
-    console.log(`migration benchmark could not run: ${(err as Error).message}`);
-    for (const side of pair ? [pair.source, pair.destination] : []) {
-      const tail = side.stderrTail(5);
-      if (tail) console.log(`--- ${side.name} log (last lines) ---\n${tail}`);
-    }
-    process.exitCode = 1;
-  } finally {
-    if (pair) await pair.stop();
-    else rmSync(dir, { recursive: true, force: true });
+async function until<T>(what: string, probe: () => Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (done(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (last: ${JSON.stringify(v)})`);
+    await sleep(10);
   }
+}
+
+/** Starts both ends; stops whichever started if the other did not. */
+async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promise<{ src: End; dst: End }> {
+  const started = await Promise.allSettled([
+    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc }),
+    startEnd({
+      kind: s.impl,
+      name: 'source',
+      dir,
+      size: ctx.size,
+      ramFile: s.content === 'random' ? ctx.randomFile : ctx.zeroFile,
+      paused: s.paused,
+      thpOff: s.thpOff,
+      qmigdArgs: s.workload ? ['--dirty-rate', s.workload.rate, '--dirty-pattern', s.workload.pattern] : [],
+    }),
+  ]);
+  const [d, r] = started;
+  if (d.status === 'fulfilled' && r.status === 'fulfilled') return { dst: d.value, src: r.value };
+  await Promise.all(started.map((x) => (x.status === 'fulfilled' ? x.value.stop() : undefined)));
+  const err = (d.status === 'rejected' ? d.reason : (r as PromiseRejectedResult).reason) as Error;
+  if (s.prealloc && /unknown option '--mem-prealloc'/.test(err.message)) throw new Unsupported('this qmigd has no --mem-prealloc');
+  throw err;
+}
+
+async function verify(s: Scenario, ctx: MigrationContext, src: End, dst: End): Promise<string> {
+  const want = s.workload ? undefined : s.content === 'random' ? ctx.randomSha : ctx.zeroSha;
+  if (s.impl === 'qmigd') {
+    const [a, b] = await Promise.all([
+      src.qmp.execute<{ sha256: string; size: number }>('__org.qmigd_query-ram-digest'),
+      dst.qmp.execute<{ sha256: string; size: number }>('__org.qmigd_query-ram-digest'),
+    ]);
+    if (a.sha256 !== b.sha256 || a.size !== b.size) return 'no (source and destination digests differ)';
+    if (want && a.sha256 !== want) return 'no (source digest is not the initial RAM image)';
+    return 'yes';
+  }
+  const file = join(ramDir() ?? dst.name, `qmigd-bench-dump-${process.pid}-${Date.now()}.bin`);
+  try {
+    await dst.qmp.execute('pmemsave', { val: 0, size: ctx.size, filename: file });
+    const got = await sha256File(file);
+    return got === want ? 'yes' : 'no (destination dump differs from the RAM image)';
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
+export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boolean): Promise<{ run: MigrationRun; samples: number[] }> {
+  const dir = makeTempDir('qmigd-bench-mig-');
+  let ends: { src: End; dst: End } | undefined;
+  try {
+    ends = await startPair(s, ctx, dir);
+    const { src, dst } = ends;
+    if (s.channels > 1) {
+      for (const e of [dst, src]) {
+        try {
+          await e.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+          await e.qmp.execute('migrate-set-parameters', { 'multifd-channels': s.channels });
+        } catch (err) {
+          throw new Unsupported((err as Error).message);
+        }
+      }
+    }
+    const uri = `tcp:127.0.0.1:${await freePort()}`;
+    await dst.qmp.execute('migrate-incoming', { uri });
+    await until('destination listening', () => dst.qmp.execute<Record<string, unknown>>('query-migrate'), (i) => 'socket-address' in i);
+    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': MAX_BANDWIDTH });
+
+    const cpu0 = [cpuMs(src.pid), cpuMs(dst.pid)];
+    const wallStart = performance.now();
+    await src.qmp.execute('migrate', { uri });
+    const { samples } = await sampleQueryMigrate(src.qmp, () => void src.qmp.execute('migrate_cancel').catch(() => undefined));
+    const wallMs = performance.now() - wallStart;
+    const info = await src.qmp.execute<MigrateInfo>('query-migrate'); // once more, after the end
+    const incoming = info.status === 'completed' ? await waitIncomingDone(dst.qmp) : 'not checked';
+    const cpu1 = [cpuMs(src.pid), cpuMs(dst.pid)];
+    const used = (i: number): number | undefined => (cpu0[i] === undefined || cpu1[i] === undefined ? undefined : cpu1[i]! - cpu0[i]!);
+    const srcPeakRss = peakRss(src.pid);
+    const dstPeakRss = peakRss(dst.pid);
+    let verified = `no (migration ${info.status})`;
+    if (info.status === 'completed') {
+      if (incoming !== 'completed') verified = `no (destination ${incoming})`;
+      else verified = check ? await within(verify(s, ctx, src, dst), QMP_TIMEOUT_MS, 'RAM check') : 'not checked';
+    }
+    const total = info.ram?.total;
+    const tt = info['total-time'];
+    const run: MigrationRun = {
+      status: info.status ?? 'none',
+      errorDesc: info['error-desc'],
+      totalTimeMs: tt,
+      downtimeMs: info.downtime,
+      setupTimeMs: info['setup-time'],
+      ramTotal: total,
+      transferred: info.ram?.transferred,
+      dirtySyncCount: info.ram?.['dirty-sync-count'],
+      mbps: info.ram?.mbps,
+      mibPerSec: info.status === 'completed' && tt && total ? total / MiB / (tt / 1000) : undefined,
+      wallMs,
+      incoming,
+      srcPeakRss,
+      dstPeakRss,
+      srcCpuMs: used(0),
+      dstCpuMs: used(1),
+      verified,
+      qmp: quantiles(samples),
+    };
+    return { run, samples };
+  } catch (err) {
+    if (!(err instanceof Unsupported) && ends) {
+      for (const e of [ends.src, ends.dst]) {
+        const tail = e.log();
+        if (tail) progress(`${s.id} ${e.name} log (last lines):\n${tail}`);
+      }
+    }
+    throw err;
+  } finally {
+    if (ends) await Promise.all([ends.src.stop(), ends.dst.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Runs every scenario `repeats` times, round robin (so a slow spell of the machine hits both
+ * implementations), and prints the detail table.
+ */
+export async function migrationBench(
+  ctx: MigrationContext,
+  repeats: number,
+  qemu = qemuVersion() !== undefined,
+  budgetMs = Infinity,
+  /** Runs at the start of each round (run.ts runs the raw pump there, so both see the same machine). */
+  eachRound?: (round: number) => Promise<void>,
+): Promise<ScenarioResult[]> {
+  const started = performance.now();
+  const results: ScenarioResult[] = scenarios().map((scenario) => ({ scenario, label: describe(scenario), runs: [] }));
+  const pooled = new Map<string, number[]>();
+  const thpOff = qemu && thpOffAvailable();
+  for (const r of results) {
+    if (r.scenario.impl === 'qemu' && !qemu) r.notRun = 'QEMU (qemu-system-x86_64) is not installed';
+    else if (r.scenario.thpOff && !thpOff) r.notRun = 'cannot disable THP for QEMU here (needs python3 and prctl)';
+  }
+  let rounds = 0;
+  for (let i = 0; i < repeats; i++) {
+    if (i >= 3 && performance.now() - started > budgetMs) {
+      progress(`migrations: stopping after ${i} rounds (time budget of ${(budgetMs / 1000).toFixed(0)} s spent)`);
+      break;
+    }
+    rounds++;
+    await eachRound?.(i);
+    for (const r of results) {
+      if (r.notRun) continue;
+      const s = r.scenario;
+      progress(`migration ${s.id}, run ${i + 1}/${repeats}`);
+      try {
+        // The RAM is checked once per scenario, in its first completed run.
+        const check = !r.runs.some((x) => x.status === 'completed');
+        const { run, samples } = await migrateOnce(s, ctx, check);
+        r.runs.push(run);
+        pooled.set(s.id, [...(pooled.get(s.id) ?? []), ...samples]);
+        progress(`  ${run.status}: total-time ${run.totalTimeMs} ms, ${fmt(run.mibPerSec)} MiB/s, verified ${run.verified}`);
+      } catch (err) {
+        if (err instanceof Unsupported) {
+          r.notRun = `${/not implemented/.test(err.message) ? 'not implemented' : 'not available'} (${s.impl}: ${err.message})`;
+          progress(`  ${r.notRun}`);
+        } else {
+          r.runs.push({ status: 'error', errorDesc: (err as Error).message, wallMs: 0, incoming: '-', verified: 'no' });
+          progress(`  error: ${(err as Error).message}`);
+          process.exitCode = 1;
+        }
+      }
+    }
+  }
+  for (const r of results) {
+    const ok = r.runs.filter((x) => x.status === 'completed' && x.mibPerSec !== undefined);
+    if (ok.length) {
+      r.mibPerSec = median(ok.map((x) => x.mibPerSec!));
+      r.totalTimeMs = median(ok.map((x) => x.totalTimeMs!));
+      r.downtimeMs = median(ok.map((x) => x.downtimeMs ?? NaN));
+    }
+    const peak = (f: (x: MigrationRun) => number | undefined): number | undefined => {
+      const v = r.runs.map(f).filter((x): x is number => x !== undefined);
+      return v.length ? Math.max(...v) : undefined;
+    };
+    r.srcPeakRss = peak((x) => x.srcPeakRss);
+    r.dstPeakRss = peak((x) => x.dstPeakRss);
+    r.qmp = quantiles(pooled.get(r.scenario.id) ?? []);
+  }
+  printDetails(ctx.size, results, rounds);
+  return results;
+}
+
+function printDetails(size: number, results: ScenarioResult[], repeats: number): void {
+  console.log('');
+  console.log(`Migrations, ${size / MiB} MiB guest, TCP 127.0.0.1, max-bandwidth ${MAX_BANDWIDTH / MiB / 1024} GiB/s, ${repeats} runs each, round robin (median; each run in brackets). MiB/s = ram.total / total-time.`);
+  console.log('');
+  const rows: string[][] = [];
+  for (const r of results) {
+    const name = `${r.scenario.impl === 'qemu' ? 'QEMU 7.2' : 'qmigd'}: ${r.label}`;
+    if (r.notRun && r.runs.length === 0) {
+      rows.push([name, r.notRun, '-', '-', '-', '-', '-', '-', '-', '-', '-']);
+      continue;
+    }
+    const each = (f: (x: MigrationRun) => string): string => r.runs.map(f).join(' / ');
+    const statuses = [...new Set(r.runs.map((x) => (x.status === 'completed' ? x.status : `${x.status}${x.errorDesc ? `: ${x.errorDesc}` : ''}`)))].join('; ');
+    rows.push([
+      name,
+      statuses,
+      `${fmt(r.mibPerSec)} (${each((x) => fmt(x.mibPerSec, 0))})`,
+      `${fmt(r.totalTimeMs, 0)} (${each((x) => String(x.totalTimeMs ?? '-'))})`,
+      `${fmt(r.downtimeMs, 0)} (${each((x) => String(x.downtimeMs ?? '-'))})`,
+      each((x) => String(x.setupTimeMs ?? '-')),
+      each((x) => mib(x.transferred, 1)),
+      each((x) => String(x.dirtySyncCount ?? '-')),
+      each((x) => `${fmt(x.srcCpuMs, 0)}/${fmt(x.dstCpuMs, 0)}`),
+      `${mib(r.srcPeakRss)} / ${mib(r.dstPeakRss)}`,
+      [...new Set(r.runs.map((x) => x.verified).filter((v) => v !== 'not checked'))].join('; ') || '-',
+    ]);
+  }
+  table(['scenario', 'status', 'MiB/s', 'total-time ms', 'downtime ms', 'setup-time ms', 'transferred MiB', 'dirty-sync-count', 'CPU ms src/dst', 'peak RSS MiB src / dst (max)', 'RAM verified (once)'], rows);
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  await migrationBench(process.argv[2] ? parseSize(process.argv[2]) : undefined);
+  const size = process.argv[2] ? parseSize(process.argv[2]) : 1 << 30;
+  const repeats = process.argv[3] ? Number(process.argv[3]) : 1;
+  const dir = makeTempDir('qmigd-bench-ram-');
+  try {
+    const randomFile = join(dir, 'random-ram.bin');
+    await writeRandomFile(randomFile, size);
+    const zeroFile = join(dir, 'zero-ram.bin');
+    writeZeroFile(zeroFile, size);
+    const ctx = { size, randomFile, zeroFile, randomSha: await sha256File(randomFile), zeroSha: sha256Zeros(size) };
+    await migrationBench(ctx, repeats);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
