@@ -21,8 +21,16 @@ export interface RunningDaemon {
   stop: () => Promise<void>;
 }
 
+/** Every temporary directory a test file made goes when its process ends (RAM images are large). */
+const made: string[] = [];
+process.on('exit', () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'qmigd-test-'));
+  const dir = mkdtempSync(join(tmpdir(), 'qmigd-test-'));
+  made.push(dir);
+  return dir;
 }
 
 /** A TCP port free on loopback right now. */
