@@ -21,6 +21,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, MigrationPair, writeRandomFile, type MigrateInfo, type QmpClient, type QmpEvent } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
+import { median, sleep, until } from './common.js';
 
 const MiB = 1 << 20;
 const PAGE = 4096;
@@ -54,25 +55,6 @@ interface Workload {
   'pages-dirtied': number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** Polls `probe` every `everyMs` until `done`; throws after STEP_TIMEOUT_MS. */
-async function until<T>(what: string, probe: () => Promise<T>, done: (v: T) => boolean, everyMs = 5): Promise<T> {
-  const deadline = performance.now() + STEP_TIMEOUT_MS;
-  for (;;) {
-    const v = await probe();
-    if (done(v)) return v;
-    if (performance.now() > deadline) throw new Error(`${what}: not within ${STEP_TIMEOUT_MS} ms (last: ${JSON.stringify(v)})`);
-    if (everyMs > 0) await sleep(everyMs);
-  }
-}
-
 const stats = (q: QmpClient): Promise<ColoStats> => q.execute<ColoStats>('__org.qmigd_query-colo-stats');
 const workload = (q: QmpClient): Promise<Workload> => q.execute<Workload>('__org.qmigd_query-workload');
 
@@ -94,7 +76,7 @@ async function coloPair(memory: number, memoryFile: string, delayMs: number, rat
     await pri.execute('migrate-set-parameters', { 'x-checkpoint-delay': delayMs, 'max-bandwidth': 0 });
     await pri.execute('migrate', { uri: pair.uri });
     for (const [name, q] of [['primary', pri], ['secondary', sec]] as const) {
-      const info = await until(`${name} entering colo`, () => q.execute<MigrateInfo>('query-migrate'), (i) => i.status === 'colo' || i.status === 'failed' || i.status === 'cancelled', 20);
+      const info = await until(`${name} entering colo`, () => q.execute<MigrateInfo>('query-migrate'), (i) => i.status === 'colo' || i.status === 'failed' || i.status === 'cancelled', { everyMs: 20, timeoutMs: STEP_TIMEOUT_MS });
       if (info.status !== 'colo') throw new Error(`${name}: migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
     }
     return { pair, startMs: started - t0, migrateMs: performance.now() - started };
@@ -117,7 +99,7 @@ async function forceCheckpoint(pri: QmpClient): Promise<{ st: ColoStats; wallMs:
   const before = (await stats(pri)).checkpoints;
   const t0 = performance.now();
   await pri.execute('migrate-set-parameters', { 'x-checkpoint-delay': ON_DEMAND_DELAY });
-  const st = await until('forced checkpoint', () => stats(pri), (s) => s.checkpoints > before, 1);
+  const st = await until('forced checkpoint', () => stats(pri), (s) => s.checkpoints > before, { everyMs: 1, timeoutMs: STEP_TIMEOUT_MS });
   const wallMs = performance.now() - t0;
   if (st.checkpoints !== before + 1) console.log(`note: ${st.checkpoints - before} checkpoints where one was forced`);
   return { st, wallMs };
@@ -135,7 +117,7 @@ async function dirty(pri: QmpClient, pages: number): Promise<number> {
   const goal = pages > 1000 ? [Math.floor(pages * 0.9), pages] : [pages];
   for (const [i, n] of goal.entries()) {
     await pri.execute('__org.qmigd_set-workload', { rate: i === 0 ? rate : Math.ceil(rate / 10), pattern: 'sequential' });
-    await until('workload', () => workload(pri), (w) => w['pages-dirtied'] - base >= n, 0);
+    await until('workload', () => workload(pri), (w) => w['pages-dirtied'] - base >= n, { everyMs: 0, timeoutMs: STEP_TIMEOUT_MS });
   }
   await pri.execute('__org.qmigd_set-workload', { rate: 0 });
   return (await workload(pri))['pages-dirtied'] - base;
@@ -235,7 +217,7 @@ async function failoverRun(memory: number, memoryFile: string): Promise<Failover
   try {
     const sec = pair.destination.qmp;
     // A few checkpoints of a dirtying guest first.
-    const { checkpoints } = await until('secondary checkpoints', () => stats(sec), (s) => s.checkpoints >= 3, 20);
+    const { checkpoints } = await until('secondary checkpoints', () => stats(sec), (s) => s.checkpoints >= 3, { everyMs: 20, timeoutMs: STEP_TIMEOUT_MS });
     const exited = sec.waitEvent((e) => e.event === 'COLO_EXIT', STEP_TIMEOUT_MS);
     pair.source.proc.kill('SIGKILL');
     const exit = await exited;
@@ -259,12 +241,12 @@ async function failoverRun(memory: number, memoryFile: string): Promise<Failover
         return status === 'completed' && (await sec.execute<{ status: string }>('query-status')).status === 'running';
       },
       (done) => done,
-      1,
+      { everyMs: 1, timeoutMs: STEP_TIMEOUT_MS },
     );
     const polledAt = performance.now();
     const replyAt = await reply;
     // The RESUME event, if it trails the state.
-    await until('RESUME', async () => at.resume !== undefined || performance.now() - polledAt > 1000, (v) => v, 1);
+    await until('RESUME', async () => at.resume !== undefined || performance.now() - polledAt > 1000, (v) => v, { everyMs: 1, timeoutMs: STEP_TIMEOUT_MS });
     off();
     const rel = (v: number | undefined): number | undefined => (v === undefined ? undefined : v - t0);
     return {

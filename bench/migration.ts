@@ -26,7 +26,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FINAL, freePort, makeTempDir, waitIncomingDone, writeRandomFile, type MigrateInfo, type QmpClient } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
-import { cpuMs, fmt, median, within, mib, MiB, peakRss, progress, qemuVersion, quantiles, ramDir, sha256File, sha256Zeros, sleep, table, type Quantiles } from './common.js';
+import { cpuMs, fmt, median, within, mib, MiB, peakRss, progress, qemuVersion, quantiles, ramDir, sha256File, sha256Zeros, sleep, table, until, type Quantiles } from './common.js';
 import { startEnd, thpOffAvailable, type End, type Kind } from './ends.js';
 
 /** Interval between the starts of two query-migrate samples. */
@@ -162,15 +162,6 @@ async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promis
   }
 }
 
-async function until<T>(what: string, probe: () => Promise<T>, done: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (last: ${JSON.stringify(v)})`);
-    await sleep(10);
-  }
-}
 
 /** Starts both ends; stops whichever started if the other did not. */
 async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promise<{ src: End; dst: End }> {
