@@ -3,7 +3,7 @@
  * monitors from its log ("QMP listening"), so tests drive exactly what users run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -81,6 +81,11 @@ export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; e
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Resident memory of a process in KiB, from /proc. */
+export function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
 
 /** The socket path of a unix: listener. */

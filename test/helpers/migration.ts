@@ -80,13 +80,18 @@ export async function runState(s: Side): Promise<string> {
   return ((await s.qmp.ok('query-status')) as { status: string }).status;
 }
 
-/** Polls query-migrate until `done(info)`: for conditions no event announces. */
-export async function untilInfo(s: Side, done: (info: Msg) => boolean, timeoutMs = 60000): Promise<Msg> {
+/** Polls `probe` until `done(value)`: for conditions no event announces. */
+export async function until<T>(probe: () => Promise<T>, done: (v: T) => boolean, what: string, timeoutMs = 60000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const info = (await s.qmp.ok('query-migrate')) as Msg;
-    if (done(info)) return info;
-    if (Date.now() > deadline) throw new Error(`query-migrate never satisfied the condition: ${JSON.stringify(info)}`);
+    const v = await probe();
+    if (done(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what} never came: ${JSON.stringify(v)}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Polls query-migrate until `done(info)`. */
+export function untilInfo(s: Side, done: (info: Msg) => boolean, timeoutMs = 60000): Promise<Msg> {
+  return until(async () => (await s.qmp.ok('query-migrate')) as Msg, done, 'the query-migrate condition', timeoutMs);
 }

@@ -4,11 +4,10 @@
  * over with the RAM of the last checkpoint it completed), the secondary killed (the primary runs
  * alone and takes a new secondary), and QEMU's failover errors.
  */
-import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, type Pair, type Side } from '../helpers/migration.js';
+import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, until, type Pair, type Side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
-import { freePort } from '../helpers/daemon.js';
+import { freePort, rssKiB } from '../helpers/daemon.js';
 
 const MiB = 1 << 20;
 
@@ -17,12 +16,8 @@ async function stats(s: Side): Promise<Msg> {
 }
 
 /** Waits until this side has completed at least n checkpoints. */
-async function checkpoints(s: Side, n: number): Promise<Msg> {
-  for (;;) {
-    const st = await stats(s);
-    if ((st.checkpoints as number) >= n) return st;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+function checkpoints(s: Side, n: number): Promise<Msg> {
+  return until(() => stats(s), (st) => (st.checkpoints as number) >= n, `${n} checkpoints`);
 }
 
 /** A primary with a dirtying workload in COLO with an idle secondary, both hashing RAM at checkpoints. */
@@ -83,10 +78,9 @@ for (const [point, which] of STEPS) {
     const done = (await checkpoints(p.dst, 1)).checkpoints as number;
     await checkpoints(p.src, done);
     // Some pages dirty since that checkpoint, so there is RAM to cut in half.
-    const dirtied = ((await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg)['pages-dirtied'] as number;
-    while ((((await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg)['pages-dirtied'] as number) < dirtied + 64) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    const workload = async (): Promise<number> => ((await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg)['pages-dirtied'] as number;
+    const dirtied = await workload();
+    await until(workload, (n) => n >= dirtied + 64, '64 more dirty pages');
     await p.src.qmp.ok('__org.qmigd_colo-crash-at', { point });
     // Not awaited: the checkpoint this forces may kill the primary before it answers.
     p.src.qmp.send('{"execute":"migrate-set-parameters","arguments":{"x-checkpoint-delay":3600000}}');
@@ -137,13 +131,7 @@ t.test('secondary killed: the primary runs alone, then takes a new secondary', a
   const dst2 = await side(['-m', '32M', '--incoming', `tcp:127.0.0.1:${port}`, '--colo-checkpoint-digest']);
   t.teardown(() => dst2.daemon.stop());
   await p.src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
-  const st = await (async () => {
-    for (;;) {
-      const s = (await dst2.qmp.ok('__org.qmigd_query-colo-stats')) as Msg;
-      if ((s.checkpoints as number) >= 2) return s;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  })();
+  const st = await checkpoints(dst2, 2);
   t.same(await dst2.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' });
   t.ok(loggedDigests(p.src).includes(st['last-checkpoint-sha256'] as string), 'the new secondary follows the primary');
 });
@@ -170,12 +158,6 @@ t.test('failover errors and the Xen replication commands', async (t) => {
   t.same(await s.qmp.ok('query-xen-replication-status'), { error: false });
   t.same(await s.qmp.ok('xen-colo-do-checkpoint'), {});
 });
-
-/** Resident memory of a process, from /proc. */
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m![1]);
-}
 
 t.test('diverging output: colo-compare checkpoints at once; 200 of them with a dirtying guest keep memory flat', async (t) => {
   const p = await coloPair(3_600_000);

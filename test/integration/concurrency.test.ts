@@ -2,13 +2,11 @@
  * 100 concurrent clients over Unix, TCP and WebSocket, 100 commands each: every answer right,
  * and the daemon's memory back near its baseline once they are gone.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, startDaemon, tempDir } from '../helpers/daemon.js';
+import { freePort, rssKiB, startDaemon, tempDir } from '../helpers/daemon.js';
 import { QmpClient } from '../helpers/qmp-client.js';
 
-const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 
 async function wave(listening: string[], clients: number, commands: number, t: { fail: (m: string) => void }): Promise<number> {
   let correct = 0;

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { REPO } from '../helpers/daemon.js';
+import { REPO, rssKiB } from '../helpers/daemon.js';
 import { digest, side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
@@ -101,7 +101,7 @@ t.test('an all-zero guest travels as ZERO records, counted as duplicate pages', 
 });
 
 t.test('--mem-prealloc faults all of RAM in at start-up; without it RAM stays untouched', async (t) => {
-  const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+  const rss = (pid: number): number => rssKiB(pid) * 1024;
   const lazy = await side(['-m', '256M']);
   const eager = await side(['-m', '256M', '--mem-prealloc']);
   t.teardown(() => Promise.all([lazy.daemon.stop(), eager.daemon.stop()]));

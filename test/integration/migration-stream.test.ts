@@ -9,7 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BIN, REPO, startDaemon, tempDir } from '../helpers/daemon.js';
-import { digest, migrationStatus, randomRamFile, side, type Side } from '../helpers/migration.js';
+import { digest, migrationStatus, randomRamFile, side, until, type Side } from '../helpers/migration.js';
 import { qemuInstalled, startQemu } from '../helpers/qemu.js';
 import { QmpClient } from '../helpers/qmp-client.js';
 
@@ -78,12 +78,8 @@ t.test('a qmigd stream through a file and through a unix socket', async (t) => {
       t.teardown(() => qemu.stop());
       const c = await QmpClient.unix(qemu.socket);
       await c.negotiate();
-      for (;;) {
-        const info = (await c.ok('query-migrate')) as { status?: string };
-        if (info.status === 'completed') break;
-        t.not(info.status, 'failed');
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      const end = await until(async () => (await c.ok('query-migrate')) as { status?: string }, (i) => i.status === 'completed' || i.status === 'failed', 'QEMU loading the stream');
+      t.equal(end.status, 'completed');
       const dump = join(dir, 'qemu.dump');
       await c.ok('pmemsave', { val: 0, size: 32 << 20, filename: dump });
       t.equal(sha256(readFileSync(dump)), want, 'QEMU 7.2 RAM equals the qmigd source');
