@@ -35,9 +35,6 @@ export class GuestOutput {
     return () => this.listeners.delete(listener);
   }
 
-  stop(): void {
-    clearInterval(this.timer);
-  }
 
   private emit(): void {
     if (!this.running() || this.listeners.size === 0) return;

@@ -9,7 +9,8 @@ import { open } from 'node:fs/promises';
 import { DirtyBitmap } from './dirty-bitmap.js';
 
 export const PAGE_SIZE = 4096;
-export const PAGE_SHIFT = 12;
+/** A page of zeros, to compare pages against. */
+export const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 /** How much RAM one slice of a long job (digest, load) touches before it lets the event loop run. */
 const SLICE_BYTES = 8 << 20;

@@ -58,9 +58,6 @@ export class Workload {
     this.owed = 0;
   }
 
-  stop(): void {
-    clearInterval(this.timer);
-  }
 
   /**
    * Does the writes owed up to now. The timer calls it; so does every dirty-log sync, because a

@@ -14,7 +14,6 @@ import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
 import type { Capabilities, MigrationParameters } from './params.js';
 import { RamSaver } from './ram/ram-save.js';
-import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section, SectionIds } from './stream/constants.js';
 import { StreamEnded, StreamReader } from './stream/reader.js';
@@ -119,8 +118,7 @@ export class OutgoingMigration {
       }
     }
     if (this.status === 'cancelling') {
-      this.channel.shutdown();
-      this.multifd?.shutdown();
+      this.shutdownChannels();
       return this.finish();
     }
     try {
@@ -180,16 +178,11 @@ export class OutgoingMigration {
   private async openCompare(uri: MigrationUri): Promise<Readable | undefined> {
     if (uri.kind !== 'tcp' && uri.kind !== 'unix') return undefined;
     try {
-      const socket = await new Promise<net.Socket>((resolve, reject) => {
-        const s = uri.kind === 'tcp' ? net.connect(uri.port, uri.host) : net.connect(uri.path);
-        s.once('connect', () => resolve(s));
-        s.once('error', reject);
-      });
-      socket.on('error', () => undefined);
+      const channel = await OutgoingChannel.connect(uri, () => undefined);
       const magic = Buffer.alloc(4);
       magic.writeUInt32BE(COMPARE_MAGIC);
-      socket.write(magic);
-      return socket;
+      await channel.write([magic]);
+      return channel.input;
     } catch (err) {
       this.env.log.warn({ err: (err as Error).message }, 'COLO: no compare channel; checkpoints by timer only');
       return undefined;
@@ -241,8 +234,7 @@ export class OutgoingMigration {
     } else if (s === 'cancelling' || ['setup', 'active', 'device', 'wait-unplug'].includes(s)) {
       state.change(s, 'cancelling'); // a second cancel announces cancelling again, as 7.2
       this.abortConnect?.();
-      this.channel?.shutdown('Channel was shut down: migration cancelled');
-      this.multifd?.shutdown('Channel was shut down: migration cancelled');
+      this.shutdownChannels('Channel was shut down: migration cancelled');
     }
     this.wakeSleep?.();
   }
@@ -253,9 +245,14 @@ export class OutgoingMigration {
    */
   yank(): void {
     this.abortConnect?.();
-    this.channel?.shutdown('Unable to write to socket: Broken pipe');
-    this.multifd?.shutdown('Unable to write to socket: Broken pipe');
+    this.shutdownChannels('Unable to write to socket: Broken pipe');
     this.wakeSleep?.();
+  }
+
+  /** The main channel and any multifd channels, shut with the same reason. */
+  private shutdownChannels(reason?: string): void {
+    this.channel?.shutdown(reason);
+    this.multifd?.shutdown(reason);
   }
 
   /** migrate-continue: lets a migration paused in pre-switchover go on. */
@@ -435,8 +432,7 @@ export class OutgoingMigration {
       if (this.vmWasRunning) {
         if (guest.runState.state !== 'shutdown') guest.runState.start();
       } else if (guest.runState.state === 'finish-migrate') guest.runState.set('postmigrate');
-      this.channel?.shutdown();
-      this.multifd?.shutdown();
+      this.shutdownChannels();
     }
     state.change('cancelling', 'cancelled');
     if (this.error && state.status === 'failed') log.error(this.error);

@@ -14,10 +14,6 @@ const RUNNING: ReadonlySet<MigrationStatus> = new Set([
 
 /** migration_is_running() */
 export const isMigrationRunning = (s: MigrationStatus): boolean => RUNNING.has(s);
-/** migration_is_setup_or_active() */
-export const isSetupOrActive = (s: MigrationStatus): boolean => (RUNNING.has(s) && s !== 'cancelling') || s === 'colo';
-/** migration_is_active() */
-export const isMigrationActive = (s: MigrationStatus): boolean => s === 'active' || s === 'postcopy-active';
 
 export class MigrationStateCell {
   status: MigrationStatus = 'none';

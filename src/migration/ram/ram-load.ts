@@ -4,14 +4,13 @@
  */
 import { inflateSync } from 'node:zlib';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { PAGE_SIZE, ZERO_PAGE, type GuestRam } from '../../guest/ram.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamReader } from '../stream/reader.js';
 import { xbzrleDecode } from './xbzrle.js';
 
 const PAGE_MASK = PAGE_SIZE - 1;
-const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 /** compressBound(4096) for zlib. */
 const COMPRESS_BOUND = 4096 + (4096 >> 12) + (4096 >> 14) + (4096 >> 25) + 13;
 /** Parse this many records between looks at the clock, and yield after this long. */

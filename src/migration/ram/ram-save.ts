@@ -6,14 +6,13 @@
  * them into sections and decides when to stop (rate limit, time slice).
  */
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { PAGE_SIZE, ZERO_PAGE, type GuestRam } from '../../guest/ram.js';
 import type { MigrationParameters } from '../params.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamWriter } from '../stream/writer.js';
 import { PageCache } from './page-cache.js';
 import { xbzrleEncode } from './xbzrle.js';
 
-const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 export interface RamCounters {
   transferred: number;
