@@ -168,7 +168,7 @@ export class IncomingMigration {
       b.writeUInt32BE(p.payload, 8);
       out.write(b);
     });
-    conn.input.once('close', off);
+    conn.input.on('close', off);
     this.compareConn = conn;
   }
 

@@ -6,12 +6,14 @@
 import { spawn } from 'node:child_process';
 import { unlinkSync } from 'node:fs';
 import net from 'node:net';
-import type { Duplex, Readable, Writable } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
+import type { ByteSource } from '../stream/reader.js';
+import { SocketInput } from './socket-input.js';
 import type { MigrationUri } from './uri.js';
 
 export interface IncomingConnection {
-  input: Readable;
+  input: ByteSource;
   /** Where the return path writes; absent for a one-way transport. */
   output?: Writable;
   close(): void;
@@ -69,10 +71,18 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       const close = (): void => {
         server.close();
       };
-      server.on('connection', (socket) => {
-        socket.setNoDelay(true);
-        accept(duplex(socket));
-        socket.resume();
+      server.on('connection', (accepted) => {
+        accepted.setNoDelay(true);
+        if (!SocketInput.canTakeOver(accepted)) {
+          accept(duplex(accepted));
+          accepted.resume();
+          return;
+        }
+        const input = new SocketInput(accepted);
+        const { socket } = input;
+        socket.on('error', () => undefined); // reported by the reader as an end of stream
+        accept({ input, output: socket, close: () => socket.destroy() });
+        input.resume();
       });
       const address = server.address();
       const socketAddress =

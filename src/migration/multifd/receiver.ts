@@ -3,10 +3,9 @@
  * packets whose pages go straight into RAM; a SYNC packet parks the channel until the main
  * stream reaches the matching EOS and has one SYNC from every channel (multifd_recv_sync_main).
  */
-import type { Readable } from 'node:stream';
 import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import { LoadError } from '../load-error.js';
-import { StreamEnded, StreamReader } from '../stream/reader.js';
+import { StreamEnded, StreamReader, type ByteSource } from '../stream/reader.js';
 import { decodeHeader, decodeInit, HEADER_BYTES, INIT_BYTES, MULTIFD_FLAG_SYNC } from './format.js';
 
 export class MultifdReceiver {
@@ -27,7 +26,7 @@ export class MultifdReceiver {
   }
 
   /** A new connection: its greeting, then its packets until it ends. */
-  async addChannel(input: Readable): Promise<void> {
+  async addChannel(input: ByteSource): Promise<void> {
     const r = new StreamReader(input);
     try {
       await r.need(INIT_BYTES);

@@ -3,7 +3,19 @@
  * bytes are buffered (or fails at end of stream); the get methods then read synchronously.
  * Hot loops test `ready(n)` first so that a buffered stream is parsed without awaiting.
  */
-import type { Readable } from 'node:stream';
+/**
+ * What the reader reads from: a Readable, or a source of reused memory (SocketInput) that
+ * also wants each chunk back, in order, once the reader is done with it.
+ */
+export interface ByteSource {
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'end' | 'close', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  isPaused(): boolean;
+  recycle?(): void;
+}
 
 /** How much the reader buffers before it pauses the source (back-pressure to the sender). */
 const HIGH_WATER = 16 << 20;
@@ -18,6 +30,8 @@ export class StreamReader {
   /** Bytes consumed so far: the offset of the next byte in the stream. */
   consumed = 0;
   private head: Buffer = Buffer.alloc(0);
+  /** `head` is a chunk of the source (not a gathered copy): recycle it when it is used up. */
+  private headIsChunk = false;
   private pos = 0;
   private readonly queue: Buffer[] = [];
   private queued = 0;
@@ -25,7 +39,7 @@ export class StreamReader {
   private failure?: Error;
   private wake?: () => void;
 
-  constructor(private readonly source: Readable) {
+  constructor(private readonly source: ByteSource) {
     source.on('data', (chunk: Buffer) => {
       this.queue.push(chunk);
       this.queued += chunk.length;
@@ -62,7 +76,9 @@ export class StreamReader {
     if (this.available < n) return false;
     if (this.pos === this.head.length && this.queue[0]!.length >= n) {
       // The head is used up and the next chunk holds all n bytes: move on, no copy.
+      this.dropHead();
       this.head = this.queue.shift()!;
+      this.headIsChunk = true;
       this.queued -= this.head.length;
       this.pos = 0;
       if (this.queued <= HIGH_WATER && this.source.isPaused() && !this.ended) this.source.resume();
@@ -169,19 +185,29 @@ export class StreamReader {
   private gather(n: number): void {
     const joined = Buffer.allocUnsafe(n);
     let have = this.head.copy(joined, 0, this.pos);
+    this.dropHead();
     while (have < n) {
       const next = this.queue[0]!;
       const take = Math.min(next.length, n - have);
       next.copy(joined, have, 0, take);
       have += take;
-      if (take === next.length) this.queue.shift();
-      else this.queue[0] = next.subarray(take);
+      if (take === next.length) {
+        this.queue.shift();
+        this.source.recycle?.();
+      } else this.queue[0] = next.subarray(take);
       this.queued -= take;
     }
     // Continue in the chunk after the joined bytes once they are read.
     this.head = joined;
+    this.headIsChunk = false;
     this.pos = 0;
     if (this.queued <= HIGH_WATER && this.source.isPaused() && !this.ended) this.source.resume();
+  }
+
+  /** The head is done with: a chunk of the source goes back to it. */
+  private dropHead(): void {
+    if (this.headIsChunk) this.source.recycle?.();
+    this.headIsChunk = false;
   }
 
   /** Copies the next n bytes (already ready) into `target` at `at`. */
