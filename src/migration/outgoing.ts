@@ -160,7 +160,7 @@ export class OutgoingMigration {
         deviceState: () => {
           const w = new StreamWriter();
           writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, 'running', false);
-          return Buffer.concat(w.take());
+          return Buffer.concat(w.take().pieces);
         },
       },
     });
@@ -484,8 +484,8 @@ export class OutgoingMigration {
   }
 
   private async flush(): Promise<void> {
-    const chunks = this.writer.take();
-    if (chunks.length) await this.channel!.write(chunks, (c) => this.writer.recycle(c));
+    const { pieces, retired } = this.writer.take();
+    if (pieces.length) await this.channel!.write(pieces, () => this.writer.recycle(retired));
   }
 
   /** source_return_path_thread(): PONGs, and SHUT when the destination is done. */

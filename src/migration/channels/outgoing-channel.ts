@@ -69,17 +69,30 @@ export class OutgoingChannel {
   }
 
   /**
-   * Writes every chunk, waiting whenever the transport asks us to; `written` gets each chunk
-   * back once the transport is done with it, so its memory can be reused.
+   * Writes the pieces, corked so that they leave in one writev, waiting whenever the transport
+   * holds more than IN_FLIGHT; `written` is called once the transport is done with all of them,
+   * so their memory can be reused.
    */
-  async write(chunks: Buffer[], written?: (chunk: Buffer) => void): Promise<void> {
-    for (const chunk of chunks) {
-      if (!this.usable) return;
-      this.out.write(chunk, written && ((err) => !err && written(chunk)));
-      // Keep several chunks in flight: waiting for every one to drain leaves the socket idle
-      // while the next is being built.
-      if (this.out.writableLength > IN_FLIGHT) await this.whenWritable();
+  async write(pieces: Buffer[], written?: () => void): Promise<void> {
+    const out = this.out;
+    out.cork();
+    try {
+      for (let i = 0; i < pieces.length; i++) {
+        if (!this.usable) return;
+        const last = i === pieces.length - 1;
+        out.write(pieces[i]!, last && written ? (err) => !err && written() : undefined);
+        // Keep several chunks in flight: waiting for every one to drain leaves the socket idle
+        // while the next is being built.
+        if (!last && out.writableLength > IN_FLIGHT) {
+          out.uncork();
+          await this.whenWritable();
+          out.cork();
+        }
+      }
+    } finally {
+      out.uncork();
     }
+    if (out.writableLength > IN_FLIGHT) await this.whenWritable();
   }
 
   /** Resolves once everything written has left our buffers, or the channel is dead. */

@@ -165,7 +165,8 @@ export class RamSaver {
   /** ram_save_target_page(): zero page, else XBZRLE, else the whole page. */
   private savePage(w: StreamWriter, page: number): void {
     const offset = page * PAGE_SIZE;
-    let data: Uint8Array = this.ram.page(page);
+    const inRam = this.ram.page(page);
+    let data: Uint8Array = inRam;
     if (ZERO_PAGE.equals(data)) {
       const n = this.header(w, offset, RamFlag.ZERO);
       w.u8(0);
@@ -187,7 +188,10 @@ export class RamSaver {
       data = result.data;
     }
     const n = this.header(w, offset, RamFlag.PAGE);
-    w.bytes(data);
+    // Guest RAM goes by reference; a copy from the XBZRLE cache must be taken now, since the
+    // cache slot may be updated before the channel writes it.
+    if (data === inRam) w.ref(inRam);
+    else w.bytes(data);
     this.counters.normal++;
     this.sent(n + PAGE_SIZE);
   }

@@ -1,24 +1,38 @@
 /**
- * The sending half of QEMUFile: big-endian puts into large chunks that the channel writes out.
+ * The sending half of QEMUFile: big-endian puts into large chunks, and pages put by reference
+ * (QEMU's qemu_put_buffer_async): the channel writes the pieces out with one writev, so a page
+ * goes from guest RAM to the socket with no copy in between. That is safe for guest RAM for the
+ * reason it is in QEMU: a page the guest writes after its dirty bit was cleared is dirty again
+ * and is sent again, and in the final pass the guest is stopped.
+ *
  * `written` counts every byte ever put, which is what QEMU's rate limiter and
- * qemu_file_total_transferred() count. Chunks come back through recycle() once sent: fresh
- * memory costs a page fault per 4 KiB and garbage-collector work, reused memory costs neither.
+ * qemu_file_total_transferred() count. Filled chunks come back through recycle() once sent:
+ * fresh memory costs a page fault per 4 KiB and garbage-collector work, reused memory neither.
  */
 const CHUNK = 1 << 20;
 const POOL_MAX = 24;
 
+/** What take() hands the channel: the pieces in order, and the chunks to recycle once written. */
+export interface Batch {
+  pieces: Buffer[];
+  retired: ArrayBuffer[];
+}
+
 export class StreamWriter {
   written = 0;
-  private chunk: Buffer = Buffer.from(new ArrayBuffer(CHUNK));
+  private chunk: Buffer = Buffer.allocUnsafeSlow(CHUNK);
   private pos = 0;
-  private readonly full: Buffer[] = [];
+  /** Where the part of `chunk` not yet cut into a piece starts. */
+  private mark = 0;
+  private pieces: Buffer[] = [];
+  private piecesBytes = 0;
+  /** Chunks filled up since the last take(); their last bytes are among `pieces`. */
+  private retired: ArrayBuffer[] = [];
   private readonly pool: ArrayBuffer[] = [];
 
   /** Bytes put but not yet taken by the channel. */
   get pending(): number {
-    let n = this.pos;
-    for (const b of this.full) n += b.length;
-    return n;
+    return this.piecesBytes + this.pos - this.mark;
   }
 
   u8(v: number): void {
@@ -53,11 +67,19 @@ export class StreamWriter {
     this.written += 8;
   }
 
-  /** Copies `data` now: RAM may change after this call, the stream must not. */
+  /** Copies `data` now: for bytes that may change before they are sent and must not. */
   bytes(data: Uint8Array): void {
     this.room(data.length);
     this.chunk.set(data, this.pos);
     this.pos += data.length;
+    this.written += data.length;
+  }
+
+  /** Puts `data` by reference: it is sent as it is when the channel writes it (guest RAM only). */
+  ref(data: Buffer): void {
+    this.cut();
+    this.pieces.push(data);
+    this.piecesBytes += data.length;
     this.written += data.length;
   }
 
@@ -69,31 +91,36 @@ export class StreamWriter {
     this.bytes(b);
   }
 
-  /** Everything put so far, in order; the writer starts a fresh chunk. */
-  take(): Buffer[] {
-    if (this.pos > 0) {
-      this.full.push(this.chunk.subarray(0, this.pos));
-      this.chunk = this.fresh(CHUNK);
-      this.pos = 0;
-    }
-    return this.full.splice(0);
+  /** Everything put so far, in order. Later puts go on in the same chunk, after these bytes. */
+  take(): Batch {
+    this.cut();
+    const batch = { pieces: this.pieces, retired: this.retired };
+    this.pieces = [];
+    this.piecesBytes = 0;
+    this.retired = [];
+    return batch;
   }
 
-  /** A taken chunk the channel has finished with. */
-  recycle(chunk: Buffer): void {
-    const ab = chunk.buffer as ArrayBuffer;
-    if (ab.byteLength === CHUNK && chunk.byteOffset === 0 && this.pool.length < POOL_MAX) this.pool.push(ab);
+  /** The chunks of a batch the channel has finished writing. */
+  recycle(retired: ArrayBuffer[]): void {
+    for (const ab of retired) if (this.pool.length < POOL_MAX) this.pool.push(ab);
   }
 
-  private fresh(size: number): Buffer {
-    const ab = size <= CHUNK ? this.pool.pop() : undefined;
-    return ab ? Buffer.from(ab) : Buffer.from(new ArrayBuffer(Math.max(CHUNK, size)));
+  /** The bytes put since the last cut become a piece. */
+  private cut(): void {
+    if (this.pos === this.mark) return;
+    this.pieces.push(this.chunk.subarray(this.mark, this.pos));
+    this.piecesBytes += this.pos - this.mark;
+    this.mark = this.pos;
   }
 
   private room(n: number): void {
     if (this.pos + n <= this.chunk.length) return;
-    if (this.pos > 0) this.full.push(this.chunk.subarray(0, this.pos));
-    this.chunk = this.fresh(n);
+    this.cut();
+    if (this.chunk.length === CHUNK) this.retired.push(this.chunk.buffer as ArrayBuffer);
+    const ab = n <= CHUNK ? this.pool.pop() : undefined;
+    this.chunk = ab ? Buffer.from(ab) : Buffer.allocUnsafeSlow(Math.max(CHUNK, n));
     this.pos = 0;
+    this.mark = 0;
   }
 }
