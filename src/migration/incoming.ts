@@ -62,7 +62,7 @@ export class IncomingMigration {
   private async receive(conn: IncomingConnection): Promise<void> {
     if (this.conn) {
       // 7.2: the first connection is the main channel, every later one a multifd channel.
-      if (this.multifd) return this.multifd.addChannel(conn.input);
+      if (this.multifd) return this.multifd.addChannel(conn);
       return this.attachCompare(conn);
     }
     const { env } = this;

@@ -91,6 +91,33 @@ t.test('destination killed mid-way: source fails with error-desc, guest running,
   t.equal(await digest(p.src), before);
 });
 
+t.test('multifd: destination killed mid-way: the source fails without hanging, and migrates again after', async (t) => {
+  const ram = randomRamFile(64 * MiB);
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', ram] });
+  t.teardown(p.stop);
+  const before = await digest(p.src);
+  for (const s of [p.src, p.dst]) await setCaps(s, { multifd: true });
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.['multifd-bytes'] as number) > 0);
+  p.dst.daemon.proc.kill('SIGKILL');
+  await migrationStatus(p.src, 'failed');
+  const info = (await p.src.qmp.ok('query-migrate')) as Msg;
+  t.match(info['error-desc'], /^Unable to write to socket: (Broken pipe|Connection reset by peer)$/);
+  t.equal(await runState(p.src), 'running');
+  t.equal(await digest(p.src), before, 'source RAM intact');
+
+  const again = await startPair({ memory: '64M' });
+  t.teardown(again.stop);
+  await setCaps(again.dst, { multifd: true });
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+  const from = p.src.qmp.events.length;
+  await p.src.qmp.ok('migrate', { uri: again.uri });
+  await migrationStatus(p.src, 'completed', from);
+  await migrationStatus(again.dst, 'completed');
+  t.equal(await digest(again.dst), before, 'the second destination has the RAM');
+});
+
 t.test('source killed mid-way: the destination exits 1 with a clear log line', async (t) => {
   const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB)] });
   t.teardown(p.stop);

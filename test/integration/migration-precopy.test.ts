@@ -3,6 +3,7 @@
  * byte for byte (SHA-256 of the whole RAM on both sides), plain, with XBZRLE, with auto-converge
  * throttling a workload that outruns the bandwidth, and paused before switchover.
  */
+import { readdirSync } from 'node:fs';
 import t from 'tap';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, startPair, statuses, untilInfo } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
@@ -103,4 +104,31 @@ t.test('pause-before-switchover waits in pre-switchover for migrate-continue', a
   t.same(statuses(p.src), ['setup', 'active', 'pre-switchover', 'device', 'completed']);
   t.equal(await digest(p.dst), await digest(p.src));
   t.equal(await runState(p.dst), 'running');
+});
+
+/** Threads of a process (Linux): multifd channels run on threads of their own. */
+function threads(pid: number): number {
+  return readdirSync(`/proc/${pid}/task`).length;
+}
+
+t.test('multifd, 3 channels: each channel on a thread of its own at both ends, RAM arrives whole', async (t) => {
+  const ram = randomRamFile(128 * MiB);
+  const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', ram, '--dirty-rate', '4M'] });
+  t.teardown(p.stop);
+  for (const s of [p.src, p.dst]) {
+    await setCaps(s, { multifd: true });
+    await s.qmp.ok('migrate-set-parameters', { 'multifd-channels': 3 });
+  }
+  const before = [threads(p.src.daemon.proc.pid!), threads(p.dst.daemon.proc.pid!)];
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 32 * MiB });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.['multifd-bytes'] as number) > 0);
+  t.ok(threads(p.src.daemon.proc.pid!) >= before[0]! + 3, 'the source runs a thread per channel');
+  t.ok(threads(p.dst.daemon.proc.pid!) >= before[1]! + 3, 'the destination runs a thread per channel');
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+  await migrationStatus(p.src, 'completed');
+  await migrationStatus(p.dst, 'completed');
+  t.equal(await digest(p.dst), await digest(p.src), 'destination RAM equals source RAM');
+  const r = ((await p.src.qmp.ok('query-migrate')) as Msg).ram as Record<string, number>;
+  t.ok(r['multifd-bytes'] >= 128 * MiB, 'the pages went over the channels');
 });

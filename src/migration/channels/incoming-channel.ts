@@ -17,6 +17,11 @@ export interface IncomingConnection {
   /** Where the return path writes; absent for a one-way transport. */
   output?: Writable;
   close(): void;
+  /**
+   * For a socket not yet read from: its descriptor, for another thread to read (SocketInput);
+   * this connection is then left alone here.
+   */
+  detach?(): number;
 }
 
 export interface IncomingListener {
@@ -81,8 +86,13 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
         const input = new SocketInput(accepted);
         const { socket } = input;
         socket.on('error', () => undefined); // reported by the reader as an end of stream
-        accept({ input, output: socket, close: () => socket.destroy() });
-        input.resume();
+        let detached = false;
+        const detach = (): number => {
+          detached = true;
+          return input.detach();
+        };
+        accept({ input, output: socket, close: () => !detached && socket.destroy(), detach });
+        if (!detached) input.resume();
       });
       const address = server.address();
       const socketAddress =

@@ -17,6 +17,7 @@ export class OutgoingChannel {
   /** The first error seen; after it nothing more is written. */
   error?: string;
   private closed = false;
+  private ending = false;
   private waiters: Array<() => void> = [];
 
   private constructor(
@@ -30,6 +31,9 @@ export class OutgoingChannel {
     out.on('drain', () => this.wakeAll());
     out.on('close', () => {
       this.closed = true;
+      // Closed under us (the peer went away while we had nothing to write): the next write
+      // would have failed with EPIPE, so that is the error, as QEMU would report it.
+      if (!this.ending) this.fail(`Unable to write to ${what}: ${strerror('EPIPE')}`);
       this.wakeAll();
     });
   }
@@ -109,6 +113,7 @@ export class OutgoingChannel {
 
   /** Closes after the last byte went out (end of a successful migration). */
   end(): void {
+    this.ending = true;
     this.out.end();
   }
 

@@ -37,30 +37,40 @@ export class SocketInput extends EventEmitter implements ByteSource {
   private filled = 0;
 
   /**
-   * Takes over `accepted` (a connection from a server created with pauseOnConnect, not yet
-   * read from): its handle moves to a new socket that reads into the blocks. `socket` is the one
-   * to write to and close from then on.
+   * Takes over `from`: a connection accepted by a server created with pauseOnConnect and not
+   * yet read from (its handle moves to a new socket that reads into the blocks), or a socket's
+   * file descriptor handed over by another thread. `socket` is the one to write to and close.
    */
-  constructor(accepted: net.Socket) {
+  constructor(from: net.Socket | number) {
     super();
     this.current = this.newBlock();
     // The handle is Node's internal one; net.Socket takes a `handle` with `onread` for exactly
     // this (it is how a server socket would get onread, which net.createServer lacks in Node 20).
-    const handle = (accepted as unknown as { _handle: unknown })._handle;
+    const origin = typeof from === 'number' ? { fd: from } : { handle: handleOf(from) };
     this.socket = new net.Socket({
-      handle,
+      ...origin,
       pauseOnCreate: true, // until resume(): the reader attaches first
       readable: true,
       writable: true,
       onread: { buffer: () => this.nextBuffer(), callback: (n: number, buf: Uint8Array) => this.onRead(n, buf) },
-    } as net.SocketConstructorOpts);
-    accepted.removeAllListeners();
+    } as unknown as net.SocketConstructorOpts);
+    if (typeof from !== 'number') from.removeAllListeners();
     for (const event of ['end', 'close', 'error'] as const) this.socket.on(event, (arg?: unknown) => this.emit(event, arg));
+  }
+
+  /**
+   * Gives the connection to another thread (new SocketInput(fd) there), before anything was
+   * read here. This thread's socket must not be used or closed afterwards: it would close the
+   * descriptor under the other thread.
+   */
+  detach(): number {
+    return (handleOf(this.socket) as { fd: number }).fd;
   }
 
   /** Whether `accepted` can be taken over (a handle Node exposes as expected). */
   static canTakeOver(accepted: net.Socket): boolean {
-    return typeof (accepted as unknown as { _handle?: { useUserBuffer?: unknown } })._handle?.useUserBuffer === 'function';
+    const handle = handleOf(accepted) as { useUserBuffer?: unknown; fd?: unknown } | undefined;
+    return typeof handle?.useUserBuffer === 'function' && typeof handle.fd === 'number';
   }
 
   pause(): this {
@@ -110,4 +120,8 @@ export class SocketInput extends EventEmitter implements ByteSource {
     block.sealed = false;
     this.free.push(block);
   }
+}
+
+function handleOf(socket: net.Socket): unknown {
+  return (socket as unknown as { _handle?: unknown })._handle;
 }

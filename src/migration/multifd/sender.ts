@@ -2,11 +2,104 @@
  * The source's multifd channels (multifd_send_*): non-zero pages are queued here instead of the
  * main stream and leave in packets of up to 128 pages, round robin over the channels; at every
  * EOS of the main stream each channel gets a SYNC packet.
+ *
+ * Each channel is a worker thread (send-worker.ts) with its own connection that writes pages
+ * from the shared guest RAM; this side only decides which pages go where, and holds back when
+ * a channel has more than IN_FLIGHT bytes not yet on its socket.
  */
+import { Worker } from 'node:worker_threads';
 import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
-import { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MigrationUri } from '../channels/uri.js';
-import { encodeHeader, encodeInit, MULTIFD_FLAG_SYNC, PAGES_PER_PACKET } from './format.js';
+import { HEADER_BYTES, MULTIFD_FLAG_SYNC, PAGES_PER_PACKET } from './format.js';
+import type { FromSendWorker, SendWorkerData, ToSendWorker } from './send-worker.js';
+
+const WORKER = new URL('./send-worker.js', import.meta.url);
+/** Bytes a channel may have queued before the migration waits for it. */
+const IN_FLIGHT = 8 << 20;
+
+class ChannelThread {
+  error?: string;
+  /** Bytes handed over and not yet written to the socket. */
+  inFlight = 0;
+  private ended = false;
+  private wake?: () => void;
+  private drainedReply?: (error?: string) => void;
+
+  private constructor(private readonly worker: Worker) {
+    worker.on('message', (m: FromSendWorker) => {
+      if (m.kind === 'sent') this.inFlight -= m.bytes;
+      else if (m.kind === 'failed') this.error ??= m.message;
+      else if (m.kind === 'drained') {
+        this.error ??= m.error;
+        this.drainedReply?.(m.error);
+      }
+      this.notify();
+    });
+    worker.on('error', (err) => this.fail(`multifd: channel thread failed: ${err.message}`));
+    worker.on('exit', () => !this.ended && this.fail('Channel was shut down'));
+  }
+
+  /** Starts the thread; resolves once its connection is open and greeted. */
+  static start(data: SendWorkerData): Promise<ChannelThread> {
+    const worker = new Worker(WORKER, { workerData: data });
+    worker.unref();
+    return new Promise((resolve, reject) => {
+      worker.once('message', (m: FromSendWorker) => {
+        if (m.kind === 'ready') resolve(new ChannelThread(worker));
+        else reject(new Error(m.kind === 'failed' ? m.message : `multifd: unexpected ${m.kind}`));
+      });
+      worker.once('error', reject);
+    });
+  }
+
+  get usable(): boolean {
+    return !this.error;
+  }
+
+  post(m: ToSendWorker, bytes = 0): void {
+    this.inFlight += bytes;
+    this.worker.postMessage(m);
+  }
+
+  /** Resolves once the channel has room (or is dead). */
+  async room(): Promise<void> {
+    while (this.usable && this.inFlight > IN_FLIGHT) await new Promise<void>((r) => (this.wake = r));
+  }
+
+  /** Resolves once everything handed over has left the thread's buffers. */
+  drained(): Promise<void> {
+    if (!this.usable) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.drainedReply = () => resolve();
+      this.post({ kind: 'drain' });
+    });
+  }
+
+  /** Closes the connection after the last byte. */
+  end(): void {
+    this.ended = true;
+    if (this.usable) this.post({ kind: 'end' });
+  }
+
+  /** qemu_file_shutdown(): the error is recorded now; the thread drops its socket. */
+  shutdown(reason = 'Channel was shut down'): void {
+    this.error ??= reason;
+    this.post({ kind: 'shutdown', reason });
+    this.notify();
+  }
+
+  private fail(message: string): void {
+    this.error ??= message;
+    this.drainedReply?.(message);
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+}
 
 export class MultifdSender {
   /** Bytes sent on the channels (multifd-bytes). */
@@ -16,26 +109,22 @@ export class MultifdSender {
   private packetNum = 0n;
 
   private constructor(
-    private readonly channels: OutgoingChannel[],
-    private readonly ram: GuestRam,
+    private readonly channels: ChannelThread[],
     private readonly onSent: (bytes: number) => void,
   ) {}
 
   /** Opens `count` channels to the destination, each starting with its greeting. */
   static async open(uri: MigrationUri, count: number, ram: GuestRam, onSent: (bytes: number) => void): Promise<MultifdSender> {
     if (uri.kind !== 'tcp' && uri.kind !== 'unix') throw new Error('multifd is not supported by current protocol');
-    const channels: OutgoingChannel[] = [];
+    const channels: ChannelThread[] = [];
     try {
-      for (let id = 0; id < count; id++) {
-        const ch = await OutgoingChannel.connect(uri, () => undefined);
-        channels.push(ch);
-        await ch.write([encodeInit(id)]);
-      }
+      // One after another: the destination numbers the connections in the order they arrive.
+      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.shared, ramId: ram.id }));
     } catch (err) {
       for (const ch of channels) ch.shutdown();
       throw err;
     }
-    return new MultifdSender(channels, ram, onSent);
+    return new MultifdSender(channels, onSent);
   }
 
   get error(): string | undefined {
@@ -56,11 +145,11 @@ export class MultifdSender {
   /** multifd_send_sync_main(): the queue flushed, then one SYNC packet on every channel. */
   async sync(): Promise<void> {
     await this.send(true);
-    for (let i = 0; i < this.channels.length; i++) await this.packet(MULTIFD_FLAG_SYNC, [], this.channels[i]);
+    for (const ch of this.channels) await this.packet(MULTIFD_FLAG_SYNC, [], ch);
   }
 
   async drained(): Promise<void> {
-    for (const ch of this.channels) await ch.drained();
+    await Promise.all(this.channels.map((ch) => ch.drained()));
   }
 
   end(): void {
@@ -71,15 +160,13 @@ export class MultifdSender {
     for (const ch of this.channels) ch.shutdown(reason);
   }
 
-  private async packet(flags: number, offsets: number[], channel?: OutgoingChannel): Promise<void> {
+  private async packet(flags: number, offsets: number[], channel?: ChannelThread): Promise<void> {
     const ch = channel ?? this.channels[this.next++ % this.channels.length]!;
-    const header = encodeHeader({ flags, normal: offsets.length, packetNum: this.packetNum++, block: this.ram.id, offsets });
-    const data = Buffer.allocUnsafe(offsets.length * PAGE_SIZE);
-    offsets.forEach((off, i) => this.ram.bytes.copy(data, i * PAGE_SIZE, off, off + PAGE_SIZE));
-    const size = header.length + data.length;
+    await ch.room();
+    if (!ch.usable) return;
+    const size = HEADER_BYTES + offsets.length * PAGE_SIZE;
     this.bytes += size;
     this.onSent(size);
-    await ch.write(offsets.length ? [header, data] : [header]);
+    ch.post({ kind: 'packet', flags, packetNum: this.packetNum++, offsets }, size);
   }
 }
-

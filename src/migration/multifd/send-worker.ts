@@ -1,0 +1,95 @@
+/**
+ * One multifd channel's thread (multifd_send_thread): it opens its own connection, greets, and
+ * writes the packets the migration hands it, their pages straight from the shared guest RAM.
+ * The page work (headers, and the copy into the socket) runs here, off the main thread, so the
+ * channels use the machine's other cores.
+ *
+ * Messages in (from MultifdSender): packet, drain, end, shutdown. Messages out: ready or failed
+ * (after connecting), sent {bytes} as packets leave, failed once the channel breaks, and
+ * drained {error} in answer to drain.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { OutgoingChannel } from '../channels/outgoing-channel.js';
+import type { MigrationUri } from '../channels/uri.js';
+import { PAGE_SIZE } from '../../guest/ram.js';
+import { encodeHeader, encodeInit } from './format.js';
+
+export interface SendWorkerData {
+  uri: MigrationUri;
+  id: number;
+  ram: SharedArrayBuffer;
+  ramId: string;
+}
+
+export type ToSendWorker =
+  | { kind: 'packet'; flags: number; packetNum: bigint; offsets: number[] }
+  | { kind: 'drain' }
+  | { kind: 'end' }
+  | { kind: 'shutdown'; reason?: string };
+
+export type FromSendWorker =
+  | { kind: 'ready' }
+  | { kind: 'failed'; message: string }
+  | { kind: 'sent'; bytes: number }
+  | { kind: 'drained'; error?: string };
+
+const port = parentPort!;
+const { uri, id, ram: shared, ramId } = workerData as SendWorkerData;
+const ram = Buffer.from(shared);
+const post = (m: FromSendWorker): void => port.postMessage(m);
+
+/** The pages as views of RAM, pages adjacent in RAM joined into one piece. */
+function pageRuns(offsets: number[]): Buffer[] {
+  const runs: Buffer[] = [];
+  for (let i = 0; i < offsets.length; ) {
+    const start = offsets[i]!;
+    let end = start + PAGE_SIZE;
+    while (++i < offsets.length && offsets[i] === end) end += PAGE_SIZE;
+    runs.push(ram.subarray(start, end));
+  }
+  return runs;
+}
+
+let channel: OutgoingChannel;
+try {
+  channel = await OutgoingChannel.connect(uri, () => undefined);
+  await channel.write([encodeInit(id)]);
+  post({ kind: 'ready' });
+} catch (err) {
+  post({ kind: 'failed', message: (err as Error).message });
+  process.exit(0);
+}
+
+// Messages are handled one after another: a packet waits for room on the socket before the next.
+let turn = Promise.resolve();
+let reported = false;
+port.on('message', (m: ToSendWorker) => {
+  turn = turn.then(() => handle(m));
+});
+
+async function handle(m: ToSendWorker): Promise<void> {
+  switch (m.kind) {
+    case 'packet': {
+      const header = encodeHeader({ flags: m.flags, normal: m.offsets.length, packetNum: m.packetNum, block: ramId, offsets: m.offsets });
+      const bytes = header.length + m.offsets.length * PAGE_SIZE;
+      await channel.write([header, ...pageRuns(m.offsets)], () => post({ kind: 'sent', bytes }));
+      if (channel.error && !reported) {
+        reported = true;
+        post({ kind: 'failed', message: channel.error });
+      }
+      return;
+    }
+    case 'drain':
+      await channel.drained();
+      post({ kind: 'drained', error: channel.error });
+      return;
+    case 'end':
+      channel.end();
+      port.close();
+      return;
+    case 'shutdown':
+      channel.shutdown(m.reason);
+      port.close();
+      return;
+  }
+}
