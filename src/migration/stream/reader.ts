@@ -18,7 +18,7 @@ export interface ByteSource {
 }
 
 /** How much the reader buffers before it pauses the source (back-pressure to the sender). */
-const HIGH_WATER = 16 << 20;
+const HIGH_WATER = 4 << 20;
 
 export class StreamEnded extends Error {
   constructor(readonly failure?: Error) {
