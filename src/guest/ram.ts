@@ -12,6 +12,11 @@ export const PAGE_SIZE = 4096;
 /** A page of zeros, to compare pages against. */
 export const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
+/** Whether the page at byte `offset` of `bytes` is all zero, without making a view of it. */
+export function isZeroAt(bytes: Buffer, offset: number): boolean {
+  return bytes.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) === 0;
+}
+
 /** How much RAM one slice of a long job (digest, load) touches before it lets the event loop run. */
 const SLICE_BYTES = 8 << 20;
 
@@ -22,6 +27,13 @@ export class GuestRam {
   readonly pages: number;
   /** Pages written since the last sync: the KVM dirty log of this emulation. */
   readonly dirtyLog: DirtyBitmap;
+  /**
+   * One byte per page, 1 while the page is known to be zero (nothing has written it since the
+   * RAM was allocated); undefined once that is no longer tracked. It lets a destination skip
+   * reading a page to learn it is zero, which for never-touched memory costs a page fault
+   * each. Every writer of `bytes` clears its pages (wrote()); shared with multifd's threads.
+   */
+  knownZero?: Uint8Array;
 
   constructor(
     readonly id: string,
@@ -32,10 +44,22 @@ export class GuestRam {
     this.bytes = Buffer.from(this.shared);
     this.pages = size / PAGE_SIZE;
     this.dirtyLog = new DirtyBitmap(this.pages);
+    this.knownZero = new Uint8Array(new SharedArrayBuffer(this.pages)).fill(1);
+  }
+
+  /** A writer of page `index` says so (see knownZero). */
+  wrote(index: number): void {
+    if (this.knownZero) this.knownZero[index] = 0;
+  }
+
+  /** Whether page `index` is zero without a doubt, and without reading it. */
+  surelyZero(index: number): boolean {
+    return this.knownZero !== undefined && this.knownZero[index] === 1;
   }
 
   /** Fills RAM from a file whose size must equal the RAM size exactly. */
   async loadFile(path: string): Promise<void> {
+    this.knownZero = undefined;
     const file = await open(path, 'r');
     try {
       const { size } = await file.stat();
@@ -58,6 +82,11 @@ export class GuestRam {
    */
   prealloc(): void {
     for (let off = 0; off < this.size; off += SLICE_BYTES) this.bytes.fill(0, off, Math.min(off + SLICE_BYTES, this.size));
+  }
+
+  /** Whether page `index` is all zero (buffer_is_zero); compares in place, allocating nothing. */
+  isZero(index: number): boolean {
+    return isZeroAt(this.bytes, index * PAGE_SIZE);
   }
 
   page(index: number): Buffer {

@@ -98,6 +98,7 @@ export class Workload {
     const bytes = this.ram.bytes;
     for (let i = 0; i < WRITE_BYTES; i += 4) bytes.writeUInt32LE(this.random(), at + i);
     this.ram.dirtyLog.set(page);
+    this.ram.wrote(page);
   }
 
   /** xorshift32: cheap, and good enough to spread writes. */

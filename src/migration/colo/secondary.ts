@@ -120,6 +120,7 @@ export class ColoSecondary {
     for (let page = received.nextSet(0), n = 0; page >= 0; page = received.nextSet(page + 1), n++) {
       received.clear(page);
       cache.copy(ram.bytes, page * PAGE_SIZE, page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+      ram.wrote(page);
       if ((n & 1023) === 1023 && performance.now() - slice > SLICE_MS) {
         await new Promise((r) => setImmediate(r));
         slice = performance.now();

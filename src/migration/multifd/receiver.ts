@@ -24,7 +24,7 @@ export interface ChannelHooks {
 }
 
 /** multifd_recv_thread(): the greeting, then packets until the channel ends. */
-export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes' | 'id' | 'size'>, channels: number, hooks: ChannelHooks): Promise<void> {
+export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes' | 'id' | 'size' | 'wrote'>, channels: number, hooks: ChannelHooks): Promise<void> {
   try {
     await r.need(INIT_BYTES);
     hooks.greeted(decodeInit(r.view(INIT_BYTES), channels));
@@ -35,6 +35,7 @@ export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes
       for (const off of h.offsets) {
         if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
         r.copyTo(ram.bytes, off, PAGE_SIZE);
+        ram.wrote(off / PAGE_SIZE);
       }
       if (h.flags & MULTIFD_FLAG_SYNC) await hooks.sync();
     }
@@ -76,7 +77,7 @@ export class MultifdReceiver {
   async addChannel(conn: IncomingConnection): Promise<void> {
     const fd = conn.detach?.();
     if (fd === undefined) return this.readHere(conn.input);
-    const data: RecvWorkerData = { fd, ram: this.ram.shared, ramId: this.ram.id, channels: this.channels };
+    const data: RecvWorkerData = { fd, ram: this.ram.shared, knownZero: this.ram.knownZero, ramId: this.ram.id, channels: this.channels };
     const worker = new Worker(WORKER, { workerData: data });
     worker.unref();
     worker.on('message', (m: FromRecvWorker) => {

@@ -11,6 +11,8 @@ import { receivePackets } from './receiver.js';
 export interface RecvWorkerData {
   fd: number;
   ram: SharedArrayBuffer;
+  /** GuestRam.knownZero, which this thread's writes clear. */
+  knownZero?: Uint8Array;
   ramId: string;
   channels: number;
 }
@@ -18,7 +20,7 @@ export interface RecvWorkerData {
 export type FromRecvWorker = { kind: 'greeted'; id: number } | { kind: 'sync' } | { kind: 'failed'; message: string };
 
 const port = parentPort!;
-const { fd, ram: shared, ramId, channels } = workerData as RecvWorkerData;
+const { fd, ram: shared, knownZero, ramId, channels } = workerData as RecvWorkerData;
 const post = (m: FromRecvWorker): void => port.postMessage(m);
 const input = new SocketInput(fd);
 input.socket.on('error', () => undefined); // reported by the reader as an end of stream
@@ -28,7 +30,12 @@ input.resume();
 let go: (() => void) | undefined;
 port.on('message', () => go?.());
 try {
-  const ram = { bytes: Buffer.from(shared), id: ramId, size: shared.byteLength };
+  const ram = {
+    bytes: Buffer.from(shared),
+    id: ramId,
+    size: shared.byteLength,
+    wrote: (page: number) => knownZero && (knownZero[page] = 0),
+  };
   await receivePackets(reader, ram, channels, {
     greeted: (id) => post({ kind: 'greeted', id }),
     sync: () =>

@@ -4,7 +4,7 @@
  */
 import { inflateSync } from 'node:zlib';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { PAGE_SIZE, ZERO_PAGE, type GuestRam } from '../../guest/ram.js';
+import { isZeroAt, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamReader } from '../stream/reader.js';
@@ -77,7 +77,8 @@ export class RamLoader {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
       const target = this.colo ? this.colo.cache : ram.bytes;
-      this.colo?.received.set(addr / PAGE_SIZE);
+      const page = addr / PAGE_SIZE;
+      this.colo?.received.set(page);
       switch (type) {
         case RamFlag.PAGE:
           if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
@@ -86,9 +87,13 @@ export class RamLoader {
         case RamFlag.ZERO: {
           if (!r.ready(1)) await r.need(1);
           const fill = r.u8();
-          const page = target.subarray(addr, addr + PAGE_SIZE);
-          // ram_handle_compressed(): a zero fill skips pages that are zero already.
-          if (fill !== 0 || !ZERO_PAGE.equals(page)) page.fill(fill);
+          // ram_handle_compressed(): a zero fill skips pages that are zero already (and RAM
+          // nothing has written is zero without reading it).
+          if (fill === 0 && ((!this.colo && ram.surelyZero(page)) || isZeroAt(target, addr))) {
+            this.pages++;
+            continue;
+          }
+          target.fill(fill, addr, addr + PAGE_SIZE);
           break;
         }
         case RamFlag.XBZRLE:
@@ -98,6 +103,7 @@ export class RamLoader {
           await this.loadCompressed(r, target.subarray(addr, addr + PAGE_SIZE));
           break;
       }
+      if (!this.colo) ram.wrote(page);
       this.pages++;
     }
   }

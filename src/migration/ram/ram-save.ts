@@ -165,9 +165,7 @@ export class RamSaver {
   /** ram_save_target_page(): zero page, else XBZRLE, else the whole page. */
   private savePage(w: StreamWriter, page: number): void {
     const offset = page * PAGE_SIZE;
-    const inRam = this.ram.page(page);
-    let data: Uint8Array = inRam;
-    if (ZERO_PAGE.equals(data)) {
+    if (this.ram.surelyZero(page) || this.ram.isZero(page)) {
       const n = this.header(w, offset, RamFlag.ZERO);
       w.u8(0);
       this.counters.duplicate++;
@@ -176,6 +174,8 @@ export class RamSaver {
       if (this.xbzrleActive && !this.lastStage) this.cache!.insert(offset, ZERO_PAGE, this.counters.dirtySyncCount);
       return;
     }
+    const inRam = this.ram.page(page);
+    let data: Uint8Array = inRam;
     if (this.opts.multifd) {
       // ram_save_multifd_page(): the page leaves on a channel; its bytes are counted there.
       this.opts.multifd.queue(offset);

@@ -1,0 +1,61 @@
+/**
+ * A destination skips reading pages nothing has written when a ZERO record comes (they are zero
+ * without a look); every writer — the main stream's records, a multifd channel — must clear
+ * that knowledge, or a zero record would leave stale bytes behind.
+ */
+import { Readable } from 'node:stream';
+import t from 'tap';
+import { GuestRam, PAGE_SIZE } from '../../src/guest/ram.js';
+import { encodeHeader, encodeInit } from '../../src/migration/multifd/format.js';
+import { receivePackets } from '../../src/migration/multifd/receiver.js';
+import { RamLoader } from '../../src/migration/ram/ram-load.js';
+import { RamFlag } from '../../src/migration/stream/constants.js';
+import { StreamReader } from '../../src/migration/stream/reader.js';
+import { StreamWriter } from '../../src/migration/stream/writer.js';
+
+const reader = (...chunks: Buffer[]): StreamReader => new StreamReader(Readable.from(chunks, { objectMode: false }));
+
+/** One RAM section body: records for (page, fill or data), then EOS. */
+function records(entries: Array<[number, number | Buffer]>, named: boolean): Buffer {
+  const w = new StreamWriter();
+  entries.forEach(([page, what], i) => {
+    const cont = named && i === 0 ? 0 : RamFlag.CONTINUE;
+    w.be64(page * PAGE_SIZE + (typeof what === 'number' ? RamFlag.ZERO : RamFlag.PAGE) + cont);
+    if (!cont) w.countedString('m');
+    if (typeof what === 'number') w.u8(what);
+    else w.bytes(what);
+  });
+  w.be64(RamFlag.EOS);
+  return Buffer.concat(w.take().pieces);
+}
+
+t.test('zero records clear pages the stream or a multifd channel wrote, and skip untouched ones', async (t) => {
+  const ram = new GuestRam('m', 16 * PAGE_SIZE);
+  const loader = new RamLoader(ram);
+  const page = (n: number): Buffer => ram.bytes.subarray(n * PAGE_SIZE, (n + 1) * PAGE_SIZE);
+  t.ok(ram.surelyZero(0) && ram.surelyZero(15), 'fresh RAM is known zero');
+
+  await loader.load(reader(records([[0, Buffer.alloc(PAGE_SIZE, 0xab)], [1, 0x11]], true)), 4);
+  t.equal(page(0)[100], 0xab);
+  t.equal(page(1)[100], 0x11, 'a non-zero fill writes the page');
+  t.notOk(ram.surelyZero(0) || ram.surelyZero(1), 'pages written by records are no longer known zero');
+
+  // A multifd channel writes page 2.
+  const header = encodeHeader({ flags: 0, normal: 1, packetNum: 0n, block: 'm', offsets: [2 * PAGE_SIZE] });
+  await receivePackets(reader(encodeInit(0), header, Buffer.alloc(PAGE_SIZE, 0xcd)), ram, 1, { greeted: () => undefined, sync: async () => undefined });
+  t.equal(page(2)[0], 0xcd);
+  t.notOk(ram.surelyZero(2), 'a page a channel wrote is no longer known zero');
+
+  await loader.load(reader(records([[0, 0], [1, 0], [2, 0], [7, 0]], false)), 4);
+  for (const n of [0, 1, 2, 7]) t.ok(page(n).equals(Buffer.alloc(PAGE_SIZE)), `page ${n} is zero after its zero record`);
+  t.ok(ram.surelyZero(7), 'a zero record on an untouched page leaves it known zero');
+});
+
+t.test('RAM loaded from a file is not assumed zero', async (t) => {
+  const ram = new GuestRam('m', 4 * PAGE_SIZE);
+  ram.knownZero = undefined; // what loadFile() does
+  ram.bytes.fill(0x5a);
+  await new RamLoader(ram).load(reader(records([[3, 0]], true)), 4);
+  t.ok(ram.bytes.subarray(3 * PAGE_SIZE).equals(Buffer.alloc(PAGE_SIZE)), 'the zero record was applied');
+  t.equal(ram.bytes[0], 0x5a, 'other pages untouched');
+});
