@@ -5,7 +5,7 @@
  * Why: a destination reads a whole guest's RAM through its main channel. With a fresh buffer per
  * read the process spent most of its time in page faults and GC of those buffers: a 1 GiB pump
  * copying into pre-faulted RAM ran at 591 MiB/s with 1.4 s of system time, against 1698 MiB/s
- * and 0.3 s with reused 1 MiB blocks (measured on the benchmark machine, see the README).
+ * and 0.3 s with reused 1 MiB blocks (measured on the 2-core VM of the README's benchmarks).
  *
  * Chunks come out as 'data' in stream order, each a view of a block; the reader hands each back
  * with recycle() once it has consumed it, and a block whose chunks are all back is reused.
