@@ -199,7 +199,7 @@ export class MigrationService {
     checkParameters(next, this.capabilities);
     this.parameters = next;
     // A new checkpoint delay during COLO forces a checkpoint at once (migrate_params_apply).
-    if ('x-checkpoint-delay' in changes) this.outgoing?.coloPrimary?.notify();
+    if ('x-checkpoint-delay' in changes) this.outgoing?.requestCheckpoint();
   }
 
   /** get_colo_mode(): from the outgoing and incoming states. */

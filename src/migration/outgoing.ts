@@ -84,6 +84,8 @@ export class OutgoingMigration {
   private rpError?: string;
   /** The COLO primary, while this migration is in state colo. */
   coloPrimary?: ColoPrimary;
+  /** A checkpoint asked for in state colo before the primary's loop existed. */
+  private checkpointRequested = false;
   private coloReleased?: () => void;
   private wasColo = false;
   /** The multifd channels, with the multifd capability. */
@@ -165,6 +167,7 @@ export class OutgoingMigration {
       },
     });
     this.coloPrimary = primary;
+    if (this.checkpointRequested) primary.notify();
     const released = new Promise<void>((r) => (this.coloReleased = r));
     const reason = await primary.run();
     env.colo.announceExit(reason);
@@ -187,6 +190,17 @@ export class OutgoingMigration {
       this.env.log.warn({ err: (err as Error).message }, 'COLO: no compare channel; checkpoints by timer only');
       return undefined;
     }
+  }
+
+  /**
+   * colo_checkpoint_notify(): a checkpoint soon. In 7.2 the COLO state is announced after the
+   * checkpoint machinery exists, so a request right after it is never lost; here the primary
+   * starts a moment later (the compare channel connects first), and keeps what came before.
+   */
+  requestCheckpoint(): void {
+    if (this.status !== 'colo') return;
+    if (this.coloPrimary) this.coloPrimary.notify();
+    else this.checkpointRequested = true;
   }
 
   /** primary_vm_do_failover(): the primary goes on alone; its migration ends completed. */
