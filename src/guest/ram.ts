@@ -1,8 +1,9 @@
 /**
  * The guest's one RAM block: `size` bytes in 4 KiB pages, named like QEMU's memory backend id,
  * plus the dirty log its writers mark. The bytes live in a SharedArrayBuffer so that multifd's
- * channel threads send pages straight from them (Buffer's copy in and out of shared memory runs
- * at memcpy speed on Node 20.20: 5.4 GiB/s, the same as an ordinary ArrayBuffer, measured).
+ * channel threads send pages straight from them and copy pages into them. Bulk copies into it
+ * go through Buffer.fill(), a memcpy (see StreamReader.copyTo): V8's own copies into shared
+ * memory use relaxed atomics, word by word.
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
