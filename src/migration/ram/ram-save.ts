@@ -174,14 +174,14 @@ export class RamSaver {
       if (this.xbzrleActive && !this.lastStage) this.cache!.insert(offset, ZERO_PAGE, this.counters.dirtySyncCount);
       return;
     }
-    const inRam = this.ram.page(page);
-    let data: Uint8Array = inRam;
     if (this.opts.multifd) {
       // ram_save_multifd_page(): the page leaves on a channel; its bytes are counted there.
       this.opts.multifd.queue(offset);
       this.counters.normal++;
       return;
     }
+    const inRam = this.ram.page(page);
+    let data: Uint8Array = inRam;
     if (this.xbzrleActive) {
       const result = this.saveXbzrle(w, offset, data);
       if (result.done) return;
