@@ -8,7 +8,12 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { BIN, REPO, startDaemon, tempDir } from '../helpers/daemon.js';
+import net from 'node:net';
+import { BIN, freePort, REPO, startDaemon, tempDir } from '../helpers/daemon.js';
+import { encodeHeader, encodeInit } from '../../src/migration/multifd/format.js';
+import { RAM_SECTION_VERSION, RamFlag, Section, SectionIds } from '../../src/migration/stream/constants.js';
+import { writeHeader, writeSectionStart } from '../../src/migration/stream/vmstate.js';
+import { StreamWriter } from '../../src/migration/stream/writer.js';
 import { digest, migrationStatus, randomRamFile, side, until, type Side } from '../helpers/migration.js';
 import { qemuInstalled, startQemu } from '../helpers/qemu.js';
 import { QmpClient } from '../helpers/qmp-client.js';
@@ -166,6 +171,39 @@ t.test('corrupt streams: the destination exits 1 with QEMU 7.2 reasons', async (
     for (const p of patterns) t.match(log, p, `${what}: ${p.source}`);
     t.notMatch(log, /at .*\.js:\d+/, `${what}: a reason, not a stack trace`);
   }
+});
+
+t.test('multifd: a corrupt packet on a channel thread makes the destination exit 1 with the reason', async (t) => {
+  const port = await freePort();
+  const dst = await side(['-m', '4M', '--ram-id', 'm', '--incoming', 'defer']);
+  t.teardown(() => dst.daemon.stop());
+  await dst.qmp.ok('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+  await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+  // The main stream up to the setup section's EOS, where the destination waits for every
+  // channel's SYNC; channel 1 sends a packet with a wrong magic instead.
+  const w = new StreamWriter();
+  writeHeader(w, 'none');
+  writeSectionStart(w, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
+  w.be64((4 << 20) + RamFlag.MEM_SIZE);
+  w.countedString('m');
+  w.be64(4 << 20);
+  w.be64(RamFlag.EOS);
+  const connect = async (bytes: Buffer): Promise<net.Socket> => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    await new Promise((r) => s.once('connect', r));
+    s.write(bytes);
+    return s;
+  };
+  const sockets = [await connect(Buffer.concat(w.take().pieces)), await connect(encodeInit(0))];
+  const bad = encodeHeader({ flags: 0, normal: 0, packetNum: 0n, block: 'm', offsets: [] });
+  bad.writeUInt32BE(0xdeadbeef, 0);
+  sockets.push(await connect(Buffer.concat([encodeInit(1), bad])));
+  const { code } = await dst.daemon.exited;
+  for (const s of sockets) s.destroy();
+  t.equal(code, 1, 'the destination exits 1');
+  t.match(dst.daemon.stderr(), /multifd: received packet magic deadbeef and expected magic 11223344/);
+  t.match(dst.daemon.stderr(), /load of migration failed/);
 });
 
 t.test('random damage to a real stream never crashes the destination', async (t) => {
