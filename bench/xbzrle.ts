@@ -16,6 +16,7 @@ import { randomFillSync } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { xbzrleDecode, xbzrleEncode } from '../src/migration/ram/xbzrle.js';
+import { rng } from '../test/helpers/rng.js';
 import { fmt, PAGE, table } from './common.js';
 
 const PAGES = 16384;
@@ -31,18 +32,6 @@ export interface XbzrleRow {
   /** Undefined where nothing is sent (identical pages). */
   decodeMBps?: number;
   decodePagesPerSec?: number;
-}
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function views(buf: Buffer, pages: number, size = PAGE): Buffer[] {

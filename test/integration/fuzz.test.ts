@@ -6,6 +6,7 @@
 import t from 'tap';
 import { startDaemon } from '../helpers/daemon.js';
 import { QmpClient } from '../helpers/qmp-client.js';
+import { rng } from '../helpers/rng.js';
 
 const SEEDS = [
   '{"execute":"query-status","id":1}',
@@ -17,12 +18,6 @@ const SEEDS = [
   '[{"a":[true,false,null,-0.5e-3]}]',
 ];
 const ALPHABET = Buffer.from('{}[]:,"\'\\ \t\n\r0123456789-+.eEtrufalsn@xu\x00\x01\x7f\xc3\xa9\xfe\xff');
-
-/** A small deterministic PRNG, so a failure can be replayed from its case number. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
 
 function makeCase(n: number): Buffer {
   const r = rng(n + 1);

@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t from 'tap';
 import net from 'node:net';
+import t from 'tap';
 import { BIN, freePort, REPO, startDaemon, tempDir } from '../helpers/daemon.js';
 import { encodeHeader, encodeInit } from '../../src/migration/multifd/format.js';
 import { RAM_SECTION_VERSION, RamFlag, Section, SectionIds } from '../../src/migration/stream/constants.js';
@@ -17,6 +17,7 @@ import { StreamWriter } from '../../src/migration/stream/writer.js';
 import { digest, migrationStatus, randomRamFile, side, until, type Side } from '../helpers/migration.js';
 import { qemuInstalled, startQemu } from '../helpers/qemu.js';
 import { QmpClient } from '../helpers/qmp-client.js';
+import { below, rng } from '../helpers/rng.js';
 
 const VECTORS = join(REPO, 'test', 'fixtures', 'vectors');
 const expected = JSON.parse(readFileSync(join(VECTORS, 'expected.json'), 'utf8')) as Record<
@@ -208,8 +209,8 @@ t.test('multifd: a corrupt packet on a channel thread makes the destination exit
 
 t.test('random damage to a real stream never crashes the destination', async (t) => {
   const mixed = readFileSync(join(VECTORS, 'qemu72-none-mixed-2M.stream'));
-  let seed = 12345;
-  const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+  const r = rng(12345);
+  const rand = (n: number): number => below(r, n);
   for (let i = 0; i < 12; i++) {
     const b = Buffer.from(mixed);
     // Damage early (headers, first records) as often as deep inside the pages.

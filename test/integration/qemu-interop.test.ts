@@ -22,6 +22,7 @@ import t from 'tap';
 import { freePort, startDaemon, tempDir } from '../helpers/daemon.js';
 import { qemuInstalled, startQemu } from '../helpers/qemu.js';
 import { QmpClient, type Msg } from '../helpers/qmp-client.js';
+import { below, rng } from '../helpers/rng.js';
 
 /** A test object as tap passes it to a subtest callback. */
 type Test = Parameters<Parameters<typeof t.test>[0]>[0];
@@ -196,13 +197,8 @@ function mixedRam(size: number, zeroPercent = 50): { path: string; sha: string }
   const buf = Buffer.alloc(size);
   const base = Buffer.alloc(PAGE);
   for (let i = 0; i < PAGE; i++) base[i] = 0x20 + ((i * 7) % 0x5f);
-  let seed = 0x2545f491 ^ size;
-  const next = (): number => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return (seed >>>= 0);
-  };
+  const r = rng(0x2545f491 ^ size);
+  const next = (): number => below(r, 2 ** 32);
   for (let p = 0; p < size / PAGE; p++) {
     const at = p * PAGE;
     const kind = next() % 100;

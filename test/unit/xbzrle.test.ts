@@ -1,20 +1,9 @@
 /** XBZRLE against QEMU 7.2's rules: the documented capture, straight ports of the C code, and malformed input. */
 import t from 'tap';
 import { xbzrleDecode, xbzrleEncode } from '../../src/migration/ram/xbzrle.js';
+import { rng } from '../helpers/rng.js';
 
 const PAGE = 4096;
-
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Straight port of xbzrle_encode_buffer, byte at a time (the word loops only change speed). */
 function refEncode(old: Uint8Array, cur: Uint8Array, dst: Uint8Array, dlen: number): number {
