@@ -4,7 +4,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -33,14 +32,7 @@ export function tempDir(): string {
   return dir;
 }
 
-/** A TCP port free on loopback right now. */
-export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+export { freePort } from '../../src/cli/migration-pair.js';
 
 /** Runs qmigd with `args` (plus a unix monitor in a temp dir unless `qmp` is given). */
 export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {

@@ -2,9 +2,8 @@
  * Two real qmigd processes, a source and a destination waiting on a loopback port, each with a
  * negotiated QMP client, plus waits on migration events (the tests turn the events capability on).
  */
-import { randomFillSync } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeRandomFile } from '../../src/cli/migration-pair.js';
 import { freePort, startDaemon, tempDir, type RunningDaemon } from './daemon.js';
 import { QmpClient, type Msg } from './qmp-client.js';
 
@@ -21,15 +20,9 @@ export interface Pair {
 }
 
 /** A file of `bytes` random bytes, for --memory-file. */
-export function randomRamFile(bytes: number): string {
+export async function randomRamFile(bytes: number): Promise<string> {
   const path = join(tempDir(), 'ram.bin');
-  const fd = openSync(path, 'w');
-  const piece = Buffer.alloc(16 << 20);
-  for (let done = 0; done < bytes; done += piece.length) {
-    randomFillSync(piece);
-    writeSync(fd, piece, 0, Math.min(piece.length, bytes - done));
-  }
-  closeSync(fd);
+  await writeRandomFile(path, bytes);
   return path;
 }
 

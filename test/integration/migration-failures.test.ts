@@ -23,7 +23,7 @@ t.test('cancel in setup: the migration never becomes active', async (t) => {
 });
 
 t.test('cancel in active: the guest keeps running with its RAM, the destination gives up', async (t) => {
-  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB)] });
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', await randomRamFile(64 * MiB)] });
   t.teardown(p.stop);
   const before = await digest(p.src);
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 4 * MiB });
@@ -47,7 +47,7 @@ t.test('cancel in active: the guest keeps running with its RAM, the destination 
 });
 
 t.test('cancel in pre-switchover: the stopped guest runs again', async (t) => {
-  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', randomRamFile(16 * MiB)] });
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', await randomRamFile(16 * MiB)] });
   t.teardown(p.stop);
   await setCaps(p.src, { 'pause-before-switchover': true });
   await p.src.qmp.ok('migrate', { uri: p.uri });
@@ -76,7 +76,7 @@ t.test('cancel racing with completion never leaves a migration stuck', async (t)
 });
 
 t.test('destination killed mid-way: source fails with error-desc, guest running, RAM intact', async (t) => {
-  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB)] });
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', await randomRamFile(64 * MiB)] });
   t.teardown(p.stop);
   const before = await digest(p.src);
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
@@ -92,7 +92,7 @@ t.test('destination killed mid-way: source fails with error-desc, guest running,
 });
 
 t.test('multifd: destination killed mid-way: the source fails without hanging, and migrates again after', async (t) => {
-  const ram = randomRamFile(64 * MiB);
+  const ram = await randomRamFile(64 * MiB);
   const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', ram] });
   t.teardown(p.stop);
   const before = await digest(p.src);
@@ -119,7 +119,7 @@ t.test('multifd: destination killed mid-way: the source fails without hanging, a
 });
 
 t.test('source killed mid-way: the destination exits 1 with a clear log line', async (t) => {
-  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB)] });
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', await randomRamFile(64 * MiB)] });
   t.teardown(p.stop);
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
   await p.src.qmp.ok('migrate', { uri: p.uri });
@@ -133,7 +133,7 @@ t.test('source killed mid-way: the destination exits 1 with a clear log line', a
 });
 
 t.test('migrate is refused during a migration and on a waiting destination', async (t) => {
-  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', randomRamFile(16 * MiB)] });
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', await randomRamFile(16 * MiB)] });
   t.teardown(p.stop);
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 1 * MiB });
   await p.src.qmp.ok('migrate', { uri: p.uri });
@@ -153,7 +153,7 @@ t.test('migrate is refused during a migration and on a waiting destination', asy
 });
 
 t.test('a running migration is a yank instance; yanking it fails the migration', async (t) => {
-  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', randomRamFile(16 * MiB)] });
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', await randomRamFile(16 * MiB)] });
   t.teardown(p.stop);
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 1 * MiB });
   await p.src.qmp.ok('migrate', { uri: p.uri });

@@ -11,7 +11,7 @@ import type { Msg } from '../helpers/qmp-client.js';
 const MiB = 1 << 20;
 
 t.test('256 MiB of random RAM with a converging workload', async (t) => {
-  const ram = randomRamFile(256 * MiB);
+  const ram = await randomRamFile(256 * MiB);
   const p = await startPair({ memory: '256M', srcArgs: ['--memory-file', ram, '--dirty-rate', '4M'] });
   t.teardown(p.stop);
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
@@ -43,7 +43,7 @@ t.test('256 MiB of random RAM with a converging workload', async (t) => {
 });
 
 t.test('xbzrle: re-sent pages travel as deltas, and a live downtime-limit change lets it finish', async (t) => {
-  const ram = randomRamFile(256 * MiB);
+  const ram = await randomRamFile(256 * MiB);
   const p = await startPair({ memory: '256M', srcArgs: ['--memory-file', ram, '--dirty-rate', '1G', '--dirty-pattern', 'hot:1'] });
   t.teardown(p.stop);
   await setCaps(p.src, { xbzrle: true });
@@ -65,7 +65,7 @@ t.test('xbzrle: re-sent pages travel as deltas, and a live downtime-limit change
 });
 
 t.test('auto-converge throttles a workload that outruns max-bandwidth until it converges', async (t) => {
-  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', randomRamFile(16 * MiB), '--dirty-rate', '64M', '--dirty-pattern', 'hot:25'] });
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', await randomRamFile(16 * MiB), '--dirty-rate', '64M', '--dirty-pattern', 'hot:25'] });
   t.teardown(p.stop);
   await setCaps(p.src, { 'auto-converge': true });
   await p.src.qmp.ok('migrate-set-parameters', {
@@ -85,7 +85,7 @@ t.test('auto-converge throttles a workload that outruns max-bandwidth until it c
 });
 
 t.test('pause-before-switchover waits in pre-switchover for migrate-continue', async (t) => {
-  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', randomRamFile(64 * MiB), '--dirty-rate', '1M'] });
+  const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', await randomRamFile(64 * MiB), '--dirty-rate', '1M'] });
   t.teardown(p.stop);
   await setCaps(p.src, { 'pause-before-switchover': true, 'return-path': true });
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
@@ -112,7 +112,7 @@ function threads(pid: number): number {
 }
 
 t.test('multifd, 3 channels: each channel on a thread of its own at both ends, RAM arrives whole', async (t) => {
-  const ram = randomRamFile(128 * MiB);
+  const ram = await randomRamFile(128 * MiB);
   const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', ram, '--dirty-rate', '4M'] });
   t.teardown(p.stop);
   for (const s of [p.src, p.dst]) {

@@ -58,7 +58,7 @@ for (const [name, v] of Object.entries(expected)) {
 t.test('a qmigd stream through a file and through a unix socket', async (t) => {
   const dir = tempDir();
   const file = join(dir, 'guest.stream');
-  const src = await side(['-m', '32M', '--ram-id', 'm', '--memory-file', randomRamFile(32 << 20), '--dirty-rate', '2M']);
+  const src = await side(['-m', '32M', '--ram-id', 'm', '--memory-file', await randomRamFile(32 << 20), '--dirty-rate', '2M']);
   t.teardown(() => src.daemon.stop());
   await src.qmp.ok('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
   await src.qmp.ok('migrate', { uri: `exec:cat > ${file}` });
