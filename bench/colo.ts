@@ -21,7 +21,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, MigrationPair, writeRandomFile, type MigrateInfo, type QmpClient, type QmpEvent } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
-import { median, sleep, until } from './common.js';
+import { attempt, median, sleep, until } from './common.js';
 
 const MiB = 1 << 20;
 const PAGE = 4096;
@@ -302,29 +302,17 @@ export async function coloBench(memory = 1 << 30, failoverMemory = memory, ramFi
   const dir = makeTempDir('qmigd-bench-colo-');
   const result: ColoResult = { memory, repeats: REPEATS };
   try {
-    if (!ramFile) {
-      ramFile = join(dir, 'primary-ram.bin');
-      await writeRandomFile(ramFile, memory);
-    }
-    try {
-      result.pause = await pauseTable(memory, ramFile);
-    } catch (err) {
-      console.log(`COLO checkpoint benchmark could not run: ${(err as Error).message}`);
-      result.pause = { error: (err as Error).message };
-      process.exitCode = 1;
-    }
-    let failFile = ramFile;
+    const primaryFile = ramFile ?? join(dir, 'primary-ram.bin');
+    if (!ramFile) await writeRandomFile(primaryFile, memory);
+    const pause = await attempt('COLO checkpoint benchmark', () => pauseTable(memory, primaryFile));
+    result.pause = 'value' in pause ? pause.value : pause;
+    let failFile = primaryFile;
     if (failoverMemory !== memory) {
       failFile = join(dir, 'failover-ram.bin');
       await writeRandomFile(failFile, failoverMemory);
     }
-    try {
-      result.failover = await failoverTable(failoverMemory, failFile);
-    } catch (err) {
-      console.log(`COLO failover benchmark could not run: ${(err as Error).message}`);
-      result.failover = { error: (err as Error).message };
-      process.exitCode = 1;
-    }
+    const failover = await attempt('COLO failover benchmark', () => failoverTable(failoverMemory, failFile));
+    result.failover = 'value' in failover ? failover.value : failover;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -23,6 +23,21 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Runs one benchmark. If it throws, says "<what> could not run: <reason>", makes the whole run
+ * exit 1, and gives the reason instead of a value: the other benchmarks still run.
+ */
+export async function attempt<T>(what: string, run: () => T | Promise<T>): Promise<{ value: T } | { error: string }> {
+  try {
+    return { value: await run() };
+  } catch (err) {
+    const error = (err as Error).message;
+    console.log(`${what} could not run: ${error}`);
+    process.exitCode = 1;
+    return { error };
+  }
+}
+
 /** Polls `probe` every `everyMs` (0: back to back) until `done`; throws after `timeoutMs`. */
 export async function until<T>(
   what: string,

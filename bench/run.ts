@@ -22,7 +22,7 @@ import { join, resolve } from 'node:path';
 import { makeTempDir, writeRandomFile } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
 import { coloBench, type ColoResult } from './colo.js';
-import { cpuBusy, fmt, machine, otherCpuMeter, median, MiB, progress, sha256File, sha256Zeros, table, type Quantiles } from './common.js';
+import { attempt, cpuBusy, fmt, machine, otherCpuMeter, median, MiB, progress, sha256File, sha256Zeros, table, type Quantiles } from './common.js';
 import { MAX_BANDWIDTH, migrationBench, SAMPLE_EVERY_MS, WORKLOAD, writeZeroFile, type ScenarioResult } from './migration.js';
 import { pumpOnce, pumpResult, type PumpResult, type PumpRun } from './pump.js';
 import { IDLE_SAMPLES, idleQmpBench } from './qmp-idle.js';
@@ -246,13 +246,8 @@ async function main(): Promise<void> {
   if (busyBefore !== undefined && busyBefore > 0.1) console.log(`note: other processes were using ${(busyBefore * 100).toFixed(0)}% of the ${m.cores} CPUs when the benchmarks started; numbers will be lower and noisier`);
 
   progress('idle QMP latency');
-  let idle: Quantiles | undefined;
-  try {
-    idle = await idleQmpBench();
-  } catch (err) {
-    console.log(`idle QMP benchmark could not run: ${(err as Error).message}`);
-    process.exitCode = 1;
-  }
+  const idleRun = await attempt('idle QMP benchmark', idleQmpBench);
+  const idle = 'value' in idleRun ? idleRun.value : undefined;
 
   const dir = makeTempDir('qmigd-bench-ram-');
   // Interrupted: remove the RAM images (GiBs in the temp dir); the children get the signal too.
@@ -284,13 +279,9 @@ async function main(): Promise<void> {
     const pumpRound = async (): Promise<void> => {
       if (pumpError) return;
       progress(`raw pump of ${SIZE / MiB} MiB`);
-      try {
-        pumpRuns.push(await pumpOnce(SIZE));
-      } catch (err) {
-        pumpError = (err as Error).message;
-        console.log(`raw pump could not run: ${pumpError}`);
-        process.exitCode = 1;
-      }
+      const run = await attempt('raw pump', () => pumpOnce(SIZE));
+      if ('value' in run) pumpRuns.push(run.value);
+      else pumpError = run.error;
     };
     migrations = await migrationBench(ctx, REPEATS, m.qemu !== null, MIGRATION_BUDGET_MS, pumpRound);
     if (pumpRuns.length) {
@@ -300,12 +291,8 @@ async function main(): Promise<void> {
     }
 
     progress('XBZRLE codec');
-    try {
-      xbzrle = xbzrleBench();
-    } catch (err) {
-      console.log(`XBZRLE benchmark could not run: ${(err as Error).message}`);
-      process.exitCode = 1;
-    }
+    const xbzrleRun = await attempt('XBZRLE benchmark', xbzrleBench);
+    if ('value' in xbzrleRun) xbzrle = xbzrleRun.value;
 
     if (COLO) {
       progress('COLO');
