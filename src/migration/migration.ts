@@ -13,8 +13,6 @@ import { OutgoingMigration } from './outgoing.js';
 import { Failover } from './colo/failover.js';
 import type { CrashPoint } from './colo/primary.js';
 import { ColoStats } from './colo/stats.js';
-
-export type ColoMode = 'none' | 'primary' | 'secondary';
 import {
   CAPABILITIES,
   checkCapabilities,
@@ -27,6 +25,8 @@ import {
   type MigrationParameters,
 } from './params.js';
 import { isMigrationRunning, MigrationStateCell, type MigrationStatus } from './state.js';
+
+export type ColoMode = 'none' | 'primary' | 'secondary';
 
 export interface MigrationServiceEnv {
   guest: Guest;

@@ -182,9 +182,7 @@ export class OutgoingMigration {
     if (uri.kind !== 'tcp' && uri.kind !== 'unix') return undefined;
     try {
       const channel = await OutgoingChannel.connect(uri, () => undefined);
-      const magic = Buffer.alloc(4);
-      magic.writeUInt32BE(COMPARE_MAGIC);
-      await channel.write([magic]);
+      await channel.write([be32(COMPARE_MAGIC)]);
       return channel.input;
     } catch (err) {
       this.env.log.warn({ err: (err as Error).message }, 'COLO: no compare channel; checkpoints by timer only');
