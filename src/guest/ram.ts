@@ -40,7 +40,8 @@ export class GuestRam {
    * One byte per page, 1 while the page is known to be zero (nothing has written it since the
    * RAM was allocated); undefined once that is no longer tracked. It lets a destination skip
    * reading a page to learn it is zero, which for never-touched memory costs a page fault
-   * each. Every writer of `bytes` clears its pages (wrote()); shared with multifd's threads.
+   * each. Every writer of `bytes` clears its pages (wrote()). Bytes, not a DirtyBitmap: multifd's
+   * threads clear it too, and bits would share words between threads.
    */
   knownZero?: Uint8Array;
 
