@@ -311,7 +311,7 @@ export class OutgoingMigration {
       if (!this.rateLimited()) {
         if ((await this.iterationStep()) === 'done') break;
       }
-      const error = this.channel!.error ?? this.multifd?.error;
+      const error = this.channel!.writeError ?? this.multifd?.error;
       if (error && this.status === 'active') {
         this.fail(error, 'active');
         break;

@@ -17,7 +17,7 @@ export class OutgoingChannel {
   /** The first error seen; after it nothing more is written. */
   error?: string;
   private closed = false;
-  private ending = false;
+  private readonly brokenPipe: string;
   private waiters: Array<() => void> = [];
 
   private constructor(
@@ -27,13 +27,11 @@ export class OutgoingChannel {
     what: 'socket' | 'command',
     private readonly destroy: () => void,
   ) {
+    this.brokenPipe = `Unable to write to ${what}: ${strerror('EPIPE')}`;
     out.on('error', (err) => this.fail(`Unable to write to ${what}: ${strerror(errnoOf(err))}`));
     out.on('drain', () => this.wakeAll());
     out.on('close', () => {
       this.closed = true;
-      // Closed under us (the peer went away while we had nothing to write): the next write
-      // would have failed with EPIPE, so that is the error, as QEMU would report it.
-      if (!this.ending) this.fail(`Unable to write to ${what}: ${strerror('EPIPE')}`);
       this.wakeAll();
     });
   }
@@ -73,6 +71,16 @@ export class OutgoingChannel {
   }
 
   /**
+   * The error the next write meets: the first one seen, or EPIPE once the channel is closed.
+   * A peer that closes after our last write is no error, as in QEMU, which only learns of a
+   * close from a write that fails; a migration with more to send must look here, or it would
+   * wait on a channel that will never take another byte.
+   */
+  get writeError(): string | undefined {
+    return this.error ?? (this.closed ? this.brokenPipe : undefined);
+  }
+
+  /**
    * Writes the pieces, corked so that they leave in one writev, waiting whenever the transport
    * holds more than IN_FLIGHT; `written` is called once the transport is done with all of them,
    * so their memory can be reused.
@@ -82,7 +90,10 @@ export class OutgoingChannel {
     out.cork();
     try {
       for (let i = 0; i < pieces.length; i++) {
-        if (!this.usable) return;
+        if (!this.usable) {
+          this.error = this.writeError;
+          return;
+        }
         const last = i === pieces.length - 1;
         out.write(pieces[i]!, last && written ? (err) => !err && written() : undefined);
         // Keep several chunks in flight: waiting for every one to drain leaves the socket idle
@@ -113,7 +124,6 @@ export class OutgoingChannel {
 
   /** Closes after the last byte went out (end of a successful migration). */
   end(): void {
-    this.ending = true;
     this.out.end();
   }
 
