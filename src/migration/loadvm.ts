@@ -145,6 +145,7 @@ export class VmLoader {
       }
       await this.sectionsToEof(r);
       // The VM description is optional for a 7.2 destination: anything else is only logged.
+      // atEnd() false leaves the next byte ready for u8(), wherever the source's chunks end.
       const at = r.consumed;
       if (!(await r.atEnd())) {
         const next = r.u8();
@@ -255,9 +256,13 @@ async function loadHeader(r: StreamReader, machine: string | undefined, obs: Loa
   await loadConfigurationSubsections(r);
 }
 
-/** configuration/target-page-bits, /capabilities and /uuid, when a source sends them. */
+/**
+ * configuration/target-page-bits, /capabilities and /uuid, when a source sends them. Whether one
+ * follows is decided on a peek at the next byte, which atEnd() has made ready (not merely
+ * buffered: the byte after the machine name is often the first of a new chunk).
+ */
 async function loadConfigurationSubsections(r: StreamReader): Promise<void> {
-  while (r.ready(1) || (await r.atEnd()) === false) {
+  while (!(await r.atEnd())) {
     if (r.peekU8() !== Section.SUBSECTION) return;
     r.u8();
     const name = (await r.countedString()) ?? '';

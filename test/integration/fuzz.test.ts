@@ -2,9 +2,13 @@
  * 20,000 random and mutated inputs against the running daemon. After each, the client
  * resynchronises as the QMP spec suggests (0xFF then a newline) and a well-formed command must
  * be answered: the daemon never exits and the connection keeps working.
+ *
+ * `npm run fuzz` runs FUZZ_CASES inputs (say 100,000) from a random seed; see
+ * ../helpers/fuzz-env.ts. CI's seed 0 gives the cases this test always ran.
  */
 import t from 'tap';
 import { startDaemon } from '../helpers/daemon.js';
+import { fuzzPlan } from '../helpers/fuzz-env.js';
 import { QmpClient } from '../helpers/qmp-client.js';
 import { rng } from '../helpers/rng.js';
 
@@ -19,8 +23,10 @@ const SEEDS = [
 ];
 const ALPHABET = Buffer.from('{}[]:,"\'\\ \t\n\r0123456789-+.eEtrufalsn@xu\x00\x01\x7f\xc3\xa9\xfe\xff');
 
+const FUZZ = fuzzPlan('qmp-fuzz', 20000, 0);
+
 function makeCase(n: number): Buffer {
-  const r = rng(n + 1);
+  const r = rng((FUZZ.seed + n + 1) >>> 0);
   const pick = (len: number): number => Math.floor(r() * len);
   if (n % 3 === 0) {
     return Buffer.from(Array.from({ length: 1 + pick(60) }, () => ALPHABET[pick(ALPHABET.length)]!));
@@ -38,7 +44,7 @@ function makeCase(n: number): Buffer {
   return Buffer.from(bytes);
 }
 
-const CASES = 20000;
+const CASES = FUZZ.cases;
 const CONNECTIONS = 4;
 
 t.test(`${CASES} fuzz inputs; a good command is answered after each`, async (t) => {
@@ -55,7 +61,7 @@ t.test(`${CASES} fuzz inputs; a good command is answered after each`, async (t) 
         for (let i = from; ; i++) {
           await c.waitLines(i + 1);
           if (c.lines[i]!.includes(`"probe-${n}"`)) {
-            t.equal(c.lines[i], `{"return": {}, "id": "probe-${n}"}`, `case ${n}`, { diagnostic: false });
+            t.equal(c.lines[i], `{"return": {}, "id": "probe-${n}"}`, `case ${n} (${FUZZ.replay})`, { diagnostic: false });
             answered++;
             break;
           }

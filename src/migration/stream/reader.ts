@@ -2,6 +2,14 @@
  * The receiving half of QEMUFile: a pull parser over a byte source. `need(n)` waits until n
  * bytes are buffered (or fails at end of stream); the get methods then read synchronously.
  * Hot loops test `ready(n)` first so that a buffered stream is parsed without awaiting.
+ *
+ * The rule: a get method reads only bytes that a `ready(n)` returning true, a `need(n)` or an
+ * `atEnd()` returning false (one byte) made ready. Ready bytes are contiguous in `head`; bytes
+ * merely buffered may still sit in the queue behind it, so a read that skips the rule reads past
+ * `head` and would see the wrong bytes (or none) depending on where the source's chunks were
+ * cut. Such a read throws UnawaitedRead instead: u8, peekU8, view and copyTo check the end of
+ * `head` (one comparison per call, never per byte); be16/be32/be64/be64big need no check of
+ * their own, as Buffer's readers already throw a RangeError past the end.
  */
 import { copyInto } from '../../guest/ram.js';
 
@@ -25,6 +33,18 @@ const HIGH_WATER = 4 << 20;
 export class StreamEnded extends Error {
   constructor(readonly failure?: Error) {
     super(failure ? `stream error: ${failure.message}` : 'unexpected end of migration stream');
+  }
+}
+
+/**
+ * A get method called for bytes no ready()/need()/atEnd() made ready: a bug in the caller, not
+ * a bad stream, so it is not a LoadError and is never reported as one.
+ */
+export class UnawaitedRead extends Error {
+  override readonly name = 'UnawaitedRead';
+
+  constructor(offset: number, n: number) {
+    super(`stream reader: ${n} byte(s) at offset ${offset} read without ready()/need() first`);
   }
 }
 
@@ -96,22 +116,32 @@ export class StreamReader {
     }
   }
 
-  /** True at a clean end of stream (nothing buffered and nothing more coming). */
+  /**
+   * True at a clean end of stream (nothing buffered and nothing more coming). False means the
+   * next byte is ready, as after need(1): u8() or peekU8() may read it. (Being buffered is not
+   * enough: with `head` used up, it may still be in the queue.)
+   */
   async atEnd(): Promise<boolean> {
-    while (this.available === 0 && !this.ended) {
+    while (!this.ready(1)) {
+      if (this.ended) return true;
       if (this.source.isPaused()) this.source.resume();
       await new Promise<void>((r) => (this.wake = r));
     }
-    return this.available === 0;
+    return false;
   }
 
   u8(): number {
-    this.consumed += 1;
-    return this.head[this.pos++]!;
+    const v = this.head[this.pos];
+    if (v === undefined) throw new UnawaitedRead(this.consumed, 1);
+    this.pos++;
+    this.consumed++;
+    return v;
   }
 
   peekU8(): number {
-    return this.head[this.pos]!;
+    const v = this.head[this.pos];
+    if (v === undefined) throw new UnawaitedRead(this.consumed, 1);
+    return v;
   }
 
   be16(): number {
@@ -141,6 +171,8 @@ export class StreamReader {
 
   /** A view of the next n bytes; valid until the next need()/ready(). */
   view(n: number): Buffer {
+    // subarray() would quietly return fewer bytes.
+    if (this.pos + n > this.head.length) throw new UnawaitedRead(this.consumed, n);
     const v = this.head.subarray(this.pos, this.pos + n);
     this.advance(n);
     return v;
@@ -214,6 +246,8 @@ export class StreamReader {
 
   /** Copies the next n bytes (already ready) into `target` (guest RAM, say) at `at`. */
   copyTo(target: Buffer, at: number, n: number): void {
+    // A short source would not fail: copyInto() fills with it, repeating it to length n.
+    if (this.pos + n > this.head.length) throw new UnawaitedRead(this.consumed, n);
     copyInto(target, at, this.head.subarray(this.pos, this.pos + n));
     this.advance(n);
   }
