@@ -34,6 +34,7 @@ interface ServeOptions {
   dirtyPattern: string;
   coloCheckpointDigest: boolean;
   coloHeartbeatTimeout: string;
+  qmpMemoryLimit: string;
 }
 
 function milliseconds(flag: string, text: string): number {
@@ -64,6 +65,13 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
   } catch (err) {
     throw new UsageError(`--dirty-rate: ${(err as Error).message}`);
   }
+  let qmpMemoryLimit: number;
+  try {
+    qmpMemoryLimit = parseSize(opts.qmpMemoryLimit);
+  } catch (err) {
+    throw new UsageError(`--qmp-memory-limit: ${(err as Error).message}`);
+  }
+  if (qmpMemoryLimit < 1 << 20) throw new UsageError('--qmp-memory-limit: at least 1M');
   let dirtyPattern: WorkloadPattern;
   try {
     dirtyPattern = parseWorkloadPattern(opts.dirtyPattern);
@@ -92,6 +100,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     name: opts.name,
     logLevel: opts.logLevel,
     pidfile: opts.pidfile,
+    qmpMemoryLimit,
     validate: env.QMIGD_VALIDATE === '1',
   };
 }
@@ -102,6 +111,7 @@ function program(): Command {
     .version(VERSION, '-V, --version')
     .addOption(new Option('--qmp <spec>', 'QMP monitor: unix:PATH[,server=on][,wait=off], tcp:HOST:PORT[,server=on][,wait=off] or ws:HOST:PORT (repeatable)')
       .argParser((v: string, prev: string[]) => [...prev, v]).default([]))
+    .option('--qmp-memory-limit <size>', 'what all QMP connections together may hold of unread input and output; past it the greediest is dropped', '256M')
     .option('-m, --memory <size>', 'guest RAM size: bytes, or with a K/M/G/T suffix', '128M')
     .option('--ram-id <name>', 'name of the RAM block in the migration stream', 'ram')
     .option('--memory-file <path>', 'initial RAM contents (size must equal --memory)')

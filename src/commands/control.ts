@@ -2,7 +2,7 @@
 import type { Daemon } from '../daemon/context.js';
 import { Errors } from '../errors.js';
 import { buildIntrospection } from '../qmp/introspect.js';
-import type { JsonValue } from '../qmp/json-writer.js';
+import { PreSerialized } from '../qmp/json-writer.js';
 
 export function registerControl(d: Daemon): void {
   d.registry.register('qmp_capabilities', (args: { enable?: string[] }, { session }) => {
@@ -20,9 +20,9 @@ export function registerControl(d: Daemon): void {
   // QEMU builds this list by prepending, so it comes out in reverse registration order.
   d.registry.register('query-commands', () => d.registry.names().reverse().map((name) => ({ name })));
 
-  let schema: JsonValue | undefined;
+  let schema: PreSerialized | undefined;
   d.registry.register('query-qmp-schema', () => {
-    schema ??= buildIntrospection(d.registry.schemas, d.registry.names()) as JsonValue;
+    schema ??= new PreSerialized(buildIntrospection(d.registry.schemas, d.registry.names()) as never);
     return schema;
   });
 

@@ -23,6 +23,8 @@ export interface DaemonConfig {
   name?: string;
   logLevel: string;
   pidfile?: string;
+  /** Bytes all QMP connections together may hold before the greediest is dropped. */
+  qmpMemoryLimit: number;
   /** Check replies and events against their schemas (QMIGD_VALIDATE=1; the tests set it). */
   validate: boolean;
 }

@@ -23,7 +23,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   const log = pino({ level: config.logLevel, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
   const registry = new CommandRegistry(new SchemaSet());
   const version = { ...QEMU_VERSION, package: `qmigd ${VERSION}` };
-  const qmp = new QmpServer({ registry, log, version, validate: config.validate });
+  const qmp = new QmpServer({ registry, log, version, validate: config.validate, memoryBudget: config.qmpMemoryLimit });
   const guest = new Guest({
     ramId: config.ramId,
     memoryBytes: config.memoryBytes,

@@ -4,7 +4,7 @@
  * arguments, the handler, and the `id` copied into whatever comes back.
  */
 import { Errors, QmpError } from '../errors.js';
-import { qdictOrder, type JsonValue } from './json-writer.js';
+import { PreSerialized, qdictOrder, type JsonValue } from './json-writer.js';
 import { QNum, toPlain, type QObject } from './qobject.js';
 import type { CommandContext, CommandRegistry } from './registry.js';
 import type { CommandSchema } from './schema.js';
@@ -94,6 +94,7 @@ function checkArguments(registry: CommandRegistry, schema: CommandSchema, args: 
 /** ajv knows nothing of bigint or QNum: give it the numbers they stand for. */
 export function forValidation(value: unknown): unknown {
   if (typeof value === 'bigint') return Number(value);
+  if (value instanceof PreSerialized) return forValidation(value.value);
   if (value instanceof Map) return toPlain(value as QObject);
   if (Array.isArray(value)) return value.map(forValidation);
   if (value && typeof value === 'object') {

@@ -4,18 +4,38 @@
  * A push parser: feed() takes any chunk of bytes, however a message is split. The lexer is QEMU's
  * state table (same states, same lookahead rule), so a bad token, its recovery (skip to a
  * structural character, a control character or 0xFE/0xFF) and the "stray '%s'" text match
- * QEMU's. The streamer counts brackets and hands a balanced token run to the parser, with QEMU's
+ * QEMU's. The streamer counts brackets and hands a balanced token run on, with QEMU's
  * per-message limits on token text, token count and nesting.
+ *
+ * What it keeps of a message is the text of its tokens, each followed by one space, in one
+ * buffer (json-parser.ts parses that later): a message costs about its own bytes, where one
+ * object per token cost a hundred times as much.
  */
-import { parseTokens, type Token, TokenType } from './json-parser.js';
-import type { QObject } from './qobject.js';
 import { decodeLenient } from './utf8.js';
 
 export const MAX_TOKEN_SIZE = 64 * 1024 * 1024;
 export const MAX_TOKEN_COUNT = 2 * 1024 * 1024;
 export const MAX_NESTING = 1024;
 
-export type FramingResult = { value: QObject; error?: undefined } | { value?: undefined; error: string };
+const EMPTY = Buffer.alloc(0);
+
+/** A complete message (its tokens' text, for json-parser.ts), or a streamer error. */
+export type FramingResult = { message: Buffer; error?: undefined } | { message?: undefined; error: string };
+
+/** Token types, as json-lexer.c numbers them (>= 100; ERROR is 0). */
+const enum TokenType {
+  ERROR = 0,
+  LCURLY = 100,
+  RCURLY,
+  LSQUARE,
+  RSQUARE,
+  COLON,
+  COMMA,
+  INTEGER,
+  FLOAT,
+  KEYWORD,
+  STRING,
+}
 
 // Lexer states, numbered as in json-lexer.c; token types (>= 100) are terminal.
 const enum S {
@@ -120,10 +140,12 @@ function buildTable(): Uint8Array {
  */
 export class JsonMessageParser {
   private state: number = S.IN_START;
-  /** Bytes of the token being lexed: finished pieces plus [tokenStart, pos) of the chunk. */
-  private tokenParts: Buffer[] = [];
-  private tokenPartsLen = 0;
-  private tokens: Token[] = [];
+  /** The message so far: its tokens' text, each followed by a space; then the token being lexed. */
+  private msg = EMPTY;
+  private msgLen = 0;
+  /** Where the token being lexed starts in `msg` (its bytes from earlier chunks are there). */
+  private tokenAt = 0;
+  private tokenCount = 0;
   private tokenSize = 0;
   private braceCount = 0;
   private bracketCount = 0;
@@ -131,6 +153,11 @@ export class JsonMessageParser {
   private stopRequested = false;
 
   constructor(private readonly emit: (result: FramingResult) => void) {}
+
+  /** Bytes held for the message being read (for the monitors' memory budget). */
+  get held(): number {
+    return this.msg.length;
+  }
 
   /**
    * Asks feed() to return right after the message being emitted, as QEMU stops reading a
@@ -143,11 +170,10 @@ export class JsonMessageParser {
   /** Lexes a chunk; returns how many bytes it took (all of them unless stop() was called). */
   feed(chunk: Buffer): number {
     this.stopRequested = false;
-    let tokenStart = 0;
     let pos = 0;
     const len = chunk.length;
     while (pos < len) {
-      // Fast path through string bodies: the common bytes just stay in the token.
+      // Fast path through string bodies: the common bytes just join the token.
       if (this.state === S.IN_DQ_STRING || this.state === S.IN_SQ_STRING) {
         const quote = this.state === S.IN_DQ_STRING ? 0x22 : 0x27;
         let p = pos;
@@ -156,11 +182,14 @@ export class JsonMessageParser {
           if (b === quote || b === 0x5c || b < 0x20 || b > 0xfd) break;
           p++;
         }
-        if (p > pos && this.tokenPartsLen + (p - tokenStart) > MAX_TOKEN_SIZE) {
-          // Let the slow path below hit the size limit at the exact byte QEMU does.
-          p = pos + Math.max(0, MAX_TOKEN_SIZE - this.tokenPartsLen - (pos - tokenStart));
+        // Let the slow path below hit the size limit at the exact byte QEMU does.
+        p = Math.min(p, pos + Math.max(0, MAX_TOKEN_SIZE - (this.msgLen - this.tokenAt)));
+        if (p > pos) {
+          this.reserve(p - pos);
+          chunk.copy(this.msg, this.msgLen, pos, p);
+          this.msgLen += p - pos;
+          pos = p;
         }
-        pos = p;
         if (pos >= len) break;
       }
       const byte = chunk[pos]!;
@@ -169,43 +198,32 @@ export class JsonMessageParser {
         const next = TABLE[this.state * 256 + byte]!;
         consumed = (next & LOOKAHEAD) === 0;
         const nextState = next & ~LOOKAHEAD;
-        if (consumed) pos++;
+        if (consumed) {
+          pos++;
+          // A token's text is every byte consumed from leaving IN_START to its end.
+          if (this.state !== S.IN_RECOVERY && (this.state !== S.IN_START || nextState !== S.IN_START)) {
+            if (this.msgLen === this.msg.length) this.reserve(1);
+            this.msg[this.msgLen++] = byte;
+          }
+        }
         if (nextState >= 0x40) {
-          // A complete token: its text is everything up to pos.
-          const text = this.takeToken(chunk, tokenStart, pos);
-          this.processToken((nextState - 0x40 + 100) as TokenType, text);
-          tokenStart = pos;
+          this.processToken((nextState - 0x40 + 100) as TokenType);
           this.state = S.IN_START;
           if (this.stopRequested) return pos;
-        } else if (nextState === S.IN_START) {
-          this.dropToken();
-          tokenStart = pos;
-          this.state = S.IN_START;
         } else if (nextState === S.ERROR) {
-          const text = this.takeToken(chunk, tokenStart, pos);
-          this.processToken(TokenType.ERROR, text);
-          tokenStart = pos;
+          this.processToken(TokenType.ERROR);
           this.state = S.IN_RECOVERY;
           if (this.stopRequested) return pos;
-        } else if (nextState === S.IN_RECOVERY) {
-          tokenStart = pos;
-          this.state = S.IN_RECOVERY;
         } else {
           this.state = nextState;
         }
       }
       // json-lexer.c: a single token may not grow beyond MAX_TOKEN_SIZE.
-      if (this.tokenPartsLen + (pos - tokenStart) > MAX_TOKEN_SIZE) {
-        const text = this.takeToken(chunk, tokenStart, pos);
-        this.processToken(this.state as unknown as TokenType, text);
-        tokenStart = pos;
+      if (this.msgLen - this.tokenAt > MAX_TOKEN_SIZE) {
+        this.processToken(this.state as unknown as TokenType);
         this.state = S.IN_START;
         if (this.stopRequested) return pos;
       }
-    }
-    if (this.state !== S.IN_START && this.state !== S.IN_RECOVERY && pos > tokenStart) {
-      this.tokenParts.push(Buffer.from(chunk.subarray(tokenStart, pos)));
-      this.tokenPartsLen += pos - tokenStart;
     }
     return pos;
   }
@@ -213,28 +231,23 @@ export class JsonMessageParser {
   /** Forgets any partial message (QEMU re-creates its parser when a client disconnects). */
   reset(): void {
     this.state = S.IN_START;
-    this.dropToken();
     this.resetMessage();
   }
 
-  private takeToken(chunk: Buffer, start: number, end: number): Buffer {
-    let text: Buffer;
-    if (this.tokenParts.length === 0) text = chunk.subarray(start, end);
-    else {
-      this.tokenParts.push(chunk.subarray(start, end));
-      text = Buffer.concat(this.tokenParts);
-    }
-    this.dropToken();
-    return text;
-  }
-
-  private dropToken(): void {
-    this.tokenParts = [];
-    this.tokenPartsLen = 0;
+  private reserve(more: number): void {
+    const need = this.msgLen + more;
+    if (need <= this.msg.length) return;
+    const grown = Buffer.allocUnsafeSlow(Math.max(need, 256, this.msg.length * 2));
+    this.msg.copy(grown, 0, 0, this.msgLen);
+    this.msg = grown;
   }
 
   private resetMessage(): void {
-    this.tokens = [];
+    // A big buffer goes (the next message starts small); a small one is reused.
+    if (this.msg.length > 64 * 1024) this.msg = EMPTY;
+    this.msgLen = 0;
+    this.tokenAt = 0;
+    this.tokenCount = 0;
     this.tokenSize = 0;
     this.braceCount = 0;
     this.bracketCount = 0;
@@ -245,23 +258,24 @@ export class JsonMessageParser {
     this.emit({ error });
   }
 
-  /** json_message_process_token(). */
-  private processToken(type: TokenType, text: Buffer): void {
+  /** json_message_process_token(), for the token at [tokenAt, msgLen) of the message. */
+  private processToken(type: TokenType): void {
+    const length = this.msgLen - this.tokenAt;
     switch (type) {
       case TokenType.LCURLY: this.braceCount++; break;
       case TokenType.RCURLY: this.braceCount--; break;
       case TokenType.LSQUARE: this.bracketCount++; break;
       case TokenType.RSQUARE: this.bracketCount--; break;
       case TokenType.ERROR:
-        this.fail(`JSON parse error, stray '${decodeLenient(text)}'`);
+        this.fail(`JSON parse error, stray '${decodeLenient(this.msg.subarray(this.tokenAt, this.msgLen))}'`);
         return;
       default: break;
     }
-    if (this.tokenSize + text.length + 1 > MAX_TOKEN_SIZE) {
+    if (this.tokenSize + length + 1 > MAX_TOKEN_SIZE) {
       this.fail('JSON token size limit exceeded');
       return;
     }
-    if (this.tokens.length + 1 > MAX_TOKEN_COUNT) {
+    if (this.tokenCount + 1 > MAX_TOKEN_COUNT) {
       this.fail('JSON token count limit exceeded');
       return;
     }
@@ -269,14 +283,17 @@ export class JsonMessageParser {
       this.fail('JSON nesting depth limit exceeded');
       return;
     }
-    // Tokens are copied: the chunk they came from belongs to the socket.
-    this.tokens.push({ type, text: Buffer.from(text) });
-    this.tokenSize += text.length;
+    this.reserve(1);
+    this.msg[this.msgLen++] = 0x20;
+    this.tokenAt = this.msgLen;
+    this.tokenCount++;
+    this.tokenSize += length;
     if ((this.braceCount > 0 || this.bracketCount > 0) && this.braceCount >= 0 && this.bracketCount >= 0) {
       return;
     }
-    const tokens = this.tokens;
+    const message = this.msg.subarray(0, this.msgLen);
+    this.msg = EMPTY; // the message owns those bytes now
     this.resetMessage();
-    this.emit(parseTokens(tokens));
+    this.emit({ message });
   }
 }

@@ -14,6 +14,7 @@ export type JsonValue =
   | number
   | bigint
   | QNum
+  | PreSerialized
   | JsonValue[]
   | Map<string, JsonValue>
   | { [key: string]: JsonValue | undefined };
@@ -46,11 +47,20 @@ function bucketOf(key: string): number {
  * given in insertion order come out sorted by bucket, later insertions first within a bucket.
  */
 export function qdictOrder(keys: string[]): string[] {
-  return keys
+  // Replies and events have a few shapes, met again and again: their order is remembered.
+  const signature = keys.length <= 64 ? JSON.stringify(keys) : '';
+  const small = signature.length > 0 && signature.length <= 1024;
+  const known = small ? orderCache.get(signature) : undefined;
+  if (known) return known;
+  const order = keys
     .map((key, index) => ({ key, index, bucket: bucketOf(key) }))
     .sort((a, b) => a.bucket - b.bucket || b.index - a.index)
     .map((e) => e.key);
+  if (small && orderCache.size < 10000) orderCache.set(signature, order);
+  return order;
 }
+
+const orderCache = new Map<string, string[]>();
 
 /** printf("%.17g", x), including glibc's "inf", "-inf", "nan" and "-nan". */
 export function formatDouble(x: number): string {
@@ -77,7 +87,11 @@ function stripZeros(s: string): string {
   return s.includes('.') ? s.replace(/0+$/, '').replace(/\.$/, '') : s;
 }
 
+/** Strings that need no escaping at all: printable ASCII without '"' or '\\'. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
 function quote(s: string): string {
+  if (PLAIN.test(s)) return `"${s}"`;
   let out = '"';
   // Walk the UTF-8 encoding so that lone surrogates become U+FFFD as QEMU's decoder makes them.
   const bytes = Buffer.from(s, 'utf8');
@@ -132,15 +146,30 @@ export function toQmpJson(value: JsonValue): string {
   if (value instanceof QNum) {
     return value.kind === 'double' ? formatDouble(Number(value.value)) : value.value.toString();
   }
+  if (value instanceof PreSerialized) return value.text;
   if (Array.isArray(value)) {
-    return value.length === 0 ? '[]' : `[${value.map(toQmpJson).join(', ')}]`;
+    if (value.length === 0) return '[]';
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i ? ', ' : '') + toQmpJson(value[i]!);
+    return `${out}]`;
   }
-  const entries: Array<[string, JsonValue]> =
-    value instanceof Map
-      ? [...value.entries()]
-      : Object.entries(value).filter((e): e is [string, JsonValue] => e[1] !== undefined);
-  if (entries.length === 0) return '{}';
-  const byKey = new Map(entries);
-  const parts = qdictOrder(entries.map((e) => e[0])).map((k) => `${quote(k)}: ${toQmpJson(byKey.get(k)!)}`);
-  return `{${parts.join(', ')}}`;
+  const map = value instanceof Map ? value : undefined;
+  const plain = value as { [key: string]: JsonValue | undefined };
+  const keys = map ? [...map.keys()] : Object.keys(plain).filter((k) => plain[k] !== undefined);
+  if (keys.length === 0) return '{}';
+  let out = '{';
+  for (const k of qdictOrder(keys)) out += `${out.length > 1 ? ', ' : ''}${quote(k)}: ${toQmpJson((map ? map.get(k) : plain[k])!)}`;
+  return `${out}}`;
+}
+
+/**
+ * A value whose text is worked out once and reused: a large reply that never changes
+ * (query-qmp-schema) costs nothing to send again.
+ */
+export class PreSerialized {
+  readonly text: string;
+
+  constructor(readonly value: JsonValue) {
+    this.text = toQmpJson(value);
+  }
 }

@@ -4,7 +4,9 @@
 import type { Logger } from 'pino';
 import { EventBus } from './events.js';
 import type { JsonValue } from './json-writer.js';
+import { DEFAULT_QMP_MEMORY_BUDGET, MemoryBudget } from './memory-budget.js';
 import type { CommandRegistry } from './registry.js';
+import { RoundRobin, type Schedulable } from './scheduler.js';
 import { QmpSession, type Connection } from './session.js';
 import type { QmpSpec } from './transports/spec.js';
 import { openStreamTransport } from './transports/stream.js';
@@ -17,6 +19,8 @@ export interface QmpServerOptions {
   version: { major: number; minor: number; micro: number; package: string };
   /** Check replies and events against their schemas (tests turn this on). */
   validate: boolean;
+  /** Bytes all connections together may hold (see memory-budget.ts). */
+  memoryBudget?: number;
 }
 
 export class QmpServer implements TransportHost {
@@ -25,10 +29,23 @@ export class QmpServer implements TransportHost {
   private readonly sessions = new Set<QmpSession>();
   private readonly transports: Transport[] = [];
   private nextId = 1;
+  /**
+   * Turns across monitors: slices of input to lex; one request at a time from all monitors, in
+   * turn; and out-of-band requests, which have turns of their own.
+   */
+  private readonly input: RoundRobin<Schedulable>;
+  private readonly inBand: RoundRobin<Schedulable>;
+  private readonly outOfBand: RoundRobin<Schedulable>;
+  readonly budget: MemoryBudget;
 
   constructor(private readonly opts: QmpServerOptions) {
     this.log = opts.log;
     this.events = new EventBus(opts.registry.schemas, opts.validate);
+    const onError = (err: unknown): void => this.log.error({ err }, 'serving a QMP request failed');
+    this.input = new RoundRobin(onError);
+    this.inBand = new RoundRobin(onError);
+    this.outOfBand = new RoundRobin(onError);
+    this.budget = new MemoryBudget(opts.memoryBudget ?? DEFAULT_QMP_MEMORY_BUDGET, opts.log);
   }
 
   get clientCount(): number {
@@ -50,6 +67,10 @@ export class QmpServer implements TransportHost {
       greeting: (): JsonValue => ({ QMP: { version: { qemu: { major, minor, micro }, package: pkg }, capabilities: ['oob'] } }),
       validateReplies: this.opts.validate,
       log,
+      input: this.input,
+      inBand: this.inBand,
+      outOfBand: this.outOfBand,
+      budget: this.budget,
       onClosed: (s) => {
         this.sessions.delete(s);
         this.events.detach(s);

@@ -15,6 +15,10 @@ export const MAX_OUTPUT_BUFFER = 64 * 1024 * 1024;
 export function socketConnection(socket: net.Socket, description: string, host: TransportHost): Connection {
   return {
     description,
+    get queuedOutput() {
+      return socket.writableLength;
+    },
+    queuedInput: 0,
     send(text) {
       if (socket.destroyed) return;
       if (socket.writableLength > MAX_OUTPUT_BUFFER) {
@@ -25,6 +29,7 @@ export function socketConnection(socket: net.Socket, description: string, host: 
       socket.write(`${text}\r\n`);
     },
     close: () => socket.end(),
+    abort: () => socket.destroy(),
     pauseInput: () => socket.pause(),
     resumeInput: () => socket.resume(),
   };
@@ -34,13 +39,16 @@ function attach(socket: net.Socket, description: string, host: TransportHost): v
   socket.setNoDelay?.(true);
   const session = host.accept(socketConnection(socket, description, host));
   socket.on('data', (chunk: Buffer) => session.feed(chunk));
+  // The client shut its sending side: its requests are still answered (allowHalfOpen).
+  socket.on('end', () => session.endOfInput());
+  socket.on('drain', () => session.outputDrained());
   socket.on('error', (err) => host.log.debug({ err, client: description }, 'client socket error'));
   socket.on('close', () => session.closedByPeer());
 }
 
 export async function openStreamTransport(spec: Extract<QmpSpec, { kind: 'unix' | 'tcp' }>, host: TransportHost): Promise<Transport> {
   if (!spec.server) return connectOut(spec, host);
-  const server = net.createServer({ pauseOnConnect: false }, (socket) => {
+  const server = net.createServer({ pauseOnConnect: false, allowHalfOpen: true }, (socket) => {
     const peer = spec.kind === 'unix' ? `unix:${spec.path}` : `tcp:${socket.remoteAddress}:${socket.remotePort}`;
     attach(socket, peer, host);
   });
@@ -98,7 +106,7 @@ function connectOut(spec: Extract<QmpSpec, { kind: 'unix' | 'tcp' }>, host: Tran
   return new Promise((resolve, reject) => {
     const options = spec.kind === 'unix' ? { path: spec.path } : { host: spec.host, port: spec.port };
     const where = spec.kind === 'unix' ? `unix:${spec.path}` : `tcp:${spec.host}:${spec.port}`;
-    const socket = net.connect(options);
+    const socket = net.connect({ ...options, allowHalfOpen: true });
     socket.once('error', (err) => reject(new Error(`Failed to connect to '${where}': ${err.message}`)));
     socket.once('connect', () => {
       socket.removeAllListeners('error');

@@ -20,8 +20,16 @@ export async function openWebSocketTransport(spec: Extract<QmpSpec, { kind: 'ws'
   });
   wss.on('connection', (ws: WebSocket, req) => {
     const description = `ws:${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    // ws gathers a whole frame before it hands it over: count what it holds meanwhile.
+    let delivered = 0;
     const conn: Connection = {
       description,
+      get queuedOutput() {
+        return ws.bufferedAmount;
+      },
+      get queuedInput() {
+        return Math.max(0, req.socket.bytesRead - delivered);
+      },
       send(text) {
         if (ws.readyState !== ws.OPEN) return;
         if (ws.bufferedAmount > MAX_OUTPUT_BUFFER) {
@@ -32,15 +40,19 @@ export async function openWebSocketTransport(spec: Extract<QmpSpec, { kind: 'ws'
         ws.send(text);
       },
       close: () => ws.close(),
+      abort: () => ws.terminate(),
       pauseInput: () => ws.pause(),
       resumeInput: () => ws.resume(),
     };
     const session = host.accept(conn);
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
-      session.feed(Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data));
+      const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+      delivered = req.socket.bytesRead;
+      session.feed(bytes);
     });
     ws.on('error', (err) => host.log.debug({ err, client: description }, 'websocket error'));
     ws.on('close', () => session.closedByPeer());
+    req.socket.on('drain', () => session.outputDrained());
   });
   const addr = wss.address() as { address: string; port: number };
   const where = `ws:${addr.address}:${addr.port}`;
