@@ -61,5 +61,5 @@ export function registerMigration(d: Daemon): void {
     m.setParameters({ 'xbzrle-cache-size': a.value });
     return {};
   });
-  r.register('query-migrate-cache-size', () => m.parameters['xbzrle-cache-size']);
+  r.register('query-migrate-cache-size', () => BigInt.asIntN(64, m.parameters['xbzrle-cache-size']));
 }

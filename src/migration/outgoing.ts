@@ -13,6 +13,7 @@
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
 import type { Capabilities, MigrationParameters } from './params.js';
+import { PageCacheAllocationError } from './ram/page-cache.js';
 import { RamSaver } from './ram/ram-save.js';
 import type { Readable } from 'node:stream';
 import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section, SectionIds } from './stream/constants.js';
@@ -92,7 +93,7 @@ export class OutgoingMigration {
   multifd?: MultifdSender;
 
   constructor(private readonly env: OutgoingEnv) {
-    this.expectedDowntime = env.params()['downtime-limit'];
+    this.expectedDowntime = Number(env.params()['downtime-limit']);
   }
 
   get status(): MigrationStatus {
@@ -285,20 +286,15 @@ export class OutgoingMigration {
       }
     }
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
-    this.ram = new RamSaver(env.guest.ram, {
-      xbzrle: env.caps.xbzrle,
-      autoConverge: env.caps['auto-converge'],
-      params: env.params,
-      guestRunning: () => env.guest.runState.running,
-      syncDirtyLog: () => env.guest.workload.advance(),
-      onPass: env.announcePass,
-      onThrottle: (pct) => {
-        env.guest.workload.throttlePercent = pct;
-        env.log.info({ throttle: pct }, 'auto-converge: guest CPU throttled');
-      },
-      throttlePercent: () => env.guest.workload.throttlePercent,
-      multifd: this.multifd,
-    });
+    try {
+      this.ram = this.ramSaver();
+    } catch (err) {
+      if (!(err instanceof PageCacheAllocationError)) throw err;
+      // xbzrle_init() reports it; the migration goes active and fails with no error-desc (7.2).
+      env.log.error(err.message);
+      env.state.change('setup', 'active');
+      return this.fail(undefined, 'active');
+    }
     writeSectionStart(writer, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
     this.ram.setup(writer);
     await this.endRamSection(false);
@@ -319,6 +315,25 @@ export class OutgoingMigration {
       this.updateCounters(Date.now());
       if (this.rateLimited() && this.status === 'active' && this.channel!.usable) await this.sleepToWindowEnd();
     }
+  }
+
+  /** ram_save_setup()'s state: the dirty bitmap, and the XBZRLE cache with that capability. */
+  private ramSaver(): RamSaver {
+    const { env } = this;
+    return new RamSaver(env.guest.ram, {
+      xbzrle: env.caps.xbzrle,
+      autoConverge: env.caps['auto-converge'],
+      params: env.params,
+      guestRunning: () => env.guest.runState.running,
+      syncDirtyLog: () => env.guest.workload.advance(),
+      onPass: env.announcePass,
+      onThrottle: (pct) => {
+        env.guest.workload.throttlePercent = pct;
+        env.log.info({ throttle: pct }, 'auto-converge: guest CPU throttled');
+      },
+      throttlePercent: () => env.guest.workload.throttlePercent,
+      multifd: this.multifd,
+    });
   }
 
   /** migration_iteration_run(): another pass, or completion. */
@@ -463,7 +478,7 @@ export class OutgoingMigration {
   /** qemu_file_rate_limit(): the window's budget is spent (0 means unlimited), or the channel died. */
   private rateLimited(): boolean {
     if (!this.channel!.usable) return true;
-    const budget = this.env.params()['max-bandwidth'] / (1000 / WINDOW_MS);
+    const budget = Number(this.env.params()['max-bandwidth']) / (1000 / WINDOW_MS);
     return !this.unlimited && budget > 0 && this.totalBytes - this.window.bytes > budget;
   }
 
@@ -474,7 +489,7 @@ export class OutgoingMigration {
     const ram = this.ram!;
     const transferred = this.totalBytes - this.window.bytes;
     const bandwidth = transferred / elapsed; // bytes per ms
-    this.thresholdSize = bandwidth * this.env.params()['downtime-limit'];
+    this.thresholdSize = bandwidth * Number(this.env.params()['downtime-limit']);
     this.mbps = (transferred * 8) / (elapsed / 1000) / 1000 / 1000;
     this.pagesPerSecond = (ram.pagesSaved - this.window.pages) / (elapsed / 1000);
     if (ram.counters.dirtyPagesRate && transferred > 10000) this.expectedDowntime = ram.remainingBytes / bandwidth;

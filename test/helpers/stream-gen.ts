@@ -83,7 +83,7 @@ export function generateStream(o: GenOptions): Generated {
   const saver = new RamSaver(ram, {
     xbzrle: o.xbzrle ?? false,
     autoConverge: false,
-    params: () => ({ ...defaultParameters(), 'xbzrle-cache-size': 1 << 20 }),
+    params: () => ({ ...defaultParameters(), 'xbzrle-cache-size': 1n << 20n }),
     guestRunning: () => true,
     syncDirtyLog: () => undefined,
     onPass: () => undefined,

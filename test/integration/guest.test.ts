@@ -74,6 +74,11 @@ t.test('the pre-6.0 commands are thin wrappers over the parameters', async (t) =
   t.match(await g.qmp.cmd('migrate-set-cache-size', { value: 5000 }), {
     error: { desc: "Parameter 'xbzrle_cache_size' expects a power of two no less than the target page size" },
   });
+  // Beyond 2^53: a 64-bit value, answered with its id, not an internal error.
+  t.equal(await g.qmp.raw('{"execute":"migrate-set-cache-size","arguments":{"value":9007199254740992},"id":5}'), '{"return": {}, "id": 5}');
+  t.equal(await g.qmp.raw('{"execute":"query-migrate-cache-size"}'), '{"return": 9007199254740992}');
+  await g.qmp.ok('migrate_set_speed', { value: -1 });
+  t.match((await g.qmp.raw('{"execute":"query-migrate-parameters"}')), /"max-bandwidth": 18446744073709551615/, 'a negative speed wraps, as 5.2 stored it');
   t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: true }] }), {
     error: { desc: "Migration capability 'postcopy-ram' is not implemented by qmigd" },
   });

@@ -165,3 +165,16 @@ t.test('a running migration is a yank instance; yanking it fails the migration',
   t.equal(await runState(p.src), 'running');
   t.same(await p.src.qmp.ok('query-yank'), [{ type: 'chardev', id: 'compat_monitor0' }], 'unregistered once the migration ended');
 });
+
+t.test('an XBZRLE cache too large to allocate: active, then failed without error-desc, as 7.2', async (t) => {
+  const p = await startPair({ memory: '16M' });
+  t.teardown(p.stop);
+  await setCaps(p.src, { xbzrle: true });
+  await p.src.qmp.ok('migrate-set-parameters', { 'xbzrle-cache-size': 2 ** 53 });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'failed');
+  t.same(statuses(p.src), ['setup', 'active', 'failed']);
+  t.same(await p.src.qmp.ok('query-migrate'), { status: 'failed' });
+  t.match(p.src.daemon.stderr(), /"msg":"Failed to allocate page cache"/);
+  t.equal(await runState(p.src), 'running');
+});

@@ -24,7 +24,8 @@ const CHUNK_BYTES = 1 << 30;
  * be a power of two; QEMU does not round, it refuses.
  */
 export function pageCacheItems(cacheSizeBytes: number, pageSize = 4096): number {
-  if (!Number.isSafeInteger(cacheSizeBytes) || cacheSizeBytes < 0) {
+  // Integers, not necessarily safe ones: a power of two of 2^60 bytes is exact in a double.
+  if (!Number.isInteger(cacheSizeBytes) || cacheSizeBytes < 0) {
     throw new RangeError(`invalid cache size ${cacheSizeBytes}`);
   }
   if (!Number.isSafeInteger(pageSize) || pageSize <= 0) throw new RangeError(`invalid page size ${pageSize}`);
@@ -38,6 +39,13 @@ export function pageCacheItems(cacheSizeBytes: number, pageSize = 4096): number 
     throw new RangeError("Parameter 'cache size' expects is not a power of two number of pages");
   }
   return n;
+}
+
+/** cache_init()'s g_try_malloc() failed: a cache too large to allocate. */
+export class PageCacheAllocationError extends Error {
+  constructor() {
+    super('Failed to allocate page cache');
+  }
 }
 
 export class PageCache {
@@ -65,10 +73,16 @@ export class PageCache {
     this.configured = sizeBytes;
     this.items = items;
     this.pagesPerChunk = Math.max(1, Math.min(items, Math.floor(CHUNK_BYTES / this.pageSize)));
-    this.addrs = new Float64Array(items).fill(NaN);
-    this.ages = new Float64Array(items);
-    this.present = new Uint8Array(items);
-    this.chunks = new Array<Buffer | undefined>(Math.ceil(items / this.pagesPerChunk));
+    try {
+      // QEMU allocates its item array at once too, and fails the same way when it cannot.
+      this.addrs = new Float64Array(items).fill(NaN);
+      this.ages = new Float64Array(items);
+      this.present = new Uint8Array(items);
+      this.chunks = new Array<Buffer | undefined>(Math.ceil(items / this.pagesPerChunk));
+    } catch (err) {
+      if (err instanceof RangeError) throw new PageCacheAllocationError();
+      throw err;
+    }
     this.allocated = 0;
   }
 

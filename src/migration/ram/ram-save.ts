@@ -79,14 +79,14 @@ export class RamSaver {
     private readonly opts: RamSaverOptions,
   ) {
     this.bitmap = new DirtyBitmap(ram.pages);
-    if (opts.xbzrle) this.cache = new PageCache(opts.params()['xbzrle-cache-size']);
+    if (opts.xbzrle) this.cache = new PageCache(Number(opts.params()['xbzrle-cache-size']));
   }
 
   get remainingBytes(): number {
     return this.dirtyPages * PAGE_SIZE;
   }
 
-  get cacheSize(): number {
+  get cacheSize(): bigint {
     return this.opts.params()['xbzrle-cache-size'];
   }
 
