@@ -67,7 +67,7 @@ export class IncomingMigration {
     }
     const { env } = this;
     const channels = env.multifdChannels();
-    if (channels > 0) this.multifd = new MultifdReceiver(env.guest.ram, channels);
+    if (channels > 0) this.multifd = new MultifdReceiver(env.guest.ram, channels, (line) => env.log.error(line));
     let returnPath = false;
     const rp = (type: number, value: number): void => {
       const b = Buffer.alloc(8);
@@ -95,7 +95,14 @@ export class IncomingMigration {
     if (this.multifd) {
       const multifd = this.multifd;
       loader.ramLoader.onEos = () => multifd.syncMain();
-      await multifd.ready; // the migration starts once every channel is there
+      // The migration starts once every channel is there (7.2 reads nothing of the main channel
+      // before); a main channel that has ended already will not become a stream meanwhile.
+      const mainEnded = new Promise<void>((r) => {
+        conn.input.on('end', r);
+        conn.input.on('close', r);
+      });
+      void mainEnded.then(() => multifd.mainChannelEnded());
+      await Promise.race([multifd.ready, mainEnded]);
     }
     env.state.change('none', 'active');
     try {
@@ -201,6 +208,7 @@ export class IncomingMigration {
 
   private destroy(): void {
     this.listener?.close();
+    this.multifd?.close();
     this.socketAddress = undefined;
   }
 }

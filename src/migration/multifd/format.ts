@@ -26,7 +26,11 @@ export function encodeInit(id: number): Buffer {
   return b;
 }
 
-/** multifd_recv_initial_packet(): the channel's id, or an error in QEMU's words. */
+/**
+ * multifd_recv_initial_packet(): the channel's id, or an error in QEMU's words. An id past the
+ * channels gets 7.2's text, which prints the versions (sic); an id equal to the count crashes
+ * 7.2 (it indexes past its array), and is refused here the same way.
+ */
 export function decodeInit(b: Buffer, channels: number): number {
   const magic = b.readUInt32BE(0);
   if (magic !== MULTIFD_MAGIC) throw new Error(`multifd: received packet magic ${magic.toString(16)} expected ${MULTIFD_MAGIC.toString(16)}`);
@@ -36,7 +40,7 @@ export function decodeInit(b: Buffer, channels: number): number {
   if (!b.subarray(8, 24).equals(Buffer.alloc(16))) {
     throw new Error(`multifd: received uuid '${formatUuid(b.subarray(8, 24))}' and expected uuid '00000000-0000-0000-0000-000000000000' for channel ${id}`);
   }
-  if (id > channels) throw new Error(`multifd: received channel version ${id} expected ${channels}`);
+  if (id >= channels) throw new Error(`multifd: received channel version ${version} expected ${MULTIFD_VERSION}`);
   return id;
 }
 

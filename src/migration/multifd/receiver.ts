@@ -1,7 +1,10 @@
 /**
- * The destination's multifd channels (multifd_recv_*): after its greeting each channel carries
- * packets whose pages go straight into RAM; a SYNC packet parks the channel until the main
- * stream reaches the matching EOS and has one SYNC from every channel (multifd_recv_sync_main).
+ * The destination's multifd channels (multifd_recv_*). Every connection after the main one is
+ * a channel candidate: its 64-byte greeting is read and checked here first (magic, version,
+ * uuid, id in range and not yet set up), and a bad or short one is refused with QEMU 7.2's
+ * report and closed, without costing a thread. A good channel carries packets whose pages go
+ * straight into RAM; a SYNC packet parks the channel until the main stream reaches the matching
+ * EOS and has one SYNC from every channel (multifd_recv_sync_main).
  *
  * A channel whose socket can be handed over is read by a thread of its own (recv-worker.ts),
  * which copies its pages into the shared guest RAM, so the channels use the machine's other
@@ -11,23 +14,15 @@ import { Worker } from 'node:worker_threads';
 import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import type { IncomingConnection } from '../channels/incoming-channel.js';
 import { LoadError } from '../load-error.js';
-import { StreamEnded, StreamReader, type ByteSource } from '../stream/reader.js';
+import { StreamEnded, StreamReader } from '../stream/reader.js';
 import { decodeHeader, decodeInit, HEADER_BYTES, INIT_BYTES, MULTIFD_FLAG_SYNC } from './format.js';
 import type { FromRecvWorker, RecvWorkerData } from './recv-worker.js';
 
 const WORKER = new URL('./recv-worker.js', import.meta.url);
 
-export interface ChannelHooks {
-  greeted(id: number): void;
-  /** A SYNC packet: resolves when the channel may go on. */
-  sync(): Promise<void>;
-}
-
-/** multifd_recv_thread(): the greeting, then packets until the channel ends. */
-export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes' | 'id' | 'size' | 'wrote'>, channels: number, hooks: ChannelHooks): Promise<void> {
+/** multifd_recv_thread() after the greeting: packets until the channel ends. */
+export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes' | 'id' | 'size' | 'wrote'>, sync: () => Promise<void>): Promise<void> {
   try {
-    await r.need(INIT_BYTES);
-    hooks.greeted(decodeInit(r.view(INIT_BYTES), channels));
     for (;;) {
       if (await r.atEnd()) return;
       await r.need(HEADER_BYTES);
@@ -37,7 +32,7 @@ export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes
         r.copyTo(ram.bytes, off, PAGE_SIZE);
         ram.wrote(off / PAGE_SIZE);
       }
-      if (h.flags & MULTIFD_FLAG_SYNC) await hooks.sync();
+      if (h.flags & MULTIFD_FLAG_SYNC) await sync();
     }
   } catch (err) {
     throw err instanceof StreamEnded ? new Error('multifd: the channel ended in the middle of a packet') : err;
@@ -46,66 +41,108 @@ export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes
 
 export class MultifdReceiver {
   private readonly ids = new Set<number>();
+  /** Connections whose greeting has not come in full yet. */
+  private readonly greeting = new Set<IncomingConnection>();
+  private readonly workers = new Set<Worker>();
   private syncs = 0;
   private parked: Array<() => void> = [];
   private wake?: () => void;
   private failure?: string;
+  /** The main channel has ended: channels that have not come by now never will count. */
+  private mainEnded = false;
   private allArrived!: () => void;
   /** Resolves once every channel has greeted. */
   readonly ready: Promise<void>;
-  private readonly hooks: ChannelHooks = {
-    greeted: (id) => {
-      this.ids.add(id);
-      if (this.ids.size === this.channels) this.allArrived();
-    },
-    sync: () =>
-      new Promise<void>((go) => {
-        this.syncs++;
-        this.parked.push(go);
-        this.notify();
-      }),
-  };
 
   constructor(
     private readonly ram: GuestRam,
     private readonly channels: number,
+    /** Where QEMU's error_report() lines go. */
+    private readonly report: (line: string) => void,
   ) {
     this.ready = new Promise((r) => (this.allArrived = r));
   }
 
-  /** A new connection: read by a thread of its own where it can be handed over, else here. */
+  /** multifd_recv_new_channel(): the greeting, checked; then a thread (or this one) reads it. */
   async addChannel(conn: IncomingConnection): Promise<void> {
-    const fd = conn.detach?.();
-    if (fd === undefined) return this.readHere(conn.input);
-    const data: RecvWorkerData = { fd, ram: this.ram.shared, knownZero: this.ram.knownZero, ramId: this.ram.id, channels: this.channels };
+    this.greeting.add(conn);
+    const reader = new StreamReader(conn.input);
+    let id: number;
+    try {
+      await reader.need(INIT_BYTES);
+      id = decodeInit(reader.view(INIT_BYTES), this.channels);
+    } catch (err) {
+      const reason = err instanceof StreamEnded ? 'Unexpected end-of-file before all data were read' : (err as Error).message;
+      return this.refuse(conn, `failed to receive packet via multifd channel ${this.ids.size}: ${reason}`);
+    }
+    if (this.ids.has(id)) return this.refuse(conn, `multifd: received id '${id}' already setup'`);
+    this.greeting.delete(conn);
+    this.ids.add(id);
+    if (this.ids.size === this.channels) this.allArrived();
+    if (conn.detach) {
+      // Nothing more is read here: what was read past the greeting goes to the thread with it.
+      conn.input.pause();
+      this.startThread(conn.detach(), reader.takeBuffered());
+    } else {
+      receivePackets(reader, this.ram, () => this.channelSync()).catch((err: Error) => this.fail(err.message));
+    }
+  }
+
+  private refuse(conn: IncomingConnection, line: string): void {
+    this.greeting.delete(conn);
+    this.report(line);
+    conn.close();
+  }
+
+  private startThread(fd: number, prefix: Buffer): void {
+    const data: RecvWorkerData = { fd, prefix, ram: this.ram.shared, knownZero: this.ram.knownZero, ramId: this.ram.id };
     const worker = new Worker(WORKER, { workerData: data });
     worker.unref();
+    this.workers.add(worker);
     worker.on('message', (m: FromRecvWorker) => {
-      if (m.kind === 'greeted') this.hooks.greeted(m.id);
-      else if (m.kind === 'sync') void this.hooks.sync().then(() => worker.postMessage('go'));
+      if (m.kind === 'sync') void this.channelSync().then(() => worker.postMessage('go'));
       else this.fail(m.message);
     });
     worker.on('error', (err) => this.fail(`multifd: channel thread failed: ${err.message}`));
+    worker.on('exit', () => this.workers.delete(worker));
   }
 
-  private async readHere(input: ByteSource): Promise<void> {
-    try {
-      await receivePackets(new StreamReader(input), this.ram, this.channels, this.hooks);
-    } catch (err) {
-      this.fail((err as Error).message);
-    }
+  /** A channel's SYNC packet: it waits until the main stream's EOS has one from every channel. */
+  private channelSync(): Promise<void> {
+    return new Promise<void>((go) => {
+      this.syncs++;
+      this.parked.push(go);
+      this.notify();
+    });
+  }
+
+  /**
+   * The main channel has ended. With every channel there, their SYNCs may still be on their way;
+   * with one missing, the main stream can never pass its next EOS (7.2 would wait forever).
+   */
+  mainChannelEnded(): void {
+    this.mainEnded = true;
+    this.notify();
   }
 
   /** At an EOS of the main stream: one SYNC from every channel, then they all go on. */
   async syncMain(): Promise<void> {
     while (this.syncs < this.channels) {
       if (this.failure) throw new LoadError('EINVAL', this.failure);
+      if (this.mainEnded && this.ids.size < this.channels) throw new LoadError('EIO');
       await new Promise<void>((r) => (this.wake = r));
     }
     this.syncs -= this.channels;
     const parked = this.parked;
     this.parked = [];
     for (const go of parked) go();
+  }
+
+  /** The migration is over: connections still greeting are closed, threads stopped. */
+  close(): void {
+    for (const conn of this.greeting) conn.close();
+    this.greeting.clear();
+    for (const w of this.workers) void w.terminate();
   }
 
   private fail(message: string): void {

@@ -61,7 +61,13 @@ export class StreamReader {
   private failure?: Error;
   private wake?: () => void;
 
-  constructor(private readonly source: ByteSource) {
+  /** `prefix`: bytes already read from the source elsewhere (another thread's greeting read). */
+  constructor(
+    private readonly source: ByteSource,
+    prefix?: Buffer,
+  ) {
+    // The head, not a queued chunk: it is no chunk of this source's, so nothing goes back for it.
+    if (prefix) this.head = prefix;
     source.on('data', (chunk: Buffer) => {
       this.queue.push(chunk);
       this.queued += chunk.length;
@@ -242,6 +248,20 @@ export class StreamReader {
   private dropHead(): void {
     if (this.headIsChunk) this.source.recycle?.();
     this.headIsChunk = false;
+  }
+
+  /**
+   * Everything buffered and not yet read, copied, for whoever reads the rest of the source
+   * (a multifd channel handed to its thread once its greeting was read here). The source must
+   * be paused first, so that nothing more arrives here.
+   */
+  takeBuffered(): Buffer {
+    const rest = Buffer.concat([this.head.subarray(this.pos), ...this.queue]);
+    this.consumed += this.head.length - this.pos + this.queued;
+    this.pos = this.head.length;
+    this.queue.length = 0;
+    this.queued = 0;
+    return rest;
   }
 
   /** Copies the next n bytes (already ready) into `target` (guest RAM, say) at `at`. */
