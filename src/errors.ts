@@ -54,6 +54,8 @@ export const Errors = {
   fileOpen: (path: string, reason: string) => generic(`Could not open '${path}': ${reason}`),
   ioError: () => generic('An IO error has occurred'),
   invalidParameter: (name: string) => generic(`Invalid parameter '${name}'`),
+  noFdSupplied: () => generic('No file descriptor supplied via SCM_RIGHTS'),
+  fdNameNotFound: (name: string) => generic(`File descriptor named '${name}' not found`),
 
   // Migration (migration/migration.c, include/qapi/qmp/qerror.h)
   migrationActive: () => generic("There's a migration process in progress"),

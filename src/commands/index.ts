@@ -2,6 +2,7 @@
 import type { Daemon } from '../daemon/context.js';
 import { registerColo } from './colo.js';
 import { registerControl } from './control.js';
+import { registerFds } from './fds.js';
 import { registerGuest } from './guest.js';
 import { registerMigration } from './migration.js';
 import { registerMisc } from './misc.js';
@@ -12,6 +13,7 @@ export function registerCommands(d: Daemon): void {
   registerControl(d);
   registerRunState(d);
   registerMisc(d);
+  registerFds(d);
   registerYank(d);
   registerMigration(d);
   registerGuest(d);

@@ -143,6 +143,9 @@ export class MigrationService {
   async startIncoming(uri: string): Promise<void> {
     if (this.incomingStarted) throw Errors.incomingAlreadyStarted();
     if (this.env.guest.runState.state !== 'inmigrate') throw Errors.incomingNotSpecified();
+    // qemu_start_incoming_migration() announces setup first, whatever the events capability says
+    // and whether or not the URI then turns out to be good (a failed attempt may be retried).
+    this.env.emit('MIGRATION', { status: 'setup' });
     let parsed: MigrationUri | undefined;
     try {
       parsed = parseMigrationUri(uri);
@@ -176,8 +179,6 @@ export class MigrationService {
     }
     this.incomingStarted = true;
     this.incoming = incoming;
-    // qemu_start_incoming_migration() announces setup whatever the events capability says.
-    this.env.emit('MIGRATION', { status: 'setup' });
   }
 
   /** qmp_migrate_set_capabilities() */

@@ -35,13 +35,14 @@ export function tempDir(): string {
 export { freePort } from '../../src/cli/migration-pair.js';
 
 /** Runs qmigd with `args` (plus a unix monitor in a temp dir unless `qmp` is given). */
-export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; env?: NodeJS.ProcessEnv; fd3?: number } = {}): Promise<RunningDaemon> {
   const dir = tempDir();
   const qmp = opts.qmp ?? [`unix:${join(dir, 'qmp.sock')},server=on,wait=off`];
   const proc = spawn(process.execPath, [BIN, ...qmp.flatMap((q) => ['--qmp', q]), '--log-level', 'info', ...args], {
     cwd: dir,
     env: { ...process.env, QMIGD_VALIDATE: '1', ...opts.env },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    // fd3: a descriptor the daemon inherits as 3 (for fd: migration URIs).
+    stdio: ['ignore', 'ignore', 'pipe', ...(opts.fd3 !== undefined ? [opts.fd3] : [])],
   });
   let err = '';
   const listening: string[] = [];

@@ -17,11 +17,11 @@ export interface RunningQemu {
   stop: () => Promise<void>;
 }
 
-export async function startQemu(args: string[] = []): Promise<RunningQemu> {
+export async function startQemu(args: string[] = [], opts: { fd3?: number } = {}): Promise<RunningQemu> {
   const dir = tempDir();
   const socket = join(dir, 'qmp.sock');
   const proc = spawn(QEMU, ['-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${socket},server=on,wait=off`, ...args], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'ignore', 'pipe', ...(opts.fd3 !== undefined ? [opts.fd3] : [])],
   });
   const exited = new Promise<void>((res) => proc.on('exit', () => res()));
   const deadline = Date.now() + 10000;

@@ -47,5 +47,13 @@ t.test('query-qmp-schema is complete and self-consistent', async (t) => {
   t.equal(byName.get('query-yank')!['allow-oob'], true);
   t.same(byName.get('0'), { name: '0', 'meta-type': 'object', members: [] });
   t.ok(byName.has('SHUTDOWN') && byName.get('SHUTDOWN')!['meta-type'] === 'event');
+  // YankInstance as QEMU 7.2 describes it: a union on `type` with a branch for each value.
+  const yankArgs = byName.get(byName.get('yank')!['arg-type'] as string)!;
+  const instance = byName.get(((byName.get((yankArgs.members as Array<{ type: string }>)[0]!.type)!)['element-type']) as string)!;
+  t.same((instance.variants as Array<{ case: string; type: string }>).map((v) => [v.case, (byName.get(v.type)!.members as Array<{ name: string }>).map((m) => m.name)]), [
+    ['block-node', ['node-name']],
+    ['chardev', ['id']],
+    ['migration', []],
+  ]);
   c.close();
 });

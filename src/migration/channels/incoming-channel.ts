@@ -4,7 +4,7 @@
  * (fd:N). Each hands the migration one duplex stream; the writable half is the return path.
  */
 import { spawn } from 'node:child_process';
-import { unlinkSync } from 'node:fs';
+import { createReadStream, fstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
@@ -40,19 +40,23 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
     case 'exec': {
       const child = spawn('/bin/sh', ['-c', uri.command], { stdio: ['pipe', 'pipe', 'inherit'] });
       child.stdin.on('error', () => undefined);
-      queueMicrotask(() => accept({ input: child.stdout, output: child.stdin, close: () => child.kill('SIGTERM') }));
+      // From the main loop, as QEMU's channel watch: after migrate-incoming has answered.
+      setImmediate(() => accept({ input: child.stdout, output: child.stdin, close: () => child.kill('SIGTERM') }));
       return { close: () => undefined };
     }
     case 'fd': {
       const fd = Number(uri.name);
       if (!/^\d+$/.test(uri.name)) throw new Error(`File descriptor named '${uri.name}' has not been found`);
-      let socket: net.Socket;
+      let stat;
       try {
-        socket = new net.Socket({ fd, readable: true, writable: true });
+        stat = fstatSync(fd);
       } catch (err) {
         throw new Error(`Invalid file descriptor number '${uri.name}': ${strerror(errnoOf(err))}`);
       }
-      queueMicrotask(() => accept(duplex(socket)));
+      // A regular file is read on from its current offset (a saved guest); a socket or a pipe is
+      // a stream, and a socket is also the way back.
+      const connection = stat.isFile() ? fileInput(fd) : duplex(new net.Socket({ fd, readable: true, writable: true }));
+      setImmediate(() => accept(connection));
       return { close: () => undefined };
     }
     case 'tcp':
@@ -61,7 +65,8 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => {
           const where = uri.kind === 'tcp' ? `${uri.host}:${uri.port}` : uri.path;
-          reject(new Error(`Failed to ${uri.kind === 'tcp' ? 'bind socket' : 'bind socket to ' + where}: ${strerror(errnoOf(err))}`));
+          // inet_listen_saddr() tries its port range and reports that; unix_listen_saddr() the bind.
+          reject(new Error(`${uri.kind === 'tcp' ? 'Failed to find an available port' : 'Failed to bind socket to ' + where}: ${strerror(errnoOf(err))}`));
         });
         if (uri.kind === 'tcp') server.listen(uri.port, uri.host, resolve);
         else {
@@ -107,6 +112,12 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       return { socketAddress, close };
     }
   }
+}
+
+function fileInput(fd: number): IncomingConnection {
+  const input = createReadStream('', { fd, highWaterMark: 1 << 20 });
+  input.on('error', () => undefined); // reported by the reader as an end of stream
+  return { input, close: () => input.destroy() };
 }
 
 function duplex(s: Duplex): IncomingConnection {
