@@ -76,6 +76,9 @@ export const Errors = {
   capabilityNotImplemented: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd`),
   legacyDowntimeRange: () => generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds"),
   migrationChannel: (message: string) => generic(message),
+  // qemu_fork() refused (-sandbox on,spawn=deny): 7.2's seccomp filter kills QEMU outright here;
+  // qmigd answers with the error qemu_fork() reports when fork() fails, and keeps running.
+  cannotFork: () => generic('cannot fork child process: Operation not permitted'),
 
   // COLO (migration/colo-failover.c, migration/colo.c; QERR_FEATURE_DISABLED)
   coloNotEnabled: () => generic("The feature 'colo' is not enabled"),

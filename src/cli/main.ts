@@ -11,6 +11,7 @@ import { VERSION } from '../version.js';
 import { runDemo, type DemoOptions } from './demo.js';
 import { inspectStream } from '../migration/inspect.js';
 import { createReadStream, writeFileSync } from 'node:fs';
+import { NO_SANDBOX, parseSandbox, type Sandbox } from './sandbox.js';
 import { parseSize } from './size.js';
 
 const PAGE_SIZE = 4096;
@@ -35,6 +36,17 @@ interface ServeOptions {
   coloCheckpointDigest: boolean;
   coloHeartbeatTimeout: string;
   qmpMemoryLimit: string;
+  sandbox?: string;
+  testHooks: boolean;
+}
+
+function sandboxFrom(text: string | undefined): Sandbox {
+  if (text === undefined) return NO_SANDBOX;
+  try {
+    return parseSandbox(text);
+  } catch (err) {
+    throw new UsageError(`--sandbox ${text}: ${(err as Error).message}`);
+  }
 }
 
 function milliseconds(flag: string, text: string): number {
@@ -101,6 +113,8 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     logLevel: opts.logLevel,
     pidfile: opts.pidfile,
     qmpMemoryLimit,
+    sandbox: sandboxFrom(opts.sandbox),
+    testHooks: opts.testHooks,
     validate: env.QMIGD_VALIDATE === '1',
   };
 }
@@ -122,6 +136,8 @@ function program(): Command {
     .option('--name <name>', 'guest name (query-name)')
     .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
     .option('--pidfile <path>', 'write the process id to PATH')
+    .option('--sandbox <spec>', "as QEMU's -sandbox: on,spawn=deny refuses exec: migration URIs (shell commands)")
+    .option('--test-hooks', 'serve the commands that break the daemon on purpose (__org.qmigd_colo-crash-at, __org.qmigd_sleep)', false)
     .option('--dirty-rate <bytes/s>', 'bytes per second the guest dirties while it runs (K/M/G suffixes)', '0')
     .option('--dirty-pattern <pattern>', 'which pages the guest writes: uniform, sequential or hot:PERCENT', 'uniform')
     .option('--colo-checkpoint-digest', 'hash RAM at every COLO checkpoint and log it (costs pause time)', false)

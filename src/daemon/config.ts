@@ -1,4 +1,5 @@
 /** The daemon's settings, as the command line gives them (see src/cli/serve.ts). */
+import type { Sandbox } from '../cli/sandbox.js';
 import type { WorkloadPattern } from '../guest/workload.js';
 import type { QmpSpec } from '../qmp/transports/spec.js';
 
@@ -23,6 +24,10 @@ export interface DaemonConfig {
   name?: string;
   logLevel: string;
   pidfile?: string;
+  /** -sandbox: what the daemon refuses to do on a client's behalf. */
+  sandbox: Sandbox;
+  /** Serve the commands that break the daemon on purpose (x-qmigd-test-hook). */
+  testHooks: boolean;
   /** Bytes all QMP connections together may hold before the greediest is dropped. */
   qmpMemoryLimit: number;
   /** Check replies and events against their schemas (QMIGD_VALIDATE=1; the tests set it). */

@@ -21,7 +21,7 @@ export const QEMU_VERSION = { major: 7, minor: 2, micro: 0 };
 
 export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   const log = pino({ level: config.logLevel, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
-  const registry = new CommandRegistry(new SchemaSet());
+  const registry = new CommandRegistry(new SchemaSet(), config.testHooks);
   const version = { ...QEMU_VERSION, package: `qmigd ${VERSION}` };
   const qmp = new QmpServer({ registry, log, version, validate: config.validate, memoryBudget: config.qmpMemoryLimit });
   const guest = new Guest({
@@ -42,6 +42,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     log: log.child({ component: 'migration' }),
     registerYank: (fn) => yank.register({ type: 'migration' }, fn),
     coloDigest: config.coloCheckpointDigest,
+    spawnDenied: config.sandbox.spawnDenied,
     coloHeartbeatTimeoutMs: config.coloHeartbeatTimeoutMs,
     // As QEMU 7.2 after a failed incoming load: say why, then exit(EXIT_FAILURE).
     onFatal: (lines) => {

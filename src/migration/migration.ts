@@ -39,6 +39,8 @@ export interface MigrationServiceEnv {
   coloDigest: boolean;
   /** Fail over by itself this long after losing the COLO peer (--colo-heartbeat-timeout); 0: never. */
   coloHeartbeatTimeoutMs: number;
+  /** -sandbox on,spawn=deny: exec: URIs fail as QEMU's fork would under a seccomp filter. */
+  spawnDenied: boolean;
   /** Registers the migration with yank while it runs; returns the unregister function. */
   registerYank: (yank: () => void) => () => void;
 }
@@ -95,6 +97,7 @@ export class MigrationService {
       throw this.failSetup(Errors.migrationChannel((err as UriError).message), true);
     }
     if (!parsed) throw this.failSetup(Errors.invalidMigrationProtocol(), false);
+    if (parsed.kind === 'exec' && this.env.spawnDenied) throw this.failSetup(Errors.cannotFork(), true);
     // Descriptors come with getfd over SCM_RIGHTS, which qmigd cannot receive: none is ever known.
     if (parsed.kind === 'fd') throw this.failSetup(Errors.fdNotFound(parsed.name), true);
 
@@ -153,6 +156,7 @@ export class MigrationService {
       throw Errors.migrationChannel((err as Error).message);
     }
     if (!parsed) throw Errors.unknownMigrationProtocol(uri);
+    if (parsed.kind === 'exec' && this.env.spawnDenied) throw Errors.cannotFork();
     const incoming = new IncomingMigration({
       guest: this.env.guest,
       multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),

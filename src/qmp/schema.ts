@@ -17,6 +17,8 @@ export interface CommandSchema {
   returns: JsonSchema;
   allowOob: boolean;
   features: string[];
+  /** A downstream command that breaks the daemon on purpose: served only when asked for. */
+  testHook: boolean;
   validateArguments: ValidateFunction;
   validateReturn: ValidateFunction;
 }
@@ -45,7 +47,7 @@ export class SchemaSet {
   private readonly ajv = new Ajv2020({ allErrors: false, strict: true, strictTuples: false });
 
   constructor(dir = SCHEMA_DIR) {
-    this.ajv.addVocabulary(['commands', 'events', 'x-qapi-int', 'x-features', 'x-allow-oob', 'x-union-tag', 'x-qapi-name']);
+    this.ajv.addVocabulary(['commands', 'events', 'x-qapi-int', 'x-features', 'x-allow-oob', 'x-union-tag', 'x-qapi-name', 'x-qmigd-test-hook']);
     const files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
     for (const file of files) {
       const doc = JSON.parse(readFileSync(join(dir, file), 'utf8')) as JsonSchema;
@@ -65,6 +67,7 @@ export class SchemaSet {
           returns: c.returns as JsonSchema,
           allowOob: c['x-allow-oob'] === true,
           features: (c['x-features'] as string[] | undefined) ?? [],
+          testHook: c['x-qmigd-test-hook'] === true,
           validateArguments: this.ajv.compile({ $ref: `${pointer}/arguments` }),
           validateReturn: this.ajv.compile({ $ref: `${pointer}/returns` }),
         });

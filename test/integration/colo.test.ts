@@ -24,7 +24,7 @@ function checkpoints(s: Side, n: number): Promise<Msg> {
 async function coloPair(delayMs = 200): Promise<Pair> {
   const p = await startPair({
     memory: '32M',
-    srcArgs: ['--memory-file', await randomRamFile(32 * MiB), '--dirty-rate', '2M', '--colo-checkpoint-digest'],
+    srcArgs: ['--memory-file', await randomRamFile(32 * MiB), '--dirty-rate', '2M', '--colo-checkpoint-digest', '--test-hooks'],
     dstArgs: ['--colo-checkpoint-digest'],
   });
   await setCaps(p.src, { 'x-colo': true });

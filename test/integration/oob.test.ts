@@ -8,7 +8,7 @@ import { startDaemon } from '../helpers/daemon.js';
 import { QmpClient } from '../helpers/qmp-client.js';
 
 t.test('exec-oob overtakes a slow in-band command', async (t) => {
-  const d = await startDaemon();
+  const d = await startDaemon(['--test-hooks']);
   t.teardown(() => d.stop());
   const c = await QmpClient.at(d.listening[0]!);
   await c.negotiate(['oob']);
@@ -20,7 +20,7 @@ t.test('exec-oob overtakes a slow in-band command', async (t) => {
 });
 
 t.test('without OOB, pipelined requests are answered strictly in order', async (t) => {
-  const d = await startDaemon();
+  const d = await startDaemon(['--test-hooks']);
   t.teardown(() => d.stop());
   const c = await QmpClient.at(d.listening[0]!);
   await c.negotiate();
@@ -34,7 +34,7 @@ t.test('without OOB, pipelined requests are answered strictly in order', async (
 });
 
 t.test('with OOB, a 9th queued request is not read until the queue drains', async (t) => {
-  const d = await startDaemon();
+  const d = await startDaemon(['--test-hooks']);
   t.teardown(() => d.stop());
   const c = await QmpClient.at(d.listening[0]!);
   await c.negotiate(['oob']);
