@@ -22,4 +22,6 @@ EXPOSE 4444
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD node -e "const s=require('net').connect(4444,'127.0.0.1');let b='';s.on('data',d=>{b+=d;if(b.split('\r\n').length===2)s.write('{\"execute\":\"qmp_capabilities\"}{\"execute\":\"query-status\"}');if(/\"status\": \"/.test(b)){s.end();process.exit(0)}});s.on('error',()=>process.exit(1));setTimeout(()=>process.exit(1),2500)"
 ENTRYPOINT ["node", "bin/qmigd"]
-CMD ["--qmp", "tcp:0.0.0.0:4444,server=on,wait=off"]
+# tcp::PORT listens on every interface of the container; publish it on the host's loopback only
+# (docker run -p 127.0.0.1:4444:4444): QMP has no authentication (see the README's Security section).
+CMD ["--qmp", "tcp::4444,server=on,wait=off"]

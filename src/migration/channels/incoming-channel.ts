@@ -68,7 +68,7 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
           // inet_listen_saddr() tries its port range and reports that; unix_listen_saddr() the bind.
           reject(new Error(`${uri.kind === 'tcp' ? 'Failed to find an available port' : 'Failed to bind socket to ' + where}: ${strerror(errnoOf(err))}`));
         });
-        if (uri.kind === 'tcp') server.listen(uri.port, uri.host, resolve);
+        if (uri.kind === 'tcp') server.listen(uri.port, uri.host || undefined, resolve);
         else {
           try {
             unlinkSync(uri.path);

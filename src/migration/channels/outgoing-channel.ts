@@ -50,7 +50,7 @@ export class OutgoingChannel {
     if (uri.kind === 'fd') throw new Error('fd: is resolved by the caller');
     const where = uri.kind === 'tcp' ? `${uri.host}:${uri.port}` : uri.path;
     return new Promise((resolve, reject) => {
-      const socket = uri.kind === 'tcp' ? net.connect(uri.port, uri.host) : net.connect(uri.path);
+      const socket = uri.kind === 'tcp' ? net.connect(uri.port, uri.host || undefined) : net.connect(uri.path);
       onStarted(() => socket.destroy(new Error('ECANCELED')));
       socket.setNoDelay(true);
       const onError = (err: Error): void => {

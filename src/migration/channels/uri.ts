@@ -23,7 +23,8 @@ export function parseMigrationUri(uri: string): MigrationUri | undefined {
       const port = m ? Number(m[2]) : NaN;
       if (!m || !Number.isInteger(port) || port < 0 || port > 65535) throw new UriError(`error parsing address '${rest}'`);
       const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
-      return { kind: 'tcp', host: host === '' ? '0.0.0.0' : host, port, text: uri };
+      // An empty host: every interface to listen on, as QEMU's tcp::PORT (and localhost to connect to).
+      return { kind: 'tcp', host, port, text: uri };
     }
     case 'unix':
       if (rest === '') throw new UriError('invalid Unix socket address');
