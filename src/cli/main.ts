@@ -10,7 +10,7 @@ import { parseQmpSpec } from '../qmp/transports/spec.js';
 import { VERSION } from '../version.js';
 import { runDemo, type DemoOptions } from './demo.js';
 import { inspectStream } from '../migration/inspect.js';
-import { createReadStream, writeFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { NO_SANDBOX, parseSandbox, type Sandbox } from './sandbox.js';
 import { parseSize } from './size.js';
 
@@ -176,7 +176,7 @@ function program(): Command {
       });
       await opened;
       const result = await inspectStream(input, (line) => process.stdout.write(`${line}\n`));
-      if (result.ok && opts.ram && result.ram) writeFileSync(opts.ram, result.ram.bytes);
+      if (result.ok && opts.ram && result.ram) await result.ram.saveFile(opts.ram);
       process.exit(result.ok ? 0 : 1);
     });
   return p;

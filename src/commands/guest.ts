@@ -23,13 +23,8 @@ export function registerGuest(d: Daemon): void {
     }
     try {
       for (let done = 0; done < a.size; done += PIECE) {
-        const len = Math.min(PIECE, a.size - done);
-        const piece = Buffer.alloc(len);
-        const from = a.val + done;
-        if (from < ram.size && from + len > 0) {
-          const start = Math.max(from, 0);
-          ram.bytes.copy(piece, start - from, start, Math.min(from + len, ram.size));
-        }
+        const piece = Buffer.allocUnsafe(Math.min(PIECE, a.size - done));
+        ram.read(a.val + done, piece);
         await file.write(piece);
       }
     } catch {

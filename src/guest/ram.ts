@@ -1,8 +1,12 @@
 /**
  * The guest's one RAM block: `size` bytes in 4 KiB pages, named like QEMU's memory backend id,
- * plus the dirty log its writers mark. The bytes live in a SharedArrayBuffer so that multifd's
- * channel threads send pages straight from them and copy pages into them; copies into it go
- * through copyInto().
+ * plus the dirty log its writers mark.
+ *
+ * The bytes live in segments of 1 GiB, each a SharedArrayBuffer: a typed array in Node 20 holds
+ * at most 4 GiB, and guests of 4 to 64 GiB (and more) are what orchestrators test with. Fresh
+ * segments come from calloc, so an untouched guest costs only the pages written so far. Being
+ * shared, they let multifd's channel threads send pages straight from them and copy pages into
+ * them. A page never straddles two segments; copies into them go through copyInto().
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
@@ -11,6 +15,10 @@ import { DirtyBitmap } from './dirty-bitmap.js';
 export const PAGE_SIZE = 4096;
 /** A page of zeros, to compare pages against. */
 export const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
+
+/** Pages per segment: 1 GiB. */
+export const SEGMENT_PAGES = 1 << 18;
+export const SEGMENT_BYTES = SEGMENT_PAGES * PAGE_SIZE;
 
 /**
  * Copies `source` into `target` at `at` with a plain memcpy. Buffer.fill() with a buffer value is
@@ -26,33 +34,102 @@ export function isZeroAt(bytes: Buffer, offset: number): boolean {
   return bytes.compare(ZERO_PAGE, 0, PAGE_SIZE, offset, offset + PAGE_SIZE) === 0;
 }
 
+/** Where page `index` starts within its segment. */
+export function pageOffset(index: number): number {
+  return (index % SEGMENT_PAGES) * PAGE_SIZE;
+}
+
 /** How much RAM one slice of a long job (digest, load) touches before it lets the event loop run. */
 const SLICE_BYTES = 8 << 20;
 
-export class GuestRam {
-  readonly bytes: Buffer;
-  /** The memory of `bytes`, for other threads. */
-  readonly shared: SharedArrayBuffer;
+/**
+ * Pages in segments: guest RAM, and stores laid out like it (a COLO secondary's checkpoint
+ * cache). `segment(page)` and pageOffset(page) locate a page for the hot loops.
+ */
+export class PageStore {
+  readonly segments: Buffer[];
   readonly pages: number;
+
+  /** A store of `size` zero bytes, or one over segments another thread shares with us. */
+  constructor(
+    readonly size: number,
+    readonly shared: SharedArrayBuffer[] = PageStore.allocate(size),
+  ) {
+    if (size <= 0 || size % PAGE_SIZE !== 0) throw new Error(`RAM size ${size} is not a positive multiple of ${PAGE_SIZE}`);
+    this.segments = shared.map((s) => Buffer.from(s));
+    this.pages = size / PAGE_SIZE;
+  }
+
+  private static allocate(size: number): SharedArrayBuffer[] {
+    const segments: SharedArrayBuffer[] = [];
+    for (let at = 0; at < size; at += SEGMENT_BYTES) segments.push(new SharedArrayBuffer(Math.min(SEGMENT_BYTES, size - at)));
+    return segments;
+  }
+
+  /** The segment that holds page `index`, at pageOffset(index). */
+  segment(index: number): Buffer {
+    return this.segments[Math.floor(index / SEGMENT_PAGES)]!;
+  }
+
+  page(index: number): Buffer {
+    const at = pageOffset(index);
+    return this.segment(index).subarray(at, at + PAGE_SIZE);
+  }
+
+  /** Whether page `index` is all zero (buffer_is_zero); compares in place, allocating nothing. */
+  isZero(index: number): boolean {
+    return isZeroAt(this.segment(index), pageOffset(index));
+  }
+
+  /** Copies [from, from + target.length) of this store into `target`; beyond the end reads as zero. */
+  read(from: number, target: Buffer): void {
+    target.fill(0);
+    for (let done = 0; done < target.length; ) {
+      const at = from + done;
+      if (at >= this.size) return;
+      const seg = Math.floor(at / SEGMENT_BYTES);
+      const inSeg = at - seg * SEGMENT_BYTES;
+      const n = Math.min(target.length - done, this.segments[seg]!.length - inSeg);
+      this.segments[seg]!.copy(target, done, inSeg, inSeg + n);
+      done += n;
+    }
+  }
+
+  /** Copies all of `other` (a store of the same size) here. */
+  copyFrom(other: PageStore): void {
+    other.segments.forEach((s, i) => copyInto(this.segments[i]!, 0, s));
+  }
+
+  /** SHA-256 of all of it, hashed in slices so QMP keeps answering meanwhile. */
+  async sha256(): Promise<string> {
+    const hash = createHash('sha256');
+    for (const s of this.segments) {
+      for (let off = 0; off < s.length; off += SLICE_BYTES) {
+        hash.update(s.subarray(off, Math.min(off + SLICE_BYTES, s.length)));
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    return hash.digest('hex');
+  }
+}
+
+export class GuestRam extends PageStore {
   /** Pages written since the last sync: the KVM dirty log of this emulation. */
   readonly dirtyLog: DirtyBitmap;
   /**
    * One byte per page, 1 while the page is known to be zero (nothing has written it since the
    * RAM was allocated); undefined once that is no longer tracked. It lets a destination skip
    * reading a page to learn it is zero, which for never-touched memory costs a page fault
-   * each. Every writer of `bytes` clears its pages (wrote()). Bytes, not a DirtyBitmap: multifd's
-   * threads clear it too, and bits would share words between threads.
+   * each. Every writer of the pages clears its pages (wrote()). Bytes, not a DirtyBitmap:
+   * multifd's threads clear it too, and bits would share words between threads.
    */
   knownZero?: Uint8Array;
 
   constructor(
     readonly id: string,
-    readonly size: number,
+    size: number,
   ) {
-    if (size <= 0 || size % PAGE_SIZE !== 0) throw new Error(`RAM size ${size} is not a positive multiple of ${PAGE_SIZE}`);
-    this.shared = new SharedArrayBuffer(size);
-    this.bytes = Buffer.from(this.shared);
-    this.pages = size / PAGE_SIZE;
+    super(size);
     this.dirtyLog = new DirtyBitmap(this.pages);
     this.knownZero = new Uint8Array(new SharedArrayBuffer(this.pages)).fill(1);
   }
@@ -76,11 +153,23 @@ export class GuestRam {
       if (size !== this.size) {
         throw new Error(`--memory-file: '${path}' is ${size} bytes, but --memory is ${this.size} bytes; they must be equal`);
       }
-      for (let off = 0; off < size; ) {
-        const { bytesRead } = await file.read(this.bytes, off, Math.min(SLICE_BYTES, size - off), off);
-        if (bytesRead === 0) throw new Error(`--memory-file: '${path}' ended early at byte ${off}`);
-        off += bytesRead;
+      for (const [i, s] of this.segments.entries()) {
+        for (let off = 0; off < s.length; ) {
+          const { bytesRead } = await file.read(s, off, Math.min(SLICE_BYTES, s.length - off), i * SEGMENT_BYTES + off);
+          if (bytesRead === 0) throw new Error(`--memory-file: '${path}' ended early at byte ${i * SEGMENT_BYTES + off}`);
+          off += bytesRead;
+        }
       }
+    } finally {
+      await file.close();
+    }
+  }
+
+  /** Writes all of RAM to a file (qmigd inspect --ram). */
+  async saveFile(path: string): Promise<void> {
+    const file = await open(path, 'w');
+    try {
+      for (const s of this.segments) await file.write(s);
     } finally {
       await file.close();
     }
@@ -91,25 +180,8 @@ export class GuestRam {
    * more than the copies themselves) are paid at start-up instead of during a migration.
    */
   prealloc(): void {
-    for (let off = 0; off < this.size; off += SLICE_BYTES) this.bytes.fill(0, off, Math.min(off + SLICE_BYTES, this.size));
-  }
-
-  /** Whether page `index` is all zero (buffer_is_zero); compares in place, allocating nothing. */
-  isZero(index: number): boolean {
-    return isZeroAt(this.bytes, index * PAGE_SIZE);
-  }
-
-  page(index: number): Buffer {
-    return this.bytes.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE);
-  }
-
-  /** SHA-256 of all of RAM, hashed in slices so QMP keeps answering meanwhile. */
-  async sha256(): Promise<string> {
-    const hash = createHash('sha256');
-    for (let off = 0; off < this.size; off += SLICE_BYTES) {
-      hash.update(this.bytes.subarray(off, Math.min(off + SLICE_BYTES, this.size)));
-      await new Promise((r) => setImmediate(r));
+    for (const s of this.segments) {
+      for (let off = 0; off < s.length; off += SLICE_BYTES) s.fill(0, off, Math.min(off + SLICE_BYTES, s.length));
     }
-    return hash.digest('hex');
   }
 }

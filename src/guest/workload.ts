@@ -4,7 +4,7 @@
  * writes while the guest runs, and a CPU throttle (auto-converge) slows it as it would slow a
  * vCPU: a vCPU throttled by P% runs (100 - P)% of the time.
  */
-import { PAGE_SIZE, type GuestRam } from './ram.js';
+import { pageOffset, PAGE_SIZE, type GuestRam } from './ram.js';
 
 export type WorkloadPattern =
   | { kind: 'uniform' }
@@ -94,8 +94,8 @@ export class Workload {
 
   private write(page: number): void {
     const n = ++this.pagesDirtied;
-    const at = page * PAGE_SIZE + ((n * 64) % PAGE_SIZE);
-    const bytes = this.ram.bytes;
+    const at = pageOffset(page) + ((n * 64) % PAGE_SIZE);
+    const bytes = this.ram.segment(page);
     for (let i = 0; i < WRITE_BYTES; i += 4) bytes.writeUInt32LE(this.random(), at + i);
     this.ram.dirtyLog.set(page);
     this.ram.wrote(page);

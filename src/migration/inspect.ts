@@ -4,7 +4,6 @@
  * sections with their offsets, RAM records by type, commands, device state and the VM
  * description, like QEMU's scripts/analyze-migration.py. The RAM it produces can be saved.
  */
-import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { GuestRam } from '../guest/ram.js';
 import { LoadError } from './load-error.js';
@@ -84,7 +83,7 @@ export async function inspectStream(input: Readable, print: (line: string) => vo
     print('');
     print(`${result.bytes} bytes: ${sections} sections, ${commands} commands; RAM records: ${[...totals].map(([k, v]) => `${v} ${k}`).join(', ') || 'none'}`);
     if (result.ram) {
-      const sha = createHash('sha256').update(result.ram.bytes).digest('hex');
+      const sha = await result.ram.sha256();
       print(`RAM block "${result.ram.id}": ${result.ram.size} bytes, sha256 ${sha}`);
     }
     return { ok: true, ram: result.ram };

@@ -152,7 +152,7 @@ export async function loadWith(stream: Buffer, plan: CutPlan, spec: LoadSpec): P
     ...end,
     warnings,
     consumed: reader.consumed,
-    ramSha256: sha256(ram.bytes),
+    ramSha256: sha256(Buffer.concat(ram.segments)),
     trace,
     boundaries: [...boundaries].sort((a, b) => a - b),
   };

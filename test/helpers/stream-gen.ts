@@ -133,7 +133,7 @@ export function generateStream(o: GenOptions): Generated {
     name: `generated ${o.pages} pages seed ${o.seed}${flags ? ` (${flags})` : ''}`,
     stream: Buffer.concat(out),
     ramSize: ram.size,
-    ram: Buffer.from(ram.bytes),
+    ram: Buffer.concat(ram.segments),
     vmDescription: o.vmDescription ?? true,
   };
 }

@@ -32,7 +32,7 @@ function records(entries: Array<[number, number | Buffer]>, named: boolean): Buf
 t.test('zero records clear pages the stream or a multifd channel wrote, and skip untouched ones', async (t) => {
   const ram = new GuestRam('m', 16 * PAGE_SIZE);
   const loader = new RamLoader(ram);
-  const page = (n: number): Buffer => ram.bytes.subarray(n * PAGE_SIZE, (n + 1) * PAGE_SIZE);
+  const page = (n: number): Buffer => ram.page(n);
   t.ok(ram.surelyZero(0) && ram.surelyZero(15), 'fresh RAM is known zero');
 
   await loader.load(reader(records([[0, Buffer.alloc(PAGE_SIZE, 0xab)], [1, 0x11]], true)), 4);
@@ -54,8 +54,8 @@ t.test('zero records clear pages the stream or a multifd channel wrote, and skip
 t.test('RAM loaded from a file is not assumed zero', async (t) => {
   const ram = new GuestRam('m', 4 * PAGE_SIZE);
   ram.knownZero = undefined; // what loadFile() does
-  ram.bytes.fill(0x5a);
+  ram.segments[0]!.fill(0x5a);
   await new RamLoader(ram).load(reader(records([[3, 0]], true)), 4);
-  t.ok(ram.bytes.subarray(3 * PAGE_SIZE).equals(Buffer.alloc(PAGE_SIZE)), 'the zero record was applied');
-  t.equal(ram.bytes[0], 0x5a, 'other pages untouched');
+  t.ok(ram.page(3).equals(Buffer.alloc(PAGE_SIZE)), 'the zero record was applied');
+  t.equal(ram.page(0)[0], 0x5a, 'other pages untouched');
 });

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { Readable, type Writable } from 'node:stream';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { Guest } from '../../guest/guest.js';
-import { copyInto, PAGE_SIZE } from '../../guest/ram.js';
+import { copyInto, pageOffset, PageStore } from '../../guest/ram.js';
 import type { VmLoader } from '../loadvm.js';
 import { StreamReader } from '../stream/reader.js';
 import type { Failover } from './failover.js';
@@ -43,8 +43,8 @@ export class ColoSecondary {
     const { guest, loader, failover } = this.env;
     failover.reset();
     // colo_init_ram_cache(): the cache starts as a copy of what the first migration loaded.
-    const cache = Buffer.allocUnsafeSlow(guest.ram.size);
-    copyInto(cache, 0, guest.ram.bytes);
+    const cache = new PageStore(guest.ram.size);
+    cache.copyFrom(guest.ram);
     const received = new DirtyBitmap(guest.ram.pages);
     loader.ramLoader.colo = { cache, received };
     guest.ram.dirtyLog.clearAll(); // from now on, pages our own guest writes are tracked
@@ -72,7 +72,7 @@ export class ColoSecondary {
     return failover.status === 'completed' ? 'request' : 'error';
   }
 
-  private async checkpoint(cache: Buffer, received: DirtyBitmap): Promise<void> {
+  private async checkpoint(cache: PageStore, received: DirtyBitmap): Promise<void> {
     const { guest, input, loader, stats, failover } = this.env;
     await receiveMessage(input, ColoMessage.CHECKPOINT_REQUEST);
     const paused = performance.now();
@@ -114,13 +114,13 @@ export class ColoSecondary {
   }
 
   /** colo_flush_ram_cache(): every page the primary sent or our guest wrote, cache → RAM. */
-  private async flush(cache: Buffer, received: DirtyBitmap): Promise<void> {
+  private async flush(cache: PageStore, received: DirtyBitmap): Promise<void> {
     const ram = this.env.guest.ram;
     received.absorb(ram.dirtyLog);
     let slice = performance.now();
     for (let page = received.nextSet(0), n = 0; page >= 0; page = received.nextSet(page + 1), n++) {
       received.clear(page);
-      copyInto(ram.bytes, page * PAGE_SIZE, cache.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE));
+      copyInto(ram.segment(page), pageOffset(page), cache.page(page));
       ram.wrote(page);
       if ((n & 1023) === 1023 && performance.now() - slice > SLICE_MS) {
         await new Promise((r) => setImmediate(r));

@@ -11,7 +11,7 @@
  * cores; otherwise it is read here.
  */
 import { Worker } from 'node:worker_threads';
-import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { pageOffset, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import type { IncomingConnection } from '../channels/incoming-channel.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, StreamReader } from '../stream/reader.js';
@@ -20,17 +20,21 @@ import type { FromRecvWorker, RecvWorkerData } from './recv-worker.js';
 
 const WORKER = new URL('./recv-worker.js', import.meta.url);
 
+/** What a channel writes into: guest RAM, or its shared segments on a channel's thread. */
+export type ChannelRam = Pick<GuestRam, 'segment' | 'id' | 'size' | 'wrote'>;
+
 /** multifd_recv_thread() after the greeting: packets until the channel ends. */
-export async function receivePackets(r: StreamReader, ram: Pick<GuestRam, 'bytes' | 'id' | 'size' | 'wrote'>, sync: () => Promise<void>): Promise<void> {
+export async function receivePackets(r: StreamReader, ram: ChannelRam, sync: () => Promise<void>): Promise<void> {
   try {
     for (;;) {
       if (await r.atEnd()) return;
       await r.need(HEADER_BYTES);
       const h = decodeHeader(r.view(HEADER_BYTES), ram.id, ram.size);
       for (const off of h.offsets) {
+        const page = off / PAGE_SIZE;
         if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
-        r.copyTo(ram.bytes, off, PAGE_SIZE);
-        ram.wrote(off / PAGE_SIZE);
+        r.copyTo(ram.segment(page), pageOffset(page), PAGE_SIZE);
+        ram.wrote(page);
       }
       if (h.flags & MULTIFD_FLAG_SYNC) await sync();
     }
@@ -95,7 +99,7 @@ export class MultifdReceiver {
   }
 
   private startThread(fd: number, prefix: Buffer): void {
-    const data: RecvWorkerData = { fd, prefix, ram: this.ram.shared, knownZero: this.ram.knownZero, ramId: this.ram.id };
+    const data: RecvWorkerData = { fd, prefix, ram: this.ram.shared, size: this.ram.size, knownZero: this.ram.knownZero, ramId: this.ram.id };
     const worker = new Worker(WORKER, { workerData: data });
     worker.unref();
     this.workers.add(worker);

@@ -7,13 +7,16 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SocketInput } from '../channels/socket-input.js';
 import { StreamReader } from '../stream/reader.js';
-import { receivePackets } from './receiver.js';
+import { PageStore } from '../../guest/ram.js';
+import { receivePackets, type ChannelRam } from './receiver.js';
 
 export interface RecvWorkerData {
   fd: number;
   /** What was read past the greeting before the hand-over. */
   prefix: Buffer | Uint8Array;
-  ram: SharedArrayBuffer;
+  /** Guest RAM's segments (GuestRam.shared) and its size. */
+  ram: SharedArrayBuffer[];
+  size: number;
   /** GuestRam.knownZero, which this thread's writes clear. */
   knownZero?: Uint8Array;
   ramId: string;
@@ -22,7 +25,7 @@ export interface RecvWorkerData {
 export type FromRecvWorker = { kind: 'sync' } | { kind: 'failed'; message: string };
 
 const port = parentPort!;
-const { fd, prefix, ram: shared, knownZero, ramId } = workerData as RecvWorkerData;
+const { fd, prefix, ram: shared, size, knownZero, ramId } = workerData as RecvWorkerData;
 const post = (m: FromRecvWorker): void => port.postMessage(m);
 const input = new SocketInput(fd);
 input.socket.on('error', () => undefined); // reported by the reader as an end of stream
@@ -32,11 +35,12 @@ input.resume();
 let go: (() => void) | undefined;
 port.on('message', () => go?.());
 try {
-  const ram = {
-    bytes: Buffer.from(shared),
+  const store = new PageStore(size, shared);
+  const ram: ChannelRam = {
+    segment: (page) => store.segment(page),
     id: ramId,
-    size: shared.byteLength,
-    wrote: (page: number) => knownZero && (knownZero[page] = 0),
+    size,
+    wrote: (page) => knownZero && (knownZero[page] = 0),
   };
   await receivePackets(reader, ram, () =>
     new Promise<void>((resolve) => {

@@ -11,13 +11,15 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MigrationUri } from '../channels/uri.js';
-import { PAGE_SIZE } from '../../guest/ram.js';
+import { pageOffset, PAGE_SIZE, PageStore, SEGMENT_BYTES } from '../../guest/ram.js';
 import { encodeHeader, encodeInit } from './format.js';
 
 export interface SendWorkerData {
   uri: MigrationUri;
   id: number;
-  ram: SharedArrayBuffer;
+  /** Guest RAM's segments (GuestRam.shared) and its size. */
+  ram: SharedArrayBuffer[];
+  size: number;
   ramId: string;
 }
 
@@ -34,18 +36,19 @@ export type FromSendWorker =
   | { kind: 'drained'; error?: string };
 
 const port = parentPort!;
-const { uri, id, ram: shared, ramId } = workerData as SendWorkerData;
-const ram = Buffer.from(shared);
+const { uri, id, ram: shared, size, ramId } = workerData as SendWorkerData;
+const ram = new PageStore(size, shared);
 const post = (m: FromSendWorker): void => port.postMessage(m);
 
-/** The pages as views of RAM, pages adjacent in RAM joined into one piece. */
+/** The pages as views of RAM, pages adjacent in one segment of RAM joined into one piece. */
 function pageRuns(offsets: number[]): Buffer[] {
   const runs: Buffer[] = [];
   for (let i = 0; i < offsets.length; ) {
-    const start = offsets[i]!;
+    const page = offsets[i]! / PAGE_SIZE;
+    const start = pageOffset(page);
     let end = start + PAGE_SIZE;
-    while (++i < offsets.length && offsets[i] === end) end += PAGE_SIZE;
-    runs.push(ram.subarray(start, end));
+    while (++i < offsets.length && offsets[i] === offsets[i - 1]! + PAGE_SIZE && end < SEGMENT_BYTES) end += PAGE_SIZE;
+    runs.push(ram.segment(page).subarray(start, end));
   }
   return runs;
 }

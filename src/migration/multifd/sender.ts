@@ -119,7 +119,7 @@ export class MultifdSender {
     const channels: ChannelThread[] = [];
     try {
       // One after another: the destination numbers the connections in the order they arrive.
-      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.shared, ramId: ram.id }));
+      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.shared, size: ram.size, ramId: ram.id }));
     } catch (err) {
       for (const ch of channels) ch.shutdown();
       throw err;

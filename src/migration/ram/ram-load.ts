@@ -4,7 +4,7 @@
  */
 import { inflateSync } from 'node:zlib';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { isZeroAt, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { isZeroAt, pageOffset, PAGE_SIZE, type GuestRam, type PageStore } from '../../guest/ram.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamReader } from '../stream/reader.js';
@@ -29,7 +29,7 @@ export class RamLoader {
    * COLO secondary: pages land in this cache (and are marked received) instead of guest RAM,
    * until a whole checkpoint has arrived (ram_load_precopy in COLO state).
    */
-  colo?: { cache: Buffer; received: DirtyBitmap };
+  colo?: { cache: PageStore; received: DirtyBitmap };
   /** multifd_recv_sync_main(): with multifd, every EOS waits for the channels' SYNCs. */
   onEos?: () => Promise<void>;
 
@@ -76,31 +76,32 @@ export class RamLoader {
       if (addr + PAGE_SIZE > ram.size || (addr & PAGE_MASK) !== 0) {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
-      const target = this.colo ? this.colo.cache : ram.bytes;
       const page = addr / PAGE_SIZE;
+      const target = (this.colo ? this.colo.cache : ram).segment(page);
+      const at = pageOffset(page);
       this.colo?.received.set(page);
       switch (type) {
         case RamFlag.PAGE:
           if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
-          r.copyTo(target, addr, PAGE_SIZE);
+          r.copyTo(target, at, PAGE_SIZE);
           break;
         case RamFlag.ZERO: {
           if (!r.ready(1)) await r.need(1);
           const fill = r.u8();
           // ram_handle_compressed(): a zero fill skips pages that are zero already (and RAM
           // nothing has written is zero without reading it).
-          if (fill === 0 && ((!this.colo && ram.surelyZero(page)) || isZeroAt(target, addr))) {
+          if (fill === 0 && ((!this.colo && ram.surelyZero(page)) || isZeroAt(target, at))) {
             this.pages++;
             continue;
           }
-          target.fill(fill, addr, addr + PAGE_SIZE);
+          target.fill(fill, at, at + PAGE_SIZE);
           break;
         }
         case RamFlag.XBZRLE:
-          await this.loadXbzrle(r, target.subarray(addr, addr + PAGE_SIZE));
+          await this.loadXbzrle(r, target.subarray(at, at + PAGE_SIZE));
           break;
         case RamFlag.COMPRESS_PAGE:
-          await this.loadCompressed(r, target.subarray(addr, addr + PAGE_SIZE));
+          await this.loadCompressed(r, target.subarray(at, at + PAGE_SIZE));
           break;
       }
       if (!this.colo) ram.wrote(page);
