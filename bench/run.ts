@@ -11,6 +11,7 @@
  *     running, single channel and multifd; QMP latency during them; peak RSS (migration.ts)
  *  4. XBZRLE codec throughput (xbzrle.ts)
  *  5. COLO checkpoints and failover (colo.ts)
+ *  6. what hostile QMP clients cost: memory, and the other clients' latency (qmp-abuse.ts)
  *
  * Environment: QMIGD_BENCH_REPEATS (rounds of pump + migrations, default 5; after
  * 3 rounds of migrations no further round starts once QMIGD_BENCH_MIGRATION_BUDGET_S, default
@@ -25,6 +26,7 @@ import { coloBench, type ColoResult } from './colo.js';
 import { attempt, cpuBusy, fmt, machine, otherCpuMeter, median, MiB, progress, sha256File, sha256Zeros, table, type Quantiles } from './common.js';
 import { MAX_BANDWIDTH, migrationBench, SAMPLE_EVERY_MS, WORKLOAD, writeZeroFile, type ScenarioResult } from './migration.js';
 import { pumpOnce, pumpResult, type PumpResult, type PumpRun } from './pump.js';
+import { abuseBench, printAbuse, type AbuseResult } from './qmp-abuse.js';
 import { IDLE_SAMPLES, idleQmpBench } from './qmp-idle.js';
 import { xbzrleBench, type XbzrleRow } from './xbzrle.js';
 
@@ -304,7 +306,17 @@ async function main(): Promise<void> {
     process.off('SIGTERM', onSignal);
   }
 
+  progress('hostile QMP clients');
+  const abuseRun = await attempt('QMP abuse benchmark', () => abuseBench());
+  const abuse: AbuseResult[] | undefined = 'value' in abuseRun ? abuseRun.value : undefined;
+
   const { targets, throughput } = summary(SIZE, pump, migrations, idle, xbzrle, m.qemu);
+  if (abuse) {
+    console.log('');
+    console.log('## Hostile QMP clients (a fresh daemon each; a probe in a process of its own asks every 20 ms)');
+    console.log('');
+    printAbuse(abuse);
+  }
   const totalSec = (performance.now() - startedAt) / 1000;
   console.log('');
   const otherDuring = otherCpu();
@@ -332,6 +344,7 @@ async function main(): Promise<void> {
     },
     xbzrle: xbzrle ?? null,
     colo: colo ?? null,
+    qmpAbuse: abuse ?? null,
     targets,
     randomFileWriteMs: Math.round(randomFileMs),
     totalSeconds: Math.round(totalSec),

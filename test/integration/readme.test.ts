@@ -1,0 +1,64 @@
+/**
+ * The README's own words, checked: its socat session, replayed through Debian's socat against the
+ * daemon it starts, prints what the README shows (timestamps aside); the socat invocations it
+ * shows exist in Debian's socat; the daemons it puts in the background log only warnings, so
+ * their lines do not mix into the transcript; --help shows the real default monitor.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { BIN, REPO, startDaemon } from '../helpers/daemon.js';
+
+const README = readFileSync(join(REPO, 'README.md'), 'utf8');
+const HAVE_SOCAT = spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
+
+/** The indented block that follows a heading. */
+function block(heading: string): string[] {
+  const start = README.indexOf(`\n${heading}\n`);
+  const lines = README.slice(start + heading.length + 2).split('\n');
+  const first = lines.findIndex((l) => l.startsWith('    '));
+  const out: string[] = [];
+  for (const l of lines.slice(first)) {
+    if (!l.startsWith('    ')) break;
+    out.push(l.slice(4));
+  }
+  return out;
+}
+
+const noTimestamps = (l: string): string => l.replace(/"seconds": \d+, "microseconds": \d+/, '"seconds": S, "microseconds": U');
+
+t.test('the socat session prints what the README shows', { skip: !HAVE_SOCAT && 'socat is not installed' }, async (t) => {
+  const lines = block('## A socat session');
+  const [daemonLine, socatLine, ...transcript] = lines;
+  t.match(daemonLine, /^\$ \.\/bin\/qmigd --qmp unix:\/tmp\/qmigd\.sock,server=on,wait=off -S --log-level warn &$/);
+  t.equal(socatLine, '$ socat - UNIX-CONNECT:/tmp/qmigd.sock');
+  const d = await startDaemon(['-S']);
+  t.teardown(() => d.stop());
+  const sent = transcript.filter((l) => l.startsWith('{"execute"'));
+  const want = transcript.filter((l) => !l.startsWith('{"execute"'));
+  // socat reads the commands from standard input, as a person typing them would send them.
+  const got = await new Promise<string>((resolve) => {
+    const p = spawn('socat', ['-', `UNIX-CONNECT:${d.listening[0]!.slice(5)}`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    p.on('exit', () => resolve(out));
+    p.stdin.end(`${sent.join('\n')}\n`);
+  });
+  t.same(got.split('\r\n').filter(Boolean).map(noTimestamps), want.map(noTimestamps).map((l) => l.replace(/"package": "qmigd [^"]*"/, `"package": "qmigd ${JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version}"`)));
+});
+
+t.test('every socat and backgrounded qmigd in the README is spelled as it works', async (t) => {
+  const socats = [...README.matchAll(/^ {4}\$ (socat .*)$/gm)].map((m) => m[1]!);
+  t.ok(socats.length >= 3, `${socats.length} socat invocations`);
+  for (const s of socats) t.match(s, /^socat - (UNIX|TCP)-CONNECT:/, `${s}: Debian's socat has no READLINE`);
+  const background = [...README.matchAll(/^ {4}\$ (\.\/bin\/qmigd .*&)$/gm)].map((m) => m[1]!);
+  t.ok(background.length >= 3, `${background.length} daemons put in the background`);
+  for (const b of background) t.match(b, /--log-level warn/, `${b}: logs only warnings into the session`);
+});
+
+t.test('--help shows the default monitor, not []', async (t) => {
+  const help = spawnSync(process.execPath, [BIN, '--help'], { encoding: 'utf8' }).stdout;
+  t.match(help, /default:\s+unix:\.\/qmigd\.sock,server=on,wait=off/);
+  t.notMatch(help, /default:\s+\[\]/);
+});
