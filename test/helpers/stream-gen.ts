@@ -137,3 +137,18 @@ export function generateStream(o: GenOptions): Generated {
     vmDescription: o.vmDescription ?? true,
   };
 }
+
+/**
+ * The main stream as a source starts it: the header and the RAM setup section up to its EOS,
+ * where a multifd destination waits for every channel's SYNC.
+ */
+export function setupStream(blockId: string, size: number): Buffer {
+  const w = new StreamWriter();
+  writeHeader(w, 'none');
+  writeSectionStart(w, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
+  w.be64(size + RamFlag.MEM_SIZE);
+  w.countedString(blockId);
+  w.be64(size);
+  w.be64(RamFlag.EOS);
+  return Buffer.concat(w.take().pieces);
+}

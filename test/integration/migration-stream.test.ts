@@ -11,13 +11,11 @@ import net from 'node:net';
 import t from 'tap';
 import { BIN, freePort, REPO, startDaemon, tempDir } from '../helpers/daemon.js';
 import { encodeHeader, encodeInit } from '../../src/migration/multifd/format.js';
-import { RAM_SECTION_VERSION, RamFlag, Section, SectionIds } from '../../src/migration/stream/constants.js';
-import { writeHeader, writeSectionStart } from '../../src/migration/stream/vmstate.js';
-import { StreamWriter } from '../../src/migration/stream/writer.js';
 import { digest, migrationStatus, randomRamFile, side, until, type Side } from '../helpers/migration.js';
 import { qemuInstalled, startQemu } from '../helpers/qemu.js';
 import { QmpClient } from '../helpers/qmp-client.js';
 import { below, rng } from '../helpers/rng.js';
+import { setupStream } from '../helpers/stream-gen.js';
 
 const VECTORS = join(REPO, 'test', 'fixtures', 'vectors');
 const expected = JSON.parse(readFileSync(join(VECTORS, 'expected.json'), 'utf8')) as Record<
@@ -182,13 +180,6 @@ t.test('multifd: a corrupt packet on a channel thread makes the destination exit
   await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   // The main stream up to the setup section's EOS, where the destination waits for every
   // channel's SYNC; channel 1 sends a packet with a wrong magic instead.
-  const w = new StreamWriter();
-  writeHeader(w, 'none');
-  writeSectionStart(w, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
-  w.be64((4 << 20) + RamFlag.MEM_SIZE);
-  w.countedString('m');
-  w.be64(4 << 20);
-  w.be64(RamFlag.EOS);
   const connect = async (bytes: Buffer): Promise<net.Socket> => {
     const s = net.connect(port, '127.0.0.1');
     s.on('error', () => undefined);
@@ -196,7 +187,7 @@ t.test('multifd: a corrupt packet on a channel thread makes the destination exit
     s.write(bytes);
     return s;
   };
-  const sockets = [await connect(Buffer.concat(w.take().pieces)), await connect(encodeInit(0))];
+  const sockets = [await connect(setupStream('m', 4 << 20)), await connect(encodeInit(0))];
   const bad = encodeHeader({ flags: 0, normal: 0, packetNum: 0n, block: 'm', offsets: [] });
   bad.writeUInt32BE(0xdeadbeef, 0);
   sockets.push(await connect(Buffer.concat([encodeInit(1), bad])));

@@ -8,11 +8,9 @@ import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import t from 'tap';
 import { encodeInit, MULTIFD_MAGIC } from '../../src/migration/multifd/format.js';
-import { RAM_SECTION_VERSION, RamFlag, Section, SectionIds } from '../../src/migration/stream/constants.js';
-import { writeHeader, writeSectionStart } from '../../src/migration/stream/vmstate.js';
-import { StreamWriter } from '../../src/migration/stream/writer.js';
 import { freePort, rssKiB } from '../helpers/daemon.js';
 import { migrationStatus, setCaps, side, type Side } from '../helpers/migration.js';
+import { setupStream } from '../helpers/stream-gen.js';
 
 const threads = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
 
@@ -33,18 +31,6 @@ async function connect(port: number, bytes?: Buffer): Promise<net.Socket> {
   return s;
 }
 
-/** The main stream as a source starts it: header and the RAM setup section, up to its EOS. */
-function mainStreamStart(): Buffer {
-  const w = new StreamWriter();
-  writeHeader(w, 'none');
-  writeSectionStart(w, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
-  w.be64((4 << 20) + RamFlag.MEM_SIZE);
-  w.countedString('ram');
-  w.be64(4 << 20);
-  w.be64(RamFlag.EOS);
-  return Buffer.concat(w.take().pieces);
-}
-
 const waitFor = async (what: () => boolean, ms = 10_000): Promise<void> => {
   const deadline = Date.now() + ms;
   while (!what()) {
@@ -58,7 +44,7 @@ t.test('bad greetings are refused with 7.2\'s reports, before any thread starts'
   t.teardown(() => dst.daemon.stop());
   const pid = dst.daemon.proc.pid!;
   const before = threads(pid);
-  const main = await connect(port, mainStreamStart());
+  const main = await connect(port, setupStream('ram', 4 << 20));
   const badMagic = encodeInit(0);
   badMagic.writeUInt32BE(0xdeadbeef, 0);
   const badVersion = encodeInit(0);
@@ -99,7 +85,7 @@ t.test('a hundred idle connections: no threads and little memory', async (t) => 
   t.teardown(() => dst.daemon.stop());
   const pid = dst.daemon.proc.pid!;
   const [tasks, rss] = [threads(pid), rssKiB(pid)];
-  const main = await connect(port, mainStreamStart());
+  const main = await connect(port, setupStream('ram', 4 << 20));
   const idle = await Promise.all(Array.from({ length: 100 }, () => connect(port)));
   await new Promise((r) => setTimeout(r, 300));
   t.equal(threads(pid), tasks, 'no thread for a connection that has not greeted');
