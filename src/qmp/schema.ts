@@ -1,14 +1,12 @@
 /**
- * Loads schema/*.json once at start-up: ajv compiles every command's argument and return schema
- * and every event's data schema (a broken schema stops the daemon before it serves anything),
- * and $refs are resolved for the QAPI visitor and for introspection.
+ * Loads schema/*.json once at start-up, with every command's argument and return validator and
+ * every event's data validator (compiled at build time: schema-validators.ts); $refs are
+ * resolved for the QAPI visitor and for introspection.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { ValidateFunction } from 'ajv';
+import { readSchemaFiles, loadValidators, SCHEMA_DIR, type JsonSchema } from './schema-validators.js';
 
-export type JsonSchema = { [key: string]: unknown };
+export { SCHEMA_DIR, type JsonSchema };
 
 export interface CommandSchema {
   name: string;
@@ -38,28 +36,19 @@ export interface Located {
   name?: string;
 }
 
-export const SCHEMA_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'schema');
-
 export class SchemaSet {
   readonly commands = new Map<string, CommandSchema>();
   readonly events = new Map<string, EventSchema>();
-  private readonly modules = new Map<string, JsonSchema>();
-  private readonly ajv = new Ajv2020({ allErrors: false, strict: true, strictTuples: false });
+  private readonly modules: Map<string, JsonSchema>;
 
   constructor(dir = SCHEMA_DIR) {
-    this.ajv.addVocabulary(['commands', 'events', 'x-qapi-int', 'x-features', 'x-allow-oob', 'x-union-tag', 'x-qapi-name', 'x-qmigd-test-hook']);
-    const files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
-    for (const file of files) {
-      const doc = JSON.parse(readFileSync(join(dir, file), 'utf8')) as JsonSchema;
-      const id = String(doc.$id);
-      this.modules.set(id, doc);
-      this.ajv.addSchema(doc);
-    }
-    for (const [id, doc] of this.modules) {
+    const files = readSchemaFiles(dir);
+    this.modules = files.modules;
+    const validators = loadValidators(files);
+    for (const doc of this.modules.values()) {
       const module = String(doc.title);
       const commands = (doc.commands ?? {}) as Record<string, JsonSchema>;
       for (const [name, c] of Object.entries(commands)) {
-        const pointer = `${id}#/commands/${escapePointer(name)}`;
         this.commands.set(name, {
           name,
           module,
@@ -68,24 +57,20 @@ export class SchemaSet {
           allowOob: c['x-allow-oob'] === true,
           features: (c['x-features'] as string[] | undefined) ?? [],
           testHook: c['x-qmigd-test-hook'] === true,
-          validateArguments: this.ajv.compile({ $ref: `${pointer}/arguments` }),
-          validateReturn: this.ajv.compile({ $ref: `${pointer}/returns` }),
+          validateArguments: validators.get(`c:${name}:arguments`)!,
+          validateReturn: validators.get(`c:${name}:returns`)!,
         });
       }
       const events = (doc.events ?? {}) as Record<string, JsonSchema>;
       for (const [name, e] of Object.entries(events)) {
-        this.events.set(name, {
-          name,
-          module,
-          data: e.data as JsonSchema,
-          validateData: this.ajv.compile({ $ref: `${id}#/events/${escapePointer(name)}/data` }),
-        });
+        this.events.set(name, { name, module, data: e.data as JsonSchema, validateData: validators.get(`e:${name}`)! });
       }
     }
   }
 
+  /** What the last failed validation found, as ajv's errorsText() words it. */
   describeErrors(validate: ValidateFunction): string {
-    return this.ajv.errorsText(validate.errors, { dataVar: 'value' });
+    return (validate.errors ?? []).map((e) => `value${e.instancePath} ${e.message ?? ''}`).join(', ') || 'No errors';
   }
 
   /** The module id of a command or event, for resolving the $refs in its schemas. */
@@ -113,10 +98,6 @@ export class SchemaSet {
     }
     return cur;
   }
-}
-
-function escapePointer(s: string): string {
-  return s.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
 function unescapePointer(s: string): string {

@@ -11,7 +11,6 @@ import { QmpSession, type Connection } from './session.js';
 import type { QmpSpec } from './transports/spec.js';
 import { openStreamTransport } from './transports/stream.js';
 import type { Transport, TransportHost } from './transports/transport.js';
-import { openWebSocketTransport } from './transports/websocket.js';
 
 export interface QmpServerOptions {
   registry: CommandRegistry;
@@ -53,7 +52,8 @@ export class QmpServer implements TransportHost {
   }
 
   async open(spec: QmpSpec): Promise<Transport> {
-    const transport = spec.kind === 'ws' ? await openWebSocketTransport(spec, this) : await openStreamTransport(spec, this);
+    // ws is loaded only for a WebSocket monitor: it is a tenth of the daemon's start-up otherwise.
+    const transport = spec.kind === 'ws' ? await (await import('./transports/websocket.js')).openWebSocketTransport(spec, this) : await openStreamTransport(spec, this);
     this.transports.push(transport);
     this.log.info({ qmp: transport.where }, 'QMP listening');
     return transport;
