@@ -46,6 +46,12 @@ export const Errors = {
   parameterEnum: (name: string, value: string) => generic(`Parameter '${name}' does not accept value '${value}'`),
   parameterValue: (name: string, expected: string) => generic(`Parameter '${name}' expects ${expected}`),
 
+  // QOM and qdev (qom/qom-qmp-cmds.c, softmmu/qdev-monitor.c)
+  classNotFound: (type: string) => new QmpError('DeviceNotFound', `Class '${type}' not found`),
+  deviceNotFound: (name: string) => new QmpError('DeviceNotFound', `Device '${name}' not found`),
+  notADeviceType: () => generic("Parameter 'typename' expects a non-abstract device type"),
+  invalidOptionName: (name: string) => generic(`invalid option name: ${name}`),
+
   // Run state and misc commands
   migratePauseNotPostcopy: () => generic('migrate-pause is currently only supported during postcopy-active state'),
   yankInstanceNotFound: () => new QmpError('DeviceNotFound', 'Instance not found'),

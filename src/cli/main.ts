@@ -5,6 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { startDaemon } from '../daemon/daemon.js';
 import type { DaemonConfig } from '../daemon/config.js';
+import { NO_CPUS } from '../guest/cpu-topology.js';
 import { parseWorkloadPattern, type WorkloadPattern } from '../guest/workload.js';
 import { parseQmpSpec } from '../qmp/transports/spec.js';
 import { VERSION } from '../version.js';
@@ -110,6 +111,10 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     incoming: opts.incoming,
     paused: opts.paused,
     name: opts.name,
+    uuid: '00000000-0000-0000-0000-000000000000',
+    cpus: NO_CPUS,
+    acpi: false,
+    noShutdown: false,
     logLevel: opts.logLevel,
     pidfile: opts.pidfile,
     qmpMemoryLimit,

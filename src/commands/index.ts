@@ -1,9 +1,13 @@
 /** Every QMP command qmigd serves, by QAPI module. */
 import type { Daemon } from '../daemon/context.js';
+import { registerBlock } from './block.js';
+import { registerChar } from './char.js';
 import { registerColo } from './colo.js';
 import { registerControl } from './control.js';
 import { registerFds } from './fds.js';
 import { registerGuest } from './guest.js';
+import { registerMachine } from './machine.js';
+import { registerQom } from './qom.js';
 import { registerMigration } from './migration.js';
 import { registerMisc } from './misc.js';
 import { registerRunState } from './run-state.js';
@@ -18,5 +22,9 @@ export function registerCommands(d: Daemon): void {
   registerMigration(d);
   registerGuest(d);
   registerColo(d);
+  registerMachine(d);
+  registerQom(d);
+  registerBlock(d);
+  registerChar(d);
   d.registry.assertComplete();
 }

@@ -1,4 +1,5 @@
-/** The daemon's settings, as the command line gives them (see src/cli/serve.ts). */
+/** The daemon's settings, as a command line gives them (src/cli/main.ts, or QEMU's: src/cli/qemu/). */
+import type { CpuTopology } from '../guest/cpu-topology.js';
 import type { Sandbox } from '../cli/sandbox.js';
 import type { WorkloadPattern } from '../guest/workload.js';
 import type { QmpSpec } from '../qmp/transports/spec.js';
@@ -22,6 +23,14 @@ export interface DaemonConfig {
   /** Fail over by itself this long after losing the COLO peer; 0 waits for x-colo-lost-heartbeat. */
   coloHeartbeatTimeoutMs: number;
   name?: string;
+  /** -uuid: the guest's UUID (query-uuid); all zeros without one, as in QEMU. */
+  uuid: string;
+  /** The guest's vCPUs (query-cpus-fast, HMP's cpu-index): -M none has none. */
+  cpus: CpuTopology;
+  /** The machine answers its ACPI power button (system_powerdown) by shutting the guest down. */
+  acpi: boolean;
+  /** -no-shutdown: a guest that shuts down stops (run state shutdown); else the process ends. */
+  noShutdown: boolean;
   logLevel: string;
   pidfile?: string;
   /** -sandbox: what the daemon refuses to do on a client's behalf. */

@@ -44,6 +44,12 @@ export class YankRegistry {
   }
 }
 
+/** A character device that carries a QMP monitor, as query-chardev lists it. */
+export interface Chardev {
+  label: string;
+  filename: string;
+}
+
 export interface Daemon {
   readonly config: DaemonConfig;
   readonly log: Logger;
@@ -52,7 +58,11 @@ export interface Daemon {
   readonly guest: Guest;
   readonly migration: MigrationService;
   readonly yank: YankRegistry;
+  /** The monitors' chardevs, oldest first. */
+  readonly chardevs: Chardev[];
   readonly version: { major: number; minor: number; micro: number; package: string };
   /** Emits SHUTDOWN at once, then closes every monitor and socket and exits 0. */
   shutdown(cause: ShutdownCause): void;
+  /** Closes every monitor and socket and exits 0 (after a SHUTDOWN already sent). */
+  exit(): void;
 }

@@ -29,6 +29,12 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     memoryBytes: config.memoryBytes,
     incoming: config.incoming !== undefined,
     autostart: !config.paused,
+    power: {
+      acpi: () => config.acpi,
+      noShutdown: () => config.noShutdown,
+      emit: (event, data) => qmp.events.emit(event, data),
+      exit: () => daemon.exit(),
+    },
   });
   if (config.memoryFile) await guest.ram.loadFile(config.memoryFile);
   else if (config.memPrealloc) guest.ram.prealloc();
@@ -54,12 +60,16 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
 
   let stopping = false;
   const daemon: Daemon = {
-    config, log, registry, qmp, guest, migration, yank, version,
+    config, log, registry, qmp, guest, migration, yank, version, chardevs: [],
     shutdown(cause: ShutdownCause) {
       if (stopping) return;
-      stopping = true;
       qmp.events.emit('SHUTDOWN', { guest: false, reason: cause });
-      log.info({ cause }, 'shutting down');
+      daemon.exit();
+    },
+    exit() {
+      if (stopping) return;
+      stopping = true;
+      log.info('shutting down');
       // Monitors close on the next turn, so a quit's own reply still goes out after SHUTDOWN.
       setImmediate(() =>
         void qmp.close().finally(() => {
@@ -80,8 +90,11 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   for (const [index, spec] of config.qmp.entries()) {
     const transport = await qmp.open(spec);
     if (spec.kind !== 'ws') {
-      // QEMU names -qmp chardevs compat_monitorN and registers their sockets for yank.
-      yank.register({ type: 'chardev', id: `compat_monitor${index}` }, () => transport.dropClients());
+      // QEMU names -qmp chardevs compat_monitorN (-chardev names its own) and registers their
+      // sockets for yank.
+      const label = spec.label ?? `compat_monitor${index}`;
+      daemon.chardevs.push({ label, filename: `${transport.where}${spec.server ? ',server=on' : ''}` });
+      yank.register({ type: 'chardev', id: label }, () => transport.dropClients());
     }
   }
 

@@ -12,9 +12,10 @@
  * one of these; clients that send none (not browsers) are not affected.
  */
 export type QmpSpec =
-  | { kind: 'unix'; path: string; server: boolean; wait: boolean; exclusive: boolean; text: string }
+  /** `fd`: a socket already bound and listening, inherited (QEMU's -chardev socket,fd=N). */
+  | { kind: 'unix'; path: string; fd?: number; server: boolean; wait: boolean; exclusive: boolean; label?: string; text: string }
   /** `host` is empty for a server on every interface, as QEMU's `tcp::PORT,server=on`. */
-  | { kind: 'tcp'; host: string; port: number; server: boolean; wait: boolean; exclusive: boolean; text: string }
+  | { kind: 'tcp'; host: string; port: number; server: boolean; wait: boolean; exclusive: boolean; label?: string; text: string }
   | { kind: 'ws'; host: string; port: number; server: true; wait: false; exclusive: boolean; origins: string[]; text: string };
 
 export class SpecError extends Error {}

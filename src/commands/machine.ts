@@ -1,0 +1,48 @@
+/**
+ * QAPI modules "machine" and "machine-target": what the machine is (target, KVM, UUID, machine
+ * types, CPUs) and its power button and reset, as QEMU 7.2 answers them.
+ *
+ * qmigd never has KVM: query-kvm says so, whatever `accel=kvm:tcg` asked for. (libvirt, on a
+ * host where /dev/kvm exists, then probes again at every use; see the README.)
+ */
+import type { Daemon } from '../daemon/context.js';
+import { cpuProps, cpuQomPath } from '../guest/cpu-topology.js';
+import { MACHINES } from '../guest/machines.js';
+
+export function registerMachine(d: Daemon): void {
+  const r = d.registry;
+  r.register('query-target', () => ({ arch: 'x86_64' }));
+  r.register('query-kvm', () => ({ enabled: false, present: false }));
+  r.register('query-uuid', () => ({ UUID: d.config.uuid }));
+  r.register('query-machines', () =>
+    MACHINES.map((m) => ({
+      name: m.name,
+      alias: m.alias,
+      'is-default': m.isDefault,
+      'cpu-max': m.cpuMax,
+      'hotpluggable-cpus': m.hotpluggableCpus,
+      'numa-mem-supported': m.numaMemSupported,
+      deprecated: false,
+      'default-cpu-type': m.defaultCpuType,
+      'default-ram-id': m.defaultRamId,
+    })),
+  );
+  // As QEMU lists them; the daemon's own thread stands for every vCPU's.
+  r.register('query-cpus-fast', () =>
+    Array.from({ length: d.config.cpus.cpus }, (_, i) => ({
+      'cpu-index': i,
+      'qom-path': cpuQomPath(i),
+      'thread-id': process.pid,
+      props: cpuProps(d.config.cpus, i),
+      target: 'x86_64',
+    })),
+  );
+  r.register('system_powerdown', () => {
+    d.guest.power.pressPowerButton();
+    return {};
+  });
+  r.register('system_reset', () => {
+    d.guest.power.reset('host-qmp-system-reset');
+    return {};
+  });
+}
