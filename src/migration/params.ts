@@ -14,9 +14,14 @@ export const CAPABILITIES = [
 export type Capability = (typeof CAPABILITIES)[number];
 export type Capabilities = Record<Capability, boolean>;
 
-/** What qmigd really does; the rest are refused rather than silently accepted. */
+/**
+ * What qmigd really does; the rest are refused rather than silently accepted. late-block-activate
+ * only delays activating block devices to `cont` (libvirt sets it on every destination): qmigd
+ * has none, so doing it is doing nothing.
+ */
 export const IMPLEMENTED_CAPABILITIES: ReadonlySet<Capability> = new Set([
   'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
+  'late-block-activate',
 ]);
 
 export function defaultCapabilities(): Capabilities {
