@@ -12,6 +12,7 @@
  *  4. XBZRLE codec throughput (xbzrle.ts)
  *  5. COLO checkpoints and failover (colo.ts)
  *  6. what hostile QMP clients cost: memory, and the other clients' latency (qmp-abuse.ts)
+ *  7. start-up as libvirt sees it, qmigd-qemu beside QEMU 7.2 and a bare Node process (startup.ts)
  *
  * Environment: QMIGD_BENCH_REPEATS (rounds of pump + migrations, default 5; after
  * 3 rounds of migrations no further round starts once QMIGD_BENCH_MIGRATION_BUDGET_S, default
@@ -28,6 +29,7 @@ import { MAX_BANDWIDTH, migrationBench, SAMPLE_EVERY_MS, WORKLOAD, writeZeroFile
 import { pumpOnce, pumpResult, type PumpResult, type PumpRun } from './pump.js';
 import { abuseBench, printAbuse, type AbuseResult } from './qmp-abuse.js';
 import { IDLE_SAMPLES, idleQmpBench } from './qmp-idle.js';
+import { startupBench, STARTUP_RUNS, type StartupRow } from './startup.js';
 import { xbzrleBench, type XbzrleRow } from './xbzrle.js';
 
 const RESULTS = resolve(import.meta.dirname, '..', '..', 'bench', 'results.json');
@@ -310,12 +312,23 @@ async function main(): Promise<void> {
   const abuseRun = await attempt('QMP abuse benchmark', () => abuseBench());
   const abuse: AbuseResult[] | undefined = 'value' in abuseRun ? abuseRun.value : undefined;
 
+  progress('start-up');
+  const startupRun = await attempt('start-up benchmark', () => startupBench(m.qemu !== null));
+  const startup: StartupRow[] | undefined = 'value' in startupRun ? startupRun.value : undefined;
+
   const { targets, throughput } = summary(SIZE, pump, migrations, idle, xbzrle, m.qemu);
   if (abuse) {
     console.log('');
     console.log('## Hostile QMP clients (a fresh daemon each; a probe in a process of its own asks every 20 ms)');
     console.log('');
     printAbuse(abuse);
+  }
+  if (startup) {
+    console.log('');
+    console.log(`## Start-up (${STARTUP_RUNS} runs each, interleaved; ms p50 / max)`);
+    console.log('');
+    const cell = (q?: Quantiles): string => (q ? `${fmt(q.p50, 0)} / ${fmt(q.max, 0)}` : '—');
+    table(['program', 'exec → qmp_capabilities answered', `libvirt's probe: exec → -daemonize returns → ${'last answer'}`], startup.map((r) => [r.program, cell(r.firstReply), cell(r.probe)]));
   }
   const totalSec = (performance.now() - startedAt) / 1000;
   console.log('');
@@ -345,6 +358,7 @@ async function main(): Promise<void> {
     xbzrle: xbzrle ?? null,
     colo: colo ?? null,
     qmpAbuse: abuse ?? null,
+    startup: startup ?? null,
     targets,
     randomFileWriteMs: Math.round(randomFileMs),
     totalSeconds: Math.round(totalSec),
