@@ -114,6 +114,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     uuid: '00000000-0000-0000-0000-000000000000',
     cpus: NO_CPUS,
     acpi: false,
+    accelerator: 'tcg',
     noShutdown: false,
     logLevel: opts.logLevel,
     pidfile: opts.pidfile,

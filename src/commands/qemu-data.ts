@@ -11,23 +11,23 @@ import type { JsonValue } from '../qmp/json-writer.js';
 
 const DIR = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', 'data', 'qemu-7.2');
 
-export interface QomTypeInfo {
+export type QomTypeInfo = {
   name: string;
   parent?: string;
   abstract?: boolean;
-}
+};
 
-export interface PropertyInfo {
+export type PropertyInfo = {
   name: string;
   type: string;
   description?: string;
   'default-value'?: JsonValue;
-}
+};
 
-export interface CommandLineOption {
+export type CommandLineOption = {
   option: string;
   parameters: Array<{ name: string; type: string; help?: string; default?: string }>;
-}
+};
 
 function lazy<T>(file: string): () => T {
   let value: T | undefined;

@@ -21,14 +21,13 @@ export function registerQom(d: Daemon): void {
     const all = types();
     return [...all.values()]
       .filter((t) => (a.abstract ?? false) || !t.abstract)
-      .filter((t) => a.implements === undefined || implementsType(all, t.name, a.implements))
-      .map((t) => ({ ...t }));
+      .filter((t) => a.implements === undefined || implementsType(all, t.name, a.implements));
   });
 
   d.registry.register('qom-list-properties', (a: { typename: string }) => {
     const props = qemuData.qomProperties()[a.typename];
     if (!props) throw Errors.classNotFound(a.typename);
-    return props.map((p) => ({ ...p }));
+    return props;
   });
 
   // None of qmigd's types is a device: as QEMU says of a memory backend or a machine.
@@ -43,6 +42,6 @@ export function registerQom(d: Daemon): void {
     const props = tree[path];
     if (!props) throw Errors.deviceNotFound(a.path);
     const child = (name: string): string => (path === '/' ? `/${name}` : `${path}/${name}`);
-    return props.filter((p) => !p.type.startsWith('child<') || child(p.name) in tree).map((p) => ({ ...p }));
+    return props.filter((p) => !p.type.startsWith('child<') || child(p.name) in tree);
   });
 }

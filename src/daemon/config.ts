@@ -1,5 +1,6 @@
 /** The daemon's settings, as a command line gives them (src/cli/main.ts, or QEMU's: src/cli/qemu/). */
 import type { CpuTopology } from '../guest/cpu-topology.js';
+import type { Accelerator } from '../guest/machines.js';
 import type { Sandbox } from '../cli/sandbox.js';
 import type { WorkloadPattern } from '../guest/workload.js';
 import type { QmpSpec } from '../qmp/transports/spec.js';
@@ -27,6 +28,8 @@ export interface DaemonConfig {
   uuid: string;
   /** The guest's vCPUs (query-cpus-fast, HMP's cpu-index): -M none has none. */
   cpus: CpuTopology;
+  /** The accelerator QEMU would run the guest with (query-kvm); qmigd runs no guest code either way. */
+  accelerator: Accelerator;
   /** The machine answers its ACPI power button (system_powerdown) by shutting the guest down. */
   acpi: boolean;
   /** -no-shutdown: a guest that shuts down stops (run state shutdown); else the process ends. */

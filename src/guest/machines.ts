@@ -4,6 +4,9 @@
  * the RAM block's default name, how many CPUs they take, and whether the guest has ACPI (so
  * that system_powerdown shuts it down). Everything else of a PC is hardware qmigd does not emulate.
  */
+/** QEMU's accelerators qmigd can report running with (it runs no guest code under either). */
+export type Accelerator = 'kvm' | 'tcg';
+
 export interface MachineType {
   /** The full versioned name, as a migration stream carries it. */
   name: string;

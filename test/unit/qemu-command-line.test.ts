@@ -100,3 +100,24 @@ t.test('options: unknown, missing arguments, -- spellings', async (t) => {
   t.equal(parseQemuCommandLine(['-version']).action, 'version');
   t.same(parseQemuCommandLine(['disk.img']).ignored, ['disk.img'], 'a bare disk image is hardware qmigd does not emulate');
 });
+
+t.test('accelerators: the first that starts, with QEMU\'s lines on the way', async (t) => {
+  type Host = { kvmUnavailable: () => string | undefined };
+  const noKvm: Host = { kvmUnavailable: () => 'No such file or directory' };
+  const kvm: Host = { kvmUnavailable: () => undefined };
+  const accel = (args: string[], env: Host): unknown[] => {
+    const cl = parseQemuCommandLine(args, env);
+    return [cl.accelerator, cl.messages];
+  };
+  t.same(accel([], kvm), ['tcg', []], 'TCG unless asked');
+  t.same(accel(['-M', 'none,accel=kvm:tcg'], kvm), ['kvm', []]);
+  t.same(accel(['-enable-kvm'], kvm), ['kvm', []]);
+  t.same(accel(['-accel', 'tcg', '-accel', 'kvm'], kvm), ['tcg', []], 'in order');
+  t.same(accel(['-M', 'none,accel=kvm:tcg'], noKvm), ['tcg', [
+    { bare: 'Could not access KVM kernel module: No such file or directory' },
+    { prefixed: 'failed to initialize kvm: No such file or directory' },
+    { prefixed: 'falling back to tcg' },
+  ]]);
+  t.throws(() => parseQemuCommandLine(['-accel', 'kvm'], noKvm), new QemuCliError('-accel kvm: failed to initialize kvm: No such file or directory'));
+  t.throws(() => parseQemuCommandLine(['-accel', 'xen'], noKvm), new QemuCliError('-accel xen: invalid accelerator xen'));
+});

@@ -6,13 +6,19 @@
  * message. Errors are QemuCliError, whose message is what QEMU prints after "PROG: ".
  */
 import { cpuTopology, NO_CPUS, SmpError, type CpuTopology } from '../../guest/cpu-topology.js';
-import { DEFAULT_MACHINE, findMachine, MACHINES, type MachineType } from '../../guest/machines.js';
+import { DEFAULT_MACHINE, findMachine, MACHINES, type Accelerator, type MachineType } from '../../guest/machines.js';
 import { parseQmpSpec, SpecError, type QmpSpec } from '../../qmp/transports/spec.js';
+import { AccelError, chooseAccelerator, kvmUnavailable, type AccelRequest, type Message } from './accelerator.js';
 import { parseSandbox, NO_SANDBOX, type Sandbox } from '../sandbox.js';
 import { optBool, OptsError, parseObject, parseOpts, sizeBytes, sizeMiB, type Opts } from './opts.js';
 import { OPTIONS_WITH_ARGUMENT, OPTIONS_WITHOUT_ARGUMENT } from './option-table.js';
 
-export class QemuCliError extends Error {}
+/** QEMU's message for a command line it refuses, after what it printed on the way (`before`). */
+export class QemuCliError extends Error {
+  constructor(message: string, readonly before: Message[] = []) {
+    super(message);
+  }
+}
 
 /** What the command line asks for, before it becomes a daemon. */
 export interface QemuCommandLine {
@@ -35,6 +41,9 @@ export interface QemuCommandLine {
   noShutdown: boolean;
   /** The machine has ACPI (its guest powers off on system_powerdown): unless -no-acpi or acpi=off. */
   acpi: boolean;
+  accelerator: Accelerator;
+  /** What QEMU prints while it starts (choosing an accelerator), to print the same. */
+  messages: Message[];
   /** The options accepted but ignored, for a debug line each. */
   ignored: string[];
 }
@@ -47,7 +56,7 @@ const IGNORED = new Set([
   '-cpu', '-rtc', '-boot', '-device', '-audiodev', '-audio', '-msg', '-overcommit', '-display', '-nographic', '-nodefaults',
   '-no-user-config', '-no-hpet', '-global', '-vga', '-serial', '-parallel', '-usb', '-usbdevice', '-k',
   '-vnc', '-spice', '-drive', '-blockdev', '-netdev', '-nic', '-net', '-fsdev', '-virtfs', '-numa', '-smbios',
-  '-fw_cfg', '-bios', '-kernel', '-initrd', '-append', '-dtb', '-L', '-D', '-d', '-trace', '-enable-kvm', '-no-reboot',
+  '-fw_cfg', '-bios', '-kernel', '-initrd', '-append', '-dtb', '-L', '-D', '-d', '-trace', '-no-reboot',
   '-full-screen', '-snapshot', '-watchdog-action', '-action', '-set', '-tpmdev', '-monitor', '-debugcon',
   '-pflash', '-option-rom', '-runas', '-chroot', '-seed', '-compat', '-icount', '-echr', '-add-fd', '-iscsi',
   '-only-migratable', '-async-teardown', '-win2k-hack', '-no-fd-bootchk', '-rotate', '-portrait', '-acpitable',
@@ -68,13 +77,17 @@ interface Backend {
   prealloc: boolean;
 }
 
-/** Parses argv (without the program name). */
-export function parseQemuCommandLine(argv: string[]): QemuCommandLine {
-  const out: Omit<QemuCommandLine, 'machine' | 'memoryBytes' | 'ramId' | 'cpus' | 'acpi'> = {
+/**
+ * Parses argv (without the program name). `kvmUnavailable` says why KVM would not start on this
+ * host (undefined: it would).
+ */
+export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () => string | undefined } = { kvmUnavailable }): QemuCommandLine {
+  const out: Omit<QemuCommandLine, 'machine' | 'memoryBytes' | 'ramId' | 'cpus' | 'acpi' | 'accelerator' | 'messages'> = {
     action: 'run', paused: false, uuid: ZERO_UUID, memPrealloc: false, qmp: [], sandbox: NO_SANDBOX,
     daemonize: false, noShutdown: false, ignored: [],
   };
   let acpi = true;
+  const accels: AccelRequest[] = [];
   const machineOpts: MachineOpts = {};
   let memory: number | undefined;
   let smp: Opts = new Map();
@@ -135,12 +148,14 @@ export function parseQemuCommandLine(argv: string[]): QemuCommandLine {
           if (o.has('type')) machineOpts.type = o.get('type');
           if (o.has('memory-backend')) machineOpts.memoryBackend = o.get('memory-backend');
           if (o.has('acpi')) acpi = o.get('acpi') !== 'off';
-          // accel=kvm:tcg takes the first accelerator that works: never KVM here.
-          if (o.has('accel')) checkAccel(o.get('accel')!, where);
+          for (const name of o.get('accel')?.split(':').filter(Boolean) ?? []) accels.push({ name });
           break;
         }
         case '-accel':
-          checkAccel(parseOpts(value, 'accel').get('accel') ?? '', where);
+          accels.push({ name: parseOpts(value, 'accel').get('accel') ?? '', where });
+          break;
+        case '-enable-kvm':
+          accels.push({ name: 'kvm' });
           break;
         case '-object': {
           const o = parseObject(value);
@@ -176,7 +191,9 @@ export function parseQemuCommandLine(argv: string[]): QemuCommandLine {
   }
 
   const machine = machineOpts.type === undefined ? DEFAULT_MACHINE : findMachine(machineOpts.type);
-  if (machineOpts.type === 'help') return { ...out, action: 'machine-help', machine: DEFAULT_MACHINE, memoryBytes: DEFAULT_RAM, ramId: '', cpus: NO_CPUS, acpi };
+  if (machineOpts.type === 'help') {
+    return { ...out, action: 'machine-help', machine: DEFAULT_MACHINE, memoryBytes: DEFAULT_RAM, ramId: '', cpus: NO_CPUS, acpi, accelerator: 'tcg', messages: [] };
+  }
   if (!machine) throw new QemuCliError('unsupported machine type\nUse -machine help to list supported machines');
   for (const mon of monitors) out.qmp.push(monitorSpec(mon, chardevs));
 
@@ -194,8 +211,9 @@ export function parseQemuCommandLine(argv: string[]): QemuCommandLine {
     out.memPrealloc ||= backend.prealloc;
   }
   const cpus = smpTopology(smp, machine);
+  const { accelerator, messages } = accelOf(accels, env.kvmUnavailable);
   // -M none makes no CPU, whatever -smp says; the PCs make the -smp count.
-  return { ...out, machine, memoryBytes, ramId, cpus: machine.name === 'none' ? NO_CPUS : cpus, acpi: acpi && machine.acpi };
+  return { ...out, machine, memoryBytes, ramId, cpus: machine.name === 'none' ? NO_CPUS : cpus, acpi: acpi && machine.acpi, accelerator, messages };
 }
 
 /** -smp's numbers (QEMU reports their errors without the option's text). */
@@ -213,11 +231,14 @@ function smpTopology(smp: Opts, machine: MachineType): CpuTopology {
   }
 }
 
-function checkAccel(accels: string, where: string): void {
-  const list = accels.split(':').filter(Boolean);
-  if (list.includes('tcg') || list.length === 0) return;
-  if (list.includes('kvm')) throw new QemuCliError(`${where}: failed to initialize kvm: No such file or directory`);
-  throw new QemuCliError(`${where}: invalid accelerator ${list[0]}`);
+function accelOf(accels: AccelRequest[], kvm: () => string | undefined): { accelerator: Accelerator; messages: Message[] } {
+  try {
+    return chooseAccelerator(accels, kvm);
+  } catch (err) {
+    if (!(err instanceof AccelError)) throw err;
+    const last = err.messages.at(-1)!;
+    throw new QemuCliError('bare' in last ? last.bare : last.prefixed, err.messages.slice(0, -1));
+  }
 }
 
 /**

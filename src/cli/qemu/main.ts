@@ -15,14 +15,20 @@ import { startDaemon } from '../../daemon/daemon.js';
 import type { DaemonConfig } from '../../daemon/config.js';
 import { DEFAULT_QMP_MEMORY_BUDGET } from '../../qmp/memory-budget.js';
 import { VERSION } from '../../version.js';
+import type { Message } from './accelerator.js';
 import { machineHelp, parseQemuCommandLine, QemuCliError, type QemuCommandLine } from './command-line.js';
 
 const PROG = basename(process.argv[1] ?? 'qmigd-qemu');
 /** Set in the daemonized child: its descriptor 3 is the pipe to the waiting parent. */
 const DAEMON_CHILD = 'QMIGD_QEMU_DAEMON_CHILD';
 
-function fail(message: string): never {
-  process.stderr.write(`${PROG}: ${message}\n`);
+/** QEMU's lines on stderr: most carry the program's name, a few (from its KVM code) do not. */
+function print(messages: Message[]): void {
+  for (const m of messages) process.stderr.write('bare' in m ? `${m.bare}\n` : `${PROG}: ${m.prefixed}\n`);
+}
+
+function fail(message: string, before: Message[] = []): never {
+  print([...before, { prefixed: message }]);
   process.exit(1);
 }
 
@@ -53,6 +59,7 @@ function configOf(cl: QemuCommandLine, env: NodeJS.ProcessEnv): DaemonConfig {
     uuid: cl.uuid,
     cpus: cl.cpus,
     acpi: cl.acpi,
+    accelerator: cl.accelerator,
     noShutdown: cl.noShutdown,
     // QEMU says nothing unless something is wrong; QMIGD_LOG_LEVEL says more.
     logLevel: env.QMIGD_LOG_LEVEL ?? 'warn',
@@ -89,7 +96,7 @@ async function main(argv: string[]): Promise<void> {
   try {
     cl = parseQemuCommandLine(argv);
   } catch (err) {
-    if (err instanceof QemuCliError) fail(err.message);
+    if (err instanceof QemuCliError) fail(err.message, err.before);
     throw err;
   }
   if (cl.action === 'version') {
@@ -105,6 +112,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const child = process.env[DAEMON_CHILD] === '1';
+  print(cl.messages);
   if (cl.daemonize && !child) return daemonize(argv);
   // The daemonized child reports to its parent on descriptor 3 and has no other output.
   const status = child ? createWriteStream('', { fd: 3 }) : undefined;
