@@ -1,7 +1,12 @@
 # qmigd: build with dev dependencies, run with production ones only, as a non-root user.
 FROM node:20-bookworm-slim AS build
+# npm ci builds the native addon (native/, node-gyp): it needs python3, make and g++, and Node's
+# headers, which this image has under /usr/local (so node-gyp downloads nothing).
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+ENV npm_config_nodedir=/usr/local
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json ./
+COPY native ./native
 COPY src ./src
 COPY schema ./schema
 COPY bin ./bin
@@ -14,6 +19,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/native/build/Release/qmigd_native.node ./native/build/Release/qmigd_native.node
 COPY --from=build /src/schema ./schema
 COPY --from=build /src/bin ./bin
 USER node

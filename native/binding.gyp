@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "qmigd_native",
+      "sources": ["src/unix_reader.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}
