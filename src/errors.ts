@@ -62,6 +62,9 @@ export const Errors = {
   invalidParameter: (name: string) => generic(`Invalid parameter '${name}'`),
   noFdSupplied: () => generic('No file descriptor supplied via SCM_RIGHTS'),
   fdNameNotFound: (name: string) => generic(`File descriptor named '${name}' not found`),
+  // Descriptor passing beyond QEMU: qmigd bounds what clients make it hold (QEMU does not).
+  monitorFdLimit: (limit: number) => generic(`qmigd keeps at most ${limit} named file descriptors per monitor; close some with closefd`),
+  fdsetFdLimit: (limit: number) => generic(`qmigd keeps at most ${limit} file descriptors in fdsets; remove some with remove-fd`),
 
   // Migration (migration/migration.c, include/qapi/qmp/qerror.h)
   migrationActive: () => generic("There's a migration process in progress"),
@@ -78,6 +81,7 @@ export const Errors = {
   postcopyNotEnabled: () => generic('Enable postcopy with migrate_set_capability before the start of migration'),
   recoverNotPaused: () => generic('Migrate recover can only be run when postcopy is paused.'),
   fdNotFound: (name: string) => generic(`File descriptor named '${name}' has not been found`),
+  invalidFdNumber: (text: string) => generic(`Invalid file descriptor number '${text}'`),
   capabilityCombination: (text: string) => generic(text),
   capabilityNotImplemented: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd`),
   legacyDowntimeRange: () => generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds"),

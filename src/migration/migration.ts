@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import { Errors, QmpError } from '../errors.js';
 import type { Guest } from '../guest/guest.js';
+import { OwnedFd } from './channels/owned-fd.js';
 import { parseMigrationUri, UriError, type MigrationUri } from './channels/uri.js';
 import { IncomingMigration } from './incoming.js';
 import { OutgoingMigration } from './outgoing.js';
@@ -27,6 +28,12 @@ import {
 import { isMigrationRunning, MigrationStateCell, type MigrationStatus } from './state.js';
 
 export type ColoMode = 'none' | 'primary' | 'secondary';
+
+/** A monitor's named descriptors, as fd: URIs reach them (getfd's names). */
+export interface NamedDescriptors {
+  /** monitor_get_fd(): the descriptor, which the caller now owns, and the name is gone. */
+  take(name: string): number | undefined;
+}
 
 export interface MigrationServiceEnv {
   guest: Guest;
@@ -62,6 +69,11 @@ export class MigrationService {
   crashAt?: CrashPoint;
   /** error-desc of a migration that failed before it had an OutgoingMigration. */
   private setupError?: string;
+  /**
+   * The named descriptors of the monitor whose command is running (QEMU's monitor_cur()),
+   * undefined when no monitor is (-incoming on the command line). Wired by the fds commands.
+   */
+  monitorFds: () => NamedDescriptors | undefined = () => undefined;
 
   constructor(private readonly env: MigrationServiceEnv) {
     const announce = (status: MigrationStatus): void => {
@@ -98,8 +110,14 @@ export class MigrationService {
     }
     if (!parsed) throw this.failSetup(Errors.invalidMigrationProtocol(), false);
     if (parsed.kind === 'exec' && this.env.spawnDenied) throw this.failSetup(Errors.cannotFork(), true);
-    // Descriptors come with getfd over SCM_RIGHTS, which qmigd cannot receive: none is ever known.
-    if (parsed.kind === 'fd') throw this.failSetup(Errors.fdNotFound(parsed.name), true);
+    if (parsed.kind === 'fd') {
+      // fd_start_outgoing_migration(): always a name (monitor_get_fd), taken from the monitor;
+      // from here the migration owns the descriptor, and closes it when it ends.
+      const fd = this.monitorFds()?.take(parsed.name);
+      if (fd === undefined) throw this.failSetup(Errors.fdNotFound(parsed.name), true);
+      parsed = { ...parsed, fd: new OwnedFd(fd) };
+    }
+    const owned = parsed.kind === 'fd' ? parsed.fd : undefined;
 
     const out = new OutgoingMigration({
       guest: this.env.guest,
@@ -121,7 +139,10 @@ export class MigrationService {
     });
     this.outgoing = out;
     const unyank = this.env.registerYank(() => out.yank());
-    void out.run(parsed).finally(unyank);
+    void out.run(parsed).finally(() => {
+      unyank();
+      owned?.release();
+    });
   }
 
   /** migrate_fd_error() for a failure found before any channel exists. */
@@ -157,6 +178,8 @@ export class MigrationService {
     }
     if (!parsed) throw Errors.unknownMigrationProtocol(uri);
     if (parsed.kind === 'exec' && this.env.spawnDenied) throw Errors.cannotFork();
+    // Before the first await: the monitor's names are reachable only while its command runs.
+    if (parsed.kind === 'fd') parsed = { ...parsed, fd: this.incomingFd(parsed.name) };
     const incoming = new IncomingMigration({
       guest: this.env.guest,
       multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),
@@ -179,10 +202,29 @@ export class MigrationService {
     try {
       await incoming.listen(parsed);
     } catch (err) {
+      if (parsed.kind === 'fd') parsed.fd?.release();
       throw Errors.migrationChannel((err as Error).message);
     }
     this.incomingStarted = true;
     this.incoming = incoming;
+  }
+
+  /**
+   * monitor_fd_param(): a name (not starting with a digit) on the calling monitor, else a
+   * descriptor number, as qemu_parse_fd() reads one (-incoming on the command line has no
+   * monitor, so there even a name is read as a number).
+   */
+  private incomingFd(text: string): OwnedFd {
+    const monitor = this.monitorFds();
+    if (monitor && !/^[0-9]/.test(text)) {
+      const fd = monitor.take(text);
+      if (fd === undefined) throw Errors.fdNotFound(text);
+      return new OwnedFd(fd);
+    }
+    // strtol(): leading blanks and a sign; the whole text a number from 0 to INT_MAX.
+    const m = /^[\t\n\v\f\r ]*\+?(\d+)$/.exec(text);
+    if (!m || Number(m[1]) > 0x7fffffff) throw Errors.invalidFdNumber(text);
+    return new OwnedFd(Number(m[1]));
   }
 
   /** qmp_migrate_set_capabilities() */

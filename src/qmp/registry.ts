@@ -3,6 +3,7 @@
  * command without a schema, or a schema without a command, stops the daemon at start-up.
  */
 import type { Logger } from 'pino';
+import type { MonitorFds } from './descriptors.js';
 import type { JsonValue } from './json-writer.js';
 import { QapiVisitor } from './qapi-visitor.js';
 import type { CommandSchema, SchemaSet } from './schema.js';
@@ -11,6 +12,8 @@ import type { CommandSchema, SchemaSet } from './schema.js';
 export interface CommandContext {
   readonly session: SessionControl;
   readonly log: Logger;
+  /** The descriptors the calling monitor's client passed, and the monitor's named ones. */
+  readonly fds: MonitorFds;
 }
 
 /** The part of a session a command may act on (qmp_capabilities). */
@@ -32,6 +35,7 @@ export interface Command {
 
 export class CommandRegistry {
   private readonly commands = new Map<string, Command>();
+  private readonly closedListeners: Array<() => void> = [];
   readonly visitor: QapiVisitor;
 
   /** `testHooks`: serve the commands whose schema marks them x-qmigd-test-hook. */
@@ -53,6 +57,18 @@ export class CommandRegistry {
 
   get(name: string): Command | undefined {
     return this.commands.get(name);
+  }
+
+  /**
+   * After every client disconnect, once it no longer counts as connected (QEMU's
+   * CHR_EVENT_CLOSED, where monitor_fdsets_cleanup() runs).
+   */
+  onMonitorClosed(listener: () => void): void {
+    this.closedListeners.push(listener);
+  }
+
+  monitorClosed(): void {
+    for (const listener of this.closedListeners) listener();
   }
 
   /** Registration order. */

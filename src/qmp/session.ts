@@ -13,6 +13,10 @@
  *
  * When the client shuts its sending side, every request already received is still answered, and
  * then the connection is closed, as QEMU does.
+ *
+ * Descriptors that come with the bytes (unix monitors) are the connection's received batch from
+ * the moment the lexer reaches the first of those bytes, as QEMU's chardev takes them with the
+ * byte it reads (see descriptors.ts); the commands reach them through CommandContext.fds.
  */
 import type { Logger } from 'pino';
 import { Errors } from '../errors.js';
@@ -21,6 +25,7 @@ import type { EventSink } from './events.js';
 import { JsonMessageParser, type FramingResult } from './framing.js';
 import { JsonParse } from './json-parser.js';
 import { toQmpJson, type JsonValue } from './json-writer.js';
+import { closeFd, NamedFds, ReceivedFds, runWithMonitor, type MonitorFds } from './descriptors.js';
 import type { BudgetHolder, MemoryBudget } from './memory-budget.js';
 import type { QObject } from './qobject.js';
 import type { CommandRegistry, SessionControl } from './registry.js';
@@ -35,6 +40,8 @@ const PARSE_SLICE_BYTES = 64 * 1024;
 const PENDING_MAX_BYTES = 256 * 1024;
 /** A client with this much output unread gets no more in-band replies until it reads. */
 const OUTPUT_MAX_BYTES = 1024 * 1024;
+/** Descriptors that may wait with unlexed input before the transport stops reading. */
+const PENDING_MAX_FDS = 64;
 
 /** A transport's view of one client: text out, bytes in, flow control. */
 export interface Connection {
@@ -51,6 +58,8 @@ export interface Connection {
   readonly queuedOutput: number;
   /** Input the transport holds, not yet delivered (a WebSocket frame still arriving). */
   readonly queuedInput: number;
+  /** The monitor's named descriptors, where its transport can carry descriptors (unix). */
+  readonly namedFds?: NamedFds;
 }
 
 /** What a session needs from its server. */
@@ -79,6 +88,11 @@ export class QmpSession implements EventSink, SessionControl, BudgetHolder {
   /** Input not yet lexed. */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Descriptors that came with a pending chunk, until the lexer reaches its first byte. */
+  private pendingFds = new Map<Buffer, number[]>();
+  private pendingFdCount = 0;
+  private readonly received = new ReceivedFds();
+  private readonly fds: MonitorFds;
   /** A complete message being parsed, a slice per turn; input waits meanwhile. */
   private parsing?: { job: JsonParse; bytes: number };
   /** The in-band queue is full: input waits (QEMU's monitor_suspend). */
@@ -103,6 +117,8 @@ export class QmpSession implements EventSink, SessionControl, BudgetHolder {
       serveOne: () => this.serveInBand(),
     };
     this.outOfBand = { hasWork: () => this.oobQueue.length > 0 && !this.closed, serveOne: () => this.serveOutOfBand() };
+    // A monitor that cannot carry descriptors still has a (forever empty) list of names, as QEMU's.
+    this.fds = { takeReceived: () => this.received.take(), named: conn.namedFds ?? new NamedFds() };
     opts.budget.add(this);
     this.send(opts.greeting());
   }
@@ -125,9 +141,16 @@ export class QmpSession implements EventSink, SessionControl, BudgetHolder {
     this.oobEnabled = capabilities.includes('oob');
   }
 
-  /** Bytes from the transport: lexed in the input scheduler's turns. */
-  feed(chunk: Buffer): void {
-    if (this.closed) return;
+  /** Bytes from the transport, with the descriptors sent with them: lexed in the input scheduler's turns. */
+  feed(chunk: Buffer, fds: number[] = []): void {
+    if (this.closed) {
+      fds.forEach(closeFd);
+      return;
+    }
+    if (fds.length) {
+      this.pendingFds.set(chunk, fds);
+      this.pendingFdCount += fds.length;
+    }
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     this.inputChanged();
@@ -156,8 +179,14 @@ export class QmpSession implements EventSink, SessionControl, BudgetHolder {
     this.oobQueue.length = 0;
     this.pending = [];
     this.parsing = undefined;
+    // tcp_chr_free_connection(): what this client sent and no command took is closed with it.
+    for (const fds of this.pendingFds.values()) fds.forEach(closeFd);
+    this.pendingFds.clear();
+    this.pendingFdCount = 0;
+    this.received.close();
     this.opts.budget.remove(this);
     this.opts.onClosed(this);
+    this.opts.registry.monitorClosed();
   }
 
   close(): void {
@@ -189,6 +218,12 @@ export class QmpSession implements EventSink, SessionControl, BudgetHolder {
     let budget = INPUT_SLICE_BYTES;
     while (this.canRead && !this.parsing && this.pending.length > 0 && budget > 0) {
       const chunk = this.pending.shift()!;
+      const fds = this.pendingFds.get(chunk);
+      if (fds) {
+        this.pendingFds.delete(chunk);
+        this.pendingFdCount -= fds.length;
+        this.received.arrive(fds);
+      }
       const used = this.parser.feed(chunk.length > budget ? chunk.subarray(0, budget) : chunk);
       this.pendingBytes -= used;
       budget -= used;
@@ -203,7 +238,7 @@ export class QmpSession implements EventSink, SessionControl, BudgetHolder {
    */
   private inputChanged(): void {
     if (this.closed) return;
-    const pause = !this.canRead || this.parsing !== undefined || this.pendingBytes >= PENDING_MAX_BYTES;
+    const pause = !this.canRead || this.parsing !== undefined || this.pendingBytes >= PENDING_MAX_BYTES || this.pendingFdCount >= PENDING_MAX_FDS;
     if (pause !== this.inputPaused) {
       this.inputPaused = pause;
       if (pause) this.conn.pauseInput();
@@ -272,11 +307,15 @@ export class QmpSession implements EventSink, SessionControl, BudgetHolder {
   private async execute(request: Request): Promise<Reply> {
     if (request.error !== undefined) return errorReply(Errors.parseError(request.error));
     try {
-      return await dispatch(
-        this.opts.registry,
-        request.value,
-        { allowOob: this.oobEnabled, negotiating: this.mode === 'negotiation', validateReplies: this.opts.validateReplies },
-        { session: this, log: this.opts.log },
+      // The handler runs synchronously inside dispatch() up to its first await: that part sees
+      // this monitor as the current one.
+      return await runWithMonitor(this.fds, () =>
+        dispatch(
+          this.opts.registry,
+          request.value,
+          { allowOob: this.oobEnabled, negotiating: this.mode === 'negotiation', validateReplies: this.opts.validateReplies },
+          { session: this, log: this.opts.log, fds: this.fds },
+        ),
       );
     } catch (err) {
       // A handler bug must cost one request, never the daemon, the connection or the id.

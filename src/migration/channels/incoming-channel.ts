@@ -1,7 +1,8 @@
 /**
  * The destination's end: listen on tcp/unix and take the first connection (7.2 without multifd
- * takes exactly one), run an exec: command and read its stdout, or use an inherited descriptor
- * (fd:N). Each hands the migration one duplex stream; the writable half is the return path.
+ * takes exactly one), run an exec: command and read its stdout, or use a descriptor (fd:,
+ * inherited or passed with getfd; the caller resolves which). Each hands the migration one
+ * stream; a socket's writable half is the return path.
  */
 import { spawn } from 'node:child_process';
 import { createReadStream, fstatSync, unlinkSync } from 'node:fs';
@@ -45,8 +46,9 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       return { close: () => undefined };
     }
     case 'fd': {
-      const fd = Number(uri.name);
-      if (!/^\d+$/.test(uri.name)) throw new Error(`File descriptor named '${uri.name}' has not been found`);
+      const owned = uri.fd;
+      if (!owned) throw new Error('fd: is resolved by the caller');
+      const { fd } = owned;
       let stat;
       try {
         stat = fstatSync(fd);
@@ -54,10 +56,15 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
         throw new Error(`Invalid file descriptor number '${uri.name}': ${strerror(errnoOf(err))}`);
       }
       // A regular file is read on from its current offset (a saved guest); a socket or a pipe is
-      // a stream, and a socket is also the way back.
-      const connection = stat.isFile() ? fileInput(fd) : duplex(new net.Socket({ fd, readable: true, writable: true }));
+      // a stream, and only a socket is also the way back.
+      const connection = stat.isFile()
+        ? fileInput(owned.adopt(createReadStream('', { fd, highWaterMark: 1 << 20 })))
+        : stat.isSocket()
+          ? duplex(owned.adopt(new net.Socket({ fd, readable: true, writable: true })))
+          : oneWay(owned.adopt(new net.Socket({ fd, readable: true, writable: false })));
       setImmediate(() => accept(connection));
-      return { close: () => undefined };
+      // The migration is over (completed or failed): the descriptor goes, as QEMU's channel does.
+      return { close: () => owned.release() };
     }
     case 'tcp':
     case 'unix': {
@@ -114,10 +121,14 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
   }
 }
 
-function fileInput(fd: number): IncomingConnection {
-  const input = createReadStream('', { fd, highWaterMark: 1 << 20 });
+function fileInput(input: ReturnType<typeof createReadStream>): IncomingConnection {
   input.on('error', () => undefined); // reported by the reader as an end of stream
   return { input, close: () => input.destroy() };
+}
+
+function oneWay(s: net.Socket): IncomingConnection {
+  s.on('error', () => undefined); // reported by the reader as an end of stream
+  return { input: s, close: () => s.destroy() };
 }
 
 function duplex(s: Duplex): IncomingConnection {

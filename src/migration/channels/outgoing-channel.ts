@@ -1,13 +1,16 @@
 /**
- * The source's end of a migration channel: a socket (tcp, unix) or a command's stdin (exec).
- * Writes honour back-pressure, and a failed or shut-down channel is remembered as QEMU's
- * QEMUFile error with QEMU's words ("Unable to write to socket: Broken pipe"), which the
+ * The source's end of a migration channel: a socket (tcp, unix, or fd: on a socket), a
+ * command's stdin (exec), or a pipe or file (fd:). Writes honour back-pressure, and a failed or
+ * shut-down channel is remembered as QEMU's QEMUFile error with QEMU's words ("Unable to write
+ * to socket: Broken pipe", "Unable to write to file: ..." for QEMU's file channel), which the
  * migration reports as its error-desc. The readable side, when there is one, is the return path.
  */
 import { spawn } from 'node:child_process';
+import { createWriteStream, fstatSync } from 'node:fs';
 import net from 'node:net';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
+import type { OwnedFd } from './owned-fd.js';
 import type { MigrationUri } from './uri.js';
 
 /** Bytes we let the transport hold before waiting for it to drain. */
@@ -24,7 +27,7 @@ export class OutgoingChannel {
     private readonly out: Writable,
     /** Bytes from the destination (the return path), where the transport has them. */
     readonly input: Readable | undefined,
-    what: 'socket' | 'command',
+    what: 'socket' | 'command' | 'file',
     private readonly destroy: () => void,
   ) {
     this.brokenPipe = `Unable to write to ${what}: ${strerror('EPIPE')}`;
@@ -47,7 +50,18 @@ export class OutgoingChannel {
       });
       return Promise.resolve(ch);
     }
-    if (uri.kind === 'fd') throw new Error('fd: is resolved by the caller');
+    if (uri.kind === 'fd') {
+      const owned = uri.fd;
+      if (!owned) throw new Error('fd: is resolved by the caller');
+      // From the main loop's next turn, as QEMU's migration thread starts: migrate answers first.
+      return new Promise((resolve, reject) => setImmediate(() => {
+        try {
+          resolve(OutgoingChannel.fromFd(owned));
+        } catch (err) {
+          reject(err);
+        }
+      }));
+    }
     const where = uri.kind === 'tcp' ? `${uri.host}:${uri.port}` : uri.path;
     return new Promise((resolve, reject) => {
       const socket = uri.kind === 'tcp' ? net.connect(uri.port, uri.host || undefined) : net.connect(uri.path);
@@ -64,6 +78,35 @@ export class OutgoingChannel {
         resolve(new OutgoingChannel(socket, socket, 'socket', () => socket.destroy()));
       });
     });
+  }
+
+  /**
+   * fd: (qio_channel_new_fd()): a socket is a socket channel, with its way back; anything else
+   * (a pipe, a file) QEMU's file channel, whose "return path" reads the same descriptor.
+   */
+  private static fromFd(owned: OwnedFd): OutgoingChannel {
+    const stat = fstatSync(owned.fd);
+    if (stat.isSocket()) {
+      const socket = owned.adopt(new net.Socket({ fd: owned.fd, readable: true, writable: true }));
+      socket.setNoDelay(true);
+      return new OutgoingChannel(socket, socket, 'socket', () => socket.destroy());
+    }
+    // Node writes a pipe through libuv; other descriptors (files, devices) through fs.
+    const out: Writable = owned.adopt(
+      stat.isFIFO() ? new net.Socket({ fd: owned.fd, readable: false, writable: true }) : createWriteStream('', { fd: owned.fd }),
+    );
+    // 7.2's return path on a file channel is a second QEMUFile on the same descriptor: its first
+    // read fails (a pipe's write end, a file opened for writing), the return path thread closes
+    // that QEMUFile and with it the descriptor, and the migration's next write meets EBADF.
+    const returnPath = new Readable({
+      read() {
+        channel.fail(`Unable to write to file: ${strerror('EBADF')}`);
+        out.destroy();
+        this.push(null);
+      },
+    });
+    const channel = new OutgoingChannel(out, returnPath, 'file', () => out.destroy());
+    return channel;
   }
 
   get usable(): boolean {

@@ -3,11 +3,14 @@
  * Parsing is separate from connecting so that `migrate` can fail synchronously on a bad URI,
  * as qmp_migrate() does, before any channel is opened.
  */
+import type { OwnedFd } from './owned-fd.js';
+
 export type MigrationUri =
   | { kind: 'tcp'; host: string; port: number; text: string }
   | { kind: 'unix'; path: string; text: string }
   | { kind: 'exec'; command: string; text: string }
-  | { kind: 'fd'; name: string; text: string };
+  /** `fd`: the descriptor NAME stands for, once the caller has resolved it (a monitor's name, or a number). */
+  | { kind: 'fd'; name: string; text: string; fd?: OwnedFd };
 
 export class UriError extends Error {}
 
