@@ -1,6 +1,7 @@
 /**
- * Private libvirt 9.0 daemons for tests in which libvirt drives an emulator (issue 12): the real
- * QEMU 7.2 today, qmigd through bin/qmigd-qemu tomorrow; only `EMULATOR` changes.
+ * Private libvirt 9.0 daemons for tests in which libvirt drives an emulator: qmigd through
+ * bin/qmigd-qemu, and the real QEMU 7.2 beside it (the same tests, so that what they expect is
+ * what libvirt does with QEMU).
  *
  * Each daemon runs on a "test host" of its own, made of fresh namespaces and nothing else:
  *
@@ -34,7 +35,7 @@
  * call). `TestHost.stop()` destroys the domains, ends the namespaces and removes DIR; the test
  * files call it in their last subtest (asserting that nothing is left) and in t.teardown.
  *
- * Environment: QMIGD_LIBVIRT_EMULATOR (the `<emulator>`, see EMULATOR); QMIGD_LIBVIRT_KEEP_LOGS=DIR
+ * Environment: QMIGD_LIBVIRT_EMULATOR (one `<emulator>` only, see EMULATORS); QMIGD_LIBVIRT_KEEP_LOGS=DIR
  * keeps each host's libvirtd.log (every QMP line) and the domains' emulator logs in DIR/HOSTNAME.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -48,17 +49,17 @@ import { basename, join, resolve } from 'node:path';
 
 export const REPO = resolve(import.meta.dirname, '..', '..', '..');
 
-/** The emulator the libvirt tests run today. Issue 12 changes this to join(REPO, 'bin', 'qmigd-qemu'). */
-export const DEFAULT_EMULATOR = '/usr/bin/qemu-system-x86_64';
+export const QMIGD_QEMU = join(REPO, 'bin', 'qmigd-qemu');
+export const REAL_QEMU = '/usr/bin/qemu-system-x86_64';
 
 /**
- * The `<emulator>` under test: QMIGD_LIBVIRT_EMULATOR (absolute, or relative to the repository),
- * else DEFAULT_EMULATOR.
+ * The `<emulator>`s under test: QMIGD_LIBVIRT_EMULATOR alone (absolute, or relative to the
+ * repository) when set, else qmigd-qemu and the real QEMU 7.2 (skipped where not installed).
  */
-export const EMULATOR = process.env.QMIGD_LIBVIRT_EMULATOR ? resolve(REPO, process.env.QMIGD_LIBVIRT_EMULATOR) : DEFAULT_EMULATOR;
+export const EMULATORS = process.env.QMIGD_LIBVIRT_EMULATOR ? [resolve(REPO, process.env.QMIGD_LIBVIRT_EMULATOR)] : [QMIGD_QEMU, REAL_QEMU];
 
-/** True when EMULATOR is a real QEMU (expectations that depend on a real guest differ). */
-export const EMULATOR_IS_QEMU = basename(EMULATOR).startsWith('qemu-system-');
+/** True when `emulator` is a real QEMU. */
+export const isQemu = (emulator: string): boolean => basename(emulator).startsWith('qemu-system-');
 
 export const MiB = 1 << 20;
 
@@ -172,7 +173,12 @@ const skipCache = new Map<string, string | false>();
  * Why the libvirt tests cannot run here, or false. `network`: a pair of hosts joined by a veth
  * pair, with tc to slow the link.
  */
-export function libvirtSkip(opts: { network?: boolean } = {}): string | false {
+export function libvirtSkip(emulator: string, opts: { network?: boolean } = {}): string | false {
+  try {
+    accessSync(emulator, constants.X_OK);
+  } catch {
+    return `emulator ${emulator} is not an executable file${isQemu(emulator) ? ' (.ci/run installs qemu-system-x86)' : ''}`;
+  }
   const key = opts.network ? 'network' : 'plain';
   if (!skipCache.has(key)) skipCache.set(key, whySkip(opts.network === true));
   return skipCache.get(key)!;
@@ -185,11 +191,6 @@ function whySkip(network: boolean): string | false {
   const missing = tools.filter((c) => !haveCommand(c));
   if (missing.length > 0) {
     return `${missing.join(', ')} not installed (.ci/run installs libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients iproute2)`;
-  }
-  try {
-    accessSync(EMULATOR, constants.X_OK);
-  } catch {
-    return `emulator ${EMULATOR} is not an executable file (QMIGD_LIBVIRT_EMULATOR)`;
   }
   const ns = runSync(['unshare', '--pid', '--fork', '--mount-proc', '--net', '--mount', '--uts', '--propagation', 'private', '--', 'true']);
   if (ns.status !== 0) return `namespaces unavailable (unshare --pid --net --mount --uts: ${ns.out.trim()})`;
@@ -481,7 +482,7 @@ export class TestHost {
   }
 
   /** Writes the domain's XML (see `domainXml`) and defines it. */
-  async define(domain: string, emulator = EMULATOR, extra: Partial<DomainOptions> = {}): Promise<void> {
+  async define(domain: string, emulator: string, extra: Partial<DomainOptions> = {}): Promise<void> {
     const file = join(this.workDir, `${domain}.xml`);
     writeFileSync(file, domainXml({ name: domain, emulator, ...extra }));
     await this.virshOk(['define', file], { timeout: 60000 });
@@ -742,8 +743,8 @@ const xmlEscape = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, 
  * The smallest domain libvirt starts: TCG, 64 MiB, one vCPU, machine pc, no disk, no NIC, no
  * USB, no balloon, no video. No `<features><acpi/>`: libvirt passes -no-acpi.
  */
-export function domainXml(o: Partial<DomainOptions> & { name: string }): string {
-  const emulator = o.emulator ?? EMULATOR;
+export function domainXml(o: Partial<DomainOptions> & { name: string; emulator: string }): string {
+  const { emulator } = o;
   return `<domain type='qemu'>
   <name>${xmlEscape(o.name)}</name>
   <memory unit='MiB'>${o.memoryMiB ?? GUEST_MIB}</memory>
