@@ -7,6 +7,8 @@
  * - `virsh migrate --live DOM qemu+tcp://PEER/system --migrateuri tcp://PEER` (virsh drives
  *   both daemons) one way, and `--live --p2p` (the source daemon drives) back;
  * - a paused guest arrives paused, with the same RAM (`ramDigest`, the RAM-equality hook);
+ * - a guest dirtying its RAM (qmigd's workload) through a bandwidth-capped live migration, paused
+ *   after a second pass to read its RAM, arrives with that RAM;
  * - `domjobinfo` while a migration runs over a slowed link, and `migrate-setspeed` during it;
  * - the destination's emulator killed mid-way: libvirt reports the failure, the source domain
  *   keeps running, and a second attempt succeeds.
@@ -17,7 +19,7 @@
  */
 import t from 'tap';
 import {
-  EMULATORS, TestHost, commandsSent, connectHosts, eventsSeen, libvirtSkip, machineState, migrateArgs, parseSize, ramDigest, waitFor,
+  EMULATORS, TestHost, commandsSent, connectHosts, eventsSeen, isQemu, libvirtSkip, machineState, migrateArgs, parseSize, ramDigest, waitFor,
   describe as describeRun, type Link, type QmpRecord, type RunResult,
 } from '../helpers/libvirt.js';
 
@@ -27,6 +29,9 @@ type Test = Parameters<Parameters<typeof t.test>[0]>[0];
 
 /** The link speed (kbit/s) while a test wants to watch a migration in flight. */
 const SLOW_KBIT = 256;
+/** The guest's dirtying workload (bytes/s) and the bandwidth (MiB/s) that keeps a migration iterating under it. */
+const DIRTY_RATE = 32 * 1024 * 1024;
+const DIRTY_BANDWIDTH_MIB = 8;
 
 const sent = (recs: QmpRecord[], execute: string): QmpRecord[] => recs.filter((r) => r.kind === 'send' && r.json?.execute === execute);
 
@@ -48,8 +53,8 @@ for (const emulator of EMULATORS) t.test(`libvirt 9.0 migrates ${emulator} guest
   t.comment(`${a.hostname} [${a.address}] ↔ ${b.hostname} [${b.address}]`);
 
   /** A subtest that reports its duration. */
-  const step = (name: string, fn: (t: Test) => Promise<void>): Promise<unknown> =>
-    t.test(name, async (t) => {
+  const step = (name: string, fn: (t: Test) => Promise<void>, skip: string | false = false): Promise<unknown> =>
+    t.test(name, { skip }, async (t) => {
       const t0 = Date.now();
       await fn(t);
       t.comment(`${name}: ${Date.now() - t0} ms`);
@@ -124,6 +129,45 @@ for (const emulator of EMULATORS) t.test(`libvirt 9.0 migrates ${emulator} guest
     t.same(await b.domstate(dom), { state: 'running', reason: 'unpaused' });
     await b.virshOk(['destroy', dom]);
   });
+
+  // Only qmigd's guest can be given a workload: QEMU's, in this domain, runs its firmware alone.
+  await step('a guest dirtying its RAM through a live migration arrives with the source\'s RAM', async (t) => {
+    const dom = 'mig-dirty';
+    await boot(dom);
+    const monitor = (execute: string, args?: object): Promise<string> =>
+      a.virshOk(['qemu-monitor-command', dom, JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })], { timeout: 30000 });
+    // Pages of the first half of RAM written over and over, faster than the migration can send them.
+    await monitor('__org.qmigd_set-workload', { rate: DIRTY_RATE, pattern: 'hot:50' });
+    await new Promise((r) => setTimeout(r, 1000));
+    // Slow enough that the guest dirties pages already sent; then paused, so that its RAM can be read
+    // on the source (libvirt lets qemu-monitor-command in during a migration) before it ends there.
+    const pending = a.virsh(migrateArgs(b, dom, { extra: ['--bandwidth', String(DIRTY_BANDWIDTH_MIB), '--suspend'] }), { timeout: 90000 });
+    let ended = false;
+    void pending.then(() => (ended = true));
+    let ram: string;
+    try {
+      await waitFor('a second pass over the RAM while the guest runs', 60000, async () => {
+        if (ended) throw new Error('the migration ended while the guest ran');
+        const job = await a.domjobinfo(dom);
+        return Number(job.Iteration) >= 2 ? job : undefined;
+      }, 100);
+      t.equal((await a.domstate(dom)).state, 'running', 'the guest ran through the first pass');
+      await a.virshOk(['suspend', dom]);
+      ram = await ramDigest(a, dom);
+      t.comment(`RAM at the pause: ${ram}`);
+    } finally {
+      await a.virsh(['migrate-setspeed', dom, '8192']).catch(() => undefined);
+    }
+    const r = await pending;
+    t.equal(r.code, 0, describeRun(r));
+    const done = await a.domjobinfo(dom, true);
+    t.ok(Number(done.Iteration) >= 2, `passes over the RAM: ${done.Iteration}`);
+    t.ok(parseSize(done['Memory processed']) > parseSize(done['Memory total']) / 2, `memory processed: ${done['Memory processed']} of ${done['Memory total']} (dirtied pages sent again)`);
+    // --suspend: libvirt does not resume it there, so the RAM read is the RAM that arrived.
+    t.equal((await b.domstate(dom)).state, 'paused');
+    t.equal(await ramDigest(b, dom), ram, 'RAM on arrival = RAM of the source at its pause');
+    await b.virshOk(['destroy', dom]);
+  }, isQemu(emulator) && 'QEMU\'s guest here runs only its firmware: nothing to dirty its RAM');
 
   await step('domjobinfo while a migration runs; migrate-setspeed during it', async (t) => {
     const dom = 'mig-job';
