@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BIN, REPO, startDaemon } from '../helpers/daemon.js';
+import { startEmulator } from '../helpers/qemu.js';
 
 const README = readFileSync(join(REPO, 'README.md'), 'utf8');
 const HAVE_SOCAT = spawnSync('socat', ['-V'], { stdio: 'ignore' }).status === 0;
@@ -26,7 +27,24 @@ function block(heading: string): string[] {
   return out;
 }
 
+type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+
 const noTimestamps = (l: string): string => l.replace(/"seconds": \d+, "microseconds": \d+/, '"seconds": S, "microseconds": U');
+
+/** Replays a README session's requests through socat against `socket` and compares the replies. */
+async function replay(t: Test, transcript: string[], socket: string): Promise<void> {
+  const sent = transcript.filter((l) => l.startsWith('{"execute"'));
+  const want = transcript.filter((l) => !l.startsWith('{"execute"'));
+  // socat reads the commands from standard input, as a person typing them would send them.
+  const got = await new Promise<string>((resolve) => {
+    const p = spawn('socat', ['-', `UNIX-CONNECT:${socket}`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    p.on('exit', () => resolve(out));
+    p.stdin.end(`${sent.join('\n')}\n`);
+  });
+  t.same(got.split('\r\n').filter(Boolean).map(noTimestamps), want.map(noTimestamps).map((l) => l.replace(/"package": "qmigd [^"]*"/, `"package": "qmigd ${JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version}"`)));
+}
 
 t.test('the socat session prints what the README shows', { skip: !HAVE_SOCAT && 'socat is not installed' }, async (t) => {
   const lines = block('## A socat session');
@@ -35,17 +53,19 @@ t.test('the socat session prints what the README shows', { skip: !HAVE_SOCAT && 
   t.equal(socatLine, '$ socat - UNIX-CONNECT:/tmp/qmigd.sock');
   const d = await startDaemon(['-S']);
   t.teardown(() => d.stop());
-  const sent = transcript.filter((l) => l.startsWith('{"execute"'));
-  const want = transcript.filter((l) => !l.startsWith('{"execute"'));
-  // socat reads the commands from standard input, as a person typing them would send them.
-  const got = await new Promise<string>((resolve) => {
-    const p = spawn('socat', ['-', `UNIX-CONNECT:${d.listening[0]!.slice(5)}`], { stdio: ['pipe', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    p.on('exit', () => resolve(out));
-    p.stdin.end(`${sent.join('\n')}\n`);
-  });
-  t.same(got.split('\r\n').filter(Boolean).map(noTimestamps), want.map(noTimestamps).map((l) => l.replace(/"package": "qmigd [^"]*"/, `"package": "qmigd ${JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version}"`)));
+  await replay(t, transcript, d.listening[0]!.slice(5));
+});
+
+t.test('the qmigd-qemu session prints what the README shows', { skip: !HAVE_SOCAT && 'socat is not installed' }, async (t) => {
+  const [daemonLine, socatLine, ...transcript] = block('## Use as a QEMU binary');
+  const m = /^\$ \.\/bin\/qmigd-qemu (.*) -qmp unix:(\S+),server=on,wait=off &$/.exec(daemonLine!);
+  t.ok(m, daemonLine);
+  t.equal(socatLine, `$ socat - UNIX-CONNECT:${m![2]}`);
+  // The README's command line, with the monitor in a directory of the test's own.
+  const q = await startEmulator(join(REPO, 'bin', 'qmigd-qemu'), (socket) => [...m![1]!.split(' '), '-qmp', `unix:${socket},server=on,wait=off`]);
+  t.teardown(() => q.stop());
+  const socket = q.socket;
+  await replay(t, transcript, socket);
 });
 
 t.test('every socat and backgrounded qmigd in the README is spelled as it works', async (t) => {
