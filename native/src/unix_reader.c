@@ -264,9 +264,13 @@ static void finalize(napi_env env, void *data, void *hint) {
   free_if_done(r);
 }
 
-static receiver_t *unwrap(napi_env env, napi_value v) {
+/* The receiver a start/stop/close call was given (its first argument); NULL with an exception. */
+static receiver_t *receiver_arg(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
   void *data = NULL;
-  if (napi_get_value_external(env, v, &data) != napi_ok || data == NULL) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) {
     napi_throw_type_error(env, NULL, "expected a receiver");
     return NULL;
   }
@@ -319,10 +323,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  receiver_t *r = unwrap(env, argv[0]);
+  receiver_t *r = receiver_arg(env, info);
   if (!r) return NULL;
   if (!r->polling && !r->closing && !r->finished) {
     int err = uv_poll_start(&r->poll, UV_READABLE, on_poll);
@@ -336,10 +337,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  receiver_t *r = unwrap(env, argv[0]);
+  receiver_t *r = receiver_arg(env, info);
   if (!r) return NULL;
   if (r->polling) {
     uv_poll_stop(&r->poll);
@@ -350,10 +348,7 @@ static napi_value js_stop(napi_env env, napi_callback_info info) {
 
 /* close(receiver): stops and closes the dup (the original stays with its owner). */
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  receiver_t *r = unwrap(env, argv[0]);
+  receiver_t *r = receiver_arg(env, info);
   if (!r) return NULL;
   begin_close(r);
   return NULL;
