@@ -8,6 +8,7 @@ import type { DaemonConfig } from '../daemon/config.js';
 import { NO_CPUS } from '../guest/cpu-topology.js';
 import { parseWorkloadPattern, type WorkloadPattern } from '../guest/workload.js';
 import { parseQmpSpec } from '../qmp/transports/spec.js';
+import { DEFAULT_PROFILE, findProfile, PROFILES } from '../profiles/index.js';
 import { VERSION } from '../version.js';
 import { runDemo, type DemoOptions } from './demo.js';
 import { inspectStream } from '../migration/inspect.js';
@@ -21,6 +22,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 class UsageError extends Error {}
 
 interface ServeOptions {
+  qemuVersion: string;
   qmp: string[];
   memory: string;
   ramId: string;
@@ -57,6 +59,8 @@ function milliseconds(flag: string, text: string): number {
 }
 
 export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
+  const profile = findProfile(opts.qemuVersion);
+  if (!profile) throw new UsageError(`--qemu-version: '${opts.qemuVersion}' is not one of ${PROFILES.map((p) => p.id).join(', ')}`);
   const specs = opts.qmp.length ? opts.qmp : ['unix:./qmigd.sock,server=on,wait=off'];
   let memoryBytes: number;
   try {
@@ -92,6 +96,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     throw new UsageError(`--dirty-pattern: ${(err as Error).message}`);
   }
   return {
+    qemuVersion: profile.id,
     dirtyRate,
     dirtyPattern,
     coloCheckpointDigest: opts.coloCheckpointDigest,
@@ -127,10 +132,11 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
 
 function program(): Command {
   const p = new Command('qmigd')
-    .description('A QMP-compatible daemon (QEMU 7.2) with a live-migration engine')
+    .description('A QMP-compatible daemon (QEMU 7.2 or 10.0) with a live-migration engine')
     .version(VERSION, '-V, --version')
     .addOption(new Option('--qmp <spec>', 'QMP monitor: unix:PATH[,server=on][,wait=off], tcp:HOST:PORT[,server=on][,wait=off] or ws:HOST:PORT[,origin=URL]... (only web pages of those origins may connect); ,exclusive=on serves one client at a time as QEMU does (repeatable)')
       .argParser((v: string, prev: string[]) => [...prev, v]).default([], 'unix:./qmigd.sock,server=on,wait=off'))
+    .option('--qemu-version <version>', `the QEMU release to be: ${PROFILES.map((p) => p.id).join(', ')}`, DEFAULT_PROFILE.id)
     .option('--qmp-memory-limit <size>', 'what all QMP connections together may hold of unread input and output; past it the greediest is dropped', '256M')
     .option('-m, --memory <size>', 'guest RAM size: bytes, or with a K/M/G/T suffix', '128M')
     .option('--ram-id <name>', 'name of the RAM block in the migration stream', 'ram')

@@ -1,11 +1,13 @@
 /** QAPI module "run-state": query-status, stop, cont. */
 import type { Daemon } from '../daemon/context.js';
 import { Errors } from '../errors.js';
+import { activeProfile } from '../profiles/index.js';
 
 export function registerRunState(d: Daemon): void {
+  const { statusSinglestep } = activeProfile().qmp;
   d.registry.register('query-status', () => ({
     running: d.guest.runState.running,
-    singlestep: false,
+    ...(statusSinglestep ? { singlestep: false } : {}),
     status: d.guest.runState.state,
   }));
   d.registry.register('stop', () => {

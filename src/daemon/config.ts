@@ -3,9 +3,12 @@ import type { CpuTopology } from '../guest/cpu-topology.js';
 import type { Accelerator } from '../guest/machines.js';
 import type { Sandbox } from '../cli/sandbox.js';
 import type { WorkloadPattern } from '../guest/workload.js';
+import type { ProfileId } from '../profiles/index.js';
 import type { QmpSpec } from '../qmp/transports/spec.js';
 
 export interface DaemonConfig {
+  /** The QEMU release the daemon is (src/profiles). */
+  qemuVersion: ProfileId;
   qmp: QmpSpec[];
   memoryBytes: number;
   ramId: string;

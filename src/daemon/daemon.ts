@@ -8,6 +8,7 @@ import pino from 'pino';
 import { registerCommands } from '../commands/index.js';
 import { Guest } from '../guest/guest.js';
 import { MigrationService } from '../migration/migration.js';
+import { setActiveProfile } from '../profiles/index.js';
 import { CommandRegistry } from '../qmp/registry.js';
 import { SchemaSet } from '../qmp/schema.js';
 import { QmpServer } from '../qmp/server.js';
@@ -16,13 +17,12 @@ import type { JsonValue } from '../qmp/json-writer.js';
 import type { DaemonConfig } from './config.js';
 import { YankRegistry, type Daemon, type ShutdownCause } from './context.js';
 
-/** QEMU's version, as qmigd reports it to QMP clients. */
-export const QEMU_VERSION = { major: 7, minor: 2, micro: 0 };
-
 export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   const log = pino({ level: config.logLevel, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+  // Before anything reads it: the schema, the errors' texts, the migration's rules.
+  const profile = setActiveProfile(config.qemuVersion);
   const registry = new CommandRegistry(new SchemaSet(), config.testHooks);
-  const version = { ...QEMU_VERSION, package: `qmigd ${VERSION}` };
+  const version = { ...profile.version, package: `qmigd ${VERSION}` };
   const qmp = new QmpServer({ registry, log, version, validate: config.validate, memoryBudget: config.qmpMemoryLimit });
   const guest = new Guest({
     ramId: config.ramId,

@@ -8,6 +8,9 @@
  * milliseconds. The generated file carries a hash of the schema files it was made from; if they
  * changed since (or for another directory, as tests use), the validators are compiled here, as
  * before. A schema ajv refuses fails the build, not a start-up.
+ *
+ * A profile of a later QEMU (src/profiles) reads schema/ with its overlay directory merged over
+ * it (see mergeOverlay), and has generated validators of its own.
  */
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,12 +18,13 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ValidateFunction } from 'ajv';
+import { PROFILES, type QemuProfile } from '../profiles/index.js';
 
 export type JsonSchema = { [key: string]: unknown };
 export type Validators = Map<string, ValidateFunction>;
 
 export const SCHEMA_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'schema');
-const GENERATED = join(dirname(fileURLToPath(import.meta.url)), 'schema-validators.cjs');
+const generatedFile = (profile: QemuProfile): string => join(dirname(fileURLToPath(import.meta.url)), `schema-validators-${profile.id}.cjs`);
 const require = createRequire(import.meta.url);
 
 /** The vocabulary of qmigd's annotations (schema/README.md), which ajv is told to accept. */
@@ -33,16 +37,47 @@ export interface SchemaFiles {
   hash: string;
 }
 
-export function readSchemaFiles(dir: string): SchemaFiles {
+/** The modules of `dir`, with those of `dir/overlay` merged over them. */
+export function readSchemaFiles(dir: string, overlay?: string): SchemaFiles {
   const hash = createHash('sha256');
+  const read = (from: string): JsonSchema[] =>
+    readdirSync(from).filter((f) => f.endsWith('.json')).sort().map((file) => {
+      const text = readFileSync(join(from, file), 'utf8');
+      hash.update(file).update(text);
+      return JSON.parse(text) as JsonSchema;
+    });
   const modules = new Map<string, JsonSchema>();
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.json')).sort()) {
-    const text = readFileSync(join(dir, file), 'utf8');
-    hash.update(file).update(text);
-    const doc = JSON.parse(text) as JsonSchema;
-    modules.set(String(doc.$id), doc);
+  for (const doc of read(dir)) modules.set(String(doc.$id), doc);
+  if (overlay) {
+    for (const doc of read(join(dir, overlay))) {
+      const id = String(doc.$id);
+      const base = modules.get(id);
+      modules.set(id, base ? mergeOverlay(base, doc) : doc);
+    }
   }
   return { modules, hash: hash.digest('hex') };
+}
+
+/** The named members of a module an overlay may add, replace or remove. */
+const MERGED = ['$defs', 'commands', 'events'] as const;
+
+/**
+ * A later release's module: its `$defs`, `commands` and `events` replace the base's of the same
+ * name (in place, so QAPI order holds) or come after them; the names listed under
+ * `x-qmigd-removed` are gone in that release.
+ */
+function mergeOverlay(base: JsonSchema, overlay: JsonSchema): JsonSchema {
+  const removed = (overlay['x-qmigd-removed'] ?? {}) as Partial<Record<(typeof MERGED)[number], string[]>>;
+  const merged: JsonSchema = { ...base };
+  for (const key of MERGED) {
+    const members: JsonSchema = { ...((base[key] ?? {}) as JsonSchema), ...((overlay[key] ?? {}) as JsonSchema) };
+    for (const name of removed[key] ?? []) {
+      if (!(name in members)) throw new Error(`schema overlay ${String(overlay.$id)}: removes ${key} ${name}, which the base does not have`);
+      delete members[name];
+    }
+    merged[key] = members;
+  }
+  return merged;
 }
 
 const escapePointer = (s: string): string => s.replace(/~/g, '~0').replace(/\//g, '~1');
@@ -68,10 +103,10 @@ function ajvFor(modules: Map<string, JsonSchema>, source: boolean): import('ajv/
   return ajv;
 }
 
-/** The validators of `files`: the generated ones when they match, else compiled now. */
-export function loadValidators(files: SchemaFiles): Validators {
+/** The validators of `files`: the profile's generated ones when they match, else compiled now. */
+export function loadValidators(files: SchemaFiles, profile: QemuProfile): Validators {
   try {
-    const generated = require(GENERATED) as { schemaHash: string } & Record<string, ValidateFunction>;
+    const generated = require(generatedFile(profile)) as { schemaHash: string } & Record<string, ValidateFunction>;
     if (generated.schemaHash === files.hash) {
       return new Map(Object.keys(references(files.modules)).map((key) => [key, generated[key]!]));
     }
@@ -82,13 +117,14 @@ export function loadValidators(files: SchemaFiles): Validators {
   return new Map(Object.entries(references(files.modules)).map(([key, ref]) => [key, ajv.getSchema(ref)!]));
 }
 
-/** `npm run build`: writes schema-validators.cjs for schema/. */
-export function generateValidators(dir = SCHEMA_DIR, out = GENERATED): void {
-  const files = readSchemaFiles(dir);
-  const ajv = ajvFor(files.modules, true);
+/** `npm run build`: writes each profile's schema-validators-ID.cjs. */
+export function generateValidators(dir = SCHEMA_DIR): void {
   const { default: standaloneCode } = require('ajv/dist/standalone/index.js') as typeof import('ajv/dist/standalone/index.js');
-  const code = standaloneCode(ajv, references(files.modules));
-  writeFileSync(out, `${code}\nexports.schemaHash = ${JSON.stringify(files.hash)};\n`);
+  for (const profile of PROFILES) {
+    const files = readSchemaFiles(dir, profile.schemaOverlay);
+    const code = standaloneCode(ajvFor(files.modules, true), references(files.modules));
+    writeFileSync(generatedFile(profile), `${code}\nexports.schemaHash = ${JSON.stringify(files.hash)};\n`);
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === '--generate') generateValidators();

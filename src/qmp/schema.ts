@@ -4,6 +4,7 @@
  * resolved for the QAPI visitor and for introspection.
  */
 import type { ValidateFunction } from 'ajv';
+import { activeProfile, type QemuProfile } from '../profiles/index.js';
 import { readSchemaFiles, loadValidators, SCHEMA_DIR, type JsonSchema } from './schema-validators.js';
 
 export { SCHEMA_DIR, type JsonSchema };
@@ -41,10 +42,11 @@ export class SchemaSet {
   readonly events = new Map<string, EventSchema>();
   private readonly modules: Map<string, JsonSchema>;
 
-  constructor(dir = SCHEMA_DIR) {
-    const files = readSchemaFiles(dir);
+  /** The schema of `profile` (the process's own unless given), from `dir`. */
+  constructor(dir = SCHEMA_DIR, profile: QemuProfile = activeProfile()) {
+    const files = readSchemaFiles(dir, profile.schemaOverlay);
     this.modules = files.modules;
-    const validators = loadValidators(files);
+    const validators = loadValidators(files, profile);
     for (const doc of this.modules.values()) {
       const module = String(doc.title);
       const commands = (doc.commands ?? {}) as Record<string, JsonSchema>;

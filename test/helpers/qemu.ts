@@ -3,12 +3,33 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
+import type { ProfileId } from '../../src/profiles/index.js';
 import { tempDir } from './daemon.js';
 
 export const QEMU = 'qemu-system-x86_64';
 
-export function qemuInstalled(): boolean {
-  return spawnSync(QEMU, ['--version'], { stdio: 'ignore' }).status === 0;
+/**
+ * The real QEMU of each release qmigd can be: 7.2 is the machine's (Debian 12's
+ * qemu-system-x86), 10.0 the one in the Debian 13 chroot that ../shared/tools/qemu-10.0.sh makes
+ * (.ci/run makes it; QMIGD_QEMU_10_0 names another).
+ */
+export const QEMU_OF: Record<ProfileId, string> = {
+  '7.2': QEMU,
+  '10.0': process.env.QMIGD_QEMU_10_0 ?? '/opt/qemu-10.0/bin/qemu-system-x86_64',
+};
+
+const installed = new Map<string, boolean>();
+
+export function qemuInstalled(release: ProfileId = '7.2'): boolean {
+  const bin = QEMU_OF[release];
+  if (!installed.has(bin)) installed.set(bin, spawnSync(bin, ['--version'], { stdio: 'ignore' }).status === 0);
+  return installed.get(bin)!;
+}
+
+/** A skip reason where the release's QEMU is missing, else false. */
+export function qemuSkip(release: ProfileId = '7.2'): string | false {
+  if (qemuInstalled(release)) return false;
+  return release === '7.2' ? 'qemu-system-x86_64 is not installed' : `QEMU ${release} is not installed (../shared/tools/qemu-10.0.sh makes it; .ci/run runs it)`;
 }
 
 export interface RunningQemu {
@@ -17,8 +38,8 @@ export interface RunningQemu {
   stop: () => Promise<void>;
 }
 
-export async function startQemu(args: string[] = [], opts: { fd3?: number } = {}): Promise<RunningQemu> {
-  return startEmulator(QEMU, (socket) => ['-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${socket},server=on,wait=off`, ...args], opts);
+export async function startQemu(args: string[] = [], opts: { fd3?: number; release?: ProfileId } = {}): Promise<RunningQemu> {
+  return startEmulator(QEMU_OF[opts.release ?? '7.2'], (socket) => ['-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${socket},server=on,wait=off`, ...args], opts);
 }
 
 /**

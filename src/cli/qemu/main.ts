@@ -14,11 +14,25 @@ import { basename } from 'node:path';
 import { startDaemon } from '../../daemon/daemon.js';
 import type { DaemonConfig } from '../../daemon/config.js';
 import { DEFAULT_QMP_MEMORY_BUDGET } from '../../qmp/memory-budget.js';
+import { DEFAULT_PROFILE, findProfile, PROFILES, type QemuProfile } from '../../profiles/index.js';
 import { VERSION } from '../../version.js';
 import type { Message } from './accelerator.js';
 import { machineHelp, parseQemuCommandLine, QemuCliError, type QemuCommandLine } from './command-line.js';
 
 const PROG = basename(process.argv[1] ?? 'qmigd-qemu');
+
+/**
+ * The release to be: named by the program (bin/qmigd-qemu-10.0, as distributions name QEMU
+ * binaries, and what libvirt's <emulator> can point at), else QMIGD_QEMU_VERSION (for
+ * scripts), else qmigd's default.
+ */
+function profileOf(prog: string, env: NodeJS.ProcessEnv): QemuProfile {
+  const named = /^qmigd-qemu-(.+)$/.exec(prog)?.[1] ?? env.QMIGD_QEMU_VERSION;
+  if (named === undefined) return DEFAULT_PROFILE;
+  const profile = findProfile(named);
+  if (!profile) fail(`qmigd cannot be QEMU ${named}; it can be ${PROFILES.map((p) => p.id).join(', ')}`);
+  return profile;
+}
 /** Set in the daemonized child: its descriptor 3 is the pipe to the waiting parent. */
 const DAEMON_CHILD = 'QMIGD_QEMU_DAEMON_CHILD';
 
@@ -40,8 +54,9 @@ function sizeOf(path: string): number | undefined {
   }
 }
 
-function configOf(cl: QemuCommandLine, env: NodeJS.ProcessEnv): DaemonConfig {
+function configOf(cl: QemuCommandLine, profile: QemuProfile, env: NodeJS.ProcessEnv): DaemonConfig {
   return {
+    qemuVersion: profile.id,
     qmp: cl.qmp,
     memoryBytes: cl.memoryBytes,
     ramId: cl.ramId,
@@ -99,12 +114,14 @@ async function main(argv: string[]): Promise<void> {
     if (err instanceof QemuCliError) fail(err.message, err.before);
     throw err;
   }
+  const profile = profileOf(PROG, process.env);
   if (cl.action === 'version') {
-    process.stdout.write(`QEMU emulator version 7.2.0 (qmigd ${VERSION})\nCopyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n`);
+    const { major, minor, micro } = profile.version;
+    process.stdout.write(`QEMU emulator version ${major}.${minor}.${micro} (qmigd ${VERSION})\n${profile.copyright}\n`);
     return;
   }
   if (cl.action === 'help') {
-    process.stdout.write(`usage: ${PROG} [options]: qmigd started with QEMU 7.2's command line (see qmigd's README, "Use as a QEMU binary")\n`);
+    process.stdout.write(`usage: ${PROG} [options]: qmigd started with QEMU ${profile.id}'s command line (see qmigd's README, "Use as a QEMU binary")\n`);
     return;
   }
   if (cl.action === 'machine-help') {
@@ -117,7 +134,7 @@ async function main(argv: string[]): Promise<void> {
   // The daemonized child reports to its parent on descriptor 3 and has no other output.
   const status = child ? createWriteStream('', { fd: 3 }) : undefined;
   try {
-    const daemon = await startDaemon(configOf(cl, process.env));
+    const daemon = await startDaemon(configOf(cl, profile, process.env));
     for (const what of cl.ignored) daemon.log.debug({ option: what }, 'option accepted and ignored: hardware qmigd does not emulate');
     status?.end('ready\n');
   } catch (err) {
