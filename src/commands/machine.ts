@@ -7,15 +7,20 @@
  */
 import type { Daemon } from '../daemon/context.js';
 import { cpuProps, cpuQomPath } from '../guest/cpu-topology.js';
-import { MACHINES } from '../guest/machines.js';
+import { machines } from '../guest/machines.js';
+import { activeProfile } from '../profiles/index.js';
+import { qemuData } from './qemu-data.js';
 
 export function registerMachine(d: Daemon): void {
   const r = d.registry;
   r.register('query-target', () => ({ arch: 'x86_64' }));
   r.register('query-kvm', () => ({ enabled: d.config.accelerator === 'kvm', present: true }));
   r.register('query-uuid', () => ({ UUID: d.config.uuid }));
-  r.register('query-machines', () =>
-    MACHINES.map((m) => ({
+  const { machineInfoAcpi } = activeProfile().qmp;
+  // compat-props (10.0, unstable): the properties each machine type sets for compatibility, as
+  // the release itself lists them.
+  r.register('query-machines', (a: { 'compat-props'?: boolean }) =>
+    machines().map((m) => ({
       name: m.name,
       alias: m.alias,
       'is-default': m.isDefault,
@@ -25,6 +30,8 @@ export function registerMachine(d: Daemon): void {
       deprecated: false,
       'default-cpu-type': m.defaultCpuType,
       'default-ram-id': m.defaultRamId,
+      ...(machineInfoAcpi ? { acpi: m.acpi } : {}),
+      ...(a['compat-props'] ? { 'compat-props': qemuData.compatProps()[m.name] ?? [] } : {}),
     })),
   );
   // As QEMU lists them; the daemon's own thread stands for every vCPU's.

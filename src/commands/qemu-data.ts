@@ -1,15 +1,16 @@
 /**
- * What QEMU 7.2 says about the objects qmigd has, recorded from the real binary by
- * test/fixtures/qemu72/capture.ts into data/qemu-7.2/: QOM types and their properties, the QOM
- * tree of each machine type, and the command-line options. Read on first use (most clients never
- * ask), once.
+ * What the release this process is says about the objects qmigd has, recorded from the real
+ * binary by test/fixtures/capture-qemu-data.ts into data/qemu-X.Y/ (the profile's dataDir): QOM
+ * types and their properties, the QOM tree of each machine type, the command-line options, and
+ * (10.0) the machines' compat-props. Read on first use (most clients never ask), once.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { activeProfile } from '../profiles/index.js';
 import type { JsonValue } from '../qmp/json-writer.js';
 
-const DIR = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', 'data', 'qemu-7.2');
+const DATA = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', 'data');
 
 export type QomTypeInfo = {
   name: string;
@@ -31,7 +32,7 @@ export type CommandLineOption = {
 
 function lazy<T>(file: string): () => T {
   let value: T | undefined;
-  return () => (value ??= JSON.parse(readFileSync(join(DIR, file), 'utf8')) as T);
+  return () => (value ??= JSON.parse(readFileSync(join(DATA, activeProfile().dataDir, file), 'utf8')) as T);
 }
 
 export const qemuData = {
@@ -40,4 +41,6 @@ export const qemuData = {
   /** machine type name → QOM path → its properties and children. */
   qomPaths: lazy<Record<string, Record<string, PropertyInfo[]>>>('qom-paths.json'),
   commandLineOptions: lazy<CommandLineOption[]>('command-line-options.json'),
+  /** machine type name → its compat-props (releases whose query-machines has them). */
+  compatProps: lazy<Record<string, JsonValue[]>>('compat-props.json'),
 };

@@ -1,9 +1,12 @@
 /**
- * The machine types qmigd can pretend to be, as QEMU 7.2's query-machines describes them. What
+ * The machine types qmigd can pretend to be, as its release's query-machines describes them
+ * (each profile lists its own: src/profiles). What
  * they change here is small: the name carried in (and checked against) the migration stream,
  * the RAM block's default name, how many CPUs they take, and whether the guest has ACPI (so
  * that system_powerdown shuts it down). Everything else of a PC is hardware qmigd does not emulate.
  */
+import { activeProfile } from '../profiles/index.js';
+
 /** QEMU's accelerators qmigd can report running with (it runs no guest code under either). */
 export type Accelerator = 'kvm' | 'tcg';
 
@@ -27,25 +30,17 @@ export interface MachineType {
   acpi: boolean;
 }
 
-export const MACHINES: readonly MachineType[] = [
-  {
-    name: 'pc-i440fx-7.2', alias: 'pc', description: 'Standard PC (i440FX + PIIX, 1996)', isDefault: true, qomType: 'pc-i440fx-7.2-machine', defaultRamId: 'pc.ram',
-    cpuMax: 255, hotpluggableCpus: true, numaMemSupported: false, defaultCpuType: 'qemu64-x86_64-cpu', acpi: true,
-  },
-  {
-    name: 'pc-q35-7.2', alias: 'q35', description: 'Standard PC (Q35 + ICH9, 2009)', qomType: 'pc-q35-7.2-machine', defaultRamId: 'pc.ram',
-    cpuMax: 288, hotpluggableCpus: true, numaMemSupported: false, defaultCpuType: 'qemu64-x86_64-cpu', acpi: true,
-  },
-  {
-    name: 'none', description: 'empty machine', qomType: 'none-machine', defaultRamId: 'ram',
-    cpuMax: 1, hotpluggableCpus: false, numaMemSupported: false, acpi: false,
-  },
-];
+/** The machine types of the release this process is. */
+export function machines(): readonly MachineType[] {
+  return activeProfile().machines;
+}
 
 /** A machine type by name or alias; undefined for one qmigd does not have. */
 export function findMachine(name: string): MachineType | undefined {
-  return MACHINES.find((m) => m.name === name || m.alias === name);
+  return machines().find((m) => m.name === name || m.alias === name);
 }
 
 /** -machine without a type: QEMU's default machine. */
-export const DEFAULT_MACHINE = MACHINES.find((m) => m.isDefault)!;
+export function defaultMachine(): MachineType {
+  return machines().find((m) => m.isDefault)!;
+}

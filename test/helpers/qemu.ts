@@ -2,7 +2,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ProfileId } from '../../src/profiles/index.js';
 import { tempDir } from './daemon.js';
 
@@ -16,6 +16,15 @@ export const QEMU = 'qemu-system-x86_64';
 export const QEMU_OF: Record<ProfileId, string> = {
   '7.2': QEMU,
   '10.0': process.env.QMIGD_QEMU_10_0 ?? '/opt/qemu-10.0/bin/qemu-system-x86_64',
+};
+
+/**
+ * The root directory each release's QEMU sees: the machine's, or its chroot's (the script puts the
+ * wrapper in DIR/bin and the chroot in DIR/root, with this machine's /dev bind-mounted into it).
+ */
+export const QEMU_ROOT_OF: Record<ProfileId, string> = {
+  '7.2': '/',
+  '10.0': join(dirname(dirname(QEMU_OF['10.0'])), 'root'),
 };
 
 const installed = new Map<string, boolean>();

@@ -5,6 +5,7 @@
  * exactly as QEMU would choose it on this host, so that libvirt, which caches what an emulator
  * reported against whether /dev/kvm is usable, sees the answers the real QEMU would give.
  */
+import { activeProfile } from '../../profiles/index.js';
 import { closeSync, constants, openSync } from 'node:fs';
 import type { Accelerator } from '../../guest/machines.js';
 
@@ -55,7 +56,8 @@ export function chooseAccelerator(requests: AccelRequest[], unavailable: () => s
     if (name !== 'kvm') throw new AccelError([...messages, { prefixed: `${at}invalid accelerator ${name}` }]);
     const why = unavailable();
     if (why === undefined) return { accelerator: 'kvm', messages };
-    messages.push({ bare: `Could not access KVM kernel module: ${why}` }, { prefixed: `${at}failed to initialize kvm: ${why}` });
+    const module = `Could not access KVM kernel module: ${why}`;
+    messages.push(activeProfile().kvmModuleErrorReported ? { prefixed: `${at}${module}` } : { bare: module }, { prefixed: `${at}failed to initialize kvm: ${why}` });
   }
   throw new AccelError(messages);
 }

@@ -6,12 +6,12 @@
  * message. Errors are QemuCliError, whose message is what QEMU prints after "PROG: ".
  */
 import { cpuTopology, NO_CPUS, SmpError, type CpuTopology } from '../../guest/cpu-topology.js';
-import { DEFAULT_MACHINE, findMachine, MACHINES, type Accelerator, type MachineType } from '../../guest/machines.js';
+import { defaultMachine, findMachine, machines, type Accelerator, type MachineType } from '../../guest/machines.js';
 import { parseQmpSpec, SpecError, type QmpSpec } from '../../qmp/transports/spec.js';
 import { AccelError, chooseAccelerator, kvmUnavailable, type AccelRequest, type Message } from './accelerator.js';
 import { parseSandbox, NO_SANDBOX, type Sandbox } from '../sandbox.js';
 import { optBool, OptsError, parseObject, parseOpts, sizeBytes, sizeMiB, type Opts } from './opts.js';
-import { OPTIONS_WITH_ARGUMENT, OPTIONS_WITHOUT_ARGUMENT } from './option-table.js';
+import { activeProfile } from '../../profiles/index.js';
 
 /** QEMU's message for a command line it refuses, after what it printed on the way (`before`). */
 export class QemuCliError extends Error {
@@ -61,7 +61,7 @@ const IGNORED = new Set([
   '-pflash', '-option-rom', '-runas', '-chroot', '-seed', '-compat', '-icount', '-echr', '-add-fd', '-iscsi',
   '-only-migratable', '-async-teardown', '-win2k-hack', '-no-fd-bootchk', '-rotate', '-portrait', '-acpitable',
   '-plugin', '-dfilter', '-singlestep', '-enable-sync-profile', '-mem-path', '-cdrom', '-fda', '-fdb', '-hda',
-  '-hdb', '-hdc', '-hdd', '-mtdblock', '-sd', '-gdb', '-s', '-qmp-pretty',
+  '-hdb', '-hdc', '-hdd', '-mtdblock', '-sd', '-gdb', '-s', '-qmp-pretty', '-run-with', '-shim', '-jitdump', '-perfmap',
 ]);
 
 /** `-machine` values qmigd reads; QEMU has many more, which change nothing here. */
@@ -105,10 +105,11 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
     // QEMU accepts --option as -option.
     const name = arg.startsWith('--') ? arg.slice(1) : arg;
     let value = '';
-    if (OPTIONS_WITH_ARGUMENT.has(name)) {
+    const options = activeProfile().options;
+    if (options.withArgument.has(name)) {
       if (i + 1 >= argv.length) throw new QemuCliError(`${arg}: requires an argument`);
       value = argv[++i]!;
-    } else if (!OPTIONS_WITHOUT_ARGUMENT.has(name)) {
+    } else if (!options.withoutArgument.has(name)) {
       throw new QemuCliError(`${arg}: invalid option`);
     }
     const where = `${arg} ${value}`;
@@ -190,11 +191,11 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
     }
   }
 
-  const machine = machineOpts.type === undefined ? DEFAULT_MACHINE : findMachine(machineOpts.type);
+  const machine = machineOpts.type === undefined ? defaultMachine() : findMachine(machineOpts.type);
   if (machineOpts.type === 'help') {
-    return { ...out, action: 'machine-help', machine: DEFAULT_MACHINE, memoryBytes: DEFAULT_RAM, ramId: '', cpus: NO_CPUS, acpi, accelerator: 'tcg', messages: [] };
+    return { ...out, action: 'machine-help', machine: defaultMachine(), memoryBytes: DEFAULT_RAM, ramId: '', cpus: NO_CPUS, acpi, accelerator: 'tcg', messages: [] };
   }
-  if (!machine) throw new QemuCliError('unsupported machine type\nUse -machine help to list supported machines');
+  if (!machine) throw new QemuCliError(`${activeProfile().unsupportedMachine.replace('%s', machineOpts.type ?? '')}\nUse -machine help to list supported machines`);
   for (const mon of monitors) out.qmp.push(monitorSpec(mon, chardevs));
 
   let memoryBytes = memory ?? DEFAULT_RAM;
@@ -219,12 +220,18 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
 /** -smp's numbers (QEMU reports their errors without the option's text). */
 function smpTopology(smp: Opts, machine: MachineType): CpuTopology {
   const given: Record<string, number> = {};
+  const { levels, foreignLevels, foreignLevelError } = activeProfile().smp;
   for (const [key, value] of smp) {
+    if (!['cpus', 'maxcpus', ...levels, ...foreignLevels].includes(key)) throw new QemuCliError(`Parameter 'smp.${key}' is unexpected`);
     if (!/^\d+$/.test(value)) throw new QemuCliError(`Parameter 'smp.${key}' expects integer`);
     given[key] = Number(value);
   }
+  // Levels other targets have: taken, but a PC has only one of each.
+  for (const level of foreignLevels) {
+    if ((given[level] ?? 1) > 1) throw new QemuCliError(foreignLevelError.replace('%s', level));
+  }
   try {
-    return cpuTopology(given, machine);
+    return cpuTopology(given, machine, levels);
   } catch (err) {
     if (err instanceof SmpError) throw new QemuCliError(err.message);
     throw err;
@@ -268,7 +275,7 @@ function monitorSpec(mon: Opts, chardevs: Map<string, Opts>): QmpSpec {
 
 /** -machine help, as QEMU prints it (for the machines qmigd has). */
 export function machineHelp(): string {
-  const lines = MACHINES.map((m) => {
+  const lines = machines().map((m) => {
     const aliasLine = m.alias ? [`${m.alias.padEnd(20)} ${m.description} (alias of ${m.name})`] : [];
     return [...aliasLine, `${m.name.padEnd(20)} ${m.description}${m.isDefault ? ' (default)' : ''}`];
   });

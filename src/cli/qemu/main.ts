@@ -14,7 +14,7 @@ import { basename } from 'node:path';
 import { startDaemon } from '../../daemon/daemon.js';
 import type { DaemonConfig } from '../../daemon/config.js';
 import { DEFAULT_QMP_MEMORY_BUDGET } from '../../qmp/memory-budget.js';
-import { DEFAULT_PROFILE, findProfile, PROFILES, type QemuProfile } from '../../profiles/index.js';
+import { DEFAULT_PROFILE, findProfile, PROFILES, setActiveProfile, type QemuProfile } from '../../profiles/index.js';
 import { VERSION } from '../../version.js';
 import type { Message } from './accelerator.js';
 import { machineHelp, parseQemuCommandLine, QemuCliError, type QemuCommandLine } from './command-line.js';
@@ -107,6 +107,8 @@ function daemonize(argv: string[]): void {
 }
 
 async function main(argv: string[]): Promise<void> {
+  // First: which machines and options there are depends on the release.
+  const profile = setActiveProfile(profileOf(PROG, process.env).id);
   let cl: QemuCommandLine;
   try {
     cl = parseQemuCommandLine(argv);
@@ -114,7 +116,6 @@ async function main(argv: string[]): Promise<void> {
     if (err instanceof QemuCliError) fail(err.message, err.before);
     throw err;
   }
-  const profile = profileOf(PROG, process.env);
   if (cl.action === 'version') {
     const { major, minor, micro } = profile.version;
     process.stdout.write(`QEMU emulator version ${major}.${minor}.${micro} (qmigd ${VERSION})\n${profile.copyright}\n`);

@@ -1,9 +1,15 @@
 /**
- * Every option of qemu-system-x86_64 7.2, and whether it takes an argument: the list its -help
- * prints, each tried on the real binary (an option that takes an argument answers
- * "requires an argument" when given none). An option not here is QEMU's "invalid option".
+ * Every option of qemu-system-x86_64, per release, and whether it takes an argument: the list its
+ * -help prints, each tried on the real binary (an option that takes an argument answers
+ * "requires an argument" when given none). An option not in its release's table is QEMU's
+ * "invalid option". A profile names its table (src/profiles).
  */
-export const OPTIONS_WITH_ARGUMENT: ReadonlySet<string> = new Set([
+export interface OptionTable {
+  readonly withArgument: ReadonlySet<string>;
+  readonly withoutArgument: ReadonlySet<string>;
+}
+
+const WITH_ARGUMENT_7_2: ReadonlySet<string> = new Set([
   '-D', '-L', '-M', '-accel', '-acpitable', '-action', '-add-fd', '-append', '-audio', '-audiodev', '-bios',
   '-blockdev', '-boot', '-cdrom', '-chardev', '-chroot', '-compat', '-cpu', '-d', '-debugcon', '-device',
   '-dfilter', '-display', '-drive', '-dtb', '-dump-vmstate', '-echr', '-fda', '-fdb', '-fsdev', '-fw_cfg',
@@ -15,10 +21,22 @@ export const OPTIONS_WITH_ARGUMENT: ReadonlySet<string> = new Set([
   '-vga', '-virtfs', '-vnc', '-watchdog-action', '-xen-domid',
 ]);
 
-export const OPTIONS_WITHOUT_ARGUMENT: ReadonlySet<string> = new Set([
+const WITHOUT_ARGUMENT_7_2: ReadonlySet<string> = new Set([
   '-S', '-async-teardown', '-audio-help', '-daemonize', '-enable-kvm', '-enable-sync-profile',
   '-full-screen', '-h', '-help', '-mem-prealloc', '-no-acpi', '-no-fd-bootchk', '-no-hpet', '-no-reboot',
   '-no-shutdown', '-no-user-config', '-nodefaults', '-nographic', '-only-migratable', '-portrait',
   '-preconfig', '-s', '-singlestep', '-snapshot', '-usb', '-version', '-win2k-hack', '-xen-attach',
   '-xen-domid-restrict',
 ]);
+
+export const OPTIONS_7_2: OptionTable = { withArgument: WITH_ARGUMENT_7_2, withoutArgument: WITHOUT_ARGUMENT_7_2 };
+
+/** A later release's table: the one before it, less what it removed, with what it added. */
+export function laterOptions(
+  before: OptionTable,
+  change: { removed: readonly string[]; addedWithArgument: readonly string[]; addedWithoutArgument: readonly string[] },
+): OptionTable {
+  const keep = (set: ReadonlySet<string>, added: readonly string[]): ReadonlySet<string> =>
+    new Set([...[...set].filter((o) => !change.removed.includes(o)), ...added]);
+  return { withArgument: keep(before.withArgument, change.addedWithArgument), withoutArgument: keep(before.withoutArgument, change.addedWithoutArgument) };
+}
