@@ -78,6 +78,7 @@ export const Errors = {
   blockMigrationNotBuilt: () => generic('QEMU compiled without old-style (blk/-b, inc/-i) block migration'),
   invalidMigrationProtocol: (uri: string) => generic(activeProfile().errors.migrateUnknownProtocol(uri)),
   unknownMigrationProtocol: (uri: string) => generic(`unknown migration protocol: ${uri}`),
+  illegalIncomingState: (state: string) => generic(`Illegal migration incoming state: ${state}`),
   incomingAlreadyStarted: () => generic('The incoming migration has already been started'),
   incomingNotSpecified: () => generic("'-incoming' was not specified on the command line"),
   migrationNotInState: (state: string) => generic(`Migration not in expected state: ${state}`),

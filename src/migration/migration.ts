@@ -205,7 +205,7 @@ export class MigrationService {
     const early = activeProfile().migration.uriParsedBeforeSetup;
     let parsed: MigrationUri | undefined = early ? this.resolveTarget(target, 'incoming') : undefined;
     const uri = target.uri ?? parsed?.text ?? '';
-    this.env.emit('MIGRATION', { status: 'setup' });
+    if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
     if (!parsed) {
       try {
         parsed = parseMigrationUri(uri);
@@ -213,6 +213,11 @@ export class MigrationService {
         throw Errors.migrationChannel((err as Error).message);
       }
       if (!parsed) throw Errors.unknownMigrationProtocol(uri);
+    }
+    if (activeProfile().migration.incomingEntersSetup) {
+      // A failed attempt leaves setup behind, and QEMU then refuses another one.
+      if (this.incomingState.status !== 'none') throw Errors.illegalIncomingState(this.incomingState.status);
+      this.incomingState.change('none', 'setup');
     }
     if (parsed.kind === 'file') throw Errors.fileTransportNotImplemented();
     if (parsed.kind === 'exec' && this.env.spawnDenied) throw Errors.cannotFork();
@@ -406,6 +411,7 @@ export class MigrationService {
       'postcopy-bytes': 0,
       'dirty-sync-missed-zero-copy': 0,
     };
+    for (const member of activeProfile().migration.ramStatsDropped) delete (info.ram as Record<string, unknown>)[member];
     if (this.capabilities.xbzrle) {
       const x = ram.xbzrleCounters;
       info['xbzrle-cache'] = {

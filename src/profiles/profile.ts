@@ -85,6 +85,14 @@ export interface MigrationProfile {
    * before the state leaves none; 7.2 parses it after migrate_init() and ends in failed.
    */
   readonly uriParsedBeforeSetup: boolean;
+  /**
+   * migration_incoming_state_setup() (8.2 on): migrate-incoming moves the destination's state
+   * from none to setup (announced as any change is, with `events`) once its URI is good; 7.2
+   * announced setup unconditionally first and left the state at none until a connection came.
+   */
+  readonly incomingEntersSetup: boolean;
+  /** MigrationStats members the release no longer reports (9.1 dropped `skipped`, always 0). */
+  readonly ramStatsDropped: readonly string[];
   /** `migrate -b/-i` (blk, inc) exist (removed in 9.1). */
   readonly blockMigrationOptions: boolean;
 }

@@ -96,6 +96,8 @@ export const QEMU_10_0: QemuProfile = {
     parameterChecks: PARAMETER_CHECKS,
     uriSchemes: ['tcp', 'unix', 'exec', 'fd', 'file'],
     uriParsedBeforeSetup: true,
+    incomingEntersSetup: true,
+    ramStatsDropped: ['skipped'],
     blockMigrationOptions: false,
   },
   errors: {

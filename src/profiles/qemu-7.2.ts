@@ -115,6 +115,8 @@ export const QEMU_7_2: QemuProfile = {
     parameterChecks: PARAMETER_CHECKS,
     uriSchemes: ['tcp', 'unix', 'exec', 'fd'],
     uriParsedBeforeSetup: false,
+    incomingEntersSetup: false,
+    ramStatsDropped: [],
     blockMigrationOptions: true,
   },
   errors: {
