@@ -1,8 +1,11 @@
 /**
  * The one catalog of errors qmigd reports over QMP, with QEMU 7.2's classes and exact texts
  * (qapi/qmp-dispatch.c, monitor/qmp.c, include/qapi/qmp/qerror.h, qobject/json-*.c).
- * Later layers (migration, COLO) add their entries here, not in their own modules.
+ * Later layers (migration, COLO) add their entries here, not in their own modules. A text that
+ * changed between releases comes from the running profile (activeProfile().errors).
  */
+import { activeProfile } from './profiles/index.js';
+
 export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive' | 'DeviceNotFound' | 'KVMMissingCap';
 
 export class QmpError extends Error {
@@ -53,7 +56,7 @@ export const Errors = {
   invalidOptionName: (name: string) => generic(`invalid option name: ${name}`),
 
   // Run state and misc commands
-  migratePauseNotPostcopy: () => generic('migrate-pause is currently only supported during postcopy-active state'),
+  migratePauseNotPostcopy: () => generic(activeProfile().errors.migratePauseNotPostcopy),
   yankInstanceNotFound: () => new QmpError('DeviceNotFound', 'Instance not found'),
   resetRequired: () => generic('Resetting the Virtual Machine is required'),
   migrationNotFinalized: () => generic('Migration is not finalized yet'),
@@ -73,8 +76,9 @@ export const Errors = {
   noPausedMigration: () => generic('Cannot resume if there is no paused migration'),
   blockOptionsIncompatible: () => generic('Command options are incompatible with current migration capabilities'),
   blockMigrationNotBuilt: () => generic('QEMU compiled without old-style (blk/-b, inc/-i) block migration'),
-  invalidMigrationProtocol: () => generic("Parameter 'uri' expects a valid migration protocol"),
+  invalidMigrationProtocol: (uri: string) => generic(activeProfile().errors.migrateUnknownProtocol(uri)),
   unknownMigrationProtocol: (uri: string) => generic(`unknown migration protocol: ${uri}`),
+  illegalIncomingState: (state: string) => generic(`Illegal migration incoming state: ${state}`),
   incomingAlreadyStarted: () => generic('The incoming migration has already been started'),
   incomingNotSpecified: () => generic("'-incoming' was not specified on the command line"),
   migrationNotInState: (state: string) => generic(`Migration not in expected state: ${state}`),
@@ -84,6 +88,15 @@ export const Errors = {
   invalidFdNumber: (text: string) => generic(`Invalid file descriptor number '${text}'`),
   capabilityCombination: (text: string) => generic(text),
   capabilityNotImplemented: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd`),
+  parameterValueNotImplemented: (name: string, value: string) => generic(`Migration parameter '${name}' value '${value}' is not implemented by qmigd`),
+  // migrate and migrate-incoming with channels (8.2's migration_channel_parse_input and friends)
+  needUriOrChannels: () => generic("need either 'uri' or 'channels' argument"),
+  channelListOneMain: () => generic("Channel list must have only one entry, for type 'main'"),
+  channelListMoreThanOne: (type: string) => generic(`Channel list has more than one ${type} entry`),
+  channelListNoMain: () => generic('Channel list has no main entry'),
+  fileUriBadOffset: (text: string, reason: string) => generic(`file URI has bad offset ${text}: ${reason}`),
+  // file: has no transport in qmigd yet (the migration stream's file format is another piece of work).
+  fileTransportNotImplemented: () => generic("Migration to and from a file (file: URIs) is not implemented by qmigd yet"),
   legacyDowntimeRange: () => generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds"),
   migrationChannel: (message: string) => generic(message),
   // qemu_fork() refused (-sandbox on,spawn=deny): 7.2's seccomp filter kills QEMU outright here;
@@ -91,7 +104,7 @@ export const Errors = {
   cannotFork: () => generic('cannot fork child process: Operation not permitted'),
 
   // COLO (migration/colo-failover.c, migration/colo.c; QERR_FEATURE_DISABLED)
-  coloNotEnabled: () => generic("The feature 'colo' is not enabled"),
+  coloNotEnabled: () => generic(activeProfile().errors.coloNotEnabled),
   coloFailoverActive: () => generic('COLO failover is already activated'),
   replicationFailoverOnlyForStop: () => generic("Parameter 'failover' is only for stopping replication"),
 } as const;

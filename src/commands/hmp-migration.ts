@@ -1,10 +1,11 @@
 /**
- * HMP's migration commands as QEMU 7.2 prints them (monitor/hmp-cmds.c: hmp_info_migrate,
+ * HMP's migration commands as the running release prints them (monitor/hmp-cmds.c: hmp_info_migrate,
  * hmp_info_migrate_capabilities, hmp_info_migrate_parameters, hmp_migrate, hmp_migrate_cancel).
  * Every line is made from what the QMP twin returns (query-migrate, query-migrate-capabilities,
  * query-migrate-parameters), as QEMU makes it, so HMP and QMP cannot disagree.
  */
 import type { Daemon } from '../daemon/context.js';
+import { activeProfile } from '../profiles/index.js';
 import type { HmpArgs, HmpCommand } from './hmp.js';
 
 type Value = unknown;
@@ -45,6 +46,7 @@ const UNITS = {
   onOff: (v: Value) => (v ? 'on' : 'off'),
   text: (v: Value) => String(v),
   quoted: (v: Value) => `'${String(v)}'`,
+  'MB/s': (v: Value) => `${u64(v)} MB/s`,
 } as const;
 type Unit = keyof typeof UNITS;
 
@@ -58,8 +60,6 @@ function lines(obj: Info, specs: readonly LineSpec[]): string {
     .join('');
 }
 
-/** migration_global_dump(): the migration object's properties, which qmigd has no -global to change. */
-const GLOBALS = 'globals:\nstore-global-state: on\nonly-migratable: off\nsend-configuration: on\nsend-section-footer: on\ndecompress-error-check: on\nclear-bitmap-shift: 18\n';
 
 /** After "Migration status" and "total time" (printed even when query-migrate has no total-time). */
 const TIME_LINES: readonly LineSpec[] = [
@@ -115,7 +115,8 @@ const socketUri = (a: Info): string => SOCKET_URIS[a.type as string]?.(a) ?? 'un
  * has blocked-reasons, disk, compression, postcopy blocktimes or vfio, so neither has this.)
  */
 export function formatInfoMigrate(info: Info): string {
-  let out = GLOBALS;
+  // migration_global_dump(): the migration object's properties, which qmigd has no -global to change.
+  let out = activeProfile().hmp.migrateGlobals;
   if (info.status !== undefined) {
     const failedWhy = info.status === 'failed' && info['error-desc'] !== undefined ? ` (${String(info['error-desc'])})` : '';
     out += `Migration status: ${String(info.status)}${failedWhy}\n`;
@@ -129,36 +130,6 @@ export function formatInfoMigrate(info: Info): string {
   if (addresses) out += `socket address: [\n${addresses.map((a) => `\t${socketUri(a)}\n`).join('')}]\n`;
   return out;
 }
-
-/** hmp_info_migrate_parameters(), each named as in QMP; 7.2 prints neither multifd-zlib-level nor multifd-zstd-level. */
-const PARAMETER_LINES: readonly LineSpec[] = (
-  [
-    ['announce-initial', 'ms'],
-    ['announce-max', 'ms'],
-    ['announce-rounds', 'plain'],
-    ['announce-step', 'ms'],
-    ['compress-level', 'plain'],
-    ['compress-threads', 'plain'],
-    ['compress-wait-thread', 'onOff'],
-    ['decompress-threads', 'plain'],
-    ['throttle-trigger-threshold', 'plain'],
-    ['cpu-throttle-initial', 'plain'],
-    ['cpu-throttle-increment', 'plain'],
-    ['cpu-throttle-tailslow', 'onOff'],
-    ['max-cpu-throttle', 'plain'],
-    ['tls-creds', 'quoted'],
-    ['tls-hostname', 'quoted'],
-    ['max-bandwidth', 'bytes/second'],
-    ['downtime-limit', 'ms'],
-    ['x-checkpoint-delay', 'ms'],
-    ['block-incremental', 'onOff'],
-    ['multifd-channels', 'plain'],
-    ['multifd-compression', 'text'],
-    ['xbzrle-cache-size', 'bytes'],
-    ['max-postcopy-bandwidth', 'plain'],
-    ['tls-authz', 'quoted'],
-  ] as const
-).map(([name, unit]) => [name, name, unit]);
 
 interface BitmapAlias {
   'node-name'?: string;
@@ -176,8 +147,13 @@ function bitmapMapping(mapping: BitmapAlias[] | undefined): string {
   return `block-bitmap-mapping:\n${nodes.join('')}`;
 }
 
+/** hmp_info_migrate_parameters(): each named as in QMP, in the profile's order and units. */
 export function formatMigrateParameters(params: Info): string {
-  return lines(params, PARAMETER_LINES) + bitmapMapping(params['block-bitmap-mapping'] as BitmapAlias[] | undefined);
+  return activeProfile()
+    .hmp.parameterLines.map(([name, unit]) =>
+      unit === 'mapping' ? bitmapMapping(params[name] as BitmapAlias[] | undefined) : lines(params, [[name, name, unit as Unit]]),
+    )
+    .join('');
 }
 
 export function formatMigrateCapabilities(caps: Array<{ capability: string; state: boolean }>): string {
@@ -190,20 +166,24 @@ export function formatMigrateCapabilities(caps: Array<{ capability: string; stat
  * says so and leaves the migration running, and so does qmigd.
  */
 function migrate(d: Daemon, a: HmpArgs): string {
-  d.migration.migrate(a.uri as string, { blk: a.blk === true, inc: a.inc === true, resume: a.resume === true });
+  d.migration.migrate({ uri: a.uri as string }, { blk: a.blk === true, inc: a.inc === true, resume: a.resume === true });
   return a.detach ? '' : 'terminal does not allow synchronous migration, continuing detached\n';
 }
 
 export const MIGRATION_COMMANDS: HmpCommand[] = [
+  // The release's args_type, params and help (9.1 dropped -b and -i), read when used: this table
+  // is made at import, before start-up chooses the profile.
   {
     name: 'migrate',
-    argsType: 'detach:-d,blk:-b,inc:-i,resume:-r,uri:s',
-    params: '[-d] [-b] [-i] [-r] uri',
-    help:
-      'migrate to URI (using -d to not wait for completion)' +
-      '\n\t\t\t -b for migration without shared storage with full copy of disk' +
-      '\n\t\t\t -i for migration without shared storage with incremental copy of disk (base image shared between src and destination)' +
-      '\n\t\t\t -r to resume a paused migration',
+    get argsType() {
+      return activeProfile().hmp.migrate.argsType;
+    },
+    get params() {
+      return activeProfile().hmp.migrate.params;
+    },
+    get help() {
+      return activeProfile().hmp.migrate.help;
+    },
     run: migrate,
   },
   {

@@ -1,6 +1,7 @@
 /** QAPI module "migration": migrate, migrate-incoming, cancel, continue, capabilities, parameters, query-migrate, and the pre-6.0 commands. */
 import type { Daemon } from '../daemon/context.js';
 import { Errors } from '../errors.js';
+import type { MigrationTarget } from '../migration/migration.js';
 import type { Capability } from '../migration/params.js';
 import type { MigrationStatus } from '../migration/state.js';
 import type { JsonValue } from '../qmp/json-writer.js';
@@ -8,12 +9,13 @@ import type { JsonValue } from '../qmp/json-writer.js';
 export function registerMigration(d: Daemon): void {
   const m = d.migration;
   const r = d.registry;
-  r.register('migrate', (a: { uri: string; blk?: boolean; inc?: boolean; detach?: boolean; resume?: boolean }) => {
-    m.migrate(a.uri, a);
+  // uri alone (7.2), or uri or channels (8.2 on): the profile's schema says which.
+  r.register('migrate', (a: MigrationTarget & { blk?: boolean; inc?: boolean; detach?: boolean; resume?: boolean }) => {
+    m.migrate(a, a);
     return {};
   });
-  r.register('migrate-incoming', async (a: { uri: string }) => {
-    await m.startIncoming(a.uri);
+  r.register('migrate-incoming', async (a: MigrationTarget) => {
+    await m.startIncoming(a);
     return {};
   });
   r.register('migrate_cancel', () => {
@@ -47,19 +49,20 @@ export function registerMigration(d: Daemon): void {
     throw Errors.migratePauseNotPostcopy();
   });
 
-  // Removed from QEMU in 6.0; kept with their 5.2 semantics (thin wrappers over the parameters).
-  r.register('migrate_set_speed', (a: { value: number }) => {
+  // Removed from QEMU in 6.0; kept with their 5.2 semantics (thin wrappers over the parameters)
+  // where the profile's schema still has them (7.2's: qmigd's extension for old clients).
+  r.registerIfInSchema('migrate_set_speed', (a: { value: number }) => {
     m.setParameters({ 'max-bandwidth': a.value });
     return {};
   });
-  r.register('migrate_set_downtime', (a: { value: number }) => {
+  r.registerIfInSchema('migrate_set_downtime', (a: { value: number }) => {
     if (!(a.value >= 0 && a.value <= 2000)) throw Errors.legacyDowntimeRange();
     m.setParameters({ 'downtime-limit': Math.trunc(a.value * 1000) });
     return {};
   });
-  r.register('migrate-set-cache-size', (a: { value: number }) => {
+  r.registerIfInSchema('migrate-set-cache-size', (a: { value: number }) => {
     m.setParameters({ 'xbzrle-cache-size': a.value });
     return {};
   });
-  r.register('query-migrate-cache-size', () => BigInt.asIntN(64, m.parameters['xbzrle-cache-size']));
+  r.registerIfInSchema('query-migrate-cache-size', () => BigInt.asIntN(64, m.parameters['xbzrle-cache-size']));
 }

@@ -104,7 +104,8 @@ export class IncomingMigration {
       void mainEnded.then(() => multifd.mainChannelEnded());
       await Promise.race([multifd.ready, mainEnded]);
     }
-    env.state.change('none', 'active');
+    // From setup where migrate-incoming entered it (8.2 on), else from none (7.2).
+    env.state.change(env.state.status === 'setup' ? 'setup' : 'none', 'active');
     try {
       const result = await loader.loadStream(input);
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);

@@ -8,14 +8,15 @@ import type { Logger } from 'pino';
 import { Errors, QmpError } from '../errors.js';
 import type { Guest } from '../guest/guest.js';
 import { OwnedFd } from './channels/owned-fd.js';
-import { parseMigrationUri, UriError, type MigrationUri } from './channels/uri.js';
+import { parseChannels, parseMigrationUri, UriError, type MigrationChannelArg, type MigrationUri } from './channels/uri.js';
+import { activeProfile } from '../profiles/index.js';
 import { IncomingMigration } from './incoming.js';
 import { OutgoingMigration } from './outgoing.js';
 import { Failover } from './colo/failover.js';
 import type { CrashPoint } from './colo/primary.js';
 import { ColoStats } from './colo/stats.js';
 import {
-  CAPABILITIES,
+  capabilityNames,
   checkCapabilities,
   checkParameters,
   defaultCapabilities,
@@ -28,6 +29,12 @@ import {
 import { isMigrationRunning, MigrationStateCell, type MigrationStatus } from './state.js';
 
 export type ColoMode = 'none' | 'primary' | 'secondary';
+
+/** Where `migrate` and `migrate-incoming` go: a URI, or (from 8.2) a channel list. */
+export interface MigrationTarget {
+  uri?: string;
+  channels?: MigrationChannelArg[];
+}
 
 /** A monitor's named descriptors, as fd: URIs reach them (getfd's names). */
 export interface NamedDescriptors {
@@ -87,8 +94,29 @@ export class MigrationService {
     return this.outgoingState.status;
   }
 
-  /** qmp_migrate() */
-  migrate(uri: string, opts: { blk?: boolean; inc?: boolean; resume?: boolean }): void {
+  /**
+   * migration_channel_parse_input() of 8.2 and later: uri or channels (an empty list is no list,
+   * as in C), each parsed to the same MigrationUri; a bad one is refused with the state untouched.
+   */
+  private resolveTarget(target: MigrationTarget, side: 'outgoing' | 'incoming'): MigrationUri {
+    const channels = target.channels?.length ? target.channels : undefined;
+    if ((target.uri === undefined) === (channels === undefined)) throw Errors.needUriOrChannels();
+    try {
+      if (channels) return parseChannels(channels, side);
+      const parsed = parseMigrationUri(target.uri!);
+      if (!parsed) throw side === 'outgoing' ? Errors.invalidMigrationProtocol(target.uri!) : Errors.unknownMigrationProtocol(target.uri!);
+      return parsed;
+    } catch (err) {
+      if (err instanceof UriError) throw Errors.migrationChannel(err.message);
+      throw err;
+    }
+  }
+
+  /** qmp_migrate(): 7.2 parses the URI after migrate_init(), later releases before migrate_prepare(). */
+  migrate(target: MigrationTarget, opts: { blk?: boolean; inc?: boolean; resume?: boolean }): void {
+    const early = activeProfile().migration.uriParsedBeforeSetup;
+    let parsed: MigrationUri | undefined = early ? this.resolveTarget(target, 'outgoing') : undefined;
+    const uri = target.uri ?? parsed?.text ?? '';
     if (opts.resume) throw Errors.noPausedMigration();
     if (isMigrationRunning(this.status)) throw Errors.migrationActive();
     const runState = this.env.guest.runState.state;
@@ -102,14 +130,17 @@ export class MigrationService {
     this.setupError = undefined;
     this.outgoingState.reset();
     this.outgoingState.change('none', 'setup');
-    let parsed: MigrationUri | undefined;
-    try {
-      parsed = parseMigrationUri(uri);
-    } catch (err) {
-      throw this.failSetup(Errors.migrationChannel((err as UriError).message), true);
+    if (!parsed) {
+      try {
+        parsed = parseMigrationUri(uri);
+      } catch (err) {
+        throw this.failSetup(Errors.migrationChannel((err as UriError).message), true);
+      }
+      if (!parsed) throw this.failSetup(Errors.invalidMigrationProtocol(uri), false);
     }
-    if (!parsed) throw this.failSetup(Errors.invalidMigrationProtocol(), false);
     if (parsed.kind === 'exec' && this.env.spawnDenied) throw this.failSetup(Errors.cannotFork(), true);
+    // The file: transport is not built yet; refused where its channel would be opened.
+    if (parsed.kind === 'file') throw this.failSetup(Errors.fileTransportNotImplemented(), true);
     if (parsed.kind === 'fd') {
       // fd_start_outgoing_migration(): always a name (monitor_get_fd), taken from the monitor;
       // from here the migration owns the descriptor, and closes it when it ends.
@@ -164,19 +195,31 @@ export class MigrationService {
   }
 
   /** qmp_migrate_incoming(): also the path -incoming URI takes at start-up. */
-  async startIncoming(uri: string): Promise<void> {
+  async startIncoming(target: MigrationTarget | string): Promise<void> {
+    if (typeof target === 'string') target = { uri: target };
     if (this.incomingStarted) throw Errors.incomingAlreadyStarted();
     if (this.env.guest.runState.state !== 'inmigrate') throw Errors.incomingNotSpecified();
-    // qemu_start_incoming_migration() announces setup first, whatever the events capability says
-    // and whether or not the URI then turns out to be good (a failed attempt may be retried).
-    this.env.emit('MIGRATION', { status: 'setup' });
-    let parsed: MigrationUri | undefined;
-    try {
-      parsed = parseMigrationUri(uri);
-    } catch (err) {
-      throw Errors.migrationChannel((err as Error).message);
+    // 7.2's qemu_start_incoming_migration() announces setup first, whatever the events capability
+    // says and whether or not the URI then turns out to be good (a failed attempt may be retried).
+    // Later releases check uri and channels first.
+    const early = activeProfile().migration.uriParsedBeforeSetup;
+    let parsed: MigrationUri | undefined = early ? this.resolveTarget(target, 'incoming') : undefined;
+    const uri = target.uri ?? parsed?.text ?? '';
+    if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
+    if (!parsed) {
+      try {
+        parsed = parseMigrationUri(uri);
+      } catch (err) {
+        throw Errors.migrationChannel((err as Error).message);
+      }
+      if (!parsed) throw Errors.unknownMigrationProtocol(uri);
     }
-    if (!parsed) throw Errors.unknownMigrationProtocol(uri);
+    if (activeProfile().migration.incomingEntersSetup) {
+      // A failed attempt leaves setup behind, and QEMU then refuses another one.
+      if (this.incomingState.status !== 'none') throw Errors.illegalIncomingState(this.incomingState.status);
+      this.incomingState.change('none', 'setup');
+    }
+    if (parsed.kind === 'file') throw Errors.fileTransportNotImplemented();
     if (parsed.kind === 'exec' && this.env.spawnDenied) throw Errors.cannotFork();
     // Before the first await: the monitor's names are reachable only while its command runs.
     if (parsed.kind === 'fd') parsed = { ...parsed, fd: this.incomingFd(parsed.name) };
@@ -232,12 +275,12 @@ export class MigrationService {
     if (isMigrationRunning(this.status)) throw Errors.migrationActive();
     const next = { ...this.capabilities };
     for (const { capability, state } of list) next[capability] = state;
-    checkCapabilities(next, this.capabilities);
+    checkCapabilities(next, this.capabilities, this.parameters);
     this.capabilities = next;
   }
 
   queryCapabilities(): Array<{ capability: Capability; state: boolean }> {
-    return CAPABILITIES.map((capability) => ({ capability, state: this.capabilities[capability] }));
+    return capabilityNames().map((capability) => ({ capability, state: this.capabilities[capability] }));
   }
 
   /** qmp_migrate_set_parameters(): the merged set is checked whole, then applied at once. */
@@ -368,6 +411,7 @@ export class MigrationService {
       'postcopy-bytes': 0,
       'dirty-sync-missed-zero-copy': 0,
     };
+    for (const member of activeProfile().migration.ramStatsDropped) delete (info.ram as Record<string, unknown>)[member];
     if (this.capabilities.xbzrle) {
       const x = ram.xbzrleCounters;
       info['xbzrle-cache'] = {

@@ -61,4 +61,86 @@ export interface QemuProfile {
     /** query-machines says whether each machine has ACPI (MachineInfo's `acpi`). */
     readonly machineInfoAcpi: boolean;
   };
+  /** The migration interface: capabilities, parameters and the commands' checks (src/migration/params.ts). */
+  readonly migration: MigrationProfile;
+  /** Error texts that changed between releases; src/errors.ts reads them from here. */
+  readonly errors: ProfileErrors;
+  /** What HMP prints that changed (src/commands/hmp-migration.ts). */
+  readonly hmp: ProfileHmp;
+}
+
+/** A parameter's value as qmigd keeps it: uint64 and size values as bigints. */
+export type ParameterValue = number | bigint | boolean | string;
+
+/**
+ * One of migrate_params_check()'s checks, in QEMU's order: `fails` tells whether the merged set
+ * breaks it; the error is "Parameter 'NAME' expects EXPECTS" (QERR_INVALID_PARAMETER_VALUE), or
+ * `message` verbatim where QEMU words it otherwise.
+ */
+export interface ParameterCheck {
+  readonly fails: (p: Readonly<Record<string, ParameterValue | undefined>>, caps: Readonly<Record<string, boolean>>) => boolean;
+  readonly name?: string;
+  readonly expects?: string;
+  readonly message?: string;
+}
+
+/** One of migrate_caps_check()'s refusals, in QEMU's order, with its message. */
+export interface CapabilityCheck {
+  /** `params`: the current parameters, which some checks read (zero copy and compression). */
+  readonly fails: (
+    caps: Readonly<Record<string, boolean>>,
+    old: Readonly<Record<string, boolean>>,
+    params: Readonly<Record<string, ParameterValue | undefined>>,
+  ) => boolean;
+  readonly message: string;
+}
+
+export interface MigrationProfile {
+  /** Every capability, in QAPI order (query-migrate-capabilities and HMP list them so). */
+  readonly capabilities: readonly string[];
+  /** Those qmigd honours; turning another on is refused with qmigd's not-implemented error. */
+  readonly implementedCapabilities: readonly string[];
+  /** Every parameter with its default, in QAPI member order. */
+  readonly parameterDefaults: Readonly<Record<string, ParameterValue>>;
+  /** Parameters whose values other than the default qmigd cannot honour (refused like capabilities). */
+  readonly unimplementedParameterValues: Readonly<Record<string, ParameterValue>>;
+  /** The parameters QAPI types `size` or `uint64` (kept as bigints). */
+  readonly uint64Parameters: readonly string[];
+  readonly capabilityChecks: readonly CapabilityCheck[];
+  readonly parameterChecks: readonly ParameterCheck[];
+  /** URI schemes `migrate` and `migrate-incoming` know (file: from 8.2). */
+  readonly uriSchemes: readonly string[];
+  /**
+   * Since 8.2 (qmp_migrate → migrate_uri_parse before migrate_prepare) a bad URI is refused
+   * before the state leaves none; 7.2 parses it after migrate_init() and ends in failed.
+   */
+  readonly uriParsedBeforeSetup: boolean;
+  /**
+   * migration_incoming_state_setup() (8.2 on): migrate-incoming moves the destination's state
+   * from none to setup (announced as any change is, with `events`) once its URI is good; 7.2
+   * announced setup unconditionally first and left the state at none until a connection came.
+   */
+  readonly incomingEntersSetup: boolean;
+  /** MigrationStats members the release no longer reports (9.1 dropped `skipped`, always 0). */
+  readonly ramStatsDropped: readonly string[];
+  /** `migrate -b/-i` (blk, inc) exist (removed in 9.1). */
+  readonly blockMigrationOptions: boolean;
+}
+
+export interface ProfileErrors {
+  /** migrate-pause outside postcopy. */
+  readonly migratePauseNotPostcopy: string;
+  /** x-colo-lost-heartbeat outside COLO. */
+  readonly coloNotEnabled: string;
+  /** A URI with an unknown scheme, on `migrate` (migrate-incoming always said unknown migration protocol). */
+  readonly migrateUnknownProtocol: (uri: string) => string;
+}
+
+export interface ProfileHmp {
+  /** migration_global_dump(): the migration object's properties. */
+  readonly migrateGlobals: string;
+  /** `migrate`'s args_type, params and help. */
+  readonly migrate: { readonly argsType: string; readonly params: string; readonly help: string };
+  /** hmp_info_migrate_parameters(): [parameter, unit] in the order printed. */
+  readonly parameterLines: ReadonlyArray<readonly [string, string]>;
 }

@@ -1,7 +1,41 @@
 /** QEMU 10.0 (Debian 13): what differs from 7.2. */
 import { laterOptions, OPTIONS_7_2 } from '../cli/qemu/option-table.js';
-import type { QemuProfile } from './profile.js';
-import { NONE_MACHINE } from './qemu-7.2.js';
+import type { CapabilityCheck, ParameterCheck, QemuProfile } from './profile.js';
+import { NONE_MACHINE, SHARED_PARAMETER_CHECKS as S } from './qemu-7.2.js';
+
+/**
+ * migrate_caps_check() of 10.0, in its order, for what qmigd can meet (compress and block are
+ * gone from the enum, so the schema refuses them). Zero copy now also asks the parameters
+ * (multifd compression, TLS); dirty-limit needs KVM's dirty ring, which -M none (and qmigd) has not.
+ */
+const CAPABILITY_CHECKS: CapabilityCheck[] = [
+  {
+    fails: (c, _old, p) => c['zero-copy-send']! && (!c.multifd || c.xbzrle! || p['multifd-compression'] !== 'none' || p['tls-creds'] !== ''),
+    message: 'Zero copy only available for non-compressed non-TLS multifd migration',
+  },
+  { fails: (c) => c['postcopy-preempt']! && !c['postcopy-ram'], message: 'Postcopy preempt requires postcopy-ram' },
+  { fails: (c) => c['switchover-ack']! && !c['return-path'], message: "Capability 'switchover-ack' requires capability 'return-path'" },
+  { fails: (c) => c['dirty-limit']! && c['auto-converge']!, message: 'dirty-limit conflicts with auto-converge either of then available currently' },
+  { fails: (c) => c['dirty-limit']!, message: "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set" },
+  { fails: (c) => c.multifd! && c.xbzrle!, message: 'Multifd is not compatible with xbzrle' },
+  { fails: (c) => c['mapped-ram']! && c.xbzrle!, message: 'Mapped-ram migration is incompatible with xbzrle' },
+  { fails: (c) => c['mapped-ram']! && c['postcopy-ram']!, message: 'Mapped-ram migration is incompatible with postcopy' },
+];
+
+const num = (v: unknown): number => Number(v);
+/** migrate_params_check() of 10.0: the compress checks are gone; qatzip and the dirty limit are new. */
+const PARAMETER_CHECKS: ParameterCheck[] = [
+  S.throttleTrigger, S.cpuInitial, S.cpuIncrement, S.downtime, S.multifdChannels, S.zlibLevel,
+  { fails: (p) => num(p['multifd-qatzip-level']) < 1 || num(p['multifd-qatzip-level']) > 9, name: 'multifd_qatzip_level', expects: 'a value between 1 and 9' },
+  S.zstdLevel, S.xbzrleCache, S.maxCpuThrottle, S.announceInitial, S.announceMax, S.announceRounds, S.announceStep,
+  {
+    fails: (p) => (p['x-vcpu-dirty-limit-period'] as bigint) < 1n || (p['x-vcpu-dirty-limit-period'] as bigint) > 1000n,
+    name: 'x-vcpu-dirty-limit-period',
+    expects: 'a value between 1 and 1000',
+  },
+  { fails: (p) => (p['vcpu-dirty-limit'] as bigint) < 1n, message: "Parameter 'vcpu_dirty_limit' must be greater than 1 MB/s" },
+  S.zeroCopy,
+];
 
 export const QEMU_10_0: QemuProfile = {
   id: '10.0',
@@ -36,4 +70,84 @@ export const QEMU_10_0: QemuProfile = {
     addedWithoutArgument: ['-jitdump', '-perfmap'],
   }),
   qmp: { statusSinglestep: false, machineInfoAcpi: true },
+  migration: {
+    capabilities: [
+      'xbzrle', 'rdma-pin-all', 'auto-converge', 'zero-blocks', 'events', 'postcopy-ram', 'x-colo', 'release-ram',
+      'return-path', 'pause-before-switchover', 'multifd', 'dirty-bitmaps', 'postcopy-blocktime', 'late-block-activate',
+      'x-ignore-shared', 'validate-uuid', 'background-snapshot', 'zero-copy-send', 'postcopy-preempt', 'switchover-ack',
+      'dirty-limit', 'mapped-ram',
+    ],
+    // switchover-ack and mapped-ram wait for the stream to carry them (refused until then).
+    implementedCapabilities: [
+      'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
+      'late-block-activate',
+    ],
+    // QEMU 10.0's defaults, as its query-migrate-parameters answers on a fresh -M none.
+    parameterDefaults: {
+      'announce-initial': 50n,
+      'announce-max': 550n,
+      'announce-rounds': 5n,
+      'announce-step': 100n,
+      'throttle-trigger-threshold': 50,
+      'cpu-throttle-initial': 20,
+      'cpu-throttle-increment': 10,
+      'cpu-throttle-tailslow': false,
+      'tls-creds': '',
+      'tls-hostname': '',
+      'tls-authz': '',
+      'max-bandwidth': 128n << 20n,
+      'avail-switchover-bandwidth': 0n,
+      'downtime-limit': 300n,
+      'x-checkpoint-delay': 20000,
+      'multifd-channels': 2,
+      'xbzrle-cache-size': 64n << 20n,
+      'max-postcopy-bandwidth': 0n,
+      'max-cpu-throttle': 99,
+      'multifd-compression': 'none',
+      'multifd-zlib-level': 1,
+      'multifd-qatzip-level': 1,
+      'multifd-zstd-level': 1,
+      'x-vcpu-dirty-limit-period': 1000n,
+      'vcpu-dirty-limit': 1n,
+      'mode': 'normal',
+      'zero-page-detection': 'multifd',
+      'direct-io': false,
+    },
+    // CPR reboots or hands over a QEMU process; qmigd has no such thing to do.
+    unimplementedParameterValues: { mode: 'normal' },
+    uint64Parameters: [
+      'announce-initial', 'announce-max', 'announce-rounds', 'announce-step', 'max-bandwidth', 'avail-switchover-bandwidth',
+      'downtime-limit', 'xbzrle-cache-size', 'max-postcopy-bandwidth', 'x-vcpu-dirty-limit-period', 'vcpu-dirty-limit',
+    ],
+    capabilityChecks: CAPABILITY_CHECKS,
+    parameterChecks: PARAMETER_CHECKS,
+    uriSchemes: ['tcp', 'unix', 'exec', 'fd', 'file'],
+    uriParsedBeforeSetup: true,
+    incomingEntersSetup: true,
+    ramStatsDropped: ['skipped'],
+    blockMigrationOptions: false,
+  },
+  errors: {
+    migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active or postcopy-recover state',
+    coloNotEnabled: 'VM is not in COLO mode',
+    migrateUnknownProtocol: (uri) => `unknown migration protocol: ${uri}`,
+  },
+  hmp: {
+    migrateGlobals:
+      'globals:\nstore-global-state: on\nonly-migratable: off\nsend-configuration: on\nsend-section-footer: on\nsend-switchover-start: on\nclear-bitmap-shift: 18\n',
+    migrate: {
+      argsType: 'detach:-d,resume:-r,uri:s',
+      params: '[-d] [-r] uri',
+      help: 'migrate to URI (using -d to not wait for completion)\n\t\t\t -r to resume a paused postcopy migration',
+    },
+    parameterLines: [
+      ['announce-initial', 'ms'], ['announce-max', 'ms'], ['announce-rounds', 'plain'], ['announce-step', 'ms'],
+      ['throttle-trigger-threshold', 'plain'], ['cpu-throttle-initial', 'plain'], ['cpu-throttle-increment', 'plain'],
+      ['cpu-throttle-tailslow', 'onOff'], ['max-cpu-throttle', 'plain'], ['tls-creds', 'quoted'], ['tls-hostname', 'quoted'],
+      ['max-bandwidth', 'bytes/second'], ['avail-switchover-bandwidth', 'bytes/second'], ['downtime-limit', 'ms'],
+      ['x-checkpoint-delay', 'ms'], ['multifd-channels', 'plain'], ['multifd-compression', 'text'], ['zero-page-detection', 'text'],
+      ['xbzrle-cache-size', 'bytes'], ['max-postcopy-bandwidth', 'plain'], ['tls-authz', 'quoted'], ['block-bitmap-mapping', 'mapping'],
+      ['x-vcpu-dirty-limit-period', 'ms'], ['vcpu-dirty-limit', 'MB/s'], ['mode', 'text'], ['direct-io', 'onOff'],
+    ],
+  },
 };

@@ -1,6 +1,63 @@
 /** QEMU 7.2 (Debian 12): the base every other profile is described against. */
 import { OPTIONS_7_2 } from '../cli/qemu/option-table.js';
-import type { QemuProfile } from './profile.js';
+import type { CapabilityCheck, ParameterCheck, QemuProfile } from './profile.js';
+
+/** migrate_caps_check() of 7.2, in its order (block migration is not built into Debian's QEMU). */
+const CAPABILITY_CHECKS: CapabilityCheck[] = [
+  { fails: (c) => c.block!, message: 'QEMU compiled without old-style (blk/-b, inc/-i) block migration' },
+  { fails: (c) => c['postcopy-preempt']! && !c['postcopy-ram'], message: 'Postcopy preempt requires postcopy-ram' },
+  { fails: (c) => c['postcopy-preempt']! && c.compress!, message: 'Postcopy preempt not compatible with compress' },
+  { fails: (c) => c.multifd! && c.compress!, message: 'Multifd is not compatible with compress' },
+  {
+    fails: (c) => c['zero-copy-send']! && (!c.multifd || c.compress! || c.xbzrle!),
+    message: 'Zero copy only available for non-compressed non-TLS multifd migration',
+  },
+];
+
+const num = (v: unknown): number => Number(v);
+const range = (v: unknown, lo: number, hi: number): boolean => num(v) < lo || num(v) > hi;
+const PAGE_SIZE = 4096n;
+const badCache = (v: unknown): boolean => {
+  const cache = v as bigint;
+  return cache < PAGE_SIZE || (cache & (cache - 1n)) !== 0n;
+};
+
+/**
+ * The checks 7.2 and 10.0 share (migrate_params_check), each a function of the merged set;
+ * max_bandwidth > SIZE_MAX never fails with a 64-bit size_t and is left out.
+ */
+export const SHARED_PARAMETER_CHECKS = {
+  throttleTrigger: { fails: (p) => range(p['throttle-trigger-threshold'], 1, 100), name: 'throttle_trigger_threshold', expects: 'an integer in the range of 1 to 100' },
+  cpuInitial: { fails: (p) => range(p['cpu-throttle-initial'], 1, 99), name: 'cpu_throttle_initial', expects: 'an integer in the range of 1 to 99' },
+  cpuIncrement: { fails: (p) => range(p['cpu-throttle-increment'], 1, 99), name: 'cpu_throttle_increment', expects: 'an integer in the range of 1 to 99' },
+  downtime: { fails: (p) => (p['downtime-limit'] as bigint) > 2000n * 1000n, name: 'downtime_limit', expects: 'an integer in the range of 0 to (2000 * 1000) ms' },
+  multifdChannels: { fails: (p) => num(p['multifd-channels']) < 1, name: 'multifd_channels', expects: 'a value between 1 and 255' },
+  zlibLevel: { fails: (p) => num(p['multifd-zlib-level']) > 9, name: 'multifd_zlib_level', expects: 'a value between 0 and 9' },
+  zstdLevel: { fails: (p) => num(p['multifd-zstd-level']) > 20, name: 'multifd_zstd_level', expects: 'a value between 0 and 20' },
+  xbzrleCache: { fails: (p) => badCache(p['xbzrle-cache-size']), name: 'xbzrle_cache_size', expects: 'a power of two no less than the target page size' },
+  maxCpuThrottle: {
+    fails: (p) => num(p['max-cpu-throttle']) < num(p['cpu-throttle-initial']) || num(p['max-cpu-throttle']) > 99,
+    name: 'max_cpu_throttle',
+    expects: 'an integer in the range of cpu_throttle_initial to 99',
+  },
+  announceInitial: { fails: (p) => (p['announce-initial'] as bigint) > 100000n, name: 'announce_initial', expects: 'a value between 0 and 100000' },
+  announceMax: { fails: (p) => (p['announce-max'] as bigint) > 100000n, name: 'announce_max', expects: 'a value between 0 and 100000' },
+  announceRounds: { fails: (p) => (p['announce-rounds'] as bigint) > 1000n, name: 'announce_rounds', expects: 'a value between 0 and 1000' },
+  announceStep: { fails: (p) => range(p['announce-step'], 1, 10000), name: 'announce_step', expects: 'a value between 0 and 10000' },
+  zeroCopy: {
+    fails: (p, c) => c['zero-copy-send']! && (p['multifd-compression'] !== 'none' || p['tls-creds'] !== ''),
+    message: 'Zero copy only available for non-compressed non-TLS multifd migration',
+  },
+} satisfies Record<string, ParameterCheck>;
+
+const S = SHARED_PARAMETER_CHECKS;
+const PARAMETER_CHECKS: ParameterCheck[] = [
+  { fails: (p) => num(p['compress-level']) > 9, name: 'compress_level', expects: 'a value between 0 and 9' },
+  { fails: (p) => range(p['compress-threads'], 1, 255), name: 'compress_threads', expects: 'a value between 1 and 255' },
+  { fails: (p) => range(p['decompress-threads'], 1, 255), name: 'decompress_threads', expects: 'a value between 1 and 255' },
+  S.throttleTrigger, S.cpuInitial, S.cpuIncrement, S.downtime, S.multifdChannels, S.zlibLevel, S.zstdLevel, S.xbzrleCache,
+  S.maxCpuThrottle, S.announceInitial, S.announceMax, S.announceRounds, S.announceStep, S.zeroCopy,
+];
 
 /** Every QEMU keeps `none`; a PC's versioned name is its release's. */
 export const NONE_MACHINE = {
@@ -34,4 +91,87 @@ export const QEMU_7_2: QemuProfile = {
   kvmModuleErrorReported: false,
   options: OPTIONS_7_2,
   qmp: { statusSinglestep: true, machineInfoAcpi: false },
+  migration: {
+    capabilities: [
+      'xbzrle', 'rdma-pin-all', 'auto-converge', 'zero-blocks', 'compress', 'events', 'postcopy-ram', 'x-colo',
+      'release-ram', 'block', 'return-path', 'pause-before-switchover', 'multifd', 'dirty-bitmaps',
+      'postcopy-blocktime', 'late-block-activate', 'x-ignore-shared', 'validate-uuid', 'background-snapshot',
+      'zero-copy-send', 'postcopy-preempt',
+    ],
+    // late-block-activate only delays activating block devices to `cont` (libvirt sets it on every
+    // destination): qmigd has none, so doing it is doing nothing.
+    implementedCapabilities: [
+      'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
+      'late-block-activate',
+    ],
+    // MAX_THROTTLE, DEFAULT_MIGRATE_SET_DOWNTIME and the rest of migration.c's defaults.
+    parameterDefaults: {
+      'announce-initial': 50n,
+      'announce-max': 550n,
+      'announce-rounds': 5n,
+      'announce-step': 100n,
+      'compress-level': 1,
+      'compress-threads': 8,
+      'compress-wait-thread': true,
+      'decompress-threads': 2,
+      'throttle-trigger-threshold': 50,
+      'cpu-throttle-initial': 20,
+      'cpu-throttle-increment': 10,
+      'cpu-throttle-tailslow': false,
+      'tls-creds': '',
+      'tls-hostname': '',
+      'tls-authz': '',
+      'max-bandwidth': 128n << 20n,
+      'downtime-limit': 300n,
+      'x-checkpoint-delay': 20000,
+      'block-incremental': false,
+      'multifd-channels': 2,
+      'xbzrle-cache-size': 64n << 20n,
+      'max-postcopy-bandwidth': 0n,
+      'max-cpu-throttle': 99,
+      'multifd-compression': 'none',
+      'multifd-zlib-level': 1,
+      'multifd-zstd-level': 1,
+    },
+    unimplementedParameterValues: {},
+    uint64Parameters: [
+      'announce-initial', 'announce-max', 'announce-rounds', 'announce-step', 'max-bandwidth', 'downtime-limit',
+      'xbzrle-cache-size', 'max-postcopy-bandwidth',
+    ],
+    capabilityChecks: CAPABILITY_CHECKS,
+    parameterChecks: PARAMETER_CHECKS,
+    uriSchemes: ['tcp', 'unix', 'exec', 'fd'],
+    uriParsedBeforeSetup: false,
+    incomingEntersSetup: false,
+    ramStatsDropped: [],
+    blockMigrationOptions: true,
+  },
+  errors: {
+    migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active state',
+    coloNotEnabled: "The feature 'colo' is not enabled",
+    migrateUnknownProtocol: () => "Parameter 'uri' expects a valid migration protocol",
+  },
+  hmp: {
+    migrateGlobals:
+      'globals:\nstore-global-state: on\nonly-migratable: off\nsend-configuration: on\nsend-section-footer: on\ndecompress-error-check: on\nclear-bitmap-shift: 18\n',
+    migrate: {
+      argsType: 'detach:-d,blk:-b,inc:-i,resume:-r,uri:s',
+      params: '[-d] [-b] [-i] [-r] uri',
+      help:
+        'migrate to URI (using -d to not wait for completion)' +
+        '\n\t\t\t -b for migration without shared storage with full copy of disk' +
+        '\n\t\t\t -i for migration without shared storage with incremental copy of disk (base image shared between src and destination)' +
+        '\n\t\t\t -r to resume a paused migration',
+    },
+    // 7.2 prints neither multifd-zlib-level nor multifd-zstd-level.
+    parameterLines: [
+      ['announce-initial', 'ms'], ['announce-max', 'ms'], ['announce-rounds', 'plain'], ['announce-step', 'ms'],
+      ['compress-level', 'plain'], ['compress-threads', 'plain'], ['compress-wait-thread', 'onOff'], ['decompress-threads', 'plain'],
+      ['throttle-trigger-threshold', 'plain'], ['cpu-throttle-initial', 'plain'], ['cpu-throttle-increment', 'plain'],
+      ['cpu-throttle-tailslow', 'onOff'], ['max-cpu-throttle', 'plain'], ['tls-creds', 'quoted'], ['tls-hostname', 'quoted'],
+      ['max-bandwidth', 'bytes/second'], ['downtime-limit', 'ms'], ['x-checkpoint-delay', 'ms'], ['block-incremental', 'onOff'],
+      ['multifd-channels', 'plain'], ['multifd-compression', 'text'], ['xbzrle-cache-size', 'bytes'], ['max-postcopy-bandwidth', 'plain'],
+      ['tls-authz', 'quoted'], ['block-bitmap-mapping', 'mapping'],
+    ],
+  },
 };

@@ -56,15 +56,17 @@ export class QapiVisitor {
             }
             out[member] = this.visit(here(memberSchema), v, memberFull, member);
           }
+          // A union's variant members follow its base's; a variant may itself be a union (10.0's
+          // MigrationAddress has SocketAddress as its socket branch).
+          const tag = s['x-union-tag'];
+          if (typeof tag === 'string') {
+            for (const branch of (s.allOf ?? []) as JsonSchema[]) {
+              const cond = (branch.if as JsonSchema).properties as Record<string, { const: unknown }>;
+              if (cond[tag]?.const === out[tag]) visitMembers(this.schemas.resolve(here(branch.then)).schema);
+            }
+          }
         };
         visitMembers(schema);
-        const tag = schema['x-union-tag'];
-        if (typeof tag === 'string') {
-          for (const branch of (schema.allOf ?? []) as JsonSchema[]) {
-            const cond = (branch.if as JsonSchema).properties as Record<string, { const: unknown }>;
-            if (cond[tag]?.const === out[tag]) visitMembers(this.schemas.resolve(here(branch.then)).schema);
-          }
-        }
         for (const key of value.keys()) {
           if (!seen.has(key)) throw Errors.parameterUnexpected(full ? `${full}.${key}` : key);
         }

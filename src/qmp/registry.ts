@@ -55,6 +55,14 @@ export class CommandRegistry {
     this.commands.set(name, { name, schema, handler });
   }
 
+  /**
+   * For a command some release's schema has and another's not (the overlay removed it): served
+   * only where the running profile's schema has it, and otherwise unknown, as in that QEMU.
+   */
+  registerIfInSchema(name: string, handler: Handler): void {
+    if (this.schemas.commands.has(name)) this.register(name, handler);
+  }
+
   get(name: string): Command | undefined {
     return this.commands.get(name);
   }
