@@ -3,6 +3,8 @@
  * range checks with their exact messages (migration.c migrate_caps_check, migrate_params_check).
  */
 import { Errors } from '../errors.js';
+import { activeProfile } from '../profiles/index.js';
+import type { ZeroPageDetection } from '../profiles/profile.js';
 
 /** Every 7.2 capability, in QAPI order (query-migrate-capabilities lists them so). */
 export const CAPABILITIES = [
@@ -84,6 +86,8 @@ export interface MigrationParameters {
   'multifd-zlib-level': number;
   'multifd-zstd-level': number;
   'block-bitmap-mapping'?: unknown[];
+  /** 9.0+ only (profile.multifd.zeroPageDetection); absent, zero pages are found as 7.2 finds them. */
+  'zero-page-detection'?: ZeroPageDetection;
 }
 
 /** MAX_THROTTLE, DEFAULT_MIGRATE_SET_DOWNTIME and the rest of migration.c's defaults. */
@@ -115,6 +119,7 @@ export function defaultParameters(): MigrationParameters {
     'multifd-compression': 'none',
     'multifd-zlib-level': 1,
     'multifd-zstd-level': 1,
+    ...(activeProfile().multifd.zeroPageDetection ? { 'zero-page-detection': activeProfile().multifd.zeroPageDetection } : {}),
   };
 }
 
