@@ -158,6 +158,9 @@ export class IncomingMigration {
       conn.close();
       this.destroy();
       const lines = err instanceof LoadError ? [...err.lines, err.summary, err.located] : [`load of migration failed: ${(err as Error).message}`];
+      // 10.0 also reports what a channel failed with (migrate_set_error() from its thread).
+      const channelError = this.multifd?.error;
+      if (channelError && activeProfile().multifd.channelErrorReported) lines.push(channelError);
       env.onFatal(lines);
     }
   }

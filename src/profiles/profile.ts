@@ -48,6 +48,8 @@ export interface MultifdProfile {
   readonly deviceStatePackets: boolean;
   /** The channels' 64-byte greetings count in multifd-bytes (and transferred), as 10.0 counts them; 7.2 does not. */
   readonly greetingCounted: boolean;
+  /** A failed incoming migration also reports the error a channel failed with, last (10.0); 7.2 does not. */
+  readonly channelErrorReported: boolean;
   /** A bad channel greeting fails the incoming migration and exits (10.0's exit-on-error); 7.2 closes the channel. */
   readonly badChannelIsFatal: boolean;
   /** The default of `zero-page-detection`; absent where the release has no such parameter. */

@@ -19,6 +19,7 @@ export const QEMU_10_0: QemuProfile = {
     compressionCheckedWithPages: true,
     deviceStatePackets: true,
     greetingCounted: true,
+    channelErrorReported: true,
     badChannelIsFatal: true,
     zeroPageDetection: 'multifd',
     texts: {

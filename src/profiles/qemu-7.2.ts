@@ -18,6 +18,7 @@ export const QEMU_7_2: QemuProfile = {
     compressionCheckedWithPages: false,
     deviceStatePackets: false,
     greetingCounted: false,
+    channelErrorReported: false,
     badChannelIsFatal: false,
     texts: {
       // 7.2 checks the id against the channel count but prints the versions (sic).

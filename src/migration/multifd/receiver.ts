@@ -173,6 +173,11 @@ export class MultifdReceiver {
     for (const go of parked) go();
   }
 
+  /** The error a channel failed with, if one did. */
+  get error(): string | undefined {
+    return this.failure;
+  }
+
   /** The migration is over: connections still greeting are closed, threads stopped. */
   close(): void {
     for (const conn of this.greeting) conn.close();
