@@ -98,8 +98,9 @@ async function feed(kind: 'qemu' | 'qmigd', channels: Buffer[]): Promise<{ code:
       open(c);
     }
     // QEMU 10.0 reports a bad packet only once the main stream fails: end it after the packets
-    // have had time to arrive (no event tells when a channel thread has read its packet).
-    await delay(500);
+    // have had time to arrive (no event tells when a channel thread has read its packet; under
+    // the whole suite's load qmigd's channel threads took more than half a second to start).
+    await delay(2000);
     main.end();
     const code = await Promise.race([exited, delay(10000).then(() => 'hung' as const)]);
     qmp.close();
