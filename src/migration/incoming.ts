@@ -15,7 +15,8 @@ import type { Failover } from './colo/failover.js';
 import { ColoSecondary } from './colo/secondary.js';
 import { MultifdReceiver } from './multifd/receiver.js';
 import type { ColoStats } from './colo/stats.js';
-import { COMPARE_MAGIC, RpMessage } from './stream/constants.js';
+import { COMPARE_MAGIC, RpMessage, VM_FILE_MAGIC } from './stream/constants.js';
+import { activeProfile } from '../profiles/index.js';
 import { StreamReader } from './stream/reader.js';
 import type { MigrationStateCell } from './state.js';
 
@@ -60,14 +61,50 @@ export class IncomingMigration {
   }
 
   private async receive(conn: IncomingConnection): Promise<void> {
+    const channels = this.env.multifdChannels();
+    if (channels > 0 && activeProfile().multifd.channelOrder === 'magic') {
+      // 8.0+ (migration_ioc_process_incoming): a connection's first four bytes say what it is,
+      // QEVM the main channel, anything else a multifd channel; they come in any order.
+      const reader = new StreamReader(conn.input);
+      let magic: number;
+      try {
+        await reader.need(4);
+        magic = reader.peekBe32();
+      } catch {
+        return conn.close();
+      }
+      if (magic !== VM_FILE_MAGIC) return this.multifdReceiver(channels).addChannel(conn, reader);
+      if (this.conn) return conn.close();
+      return this.receiveMain(conn, reader);
+    }
     if (this.conn) {
       // 7.2: the first connection is the main channel, every later one a multifd channel.
       if (this.multifd) return this.multifd.addChannel(conn);
       return this.attachCompare(conn);
     }
+    return this.receiveMain(conn, new StreamReader(conn.input));
+  }
+
+  /** The destination's multifd state, made by whichever of its connections comes first. */
+  private multifdReceiver(channels: number): MultifdReceiver {
+    const { env } = this;
+    this.multifd ??= new MultifdReceiver(env.guest.ram, channels, (line) => env.log.error(line), (line) => this.failChannel(line));
+    return this.multifd;
+  }
+
+  /** A bad multifd channel where it fails the migration (10.0: reported, then exit 1). */
+  private failChannel(line: string): void {
+    const { env } = this;
+    if (env.state.status === 'active') env.state.change('active', 'failed');
+    this.conn?.close();
+    this.destroy();
+    env.onFatal([line]);
+  }
+
+  private async receiveMain(conn: IncomingConnection, input: StreamReader): Promise<void> {
     const { env } = this;
     const channels = env.multifdChannels();
-    if (channels > 0) this.multifd = new MultifdReceiver(env.guest.ram, channels, (line) => env.log.error(line));
+    if (channels > 0) this.multifdReceiver(channels);
     let returnPath = false;
     const rp = (type: number, value: number): void => {
       const b = Buffer.alloc(8);
@@ -78,7 +115,6 @@ export class IncomingMigration {
     };
     const started = Date.now();
     this.conn = conn;
-    const input = new StreamReader(conn.input);
     const loader = new VmLoader({
       ram: env.guest.ram,
       machine: env.machine,
@@ -94,7 +130,9 @@ export class IncomingMigration {
     });
     if (this.multifd) {
       const multifd = this.multifd;
-      loader.ramLoader.onEos = () => multifd.syncMain();
+      // 7.2 syncs at every RAM EOS, 8.1+ at every MULTIFD_FLUSH record.
+      if (activeProfile().multifd.sync === 'section') loader.ramLoader.onEos = () => multifd.syncMain();
+      else loader.ramLoader.onFlush = () => multifd.syncMain();
       // The migration starts once every channel is there (7.2 reads nothing of the main channel
       // before); a main channel that has ended already will not become a stream meanwhile.
       const mainEnded = new Promise<void>((r) => {
@@ -121,6 +159,9 @@ export class IncomingMigration {
       conn.close();
       this.destroy();
       const lines = err instanceof LoadError ? [...err.lines, err.summary, err.located] : [`load of migration failed: ${(err as Error).message}`];
+      // 10.0 also reports what a channel failed with (migrate_set_error() from its thread).
+      const channelError = this.multifd?.error;
+      if (channelError && activeProfile().multifd.channelErrorReported) lines.push(channelError);
       env.onFatal(lines);
     }
   }

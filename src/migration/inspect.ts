@@ -21,7 +21,7 @@ const SECTION_NAMES: Record<number, string> = {
 };
 const RECORD_NAMES: Record<number, string> = {
   [RamFlag.ZERO]: 'ZERO', [RamFlag.PAGE]: 'PAGE', [RamFlag.XBZRLE]: 'XBZRLE', [RamFlag.COMPRESS_PAGE]: 'COMPRESS_PAGE',
-  [RamFlag.MEM_SIZE]: 'MEM_SIZE',
+  [RamFlag.MEM_SIZE]: 'MEM_SIZE', [RamFlag.MULTIFD_FLUSH]: 'MULTIFD_FLUSH',
 };
 /** No RAM block larger than this is made for an inspected stream. */
 const MAX_RAM = 64 * 2 ** 30;

@@ -6,6 +6,7 @@
  */
 import type { GuestRam } from '../guest/ram.js';
 import { RUN_STATES, type RunState } from '../guest/run-state.js';
+import { activeProfile } from '../profiles/index.js';
 import { LoadError } from './load-error.js';
 import { RamLoader, type RamFactory } from './ram/ram-load.js';
 import {
@@ -80,6 +81,9 @@ const COMMAND_ARGS: Record<number, { name: string; len: number }> = {
   [Command.POSTCOPY_RESUME]: { name: 'POSTCOPY_RESUME', len: 0 },
   [Command.RECV_BITMAP]: { name: 'RECV_BITMAP', len: -1 },
 };
+
+/** MIG_CMD_SWITCHOVER_START (10.0). */
+const SWITCHOVER_START = 11;
 
 /** qemu_loadvm_state(): a whole stream, header to VM description. */
 export function loadVmState(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
@@ -315,7 +319,7 @@ async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number,
   await eio(r.need(4));
   const cmd = r.be16();
   const len = r.be16();
-  const args = COMMAND_ARGS[cmd];
+  const args = COMMAND_ARGS[cmd] ?? (cmd === SWITCHOVER_START && activeProfile().acceptsSwitchoverStart ? { name: 'SWITCHOVER_START', len: 0 } : undefined);
   if (!args) throw new LoadError('EINVAL', `MIG_CMD 0x${cmd.toString(16)} unknown (len 0x${len.toString(16)})`);
   if (args.len !== -1 && args.len !== len) {
     throw new LoadError('ERANGE', `${args.name} received with bad length - expecting ${args.len}, got ${len}`);
@@ -337,6 +341,9 @@ async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number,
       if (len === 0) return;
       if (len === 16) throw new LoadError('EINVAL', 'RAM postcopy is disabled but have 16 byte advise');
       throw new LoadError('EINVAL', `CMD_POSTCOPY_ADVISE invalid length (${len})`);
+    case SWITCHOVER_START:
+      // Only for switchover-ack's sake, which -M none has nothing of.
+      return;
     case Command.ENABLE_COLO:
       // 7.2 learns COLO from this command alone, whatever the local x-colo capability says.
       if (!hooks.enableColo) throw new LoadError('ENOTSUP', 'ENABLE_COLO command come in migration stream, but COLO module is not built in');

@@ -27,6 +27,7 @@ import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
 import type { MigrationUri } from './channels/uri.js';
 import type { MigrationStateCell, MigrationStatus } from './state.js';
+import { activeProfile } from '../profiles/index.js';
 
 /** BUFFER_DELAY: the rate-limit window. */
 const WINDOW_MS = 100;
@@ -288,6 +289,10 @@ export class OutgoingMigration {
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     try {
       this.ram = this.ramSaver();
+      if (this.multifd?.greetingBytes) {
+        this.multifd.bytes += this.multifd.greetingBytes;
+        this.countMultifd(this.multifd.greetingBytes);
+      }
     } catch (err) {
       if (!(err instanceof PageCacheAllocationError)) throw err;
       // xbzrle_init() reports it; the migration goes active and fails with no error-desc (7.2).
@@ -297,6 +302,11 @@ export class OutgoingMigration {
     }
     writeSectionStart(writer, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
     this.ram.setup(writer);
+    if (this.multifd && this.syncPerRound) {
+      // ram_save_setup(): 8.1+ syncs the channels once before the first pass.
+      await this.multifd.sync();
+      writer.be64(RamFlag.MULTIFD_FLUSH);
+    }
     await this.endRamSection(false);
     await this.flush();
     this.setupTime = Date.now() - setupStart;
@@ -333,7 +343,19 @@ export class OutgoingMigration {
       },
       throttlePercent: () => env.guest.workload.throttlePercent,
       multifd: this.multifd,
+      // 8.1+: the channels sync at every pass over RAM, announced by a MULTIFD_FLUSH record.
+      onRoundEnd: this.multifd && this.syncPerRound
+        ? (w) => {
+            this.multifd!.syncNow();
+            w.be64(RamFlag.MULTIFD_FLUSH);
+          }
+        : undefined,
     });
+  }
+
+  /** Whether multifd syncs once per pass over RAM (8.1+) rather than at every RAM EOS (7.2). */
+  private get syncPerRound(): boolean {
+    return activeProfile().multifd.sync === 'round';
   }
 
   /** migration_iteration_run(): another pass, or completion. */
@@ -360,11 +382,11 @@ export class OutgoingMigration {
   }
 
   /**
-   * EOS and the footer of a RAM section; with multifd the channels are synced first
+   * EOS and the footer of a RAM section; with multifd in 7.2 the channels are synced first
    * (multifd_send_sync_main). Only an iteration's EOS counts as transferred, as in 7.2.
    */
   private async endRamSection(iteration: boolean): Promise<void> {
-    if (this.multifd) await this.multifd.sync();
+    if (this.multifd && !this.syncPerRound) await this.multifd.sync();
     if (iteration) this.ram!.endIteration(this.writer);
     else this.writer.be64(RamFlag.EOS);
     writeFooter(this.writer, SectionIds.ram);

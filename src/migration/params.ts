@@ -5,7 +5,7 @@
  */
 import { Errors } from '../errors.js';
 import { activeProfile } from '../profiles/index.js';
-import type { ParameterValue } from '../profiles/profile.js';
+import type { ParameterValue, ZeroPageDetection } from '../profiles/profile.js';
 
 /** Every capability some release has; a profile lists its own (activeProfile().migration.capabilities). */
 export type Capability =
@@ -84,7 +84,7 @@ export interface MigrationParameters {
   'vcpu-dirty-limit'?: bigint;
   mode?: string;
   /** none, legacy or multifd (10.0); absent under 7.2, which always detects zero pages as legacy. */
-  'zero-page-detection'?: string;
+  'zero-page-detection'?: ZeroPageDetection;
   'direct-io'?: boolean;
 }
 

@@ -174,4 +174,29 @@ export const QEMU_7_2: QemuProfile = {
       ['tls-authz', 'quoted'], ['block-bitmap-mapping', 'mapping'],
     ],
   },
+  acceptsSwitchoverStart: false,
+  multifd: {
+    channelOrder: 'first',
+    sync: 'section',
+    flushRecord: false,
+    zeroPages: false,
+    bareSync: false,
+    compressionMask: 0xe,
+    compressionCheckedWithPages: false,
+    deviceStatePackets: false,
+    greetingCounted: false,
+    channelErrorReported: false,
+    badChannelIsFatal: false,
+    texts: {
+      // 7.2 checks the id against the channel count but prints the versions (sic).
+      channelIdTooBig: () => 'multifd: received channel version 1 expected 1',
+      packetMagic: (got, want) => `multifd: received packet magic ${got} and expected magic ${want}`,
+      packetVersion: (got, want) => `multifd: received packet version ${got} and expected version ${want}`,
+      pagesAlloc: (got, max) => `multifd: received packet with size ${got} and expected a size of ${max}`,
+      normalPages: (got, max) => `multifd: received packet with ${got} pages and expected maximum pages are ${max}`,
+      zeroPages: () => '', // 7.2 has no zero pages in packets
+      compression: (_channel, flags) => `multifd: flags received 0x${flags.toString(16)} and expected 0x0 (no compression)`,
+      emptyDeviceState: '',
+    },
+  },
 };

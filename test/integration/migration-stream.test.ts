@@ -188,7 +188,7 @@ t.test('multifd: a corrupt packet on a channel thread makes the destination exit
     return s;
   };
   const sockets = [await connect(setupStream('m', 4 << 20)), await connect(encodeInit(0))];
-  const bad = encodeHeader({ flags: 0, normal: 0, packetNum: 0n, block: 'm', offsets: [] });
+  const bad = encodeHeader({ flags: 0, packetNum: 0n, block: 'm', offsets: [], zeroOffsets: [] });
   bad.writeUInt32BE(0xdeadbeef, 0);
   sockets.push(await connect(Buffer.concat([encodeInit(1), bad])));
   const { code } = await dst.daemon.exited;

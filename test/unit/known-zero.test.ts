@@ -41,7 +41,7 @@ t.test('zero records clear pages the stream or a multifd channel wrote, and skip
   t.notOk(ram.surelyZero(0) || ram.surelyZero(1), 'pages written by records are no longer known zero');
 
   // A multifd channel writes page 2.
-  const header = encodeHeader({ flags: 0, normal: 1, packetNum: 0n, block: 'm', offsets: [2 * PAGE_SIZE] });
+  const header = encodeHeader({ flags: 0, packetNum: 0n, block: 'm', offsets: [2 * PAGE_SIZE], zeroOffsets: [] });
   await receivePackets(reader(header, Buffer.alloc(PAGE_SIZE, 0xcd)), ram, async () => undefined);
   t.equal(page(2)[0], 0xcd);
   t.notOk(ram.surelyZero(2), 'a page a channel wrote is no longer known zero');

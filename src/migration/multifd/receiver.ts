@@ -11,25 +11,49 @@
  * cores; otherwise it is read here.
  */
 import { Worker } from 'node:worker_threads';
-import { pageOffset, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { isZeroAt, pageOffset, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { activeProfile } from '../../profiles/index.js';
 import type { IncomingConnection } from '../channels/incoming-channel.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, StreamReader } from '../stream/reader.js';
-import { decodeHeader, decodeInit, HEADER_BYTES, INIT_BYTES, MULTIFD_FLAG_SYNC } from './format.js';
+import {
+  checkDeviceState,
+  decodeCommonHeader,
+  decodeHeader,
+  decodeInit,
+  DEVICE_STATE_HEADER_BYTES,
+  HEADER_BYTES,
+  INIT_BYTES,
+  isDeviceState,
+  MULTIFD_FLAG_SYNC,
+} from './format.js';
 import type { FromRecvWorker, RecvWorkerData } from './recv-worker.js';
 
 const WORKER = new URL('./recv-worker.js', import.meta.url);
 
 /** What a channel writes into: guest RAM, or its shared segments on a channel's thread. */
-export type ChannelRam = Pick<GuestRam, 'segment' | 'id' | 'size' | 'wrote'>;
+export type ChannelRam = Pick<GuestRam, 'segment' | 'id' | 'size' | 'wrote' | 'surelyZero'>;
 
 /** multifd_recv_thread() after the greeting: packets until the channel ends. */
-export async function receivePackets(r: StreamReader, ram: ChannelRam, sync: () => Promise<void>): Promise<void> {
+export async function receivePackets(r: StreamReader, ram: ChannelRam, sync: () => Promise<void>, channel = 0): Promise<void> {
   try {
     for (;;) {
       if (await r.atEnd()) return;
-      await r.need(HEADER_BYTES);
-      const h = decodeHeader(r.view(HEADER_BYTES), ram.id, ram.size);
+      // The common 12 bytes say which header follows (10.0: RAM or device state).
+      await r.need(12);
+      const common = Buffer.from(r.view(12)); // a copy: the next need() may move the buffer
+      const deviceState = isDeviceState(decodeCommonHeader(common));
+      const rest = (deviceState ? DEVICE_STATE_HEADER_BYTES : HEADER_BYTES) - 12;
+      await r.need(rest);
+      const header = Buffer.concat([common, r.view(rest)]);
+      if (deviceState) checkDeviceState(header);
+      const h = decodeHeader(header, ram.id, ram.size, channel);
+      // multifd_recv_zero_page_process(): a page never written here is zero already.
+      for (const off of h.zeroOffsets) {
+        const page = off / PAGE_SIZE;
+        const seg = ram.segment(page);
+        if (!ram.surelyZero(page) && !isZeroAt(seg, pageOffset(page))) seg.fill(0, pageOffset(page), pageOffset(page) + PAGE_SIZE);
+      }
       for (const off of h.offsets) {
         const page = off / PAGE_SIZE;
         if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
@@ -63,14 +87,18 @@ export class MultifdReceiver {
     private readonly channels: number,
     /** Where QEMU's error_report() lines go. */
     private readonly report: (line: string) => void,
+    /** A bad channel where that fails the migration (profile.multifd.badChannelIsFatal). */
+    private readonly fatal: (line: string) => void = report,
   ) {
     this.ready = new Promise((r) => (this.allArrived = r));
   }
 
-  /** multifd_recv_new_channel(): the greeting, checked; then a thread (or this one) reads it. */
-  async addChannel(conn: IncomingConnection): Promise<void> {
+  /**
+   * multifd_recv_new_channel(): the greeting, checked; then a thread (or this one) reads it.
+   * `reader`: the connection's reader, where its first bytes were looked at already.
+   */
+  async addChannel(conn: IncomingConnection, reader = new StreamReader(conn.input)): Promise<void> {
     this.greeting.add(conn);
-    const reader = new StreamReader(conn.input);
     let id: number;
     try {
       await reader.need(INIT_BYTES);
@@ -86,20 +114,23 @@ export class MultifdReceiver {
     if (conn.detach) {
       // Nothing more is read here: what was read past the greeting goes to the thread with it.
       conn.input.pause();
-      this.startThread(conn.detach(), reader.takeBuffered());
+      this.startThread(conn.detach(), reader.takeBuffered(), id);
     } else {
-      receivePackets(reader, this.ram, () => this.channelSync()).catch((err: Error) => this.fail(err.message));
+      receivePackets(reader, this.ram, () => this.channelSync(), id).catch((err: Error) => this.fail(err.message));
     }
   }
 
   private refuse(conn: IncomingConnection, line: string): void {
     this.greeting.delete(conn);
-    this.report(line);
     conn.close();
+    if (activeProfile().multifd.badChannelIsFatal) this.fatal(line);
+    else this.report(line);
   }
 
-  private startThread(fd: number, prefix: Buffer): void {
-    const data: RecvWorkerData = { fd, prefix, ram: this.ram.shared, size: this.ram.size, knownZero: this.ram.knownZero, ramId: this.ram.id };
+  private startThread(fd: number, prefix: Buffer, channel: number): void {
+    const data: RecvWorkerData = {
+      fd, prefix, ram: this.ram.shared, size: this.ram.size, knownZero: this.ram.knownZero, ramId: this.ram.id, channel, profile: activeProfile().id,
+    };
     const worker = new Worker(WORKER, { workerData: data });
     worker.unref();
     this.workers.add(worker);
@@ -140,6 +171,11 @@ export class MultifdReceiver {
     const parked = this.parked;
     this.parked = [];
     for (const go of parked) go();
+  }
+
+  /** The error a channel failed with, if one did. */
+  get error(): string | undefined {
+    return this.failure;
   }
 
   /** The migration is over: connections still greeting are closed, threads stopped. */

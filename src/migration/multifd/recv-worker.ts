@@ -8,6 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { SocketInput } from '../channels/socket-input.js';
 import { StreamReader } from '../stream/reader.js';
 import { PageStore } from '../../guest/ram.js';
+import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { receivePackets, type ChannelRam } from './receiver.js';
 
 export interface RecvWorkerData {
@@ -20,12 +21,16 @@ export interface RecvWorkerData {
   /** GuestRam.knownZero, which this thread's writes clear. */
   knownZero?: Uint8Array;
   ramId: string;
+  /** The channel's id, and the release this daemon is (a thread starts with the default). */
+  channel: number;
+  profile: ProfileId;
 }
 
 export type FromRecvWorker = { kind: 'sync' } | { kind: 'failed'; message: string };
 
 const port = parentPort!;
-const { fd, prefix, ram: shared, size, knownZero, ramId } = workerData as RecvWorkerData;
+const { fd, prefix, ram: shared, size, knownZero, ramId, channel, profile } = workerData as RecvWorkerData;
+setActiveProfile(profile);
 const post = (m: FromRecvWorker): void => port.postMessage(m);
 const input = new SocketInput(fd);
 input.socket.on('error', () => undefined); // reported by the reader as an end of stream
@@ -41,12 +46,14 @@ try {
     id: ramId,
     size,
     wrote: (page) => knownZero && (knownZero[page] = 0),
+    surelyZero: (page) => knownZero !== undefined && knownZero[page] === 1,
   };
   await receivePackets(reader, ram, () =>
     new Promise<void>((resolve) => {
       go = resolve;
       post({ kind: 'sync' });
     }),
+    channel,
   );
 } catch (err) {
   post({ kind: 'failed', message: (err as Error).message });

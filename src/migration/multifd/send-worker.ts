@@ -12,6 +12,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MigrationUri } from '../channels/uri.js';
 import { pageOffset, PAGE_SIZE, PageStore, SEGMENT_BYTES } from '../../guest/ram.js';
+import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { encodeHeader, encodeInit } from './format.js';
 
 export interface SendWorkerData {
@@ -21,10 +22,12 @@ export interface SendWorkerData {
   ram: SharedArrayBuffer[];
   size: number;
   ramId: string;
+  /** The release this daemon is (a thread starts with the default). */
+  profile: ProfileId;
 }
 
 export type ToSendWorker =
-  | { kind: 'packet'; flags: number; packetNum: bigint; offsets: number[] }
+  | { kind: 'packet'; flags: number; packetNum: bigint; offsets: number[]; zeroOffsets: number[] }
   | { kind: 'drain' }
   | { kind: 'end' }
   | { kind: 'shutdown'; reason?: string };
@@ -36,7 +39,8 @@ export type FromSendWorker =
   | { kind: 'drained'; error?: string };
 
 const port = parentPort!;
-const { uri, id, ram: shared, size, ramId } = workerData as SendWorkerData;
+const { uri, id, ram: shared, size, ramId, profile } = workerData as SendWorkerData;
+setActiveProfile(profile);
 const ram = new PageStore(size, shared);
 const post = (m: FromSendWorker): void => port.postMessage(m);
 
@@ -73,7 +77,7 @@ port.on('message', (m: ToSendWorker) => {
 async function handle(m: ToSendWorker): Promise<void> {
   switch (m.kind) {
     case 'packet': {
-      const header = encodeHeader({ flags: m.flags, normal: m.offsets.length, packetNum: m.packetNum, block: ramId, offsets: m.offsets });
+      const header = encodeHeader({ flags: m.flags, packetNum: m.packetNum, block: ramId, offsets: m.offsets, zeroOffsets: m.zeroOffsets });
       const bytes = header.length + m.offsets.length * PAGE_SIZE;
       await channel.write([header, ...pageRuns(m.offsets)], () => post({ kind: 'sent', bytes }));
       if (channel.error && !reported) {

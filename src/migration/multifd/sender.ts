@@ -1,7 +1,8 @@
 /**
- * The source's multifd channels (multifd_send_*): non-zero pages are queued here instead of the
- * main stream and leave in packets of up to 128 pages, round robin over the channels; at every
- * EOS of the main stream each channel gets a SYNC packet.
+ * The source's multifd channels (multifd_send_*): pages are queued here instead of the main
+ * stream and leave in packets of up to 128 pages, round robin over the channels; at every sync
+ * point of the main stream (profile.multifd.sync) each channel gets a SYNC packet. Zero pages
+ * travel as offsets only, where the release has them in packets (zero-page-detection=multifd).
  *
  * Each channel is a worker thread (send-worker.ts) with its own connection that writes pages
  * from the shared guest RAM; this side only decides which pages go where, and holds back when
@@ -9,8 +10,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { activeProfile } from '../../profiles/index.js';
 import type { MigrationUri } from '../channels/uri.js';
-import { HEADER_BYTES, MULTIFD_FLAG_SYNC, PAGES_PER_PACKET } from './format.js';
+import { HEADER_BYTES, INIT_BYTES, MULTIFD_FLAG_SYNC, PAGES_PER_PACKET } from './format.js';
 import type { FromSendWorker, SendWorkerData, ToSendWorker } from './send-worker.js';
 
 const WORKER = new URL('./send-worker.js', import.meta.url);
@@ -104,7 +106,8 @@ class ChannelThread {
 export class MultifdSender {
   /** Bytes sent on the channels (multifd-bytes). */
   bytes = 0;
-  private queued: number[] = [];
+  /** Page offsets, each with whether it goes as a zero page. */
+  private queued: Array<{ offset: number; zero: boolean }> = [];
   private next = 0;
   private packetNum = 0n;
 
@@ -119,7 +122,8 @@ export class MultifdSender {
     const channels: ChannelThread[] = [];
     try {
       // One after another: the destination numbers the connections in the order they arrive.
-      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.shared, size: ram.size, ramId: ram.id }));
+      const profile = activeProfile().id;
+      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.shared, size: ram.size, ramId: ram.id, profile }));
     } catch (err) {
       for (const ch of channels) ch.shutdown();
       throw err;
@@ -127,12 +131,18 @@ export class MultifdSender {
     return new MultifdSender(channels, onSent);
   }
 
+  /** What the greetings count in multifd-bytes (profile.multifd.greetingCounted). */
+  get greetingBytes(): number {
+    return activeProfile().multifd.greetingCounted ? INIT_BYTES * this.channels.length : 0;
+  }
+
   get error(): string | undefined {
     return this.channels.find((c) => c.error)?.error;
   }
 
-  queue(offset: number): void {
-    this.queued.push(offset);
+  /** multifd_queue_page(); `zero`: the page goes as a zero page (its data is not sent). */
+  queue(offset: number, zero = false): void {
+    this.queued.push({ offset, zero });
   }
 
   /** Sends every full packet's worth of queued pages (and the rest too, if `all`). */
@@ -148,6 +158,15 @@ export class MultifdSender {
     for (const ch of this.channels) await this.packet(MULTIFD_FLAG_SYNC, [], ch);
   }
 
+  /**
+   * The same, at once, for a sync in the middle of a pass over RAM (the scan wrapping round, 8.1+):
+   * the pages after it must not be queued before it. Past a channel's room by one packet at most.
+   */
+  syncNow(): void {
+    while (this.queued.length > 0) this.post(0, this.queued.splice(0, PAGES_PER_PACKET));
+    for (const ch of this.channels) this.post(MULTIFD_FLAG_SYNC, [], ch);
+  }
+
   async drained(): Promise<void> {
     await Promise.all(this.channels.map((ch) => ch.drained()));
   }
@@ -160,13 +179,20 @@ export class MultifdSender {
     for (const ch of this.channels) ch.shutdown(reason);
   }
 
-  private async packet(flags: number, offsets: number[], channel?: ChannelThread): Promise<void> {
+  private async packet(flags: number, pages: Array<{ offset: number; zero: boolean }>, channel?: ChannelThread): Promise<void> {
     const ch = channel ?? this.channels[this.next++ % this.channels.length]!;
     await ch.room();
+    this.post(flags, pages, ch);
+  }
+
+  private post(flags: number, pages: Array<{ offset: number; zero: boolean }>, channel?: ChannelThread): void {
+    const ch = channel ?? this.channels[this.next++ % this.channels.length]!;
     if (!ch.usable) return;
+    const offsets = pages.filter((p) => !p.zero).map((p) => p.offset);
+    const zeroOffsets = pages.filter((p) => p.zero).map((p) => p.offset);
     const size = HEADER_BYTES + offsets.length * PAGE_SIZE;
     this.bytes += size;
     this.onSent(size);
-    ch.post({ kind: 'packet', flags, packetNum: this.packetNum++, offsets }, size);
+    ch.post({ kind: 'packet', flags, packetNum: this.packetNum++, offsets, zeroOffsets }, size);
   }
 }

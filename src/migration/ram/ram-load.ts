@@ -5,6 +5,7 @@
 import { inflateSync } from 'node:zlib';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { isZeroAt, pageOffset, PAGE_SIZE, type GuestRam, type PageStore } from '../../guest/ram.js';
+import { activeProfile } from '../../profiles/index.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamReader } from '../stream/reader.js';
@@ -30,8 +31,10 @@ export class RamLoader {
    * until a whole checkpoint has arrived (ram_load_precopy in COLO state).
    */
   colo?: { cache: PageStore; received: DirtyBitmap };
-  /** multifd_recv_sync_main(): with multifd, every EOS waits for the channels' SYNCs. */
+  /** multifd_recv_sync_main(): with multifd in 7.2, every EOS waits for the channels' SYNCs. */
   onEos?: () => Promise<void>;
+  /** The same at every MULTIFD_FLUSH record (8.1+); without multifd the record is ignored. */
+  onFlush?: () => Promise<void>;
 
   constructor(
     private readonly target: GuestRam | RamFactory,
@@ -59,6 +62,11 @@ export class RamLoader {
       if (type === RamFlag.EOS) {
         if (this.onEos) await this.onEos();
         return;
+      }
+      if (type === RamFlag.MULTIFD_FLUSH && activeProfile().multifd.flushRecord) {
+        this.observe?.(type);
+        if (this.onFlush) await this.onFlush();
+        continue;
       }
       if (type === RamFlag.MEM_SIZE) {
         this.observe?.(type);

@@ -47,8 +47,13 @@ export interface RamSaverOptions {
   /** Auto-converge's verdict: the new CPU throttle percentage. */
   onThrottle: (percent: number) => void;
   throttlePercent: () => number;
-  /** With multifd: non-zero pages go to the channels instead of the main stream. */
-  multifd?: { queue(offset: number): void };
+  /** With multifd: pages go to the channels instead of the main stream (`zero`: as a zero page). */
+  multifd?: { queue(offset: number, zero: boolean): void };
+  /**
+   * The scan passed the end of RAM (find_dirty_block() wrapping round): 8.1+ syncs the multifd
+   * channels there and says so on the main stream.
+   */
+  onRoundEnd?: (w: StreamWriter) => void;
 }
 
 export class RamSaver {
@@ -147,6 +152,7 @@ export class RamSaver {
     let page = this.bitmap.nextSet(this.scan);
     if (page < 0) {
       // Hit the end: a complete round is done, and from now on XBZRLE may be used.
+      this.opts.onRoundEnd?.(w);
       if (this.cache) this.xbzrleActive = true;
       page = this.bitmap.nextSet(0);
       if (page < 0) {
@@ -162,10 +168,23 @@ export class RamSaver {
     return true;
   }
 
-  /** ram_save_target_page(): zero page, else XBZRLE, else the whole page. */
+  /**
+   * ram_save_target_page(): zero page, else XBZRLE, else the whole page. Where the release has
+   * zero-page-detection (9.0+), `none` sends zero pages whole and, with multifd, `multifd` sends
+   * them in the channels' packets instead of as ZERO records (ram_save_target_page_multifd()).
+   */
   private savePage(w: StreamWriter, page: number): void {
     const offset = page * PAGE_SIZE;
-    if (this.ram.surelyZero(page) || this.ram.isZero(page)) {
+    const detection = this.opts.params()['zero-page-detection'] ?? 'legacy';
+    const multifd = this.opts.multifd;
+    if (multifd && detection !== 'legacy') {
+      const zero = detection === 'multifd' && (this.ram.surelyZero(page) || this.ram.isZero(page));
+      multifd.queue(offset, zero);
+      if (zero) this.counters.duplicate++;
+      else this.counters.normal++;
+      return;
+    }
+    if (detection !== 'none' && (this.ram.surelyZero(page) || this.ram.isZero(page))) {
       const n = this.header(w, offset, RamFlag.ZERO);
       w.u8(0);
       this.counters.duplicate++;
@@ -174,9 +193,9 @@ export class RamSaver {
       if (this.xbzrleActive && !this.lastStage) this.cache!.insert(offset, ZERO_PAGE, this.counters.dirtySyncCount);
       return;
     }
-    if (this.opts.multifd) {
+    if (multifd) {
       // ram_save_multifd_page(): the page leaves on a channel; its bytes are counted there.
-      this.opts.multifd.queue(offset);
+      multifd.queue(offset, false);
       this.counters.normal++;
       return;
     }

@@ -57,6 +57,8 @@ export const RamFlag = {
   XBZRLE: 0x040,
   HOOK: 0x080,
   COMPRESS_PAGE: 0x100,
+  /** 8.1+: sync the multifd channels here (profile.multifd.flushRecord); 7.2 refuses it. */
+  MULTIFD_FLUSH: 0x200,
 } as const;
 
 export const ENCODING_FLAG_XBZRLE = 0x01;

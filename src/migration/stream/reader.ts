@@ -176,6 +176,12 @@ export class StreamReader {
   }
 
   /** A view of the next n bytes; valid until the next need()/ready(). */
+  /** The next four bytes as a be32, left unread (after need(4)): a connection's magic. */
+  peekBe32(): number {
+    if (this.pos + 4 > this.head.length) throw new UnawaitedRead(this.consumed, 4);
+    return this.head.readUInt32BE(this.pos);
+  }
+
   view(n: number): Buffer {
     // subarray() would quietly return fewer bytes.
     if (this.pos + n > this.head.length) throw new UnawaitedRead(this.consumed, n);
