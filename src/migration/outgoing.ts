@@ -16,9 +16,10 @@ import type { Capabilities, MigrationParameters } from './params.js';
 import { PageCacheAllocationError } from './ram/page-cache.js';
 import { RamSaver } from './ram/ram-save.js';
 import type { Readable } from 'node:stream';
-import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section, SectionIds } from './stream/constants.js';
+import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section } from './stream/constants.js';
 import { StreamEnded, StreamReader } from './stream/reader.js';
-import { writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
+import { sectionIds, writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
+import { activeProfile } from '../profiles/index.js';
 import { StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
@@ -216,7 +217,7 @@ export class OutgoingMigration {
     const w = this.writer;
     const ram = this.ram!;
     const before = w.written;
-    writeSectionPart(w, Section.END, SectionIds.ram);
+    writeSectionPart(w, Section.END, sectionIds().ram);
     ram.sync();
     if (halfway) {
       // Half the pages (or all of them, for a handful), then the hook, before the section ends.
@@ -295,7 +296,7 @@ export class OutgoingMigration {
       env.state.change('setup', 'active');
       return this.fail(undefined, 'active');
     }
-    writeSectionStart(writer, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
+    writeSectionStart(writer, Section.START, sectionIds().ram, 'ram', 0, RAM_SECTION_VERSION);
     this.ram.setup(writer);
     await this.endRamSection(false);
     await this.flush();
@@ -350,7 +351,7 @@ export class OutgoingMigration {
   /** ram_save_iterate(): one PART section, until the budget, the bitmap or 50 ms runs out. */
   private async iterate(): Promise<void> {
     const w = this.writer;
-    writeSectionPart(w, Section.PART, SectionIds.ram);
+    writeSectionPart(w, Section.PART, sectionIds().ram);
     const start = performance.now();
     await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== 'active');
     await this.endRamSection(true);
@@ -367,7 +368,7 @@ export class OutgoingMigration {
     if (this.multifd) await this.multifd.sync();
     if (iteration) this.ram!.endIteration(this.writer);
     else this.writer.be64(RamFlag.EOS);
-    writeFooter(this.writer, SectionIds.ram);
+    writeFooter(this.writer, sectionIds().ram);
   }
 
   /** multifd_send_pages(): bytes on the channels count as transferred and as multifd-bytes (not precopy-bytes, as 7.2). */
@@ -416,14 +417,16 @@ export class OutgoingMigration {
     }
 
     this.unlimited = true;
+    // migration_switchover_start(): after any pause, before the last of RAM and the devices.
+    const w = this.writer;
+    if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
     // In COLO the XBZRLE cache must keep following what was sent: this is not the last stage.
     if (!env.caps['x-colo']) this.ram!.enterLastStage();
-    const w = this.writer;
-    writeSectionPart(w, Section.END, SectionIds.ram);
+    writeSectionPart(w, Section.END, sectionIds().ram);
     this.ram!.sync();
     await this.sendPages(() => !this.channel!.usable);
     await this.endRamSection(false);
-    writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState);
+    writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState, true, env.machine);
     await this.flush();
     await this.channel!.drained();
     await this.multifd?.drained();
@@ -530,7 +533,7 @@ export class OutgoingMigration {
         await r.need(4);
         const type = r.be16();
         const len = r.be16();
-        if (type === RpMessage.INVALID || type >= RpMessage.MAX || len > RP_MAX_LENGTH) {
+        if (type === RpMessage.INVALID || type >= activeProfile().stream.rpMessageMax || len > RP_MAX_LENGTH) {
           return bad(`RP: Received invalid message 0x${hex4(type)} length 0x${hex4(len)}`);
         }
         await r.need(len);

@@ -31,4 +31,35 @@ export interface QemuProfile {
     /** query-status carries `singlestep` (always false: qmigd runs no guest code). */
     readonly statusSinglestep: boolean;
   };
+  /** Differences in the migration stream and its return path (savevm.c, global_state.c). */
+  readonly stream: StreamProfile;
+}
+
+/** A MIG_CMD as mig_cmd_args[] describes it: its name in messages and its payload length (-1: any). */
+export interface MigCommandArgs {
+  readonly name: string;
+  readonly len: number;
+}
+
+export interface StreamProfile {
+  /**
+   * The MIG_CMDs this release's destination knows (mig_cmd_args[]); any other is
+   * "MIG_CMD 0x.. unknown". Whether it can act on one is the loader's business.
+   */
+  readonly commands: Readonly<Record<number, MigCommandArgs>>;
+  /** The source sends MIG_CMD_SWITCHOVER_START once the guest is stopped for the last pass (9.2+). */
+  readonly switchoverStart: boolean;
+  /** Section ids a `-M none` source gives its devices: the order they registered in. */
+  readonly sectionIds: { readonly timer: number; readonly ram: number; readonly globalstate: number };
+  /**
+   * globalstate's 100 bytes after `size`: the run state's name in `runstateBytes` (100 in 7.2;
+   * 32 in 9.0+, then has_vm_was_suspended, vm_was_suspended and 66 unused bytes).
+   */
+  readonly globalState: { readonly runstateBytes: number; readonly suspendFlags: boolean };
+  /** qapi_enum_parse()'s error for a run state name the destination does not know. */
+  readonly badRunState: (name: string) => string;
+  /** The VM description opens with the configuration section's description (9.0+). */
+  readonly vmDescriptionConfiguration: boolean;
+  /** Return-path messages this release knows: types below this are valid (MIG_RP_MSG_MAX). */
+  readonly rpMessageMax: number;
 }
