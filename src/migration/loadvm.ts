@@ -105,7 +105,7 @@ export class VmLoader {
       {
         idstr: 'globalstate', version: 1, minVersion: 1,
         load: async (rr) => {
-          const { globalState: layout, badRunState } = activeProfile().stream;
+          const layout = activeProfile().stream.globalState;
           await rr.need(4 + GLOBALSTATE_STATE_BYTES);
           rr.be32(); // size: informative only
           const state = rr.view(GLOBALSTATE_STATE_BYTES);
@@ -115,7 +115,7 @@ export class VmLoader {
           if (nul < 0 && layout.suspendFlags) nul = raw.length - 1;
           if (nul < 0) throw new LoadError('EINVAL');
           const name = raw.subarray(0, nul).toString('latin1');
-          if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', badRunState(name));
+          if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `invalid parameter value: ${name}`); // qapi_enum_parse(), 7.2 and 10.0 alike
           this.globalState = name as RunState;
           // vm_was_suspended: a guest suspended to RAM; qmigd's guests have no way to be.
           obs?.device?.('globalstate', layout.suspendFlags ? { runstate: name, vm_was_suspended: state[layout.runstateBytes]! && state[layout.runstateBytes + 1]! } : { runstate: name });

@@ -56,8 +56,6 @@ export interface StreamProfile {
    * 32 in 9.0+, then has_vm_was_suspended, vm_was_suspended and 66 unused bytes).
    */
   readonly globalState: { readonly runstateBytes: number; readonly suspendFlags: boolean };
-  /** qapi_enum_parse()'s error for a run state name the destination does not know. */
-  readonly badRunState: (name: string) => string;
   /** The VM description opens with the configuration section's description (9.0+). */
   readonly vmDescriptionConfiguration: boolean;
   /** Return-path messages this release knows: types below this are valid (MIG_RP_MSG_MAX). */

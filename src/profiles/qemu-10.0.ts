@@ -17,7 +17,6 @@ export const QEMU_10_0: QemuProfile = {
     // Block migration (section 1 in 7.2) is gone, so ram and what follows moved down by one.
     sectionIds: { timer: 0, ram: 1, globalstate: 3 },
     globalState: { runstateBytes: 32, suspendFlags: true },
-    badRunState: (name) => `invalid parameter value: ${name}`,
     vmDescriptionConfiguration: true,
     rpMessageMax: RpMessage.SWITCHOVER_ACK + 1,
   },

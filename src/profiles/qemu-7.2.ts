@@ -27,7 +27,6 @@ export const QEMU_7_2: QemuProfile = {
     switchoverStart: false,
     sectionIds: { timer: 0, ram: 2, globalstate: 4 },
     globalState: { runstateBytes: 100, suspendFlags: false },
-    badRunState: (name) => `Invalid parameter '${name}'`,
     vmDescriptionConfiguration: false,
     rpMessageMax: RpMessage.RESUME_ACK + 1,
   },
