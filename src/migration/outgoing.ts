@@ -414,6 +414,11 @@ export class OutgoingMigration {
         current = 'device';
       }
       if (this.status !== 'device') return this.fail(undefined, current);
+    } else if (activeProfile().precopy.deviceWithoutPause && !env.caps['x-colo']) {
+      // COLO keeps 7.2's path (it starts only from active): not verified against 10.0's COLO.
+      if (this.status !== 'active') return this.fail(undefined, current);
+      env.state.change('active', 'device');
+      current = 'device';
     }
 
     this.unlimited = true;

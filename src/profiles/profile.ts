@@ -33,6 +33,14 @@ export interface QemuProfile {
   };
   /** Differences in the migration stream and its return path (savevm.c, global_state.c). */
   readonly stream: StreamProfile;
+  /** Differences in the source's pre-copy state machine (migration.c). */
+  readonly precopy: {
+    /**
+     * migration_switchover_prepare() (9.1+): the switchover goes through `device` even without
+     * pause-before-switchover (active → device → completed); 7.2 goes active → completed.
+     */
+    readonly deviceWithoutPause: boolean;
+  };
 }
 
 /** A MIG_CMD as mig_cmd_args[] describes it: its name in messages and its payload length (-1: any). */

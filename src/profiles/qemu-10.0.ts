@@ -20,4 +20,5 @@ export const QEMU_10_0: QemuProfile = {
     vmDescriptionConfiguration: true,
     rpMessageMax: RpMessage.SWITCHOVER_ACK + 1,
   },
+  precopy: { deviceWithoutPause: true },
 };

@@ -30,4 +30,5 @@ export const QEMU_7_2: QemuProfile = {
     vmDescriptionConfiguration: false,
     rpMessageMax: RpMessage.RESUME_ACK + 1,
   },
+  precopy: { deviceWithoutPause: false },
 };
