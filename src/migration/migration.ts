@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import { Errors, QmpError } from '../errors.js';
 import type { Guest } from '../guest/guest.js';
+import { openOutgoingFile } from './channels/outgoing-channel.js';
 import { OwnedFd } from './channels/owned-fd.js';
 import { parseMigrationUri, UriError, type MigrationUri } from './channels/uri.js';
 import { IncomingMigration } from './incoming.js';
@@ -117,7 +118,14 @@ export class MigrationService {
       if (fd === undefined) throw this.failSetup(Errors.fdNotFound(parsed.name), true);
       parsed = { ...parsed, fd: new OwnedFd(fd) };
     }
-    const owned = parsed.kind === 'fd' ? parsed.fd : undefined;
+    if (parsed.kind === 'file') {
+      try {
+        parsed = { ...parsed, fd: new OwnedFd(openOutgoingFile(parsed.path, parsed.offset)) };
+      } catch (err) {
+        throw this.failSetup(Errors.migrationChannel((err as Error).message), true);
+      }
+    }
+    const owned = parsed.kind === 'fd' || parsed.kind === 'file' ? parsed.fd : undefined;
 
     const out = new OutgoingMigration({
       guest: this.env.guest,

@@ -68,4 +68,6 @@ export interface StreamProfile {
   readonly vmDescriptionConfiguration: boolean;
   /** Return-path messages this release knows: types below this are valid (MIG_RP_MSG_MAX). */
   readonly rpMessageMax: number;
+  /** `file:PATH[,offset=N]` migration URIs (8.2+). */
+  readonly fileUri: boolean;
 }

@@ -19,6 +19,7 @@ export const QEMU_10_0: QemuProfile = {
     globalState: { runstateBytes: 32, suspendFlags: true },
     vmDescriptionConfiguration: true,
     rpMessageMax: RpMessage.SWITCHOVER_ACK + 1,
+    fileUri: true,
   },
   precopy: { deviceWithoutPause: true },
 };

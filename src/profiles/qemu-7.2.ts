@@ -29,6 +29,7 @@ export const QEMU_7_2: QemuProfile = {
     globalState: { runstateBytes: 100, suspendFlags: false },
     vmDescriptionConfiguration: false,
     rpMessageMax: RpMessage.RESUME_ACK + 1,
+    fileUri: false,
   },
   precopy: { deviceWithoutPause: false },
 };

@@ -4,13 +4,14 @@
  * digest); a proxy that records both directions of a migration connection. The QEMU end is that
  * release's binary (QEMU_OF), the qmigd end runs with that release's profile (--qemu-version).
  */
+import { spawnSync } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import type t from 'tap';
 import type { ProfileId } from '../../src/profiles/index.js';
-import { startDaemon, tempDir } from './daemon.js';
+import { BIN, startDaemon, tempDir } from './daemon.js';
 import { startQemu } from './qemu.js';
 import { QmpClient, type Msg } from './qmp-client.js';
 import { below, rng } from './rng.js';
@@ -248,4 +249,22 @@ export function commandsBeforeRam(stream: Buffer): string[] {
     at += 5 + len;
   }
   return out;
+}
+
+/**
+ * A stream's outline as `qmigd inspect --qemu-version RELEASE` decodes it: section kinds with their
+ * device, and commands, in order, runs of PART sections (their number follows timing) once; and
+ * how many bytes the stream took, up to the end of its VM description.
+ */
+export function outline(stream: Buffer, release: ProfileId): { items: string[]; bytes: number } {
+  const r = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', release, '-'], { input: stream, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) return { items: [`inspect failed: ${r.stdout.split('\n').filter((l) => /^(error|\s)/.test(l)).join(' ')}`], bytes: -1 };
+  const items: string[] = [];
+  for (const line of r.stdout.split('\n')) {
+    const m = /^0x[0-9a-f]{8} {2}(\S+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const item = `${m[1]} ${m[2]!.replace(/\(section \d+.*\)$/, '').trim()}`;
+    if (item !== items[items.length - 1] || !item.startsWith('PART')) items.push(item);
+  }
+  return { items, bytes: Number(/^(\d+) bytes: /m.exec(r.stdout)?.[1] ?? -1) };
 }

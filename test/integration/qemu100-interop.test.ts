@@ -8,10 +8,9 @@
  * statuses of both ends). RAM is compared with pmemsave dumps and qmigd's digest. Skipped where
  * QEMU 10.0 is missing.
  */
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import t from 'tap';
-import { BIN, freePort, tempDir } from '../helpers/daemon.js';
+import { freePort, tempDir } from '../helpers/daemon.js';
 import {
   caps,
   commandsBeforeRam,
@@ -22,6 +21,7 @@ import {
   MiB,
   mixedRam,
   nextEvent,
+  outline,
   ramInfo,
   recordingProxy,
   runState,
@@ -40,23 +40,6 @@ const R = '10.0';
 const skip = qemuSkip(R);
 const work = tempDir();
 const DIRTY = ['--dirty-rate', '8M'];
-
-/**
- * The stream's outline as `qmigd inspect --qemu-version 10.0` decodes it: section kinds with their
- * device, and commands, in order; runs of PART sections (their number follows timing) count once.
- */
-function outline(stream: Buffer): string[] {
-  const r = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', R, '-'], { input: stream, encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.status !== 0) return [`inspect failed: ${r.stdout.split('\n').filter((l) => l.startsWith('error') || l.startsWith('   ')).join(' ')}`];
-  const out: string[] = [];
-  for (const line of r.stdout.split('\n')) {
-    const m = /^0x[0-9a-f]{8} {2}(\S+)\s+(.*)$/.exec(line);
-    if (!m) continue;
-    const item = `${m[1]} ${m[2]!.replace(/\(section \d+.*\)$/, '').replace(/ \d+ bytes of JSON/, ' JSON').trim()}`;
-    if (item !== out[out.length - 1] || !item.startsWith('PART')) out.push(item);
-  }
-  return out;
-}
 
 interface Run {
   src: string[];
@@ -94,7 +77,7 @@ async function run(t: Test, srcKind: Kind, dstKind: Kind, o: { srcCaps: string[]
   // A qmigd source's guest wrote all along: the destination must hold what it had when stopped.
   await sameRam(t, src, dst, size, srcKind === 'qemu' ? image.sha : undefined);
   const down = proxy.toDst();
-  return { src: statuses(src), dst: statuses(dst), outline: outline(down), before: commandsBeforeRam(down), rp: proxy.toSrc().toString('hex') };
+  return { src: statuses(src), dst: statuses(dst), outline: outline(down, R).items, before: commandsBeforeRam(down), rp: proxy.toSrc().toString('hex') };
 }
 
 /** Runs QEMU → QEMU first, then each direction with qmigd, and compares qmigd's end with QEMU's. */

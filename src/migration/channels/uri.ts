@@ -3,6 +3,7 @@
  * Parsing is separate from connecting so that `migrate` can fail synchronously on a bad URI,
  * as qmp_migrate() does, before any channel is opened.
  */
+import { activeProfile } from '../../profiles/index.js';
 import type { OwnedFd } from './owned-fd.js';
 
 export type MigrationUri =
@@ -10,7 +11,9 @@ export type MigrationUri =
   | { kind: 'unix'; path: string; text: string }
   | { kind: 'exec'; command: string; text: string }
   /** `fd`: the descriptor NAME stands for, once the caller has resolved it (a monitor's name, or a number). */
-  | { kind: 'fd'; name: string; text: string; fd?: OwnedFd };
+  | { kind: 'fd'; name: string; text: string; fd?: OwnedFd }
+  /** `file:PATH[,offset=N]` (8.2+): the stream in a file from byte N; `fd` once the caller opened it. */
+  | { kind: 'file'; path: string; offset: number; text: string; fd?: OwnedFd };
 
 export class UriError extends Error {}
 
@@ -36,7 +39,27 @@ export function parseMigrationUri(uri: string): MigrationUri | undefined {
       return { kind: 'exec', command: rest, text: uri };
     case 'fd':
       return { kind: 'fd', name: rest, text: uri };
+    case 'file': {
+      if (!activeProfile().stream.fileUri) return undefined;
+      // file_parse_offset(): the last ",offset=" starts a size (qemu_strtosz: K, M, G... suffixes).
+      const at = rest.indexOf(',offset=');
+      if (at < 0) return { kind: 'file', path: rest, offset: 0, text: uri };
+      const spec = rest.slice(at + ',offset='.length);
+      const offset = parseSize(spec);
+      if (offset === undefined) throw new UriError(`file URI has bad offset ${spec}: Invalid argument`);
+      return { kind: 'file', path: rest.slice(0, at), offset, text: uri };
+    }
     default:
       return undefined;
   }
+}
+
+/** qemu_strtosz(): a number of bytes, or a decimal with a B/K/M/G/T/P/E suffix (powers of 1024). */
+function parseSize(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)([bkmgtpe])?$/i.exec(text);
+  if (!m) return undefined;
+  const unit = 1024 ** 'bkmgtpe'.indexOf((m[2] ?? 'b').toLowerCase());
+  if (m[1]!.includes('.') && !m[2]) return undefined;
+  const n = Math.floor(Number(m[1]) * unit);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
