@@ -11,7 +11,7 @@ import { openOutgoingFile } from './channels/outgoing-channel.js';
 import { OwnedFd } from './channels/owned-fd.js';
 import { parseMigrationUri, UriError, type MigrationUri } from './channels/uri.js';
 import { IncomingMigration } from './incoming.js';
-import { OutgoingMigration } from './outgoing.js';
+import { capability, OutgoingMigration } from './outgoing.js';
 import { Failover } from './colo/failover.js';
 import type { CrashPoint } from './colo/primary.js';
 import { ColoStats } from './colo/stats.js';
@@ -191,6 +191,7 @@ export class MigrationService {
     const incoming = new IncomingMigration({
       guest: this.env.guest,
       multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),
+      switchoverAck: () => capability(this.capabilities, 'switchover-ack'),
       machine: this.env.machine,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),

@@ -84,6 +84,8 @@ export class OutgoingMigration {
   private wakeSleep?: () => void;
   private returnPath?: Promise<void>;
   private rpError?: string;
+  /** SWITCHOVER_ACK came on the return path (switchover-ack, 8.1+). */
+  private switchoverAcked = false;
   /** The COLO primary, while this migration is in state colo. */
   coloPrimary?: ColoPrimary;
   /** A checkpoint asked for in state colo before the primary's loop existed. */
@@ -340,12 +342,21 @@ export class OutgoingMigration {
   /** migration_iteration_run(): another pass, or completion. */
   private async iterationStep(): Promise<'more' | 'done'> {
     const pending = this.ram!.pending(this.thresholdSize);
-    if (pending && pending >= this.thresholdSize) {
+    if ((pending && pending >= this.thresholdSize) || !this.canSwitchover()) {
       await this.iterate();
       return 'more';
     }
     await this.complete();
     return 'done';
+  }
+
+  /**
+   * migration_can_switchover(): with switchover-ack, not before the destination said so (while
+   * the guest runs; a stopped guest has nothing to wait for). Until then the passes go on.
+   */
+  private canSwitchover(): boolean {
+    if (!capability(this.env.caps, 'switchover-ack') || !this.env.guest.runState.running) return true;
+    return this.switchoverAcked;
   }
 
   /** ram_save_iterate(): one PART section, until the budget, the bitmap or 50 ms runs out. */
@@ -543,7 +554,11 @@ export class OutgoingMigration {
         }
         await r.need(len);
         const payload = r.view(len);
-        const expect = type === RpMessage.SHUT || type === RpMessage.PONG || type === RpMessage.RESUME_ACK ? 4 : type === RpMessage.REQ_PAGES ? 12 : -1;
+        const expect =
+          type === RpMessage.SHUT || type === RpMessage.PONG || type === RpMessage.RESUME_ACK ? 4
+          : type === RpMessage.REQ_PAGES ? 12
+          : type === RpMessage.SWITCHOVER_ACK ? 0
+          : -1;
         if (expect >= 0 && len !== expect) {
           return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) with incorrect length ${len} expecting ${expect}`);
         }
@@ -553,6 +568,11 @@ export class OutgoingMigration {
           return;
         }
         if (type === RpMessage.PONG) continue;
+        if (type === RpMessage.SWITCHOVER_ACK) {
+          // Taken whether or not this side asked for it, as 10.0's source takes it.
+          this.switchoverAcked = true;
+          continue;
+        }
         return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
       }
     } catch (err) {
@@ -562,7 +582,12 @@ export class OutgoingMigration {
   }
 }
 
-const RP_NAMES = ['INVALID', 'SHUT', 'PONG', 'REQ_PAGES_ID', 'REQ_PAGES', 'RECV_BITMAP', 'RESUME_ACK'];
+const RP_NAMES = ['INVALID', 'SHUT', 'PONG', 'REQ_PAGES_ID', 'REQ_PAGES', 'RECV_BITMAP', 'RESUME_ACK', 'SWITCHOVER_ACK'];
+
+/** A capability by name: switchover-ack is one only some profiles have. */
+export function capability(caps: Capabilities, name: string): boolean {
+  return (caps as Record<string, boolean | undefined>)[name] === true;
+}
 const hex4 = (n: number): string => n.toString(16).padStart(4, '0');
 
 function be32(v: number): Buffer {
