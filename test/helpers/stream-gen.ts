@@ -8,6 +8,7 @@
 import { GuestRam, PAGE_SIZE } from '../../src/guest/ram.js';
 import { defaultParameters } from '../../src/migration/params.js';
 import { RamSaver } from '../../src/migration/ram/ram-save.js';
+import { activeProfile } from '../../src/profiles/index.js';
 import { Command, RAM_SECTION_VERSION, RamFlag, Section } from '../../src/migration/stream/constants.js';
 import { sectionIds, writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from '../../src/migration/stream/vmstate.js';
 import { StreamWriter } from '../../src/migration/stream/writer.js';
@@ -117,6 +118,8 @@ export function generateStream(o: GenOptions): Generated {
       cut();
     }
   }
+  // As the profile's source does at switchover (10.0: SWITCHOVER_START).
+  if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
   writeSectionPart(w, Section.END, sectionIds().ram);
   saver.enterLastStage();
   saver.sync();
