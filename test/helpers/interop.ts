@@ -37,6 +37,8 @@ export interface EndOptions {
   size: number;
   /** The initial RAM: QEMU maps it with memory-backend-file, qmigd reads it with --memory-file. */
   ramFile?: string;
+  /** QEMU only: map the file share=on (writes to it change guest RAM). */
+  share?: boolean;
   /** `defer` or a URI. */
   incoming?: string;
   qemuArgs?: string[];
@@ -58,7 +60,9 @@ async function connectQemu(socket: string, alive: () => boolean, log: () => stri
 /** Starts an end of `release`; it is stopped when `t` ends. Its RAM block is `m` on both kinds. */
 export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOptions): Promise<End> {
   if (kind === 'qemu') {
-    const backend = o.ramFile ? `memory-backend-file,id=m,size=${o.size},mem-path=${o.ramFile}` : `memory-backend-ram,id=m,size=${o.size}`;
+    const backend = o.ramFile
+      ? `memory-backend-file,id=m,size=${o.size},mem-path=${o.ramFile}${o.share ? ',share=on' : ''}`
+      : `memory-backend-ram,id=m,size=${o.size}`;
     const q = await startQemu([
       '-M', 'none,memory-backend=m', '-object', backend, '-m', `${o.size / MiB}M`,
       ...(o.incoming ? ['-incoming', o.incoming] : []), ...(o.qemuArgs ?? []),
