@@ -95,6 +95,12 @@ async function errors(t: Test, kind: 'qemu' | 'qmigd', release: ProfileId): Prom
   out.migrateBadOffset = await src.qmp.cmd('migrate', { uri: `file:${join(dir, 'x')},offset=12q` });
   out.incomingMissing = await dst.qmp.cmd('migrate-incoming', { uri: `file:${join(dir, 'missing')}` });
   if (release === '10.0') {
+    // A file has no way back: return-path makes the migration fail.
+    await caps(src, ['return-path']);
+    await src.qmp.ok('migrate', { uri: `file:${join(dir, 'rp.mig')}` });
+    const rp = await finished(src);
+    out.returnPath = { status: rp.status, 'error-desc': rp['error-desc'] };
+    await caps(src, ['return-path'], false);
     const fresh = join(dir, 'fresh.mig');
     await src.qmp.ok('migrate', { uri: `file:${fresh}` });
     out.fresh = (await finished(src)).status;

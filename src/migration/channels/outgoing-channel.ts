@@ -53,9 +53,17 @@ export class OutgoingChannel {
     if (uri.kind === 'file') {
       const owned = uri.fd;
       if (!owned) throw new Error('file: is opened by the caller (openOutgoingFile)');
-      // A file has no way back: no return path, as QEMU's file channel.
       const out = owned.adopt(createWriteStream('', { fd: owned.fd, start: uri.offset }));
-      return Promise.resolve(new OutgoingChannel(out, undefined, 'file', () => out.destroy()));
+      // A file has no way back: with return-path, 10.0's return path reads the descriptor it
+      // opened write-only, fails, and the migration fails with that read's error.
+      const returnPath = new Readable({
+        read() {
+          channel.fail(`Unable to read from file: ${strerror('EBADF')}`);
+          this.push(null);
+        },
+      });
+      const channel = new OutgoingChannel(out, returnPath, 'file', () => out.destroy());
+      return Promise.resolve(channel);
     }
     if (uri.kind === 'fd') {
       const owned = uri.fd;
