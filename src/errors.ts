@@ -96,7 +96,6 @@ export const Errors = {
   channelListNoMain: () => generic('Channel list has no main entry'),
   fileUriBadOffset: (text: string, reason: string) => generic(`file URI has bad offset ${text}: ${reason}`),
   // file: has no transport in qmigd yet (the migration stream's file format is another piece of work).
-  fileTransportNotImplemented: () => generic("Migration to and from a file (file: URIs) is not implemented by qmigd yet"),
   legacyDowntimeRange: () => generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds"),
   migrationChannel: (message: string) => generic(message),
   // qemu_fork() refused (-sandbox on,spawn=deny): 7.2's seccomp filter kills QEMU outright here;

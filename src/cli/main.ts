@@ -8,7 +8,7 @@ import type { DaemonConfig } from '../daemon/config.js';
 import { NO_CPUS } from '../guest/cpu-topology.js';
 import { parseWorkloadPattern, type WorkloadPattern } from '../guest/workload.js';
 import { parseQmpSpec } from '../qmp/transports/spec.js';
-import { DEFAULT_PROFILE, findProfile, PROFILES } from '../profiles/index.js';
+import { DEFAULT_PROFILE, findProfile, PROFILES, setActiveProfile } from '../profiles/index.js';
 import { VERSION } from '../version.js';
 import { runDemo, type DemoOptions } from './demo.js';
 import { inspectStream } from '../migration/inspect.js';
@@ -179,7 +179,11 @@ function program(): Command {
     .description('decode a migration stream (a file, or standard input) and report its sections, records, commands and device state, or where and why it is invalid')
     .argument('[file]', 'the stream; - or nothing for standard input', '-')
     .option('--ram <out>', 'write the RAM the stream produces to OUT')
-    .action(async (file: string, opts: { ram?: string }) => {
+    .option('--qemu-version <version>', `read it as this QEMU release's destination: ${PROFILES.map((p) => p.id).join(', ')}`, DEFAULT_PROFILE.id)
+    .action(async (file: string, opts: { ram?: string; qemuVersion: string }) => {
+      const profile = findProfile(opts.qemuVersion);
+      if (!profile) throw new UsageError(`--qemu-version: '${opts.qemuVersion}' is not one of ${PROFILES.map((p) => p.id).join(', ')}`);
+      setActiveProfile(profile.id);
       const input = file === '-' ? process.stdin : createReadStream(file);
       const opened = new Promise<void>((resolve, reject) => {
         if (file === '-') return resolve();

@@ -33,6 +33,8 @@ export interface IncomingEnv {
   guest: Guest;
   /** multifd-channels when this side has the multifd capability, else 0. */
   multifdChannels: () => number;
+  /** The switchover-ack capability is on here (8.1+). */
+  switchoverAck: () => boolean;
   colo: IncomingColoContext;
   machine: string;
   state: MigrationStateCell;
@@ -106,6 +108,11 @@ export class IncomingMigration {
     const channels = env.multifdChannels();
     if (channels > 0) this.multifdReceiver(channels);
     let returnPath = false;
+    const rpEmpty = (type: number): void => {
+      const b = Buffer.alloc(4);
+      b.writeUInt16BE(type, 0);
+      conn.output?.write(b);
+    };
     const rp = (type: number, value: number): void => {
       const b = Buffer.alloc(8);
       b.writeUInt16BE(type, 0);
@@ -119,7 +126,13 @@ export class IncomingMigration {
       ram: env.guest.ram,
       machine: env.machine,
       hooks: {
-        openReturnPath: () => (returnPath = conn.output !== undefined),
+        openReturnPath: () => {
+          returnPath = conn.output !== undefined;
+          // loadvm_process_command(): no device here needs to agree to the switchover, so the
+          // ack goes as soon as there is a way back.
+          if (returnPath && env.switchoverAck()) rpEmpty(RpMessage.SWITCHOVER_ACK);
+          return returnPath;
+        },
         sendPong: (v) => {
           if (returnPath) rp(RpMessage.PONG, v);
           return returnPath;

@@ -1,11 +1,12 @@
 /**
  * `qmigd inspect`: reads a migration stream with the destination's own loader (so it stops
- * exactly where a qmigd or QEMU 7.2 destination would, and says why) and reports what it holds:
+ * exactly where a qmigd or QEMU destination of the active profile's release would, and says why) and reports what it holds:
  * sections with their offsets, RAM records by type, commands, device state and the VM
  * description, like QEMU's scripts/analyze-migration.py. The RAM it produces can be saved.
  */
 import type { Readable } from 'node:stream';
 import { GuestRam } from '../guest/ram.js';
+import { activeProfile } from '../profiles/index.js';
 import { LoadError } from './load-error.js';
 import { loadVmState, type LoadObserver } from './loadvm.js';
 import { RamFlag, Section } from './stream/constants.js';
@@ -92,7 +93,7 @@ export async function inspectStream(input: Readable, print: (line: string) => vo
     if (!(err instanceof LoadError)) throw err;
     print(`error: ${err.located}`);
     for (const line of err.lines.slice(1)) print(`       ${line}`);
-    print(`       (a QEMU 7.2 destination would report: ${err.summary})`);
+    print(`       (a QEMU ${activeProfile().id} destination would report: ${err.summary})`);
     return { ok: false };
   }
 }

@@ -11,7 +11,7 @@ import { LoadError } from './load-error.js';
 import { RamLoader, type RamFactory } from './ram/ram-load.js';
 import {
   Command,
-  GLOBALSTATE_RUNSTATE_BYTES,
+  GLOBALSTATE_STATE_BYTES,
   RAM_SECTION_VERSION,
   Section,
   TIMER_SECTION_VERSION,
@@ -68,23 +68,6 @@ interface Handler {
   load(r: StreamReader, version: number): Promise<void>;
 }
 
-/** mig_cmd_args[]: the payload length each command must have (-1: variable). */
-const COMMAND_ARGS: Record<number, { name: string; len: number }> = {
-  [Command.OPEN_RETURN_PATH]: { name: 'OPEN_RETURN_PATH', len: 0 },
-  [Command.PING]: { name: 'PING', len: 4 },
-  [Command.POSTCOPY_ADVISE]: { name: 'POSTCOPY_ADVISE', len: -1 },
-  [Command.POSTCOPY_LISTEN]: { name: 'POSTCOPY_LISTEN', len: 0 },
-  [Command.POSTCOPY_RUN]: { name: 'POSTCOPY_RUN', len: 0 },
-  [Command.POSTCOPY_RAM_DISCARD]: { name: 'POSTCOPY_RAM_DISCARD', len: -1 },
-  [Command.PACKAGED]: { name: 'PACKAGED', len: 4 },
-  [Command.ENABLE_COLO]: { name: '(null)', len: 0 },
-  [Command.POSTCOPY_RESUME]: { name: 'POSTCOPY_RESUME', len: 0 },
-  [Command.RECV_BITMAP]: { name: 'RECV_BITMAP', len: -1 },
-};
-
-/** MIG_CMD_SWITCHOVER_START (10.0). */
-const SWITCHOVER_START = 11;
-
 /** qemu_loadvm_state(): a whole stream, header to VM description. */
 export function loadVmState(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
   return new VmLoader(opts).loadStream(r);
@@ -122,15 +105,20 @@ export class VmLoader {
       {
         idstr: 'globalstate', version: 1, minVersion: 1,
         load: async (rr) => {
-          await rr.need(4 + GLOBALSTATE_RUNSTATE_BYTES);
+          const layout = activeProfile().stream.globalState;
+          await rr.need(4 + GLOBALSTATE_STATE_BYTES);
           rr.be32(); // size: informative only
-          const raw = rr.view(GLOBALSTATE_RUNSTATE_BYTES);
-          const nul = raw.indexOf(0);
+          const state = rr.view(GLOBALSTATE_STATE_BYTES);
+          // 9.0+ forces a NUL into the last byte of its shorter name field; 7.2 needs one in its 100.
+          const raw = state.subarray(0, layout.runstateBytes);
+          let nul = raw.indexOf(0);
+          if (nul < 0 && layout.suspendFlags) nul = raw.length - 1;
           if (nul < 0) throw new LoadError('EINVAL');
           const name = raw.subarray(0, nul).toString('latin1');
-          if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `Invalid parameter '${name}'`);
+          if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `invalid parameter value: ${name}`); // qapi_enum_parse(), 7.2 and 10.0 alike
           this.globalState = name as RunState;
-          obs?.device?.('globalstate', { runstate: name });
+          // vm_was_suspended: a guest suspended to RAM; qmigd's guests have no way to be.
+          obs?.device?.('globalstate', layout.suspendFlags ? { runstate: name, vm_was_suspended: state[layout.runstateBytes]! && state[layout.runstateBytes + 1]! } : { runstate: name });
         },
       },
     ];
@@ -319,7 +307,7 @@ async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number,
   await eio(r.need(4));
   const cmd = r.be16();
   const len = r.be16();
-  const args = COMMAND_ARGS[cmd] ?? (cmd === SWITCHOVER_START && activeProfile().acceptsSwitchoverStart ? { name: 'SWITCHOVER_START', len: 0 } : undefined);
+  const args = activeProfile().stream.commands[cmd];
   if (!args) throw new LoadError('EINVAL', `MIG_CMD 0x${cmd.toString(16)} unknown (len 0x${len.toString(16)})`);
   if (args.len !== -1 && args.len !== len) {
     throw new LoadError('ERANGE', `${args.name} received with bad length - expecting ${args.len}, got ${len}`);
@@ -341,8 +329,9 @@ async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number,
       if (len === 0) return;
       if (len === 16) throw new LoadError('EINVAL', 'RAM postcopy is disabled but have 16 byte advise');
       throw new LoadError('EINVAL', `CMD_POSTCOPY_ADVISE invalid length (${len})`);
-    case SWITCHOVER_START:
-      // Only for switchover-ack's sake, which -M none has nothing of.
+    case Command.SWITCHOVER_START:
+      // loadvm_postcopy_handle_switchover_start(): for the devices that want to know (VFIO);
+      // a `-M none` guest has none.
       return;
     case Command.ENABLE_COLO:
       // 7.2 learns COLO from this command alone, whatever the local x-colo capability says.

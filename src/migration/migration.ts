@@ -7,11 +7,12 @@
 import type { Logger } from 'pino';
 import { Errors, QmpError } from '../errors.js';
 import type { Guest } from '../guest/guest.js';
+import { openOutgoingFile } from './channels/outgoing-channel.js';
 import { OwnedFd } from './channels/owned-fd.js';
 import { parseChannels, parseMigrationUri, UriError, type MigrationChannelArg, type MigrationUri } from './channels/uri.js';
 import { activeProfile } from '../profiles/index.js';
 import { IncomingMigration } from './incoming.js';
-import { OutgoingMigration } from './outgoing.js';
+import { capability, OutgoingMigration } from './outgoing.js';
 import { Failover } from './colo/failover.js';
 import type { CrashPoint } from './colo/primary.js';
 import { ColoStats } from './colo/stats.js';
@@ -139,8 +140,6 @@ export class MigrationService {
       if (!parsed) throw this.failSetup(Errors.invalidMigrationProtocol(uri), false);
     }
     if (parsed.kind === 'exec' && this.env.spawnDenied) throw this.failSetup(Errors.cannotFork(), true);
-    // The file: transport is not built yet; refused where its channel would be opened.
-    if (parsed.kind === 'file') throw this.failSetup(Errors.fileTransportNotImplemented(), true);
     if (parsed.kind === 'fd') {
       // fd_start_outgoing_migration(): always a name (monitor_get_fd), taken from the monitor;
       // from here the migration owns the descriptor, and closes it when it ends.
@@ -148,7 +147,14 @@ export class MigrationService {
       if (fd === undefined) throw this.failSetup(Errors.fdNotFound(parsed.name), true);
       parsed = { ...parsed, fd: new OwnedFd(fd) };
     }
-    const owned = parsed.kind === 'fd' ? parsed.fd : undefined;
+    if (parsed.kind === 'file') {
+      try {
+        parsed = { ...parsed, fd: new OwnedFd(openOutgoingFile(parsed.path, parsed.offset)) };
+      } catch (err) {
+        throw this.failSetup(Errors.migrationChannel((err as Error).message), true);
+      }
+    }
+    const owned = parsed.kind === 'fd' || parsed.kind === 'file' ? parsed.fd : undefined;
 
     const out = new OutgoingMigration({
       guest: this.env.guest,
@@ -219,13 +225,13 @@ export class MigrationService {
       if (this.incomingState.status !== 'none') throw Errors.illegalIncomingState(this.incomingState.status);
       this.incomingState.change('none', 'setup');
     }
-    if (parsed.kind === 'file') throw Errors.fileTransportNotImplemented();
     if (parsed.kind === 'exec' && this.env.spawnDenied) throw Errors.cannotFork();
     // Before the first await: the monitor's names are reachable only while its command runs.
     if (parsed.kind === 'fd') parsed = { ...parsed, fd: this.incomingFd(parsed.name) };
     const incoming = new IncomingMigration({
       guest: this.env.guest,
       multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),
+      switchoverAck: () => capability(this.capabilities, 'switchover-ack'),
       machine: this.env.machine,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),

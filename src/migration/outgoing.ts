@@ -16,9 +16,10 @@ import type { Capabilities, MigrationParameters } from './params.js';
 import { PageCacheAllocationError } from './ram/page-cache.js';
 import { RamSaver } from './ram/ram-save.js';
 import type { Readable } from 'node:stream';
-import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section, SectionIds } from './stream/constants.js';
+import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section } from './stream/constants.js';
 import { StreamEnded, StreamReader } from './stream/reader.js';
-import { writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
+import { sectionIds, writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
+import { activeProfile } from '../profiles/index.js';
 import { StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
@@ -27,7 +28,6 @@ import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
 import type { MigrationUri } from './channels/uri.js';
 import type { MigrationStateCell, MigrationStatus } from './state.js';
-import { activeProfile } from '../profiles/index.js';
 
 /** BUFFER_DELAY: the rate-limit window. */
 const WINDOW_MS = 100;
@@ -84,6 +84,8 @@ export class OutgoingMigration {
   private wakeSleep?: () => void;
   private returnPath?: Promise<void>;
   private rpError?: string;
+  /** SWITCHOVER_ACK came on the return path (switchover-ack, 8.1+). */
+  private switchoverAcked = false;
   /** The COLO primary, while this migration is in state colo. */
   coloPrimary?: ColoPrimary;
   /** A checkpoint asked for in state colo before the primary's loop existed. */
@@ -217,7 +219,7 @@ export class OutgoingMigration {
     const w = this.writer;
     const ram = this.ram!;
     const before = w.written;
-    writeSectionPart(w, Section.END, SectionIds.ram);
+    writeSectionPart(w, Section.END, sectionIds().ram);
     ram.sync();
     if (halfway) {
       // Half the pages (or all of them, for a handful), then the hook, before the section ends.
@@ -300,7 +302,7 @@ export class OutgoingMigration {
       env.state.change('setup', 'active');
       return this.fail(undefined, 'active');
     }
-    writeSectionStart(writer, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
+    writeSectionStart(writer, Section.START, sectionIds().ram, 'ram', 0, RAM_SECTION_VERSION);
     this.ram.setup(writer);
     if (this.multifd && this.syncPerRound) {
       // ram_save_setup(): 8.1+ syncs the channels once before the first pass.
@@ -361,7 +363,7 @@ export class OutgoingMigration {
   /** migration_iteration_run(): another pass, or completion. */
   private async iterationStep(): Promise<'more' | 'done'> {
     const pending = this.ram!.pending(this.thresholdSize);
-    if (pending && pending >= this.thresholdSize) {
+    if ((pending && pending >= this.thresholdSize) || !this.canSwitchover()) {
       await this.iterate();
       return 'more';
     }
@@ -369,10 +371,19 @@ export class OutgoingMigration {
     return 'done';
   }
 
+  /**
+   * migration_can_switchover(): with switchover-ack, not before the destination said so (while
+   * the guest runs; a stopped guest has nothing to wait for). Until then the passes go on.
+   */
+  private canSwitchover(): boolean {
+    if (!capability(this.env.caps, 'switchover-ack') || !this.env.guest.runState.running) return true;
+    return this.switchoverAcked;
+  }
+
   /** ram_save_iterate(): one PART section, until the budget, the bitmap or 50 ms runs out. */
   private async iterate(): Promise<void> {
     const w = this.writer;
-    writeSectionPart(w, Section.PART, SectionIds.ram);
+    writeSectionPart(w, Section.PART, sectionIds().ram);
     const start = performance.now();
     await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== 'active');
     await this.endRamSection(true);
@@ -389,7 +400,7 @@ export class OutgoingMigration {
     if (this.multifd && !this.syncPerRound) await this.multifd.sync();
     if (iteration) this.ram!.endIteration(this.writer);
     else this.writer.be64(RamFlag.EOS);
-    writeFooter(this.writer, SectionIds.ram);
+    writeFooter(this.writer, sectionIds().ram);
   }
 
   /** multifd_send_pages(): bytes on the channels count as transferred and as multifd-bytes (not precopy-bytes, as 7.2). */
@@ -435,17 +446,24 @@ export class OutgoingMigration {
         current = 'device';
       }
       if (this.status !== 'device') return this.fail(undefined, current);
+    } else if (activeProfile().precopy.deviceWithoutPause && !env.caps['x-colo']) {
+      // COLO keeps 7.2's path (it starts only from active): not verified against 10.0's COLO.
+      if (this.status !== 'active') return this.fail(undefined, current);
+      env.state.change('active', 'device');
+      current = 'device';
     }
 
     this.unlimited = true;
+    // migration_switchover_start(): after any pause, before the last of RAM and the devices.
+    const w = this.writer;
+    if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
     // In COLO the XBZRLE cache must keep following what was sent: this is not the last stage.
     if (!env.caps['x-colo']) this.ram!.enterLastStage();
-    const w = this.writer;
-    writeSectionPart(w, Section.END, SectionIds.ram);
+    writeSectionPart(w, Section.END, sectionIds().ram);
     this.ram!.sync();
     await this.sendPages(() => !this.channel!.usable);
     await this.endRamSection(false);
-    writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState);
+    writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState, true, env.machine);
     await this.flush();
     await this.channel!.drained();
     await this.multifd?.drained();
@@ -552,12 +570,16 @@ export class OutgoingMigration {
         await r.need(4);
         const type = r.be16();
         const len = r.be16();
-        if (type === RpMessage.INVALID || type >= RpMessage.MAX || len > RP_MAX_LENGTH) {
+        if (type === RpMessage.INVALID || type >= activeProfile().stream.rpMessageMax || len > RP_MAX_LENGTH) {
           return bad(`RP: Received invalid message 0x${hex4(type)} length 0x${hex4(len)}`);
         }
         await r.need(len);
         const payload = r.view(len);
-        const expect = type === RpMessage.SHUT || type === RpMessage.PONG || type === RpMessage.RESUME_ACK ? 4 : type === RpMessage.REQ_PAGES ? 12 : -1;
+        const expect =
+          type === RpMessage.SHUT || type === RpMessage.PONG || type === RpMessage.RESUME_ACK ? 4
+          : type === RpMessage.REQ_PAGES ? 12
+          : type === RpMessage.SWITCHOVER_ACK ? 0
+          : -1;
         if (expect >= 0 && len !== expect) {
           return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) with incorrect length ${len} expecting ${expect}`);
         }
@@ -567,6 +589,11 @@ export class OutgoingMigration {
           return;
         }
         if (type === RpMessage.PONG) continue;
+        if (type === RpMessage.SWITCHOVER_ACK) {
+          // Taken whether or not this side asked for it, as 10.0's source takes it.
+          this.switchoverAcked = true;
+          continue;
+        }
         return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
       }
     } catch (err) {
@@ -576,7 +603,12 @@ export class OutgoingMigration {
   }
 }
 
-const RP_NAMES = ['INVALID', 'SHUT', 'PONG', 'REQ_PAGES_ID', 'REQ_PAGES', 'RECV_BITMAP', 'RESUME_ACK'];
+const RP_NAMES = ['INVALID', 'SHUT', 'PONG', 'REQ_PAGES_ID', 'REQ_PAGES', 'RECV_BITMAP', 'RESUME_ACK', 'SWITCHOVER_ACK'];
+
+/** A capability by name: switchover-ack is one only some profiles have. */
+export function capability(caps: Capabilities, name: string): boolean {
+  return (caps as Record<string, boolean | undefined>)[name] === true;
+}
 const hex4 = (n: number): string => n.toString(16).padStart(4, '0');
 
 function be32(v: number): Buffer {

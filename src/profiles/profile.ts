@@ -120,11 +120,16 @@ export interface QemuProfile {
   readonly hmp: ProfileHmp;
   /** Multifd's wire format and rules (src/migration/multifd). */
   readonly multifd: MultifdProfile;
-  /**
-   * MIG_CMD_SWITCHOVER_START (11, no payload, 10.0) is a known command. Minimal, for multifd's
-   * interop with a QEMU 10.0 source, which sends it on every migration.
-   */
-  readonly acceptsSwitchoverStart: boolean;
+  /** Differences in the migration stream and its return path (savevm.c, global_state.c). */
+  readonly stream: StreamProfile;
+  /** Differences in the source's pre-copy state machine (migration.c). */
+  readonly precopy: {
+    /**
+     * migration_switchover_prepare() (9.1+): the switchover goes through `device` even without
+     * pause-before-switchover (active → device → completed); 7.2 goes active → completed.
+     */
+    readonly deviceWithoutPause: boolean;
+  };
 }
 
 /** A parameter's value as qmigd keeps it: uint64 and size values as bigints. */
@@ -201,4 +206,31 @@ export interface ProfileHmp {
   readonly migrate: { readonly argsType: string; readonly params: string; readonly help: string };
   /** hmp_info_migrate_parameters(): [parameter, unit] in the order printed. */
   readonly parameterLines: ReadonlyArray<readonly [string, string]>;
+}
+
+/** A MIG_CMD as mig_cmd_args[] describes it: its name in messages and its payload length (-1: any). */
+export interface MigCommandArgs {
+  readonly name: string;
+  readonly len: number;
+}
+
+export interface StreamProfile {
+  /**
+   * The MIG_CMDs this release's destination knows (mig_cmd_args[]); any other is
+   * "MIG_CMD 0x.. unknown". Whether it can act on one is the loader's business.
+   */
+  readonly commands: Readonly<Record<number, MigCommandArgs>>;
+  /** The source sends MIG_CMD_SWITCHOVER_START once the guest is stopped for the last pass (9.2+). */
+  readonly switchoverStart: boolean;
+  /** Section ids a `-M none` source gives its devices: the order they registered in. */
+  readonly sectionIds: { readonly timer: number; readonly ram: number; readonly globalstate: number };
+  /**
+   * globalstate's 100 bytes after `size`: the run state's name in `runstateBytes` (100 in 7.2;
+   * 32 in 9.0+, then has_vm_was_suspended, vm_was_suspended and 66 unused bytes).
+   */
+  readonly globalState: { readonly runstateBytes: number; readonly suspendFlags: boolean };
+  /** The VM description opens with the configuration section's description (9.0+). */
+  readonly vmDescriptionConfiguration: boolean;
+  /** Return-path messages this release knows: types below this are valid (MIG_RP_MSG_MAX). */
+  readonly rpMessageMax: number;
 }

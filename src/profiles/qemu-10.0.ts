@@ -1,7 +1,8 @@
 /** QEMU 10.0 (Debian 13): what differs from 7.2. */
 import { laterOptions, OPTIONS_7_2 } from '../cli/qemu/option-table.js';
+import { Command, RpMessage } from '../migration/stream/constants.js';
 import type { CapabilityCheck, ParameterCheck, QemuProfile } from './profile.js';
-import { NONE_MACHINE, SHARED_PARAMETER_CHECKS as S } from './qemu-7.2.js';
+import { MIG_COMMANDS_7_2, NONE_MACHINE, SHARED_PARAMETER_CHECKS as S } from './qemu-7.2.js';
 
 /**
  * migrate_caps_check() of 10.0, in its order, for what qmigd can meet (compress and block are
@@ -77,10 +78,10 @@ export const QEMU_10_0: QemuProfile = {
       'x-ignore-shared', 'validate-uuid', 'background-snapshot', 'zero-copy-send', 'postcopy-preempt', 'switchover-ack',
       'dirty-limit', 'mapped-ram',
     ],
-    // switchover-ack and mapped-ram wait for the stream to carry them (refused until then).
+    // mapped-ram (file: with RAM at fixed offsets) is not done: refused.
     implementedCapabilities: [
       'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
-      'late-block-activate',
+      'late-block-activate', 'switchover-ack',
     ],
     // QEMU 10.0's defaults, as its query-migrate-parameters answers on a fresh -M none.
     parameterDefaults: {
@@ -150,7 +151,17 @@ export const QEMU_10_0: QemuProfile = {
       ['x-vcpu-dirty-limit-period', 'ms'], ['vcpu-dirty-limit', 'MB/s'], ['mode', 'text'], ['direct-io', 'onOff'],
     ],
   },
-  acceptsSwitchoverStart: true,
+  stream: {
+    // 9.2 added SWITCHOVER_START; ENABLE_COLO is still nameless ("(null) received with bad length").
+    commands: { ...MIG_COMMANDS_7_2, [Command.SWITCHOVER_START]: { name: 'SWITCHOVER_START', len: 0 } },
+    switchoverStart: true,
+    // Block migration (section 1 in 7.2) is gone, so ram and what follows moved down by one.
+    sectionIds: { timer: 0, ram: 1, globalstate: 3 },
+    globalState: { runstateBytes: 32, suspendFlags: true },
+    vmDescriptionConfiguration: true,
+    rpMessageMax: RpMessage.SWITCHOVER_ACK + 1,
+  },
+  precopy: { deviceWithoutPause: true },
   multifd: {
     channelOrder: 'magic',
     sync: 'round',

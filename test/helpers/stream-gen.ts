@@ -8,8 +8,9 @@
 import { GuestRam, PAGE_SIZE } from '../../src/guest/ram.js';
 import { defaultParameters } from '../../src/migration/params.js';
 import { RamSaver } from '../../src/migration/ram/ram-save.js';
-import { Command, RAM_SECTION_VERSION, RamFlag, Section, SectionIds } from '../../src/migration/stream/constants.js';
-import { writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from '../../src/migration/stream/vmstate.js';
+import { activeProfile } from '../../src/profiles/index.js';
+import { Command, RAM_SECTION_VERSION, RamFlag, Section } from '../../src/migration/stream/constants.js';
+import { sectionIds, writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from '../../src/migration/stream/vmstate.js';
 import { StreamWriter } from '../../src/migration/stream/writer.js';
 import { below, rng } from './rng.js';
 
@@ -90,10 +91,10 @@ export function generateStream(o: GenOptions): Generated {
     onThrottle: () => undefined,
     throttlePercent: () => 0,
   });
-  writeSectionStart(w, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
+  writeSectionStart(w, Section.START, sectionIds().ram, 'ram', 0, RAM_SECTION_VERSION);
   saver.setup(w);
   w.be64(RamFlag.EOS);
-  writeFooter(w, SectionIds.ram);
+  writeFooter(w, sectionIds().ram);
   const perPart = o.pagesPerPart ?? 16;
   for (let pass = 0; pass <= (o.passes ?? 1); pass++) {
     if (pass > 0) {
@@ -110,19 +111,21 @@ export function generateStream(o: GenOptions): Generated {
       saver.sync();
     }
     while (saver.dirtyPages > 0) {
-      writeSectionPart(w, Section.PART, SectionIds.ram);
+      writeSectionPart(w, Section.PART, sectionIds().ram);
       for (let n = 0; n < perPart && saver.saveNext(w); n++);
       saver.endIteration(w);
-      writeFooter(w, SectionIds.ram);
+      writeFooter(w, sectionIds().ram);
       cut();
     }
   }
-  writeSectionPart(w, Section.END, SectionIds.ram);
+  // As the profile's source does at switchover (10.0: SWITCHOVER_START).
+  if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
+  writeSectionPart(w, Section.END, sectionIds().ram);
   saver.enterLastStage();
   saver.sync();
   while (saver.saveNext(w));
   w.be64(RamFlag.EOS);
-  writeFooter(w, SectionIds.ram);
+  writeFooter(w, sectionIds().ram);
   const ticks = BigInt(below(rand, 2 ** 31)) * 1000n;
   writeDeviceState(w, { cpuTicksOffset: ticks, cpuClockOffset: -ticks }, o.runState ?? 'running', o.vmDescription ?? true);
   cut();
@@ -145,7 +148,7 @@ export function generateStream(o: GenOptions): Generated {
 export function setupStream(blockId: string, size: number): Buffer {
   const w = new StreamWriter();
   writeHeader(w, 'none');
-  writeSectionStart(w, Section.START, SectionIds.ram, 'ram', 0, RAM_SECTION_VERSION);
+  writeSectionStart(w, Section.START, sectionIds().ram, 'ram', 0, RAM_SECTION_VERSION);
   w.be64(size + RamFlag.MEM_SIZE);
   w.countedString(blockId);
   w.be64(size);

@@ -77,7 +77,7 @@ t.test('rejected as 7.2 rejects it, with the offset', async (t) => {
     ['page beyond RAM', patch(0x1050, [0, 0, 0, 0, 0x10]), /^Illegal RAM offset 10001000$/, 0x1058],
     ['unknown section id', patch(0x26054, [0, 0, 0, 9]), /^Unknown savevm section 9$/, 0x26058],
     ['unknown device', patch(0x2606b, [0x75]), /^Unknown savevm section or instance 'uimer' 0/, 0x26078],
-    ['unknown run state', patch(0x260b2, [0x7a]), /^Invalid parameter 'zunning'$/, 0x26116],
+    ['unknown run state', patch(0x260b2, [0x7a]), /^invalid parameter value: zunning$/, 0x26116],
     ['section type 9', patch(0x41, [9]), /^Unknown savevm section type 9$/, 0x42],
   ];
   for (const [what, stream, message, offset] of cases) {

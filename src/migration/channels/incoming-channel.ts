@@ -5,7 +5,7 @@
  * stream; a socket's writable half is the return path.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream, fstatSync, unlinkSync } from 'node:fs';
+import { createReadStream, fstatSync, openSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
@@ -38,15 +38,24 @@ export interface IncomingListener {
  */
 export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConnection) => void): Promise<IncomingListener> {
   switch (uri.kind) {
-    case 'file':
-      // Refused before here (Errors.fileTransportNotImplemented) until the file transport exists.
-      throw new Error('file: migration is not implemented by qmigd yet');
     case 'exec': {
       const child = spawn('/bin/sh', ['-c', uri.command], { stdio: ['pipe', 'pipe', 'inherit'] });
       child.stdin.on('error', () => undefined);
       // From the main loop, as QEMU's channel watch: after migrate-incoming has answered.
       setImmediate(() => accept({ input: child.stdout, output: child.stdin, close: () => child.kill('SIGTERM') }));
       return { close: () => undefined };
+    }
+    case 'file': {
+      // file_start_incoming_migration(): read from `offset` to the end; no way back.
+      let fd: number;
+      try {
+        fd = openSync(uri.path, 'r');
+      } catch (err) {
+        throw new Error(`Could not open '${uri.path}': ${strerror(errnoOf(err))}`);
+      }
+      const input = createReadStream('', { fd, start: uri.offset, highWaterMark: 1 << 20 });
+      setImmediate(() => accept(fileInput(input)));
+      return { close: () => input.destroy() };
     }
     case 'fd': {
       const owned = uri.fd;

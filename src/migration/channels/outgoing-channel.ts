@@ -6,7 +6,7 @@
  * migration reports as its error-desc. The readable side, when there is one, is the return path.
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream, fstatSync } from 'node:fs';
+import { closeSync, constants as fsc, createWriteStream, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import net from 'node:net';
 import { Readable, type Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
@@ -49,6 +49,21 @@ export class OutgoingChannel {
         child.kill('SIGTERM');
       });
       return Promise.resolve(ch);
+    }
+    if (uri.kind === 'file') {
+      const owned = uri.fd;
+      if (!owned) throw new Error('file: is opened by the caller (openOutgoingFile)');
+      const out = owned.adopt(createWriteStream('', { fd: owned.fd, start: uri.offset }));
+      // A file has no way back: with return-path, 10.0's return path reads the descriptor it
+      // opened write-only, fails, and the migration fails with that read's error.
+      const returnPath = new Readable({
+        read() {
+          channel.fail(`Unable to read from file: ${strerror('EBADF')}`);
+          this.push(null);
+        },
+      });
+      const channel = new OutgoingChannel(out, returnPath, 'file', () => out.destroy());
+      return Promise.resolve(channel);
     }
     if (uri.kind === 'fd') {
       const owned = uri.fd;
@@ -155,6 +170,12 @@ export class OutgoingChannel {
 
   /** Resolves once everything written has left our buffers, or the channel is dead. */
   async drained(): Promise<void> {
+    if (!(this.out instanceof net.Socket)) {
+      // A file stream below its high-water mark never emits 'drain': an empty write's callback
+      // comes once everything before it is written.
+      if (this.usable && this.out.writableLength > 0) await new Promise<void>((r) => this.out.write(Buffer.alloc(0), () => r()));
+      return;
+    }
     while (this.usable && this.out.writableLength > 0) await this.whenWritable();
   }
 
@@ -184,4 +205,25 @@ export class OutgoingChannel {
     this.waiters = [];
     for (const f of w) f();
   }
+}
+
+/**
+ * file_start_outgoing_migration(): opened (created 0600, not truncated) and cut to `offset`, so
+ * that the bytes before the offset stay and the stream replaces whatever followed them; done when
+ * `migrate` runs, whose answer is the error when this fails.
+ */
+export function openOutgoingFile(path: string, offset: number): number {
+  let fd: number;
+  try {
+    fd = openSync(path, fsc.O_CREAT | fsc.O_WRONLY, 0o600);
+  } catch (err) {
+    throw new Error(`Could not create '${path}': ${strerror(errnoOf(err))}`);
+  }
+  try {
+    ftruncateSync(fd, offset);
+  } catch (err) {
+    closeSync(fd);
+    throw new Error(`failed to truncate migration file to offset ${offset.toString(16)}: ${strerror(errnoOf(err))}`);
+  }
+  return fd;
 }

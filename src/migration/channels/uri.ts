@@ -15,7 +15,7 @@ export type MigrationUri =
   /** `fd`: the descriptor NAME stands for, once the caller has resolved it (a monitor's name, or a number). */
   | { kind: 'fd'; name: string; text: string; fd?: OwnedFd }
   /** `file`: the stream at byte `offset` of PATH (8.2's file: migration). */
-  | { kind: 'file'; path: string; offset: bigint; text: string };
+  | { kind: 'file'; path: string; offset: number; text: string; fd?: OwnedFd };
 
 export class UriError extends Error {}
 
@@ -45,9 +45,9 @@ export function parseMigrationUri(uri: string): MigrationUri | undefined {
     case 'file': {
       // file_parse_offset(): the first ",offset=" ends the path; the rest is a size.
       const at = rest.indexOf(',offset=');
-      if (at < 0) return { kind: 'file', path: rest, offset: 0n, text: uri };
+      if (at < 0) return { kind: 'file', path: rest, offset: 0, text: uri };
       const text = rest.slice(at + ',offset='.length);
-      return { kind: 'file', path: rest.slice(0, at), offset: parseSize(text), text: uri };
+      return { kind: 'file', path: rest.slice(0, at), offset: Number(parseSize(text)), text: uri };
     }
     default:
       return undefined;
@@ -125,7 +125,7 @@ function fromAddress(a: MigrationChannelArg['addr']): MigrationUri {
       return { kind: 'exec', command, text: `exec:${command}` };
     }
     case 'file':
-      return { kind: 'file', path: str('filename'), offset: BigInt(a.offset as number | bigint), text: `file:${str('filename')},offset=${String(a.offset)}` };
+      return { kind: 'file', path: str('filename'), offset: Number(a.offset), text: `file:${str('filename')},offset=${String(a.offset)}` };
     default:
       throw new UriError(`qmigd does not implement ${a.transport} migration`);
   }

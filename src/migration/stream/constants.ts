@@ -11,8 +11,9 @@
  *   00 EOF, 06 VM description (JSON)           ──►     ◄── SHUT(0)        (return-path only)
  *
  * Every integer is big-endian. Versioning: the stream version is 3 in every QEMU since 2.x; the
- * RAM section must be version 4 exactly; records added after 7.2 (MULTIFD_FLUSH, command 11)
- * are rejected as 7.2 rejects them.
+ * RAM section must be version 4 exactly. What later releases changed (command 11, section ids,
+ * globalstate's layout, the VM description) is data in src/profiles, so that each profile
+ * writes and accepts its own release's stream and refuses what that release refuses.
  */
 export const VM_FILE_MAGIC = 0x5145564d;
 export const VM_FILE_VERSION_COMPAT = 2;
@@ -43,7 +44,8 @@ export const Command = {
   ENABLE_COLO: 8,
   POSTCOPY_RESUME: 9,
   RECV_BITMAP: 10,
-  MAX: 11,
+  /** 9.2+: the source stopped the guest for the last pass (a no-op for `-M none`'s devices). */
+  SWITCHOVER_START: 11,
 } as const;
 
 /** Low 12 bits of a RAM record's leading be64. */
@@ -72,16 +74,17 @@ export const RpMessage = {
   REQ_PAGES: 4,
   RECV_BITMAP: 5,
   RESUME_ACK: 6,
-  MAX: 7,
+  /** 8.1+, switchover-ack: the destination is ready for the source to switch over. */
+  SWITCHOVER_ACK: 7,
 } as const;
 export const RP_MAX_LENGTH = 512;
 
-/** Section ids and versions a 7.2 `-M none` source uses; ids are the sender's choice. */
-export const SectionIds = { timer: 0, ram: 2, globalstate: 4 } as const;
+/** Section versions a `-M none` source uses (the ids are the sender's choice: see the profiles). */
 export const RAM_SECTION_VERSION = 4;
 export const TIMER_SECTION_VERSION = 2;
 export const GLOBALSTATE_SECTION_VERSION = 1;
-export const GLOBALSTATE_RUNSTATE_BYTES = 100;
+/** globalstate's fixed part after `size`, however a release divides it (see the profiles). */
+export const GLOBALSTATE_STATE_BYTES = 100;
 
 /**
  * qmigd's colo-compare channel: a COLO primary connects a second time to the secondary's

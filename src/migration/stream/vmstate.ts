@@ -1,13 +1,13 @@
 /**
  * The non-RAM parts of a stream: header, configuration section, section framing and footers,
  * the `timer` and `globalstate` device sections and the VM description, written exactly as
- * QEMU 7.2 writes them for `-M none` (savevm.c, global_state.c, cpu-timers.c).
+ * the profile's QEMU writes them for `-M none` (savevm.c, global_state.c, cpu-timers.c).
  */
+import { activeProfile } from '../../profiles/index.js';
 import {
-  GLOBALSTATE_RUNSTATE_BYTES,
   GLOBALSTATE_SECTION_VERSION,
+  GLOBALSTATE_STATE_BYTES,
   Section,
-  SectionIds,
   TIMER_SECTION_VERSION,
   VM_FILE_MAGIC,
   VM_FILE_VERSION,
@@ -56,48 +56,76 @@ export interface TimerState {
   cpuClockOffset: bigint;
 }
 
-/** Device state after RAM: FULL timer, FULL globalstate, EOF, then the VM description. */
-export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: string, vmdesc = true): void {
-  writeSectionStart(w, Section.FULL, SectionIds.timer, 'timer', 0, TIMER_SECTION_VERSION);
+/** The section ids of this release's `-M none` devices (the sender's choice, kept as QEMU's). */
+export function sectionIds(): { timer: number; ram: number; globalstate: number } {
+  return activeProfile().stream.sectionIds;
+}
+
+/**
+ * Device state after RAM: FULL timer, FULL globalstate, EOF, then the VM description (which
+ * describes the configuration section too in 9.0+, hence the machine).
+ */
+export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: string, vmdesc = true, machine = 'none'): void {
+  const { sectionIds: ids, globalState: layout, vmDescriptionConfiguration } = activeProfile().stream;
+  writeSectionStart(w, Section.FULL, ids.timer, 'timer', 0, TIMER_SECTION_VERSION);
   w.be64(timer.cpuTicksOffset);
   w.be64(0n); // the unused 8-byte buffer
   w.be64(timer.cpuClockOffset);
-  writeFooter(w, SectionIds.timer);
+  writeFooter(w, ids.timer);
 
-  writeSectionStart(w, Section.FULL, SectionIds.globalstate, 'globalstate', 0, GLOBALSTATE_SECTION_VERSION);
-  const name = Buffer.alloc(GLOBALSTATE_RUNSTATE_BYTES);
-  name.write(runState, 'latin1');
+  writeSectionStart(w, Section.FULL, ids.globalstate, 'globalstate', 0, GLOBALSTATE_SECTION_VERSION);
+  const state = Buffer.alloc(GLOBALSTATE_STATE_BYTES);
+  state.write(runState, 'latin1');
+  // global_state_do_store() (9.0+): has_vm_was_suspended, and vm_was_suspended false.
+  if (layout.suspendFlags) state[layout.runstateBytes] = 1;
   w.be32(Buffer.byteLength(runState, 'latin1') + 1);
-  w.bytes(name);
-  writeFooter(w, SectionIds.globalstate);
+  w.bytes(state);
+  writeFooter(w, ids.globalstate);
 
   w.u8(Section.EOF);
   if (vmdesc) {
-    const json = Buffer.from(VM_DESCRIPTION, 'latin1');
+    const json = Buffer.from(vmDescription(machine, layout, vmDescriptionConfiguration), 'latin1');
     w.u8(Section.VMDESCRIPTION);
     w.be32(json.length);
     w.bytes(json);
   }
 }
 
-/** What QEMU 7.2 describes for `-M none`: the two devices above, in QEMU's JSON spacing. */
-export const VM_DESCRIPTION = JSON.stringify({
-  page_size: 4096,
-  devices: [
-    {
-      name: 'timer', instance_id: 0, vmsd_name: 'timer', version: 2,
-      fields: [
-        { name: 'cpu_ticks_offset', type: 'int64', size: 8 },
-        { name: 'unused', type: 'unused_buffer', size: 8 },
-        { name: 'cpu_clock_offset', type: 'int64', size: 8 },
-      ],
-    },
-    {
-      name: 'globalstate', instance_id: 0, vmsd_name: 'globalstate', version: 1,
-      fields: [
+/** What QEMU describes for `-M none`: the two devices above, in QEMU's JSON spacing. */
+function vmDescription(machine: string, layout: { runstateBytes: number; suspendFlags: boolean }, configuration: boolean): string {
+  const globalstate = layout.suspendFlags
+    ? [
         { name: 'size', type: 'uint32', size: 4 },
-        { name: 'runstate', type: 'buffer', size: 100 },
-      ],
-    },
-  ],
-}).replace(/([,:])/g, '$1 ');
+        { name: 'runstate', type: 'buffer', size: layout.runstateBytes },
+        { name: 'has_vm_was_suspended', type: 'uint8', size: 1 },
+        { name: 'vm_was_suspended', type: 'uint8', size: 1 },
+        { name: 'unused', type: 'buffer', size: GLOBALSTATE_STATE_BYTES - layout.runstateBytes - 2 },
+      ]
+    : [
+        { name: 'size', type: 'uint32', size: 4 },
+        { name: 'runstate', type: 'buffer', size: GLOBALSTATE_STATE_BYTES },
+      ];
+  return JSON.stringify({
+    ...(configuration && {
+      configuration: {
+        vmsd_name: 'configuration', version: 1,
+        fields: [
+          { name: 'len', type: 'uint32', size: 4 },
+          { name: 'name', type: 'buffer', size: Buffer.byteLength(machine, 'latin1') },
+        ],
+      },
+    }),
+    page_size: 4096,
+    devices: [
+      {
+        name: 'timer', instance_id: 0, vmsd_name: 'timer', version: 2,
+        fields: [
+          { name: 'cpu_ticks_offset', type: 'int64', size: 8 },
+          { name: 'unused', type: 'unused_buffer', size: 8 },
+          { name: 'cpu_clock_offset', type: 'int64', size: 8 },
+        ],
+      },
+      { name: 'globalstate', instance_id: 0, vmsd_name: 'globalstate', version: 1, fields: globalstate },
+    ],
+  }).replace(/([,:])/g, '$1 ');
+}

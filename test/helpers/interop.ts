@@ -1,0 +1,274 @@
+/**
+ * The two ends of a migration between qmigd and a real QEMU of one release: each a process with a
+ * negotiated QMP client, stopped when the test ends; RAM compared by pmemsave dumps (and qmigd's
+ * digest); a proxy that records both directions of a migration connection. The QEMU end is that
+ * release's binary (QEMU_OF), the qmigd end runs with that release's profile (--qemu-version).
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import type t from 'tap';
+import type { ProfileId } from '../../src/profiles/index.js';
+import { BIN, startDaemon, tempDir } from './daemon.js';
+import { startQemu } from './qemu.js';
+import { QmpClient, type Msg } from './qmp-client.js';
+import { below, rng } from './rng.js';
+
+/** A test object as tap passes it to a subtest callback. */
+export type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+export type Kind = 'qemu' | 'qmigd';
+
+export const MiB = 1 << 20;
+const PAGE = 4096;
+export const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export interface End {
+  kind: Kind;
+  release: ProfileId;
+  qmp: QmpClient;
+  dir: string;
+  log: () => string;
+}
+
+export interface EndOptions {
+  size: number;
+  /** The initial RAM: QEMU maps it with memory-backend-file, qmigd reads it with --memory-file. */
+  ramFile?: string;
+  /** QEMU only: map the file share=on (writes to it change guest RAM). */
+  share?: boolean;
+  /** `defer` or a URI. */
+  incoming?: string;
+  qemuArgs?: string[];
+  qmigdArgs?: string[];
+}
+
+async function connectQemu(socket: string, alive: () => boolean, log: () => string): Promise<QmpClient> {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    try {
+      return await QmpClient.unix(socket);
+    } catch (err) {
+      if (!alive() || Date.now() > deadline) throw new Error(`no QMP greeting from QEMU (${(err as Error).message}): ${log()}`);
+      await delay(20);
+    }
+  }
+}
+
+/** Starts an end of `release`; it is stopped when `t` ends. Its RAM block is `m` on both kinds. */
+export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOptions): Promise<End> {
+  if (kind === 'qemu') {
+    const backend = o.ramFile
+      ? `memory-backend-file,id=m,size=${o.size},mem-path=${o.ramFile}${o.share ? ',share=on' : ''}`
+      : `memory-backend-ram,id=m,size=${o.size}`;
+    const q = await startQemu([
+      '-M', 'none,memory-backend=m', '-object', backend, '-m', `${o.size / MiB}M`,
+      ...(o.incoming ? ['-incoming', o.incoming] : []), ...(o.qemuArgs ?? []),
+    ], { release });
+    let log = '';
+    q.proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    let stopping = false;
+    q.proc.on('exit', (code, signal) => {
+      if (!stopping) t.fail(`QEMU ${release} exited unexpectedly (code ${code}, signal ${signal})`, { log });
+    });
+    t.teardown(() => {
+      stopping = true;
+      return q.stop();
+    });
+    const qmp = await connectQemu(q.socket, () => q.proc.exitCode === null && q.proc.signalCode === null, () => log);
+    t.teardown(() => qmp.close());
+    await qmp.negotiate();
+    const dir = tempDir();
+    return { kind, release, qmp, dir, log: () => log };
+  }
+  const d = await startDaemon([
+    '--qemu-version', release, '-m', String(o.size), '--ram-id', 'm', ...(o.ramFile ? ['--memory-file', o.ramFile] : []),
+    ...(o.incoming ? ['--incoming', o.incoming] : []), ...(o.qmigdArgs ?? []),
+  ]);
+  let stopping = false;
+  void d.exited.then(({ code, signal }) => {
+    if (!stopping) t.fail(`qmigd exited unexpectedly (code ${code}, signal ${signal})`, { log: d.stderr().slice(-4000) });
+  });
+  t.teardown(() => {
+    stopping = true;
+    return d.stop();
+  });
+  const qmp = await QmpClient.at(d.listening[0]!);
+  t.teardown(() => qmp.close());
+  await qmp.negotiate();
+  return { kind, release, qmp, dir: d.dir, log: d.stderr };
+}
+
+export const caps = (e: End, names: string[], state = true): Promise<unknown> =>
+  e.qmp.ok('migrate-set-capabilities', { capabilities: names.map((capability) => ({ capability, state })) });
+export const info = async (e: End): Promise<Msg> => (await e.qmp.ok('query-migrate')) as Msg;
+export const runState = async (e: End): Promise<string> => ((await e.qmp.ok('query-status')) as { status: string }).status;
+export const ramInfo = (i: Msg): Record<string, number> => (i.ram ?? {}) as Record<string, number>;
+export const xbzrleInfo = (i: Msg): Record<string, number> => (i['xbzrle-cache'] ?? {}) as Record<string, number>;
+
+/** Polls query-migrate every 20 ms until `done(info)`. */
+export async function until(e: End, done: (i: Msg) => boolean, what: string, timeoutMs = 60000): Promise<Msg> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const i = await info(e);
+    if (done(i)) return i;
+    if (Date.now() > deadline) throw new Error(`${e.kind}: timed out waiting for ${what}: ${JSON.stringify(i)}\n${e.log().slice(-2000)}`);
+    await delay(20);
+  }
+}
+
+export const finished = (e: End): Promise<Msg> => until(e, (i) => i.status === 'completed' || i.status === 'failed', 'the end of the migration');
+/** A destination listens once query-migrate shows its socket-address. */
+export const listening = (e: End): Promise<Msg> => until(e, (i) => 'socket-address' in i, 'the incoming socket');
+
+/** The first event at or after `from` that satisfies `match`, polling the client's list. */
+export async function nextEvent(e: End, match: (ev: Msg) => boolean, from = 0, timeoutMs = 60000): Promise<Msg> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = e.qmp.events.slice(from).find(match);
+    if (hit) return hit;
+    if (e.qmp.closed || Date.now() > deadline) throw new Error(`${e.kind}: no matching event; last: ${JSON.stringify(e.qmp.events.slice(-5))}`);
+    await delay(5);
+  }
+}
+export const isEvent = (name: string, data: Msg = {}) => (ev: Msg): boolean =>
+  ev.event === name && Object.entries(data).every(([k, v]) => (ev.data as Msg | undefined)?.[k] === v);
+export const statuses = (e: End): string[] => e.qmp.events.filter((ev) => ev.event === 'MIGRATION').map((ev) => (ev.data as Msg).status as string);
+/** Event names with the MIGRATION status, without MIGRATION_PASS (its count follows timing). */
+export const eventTrail = (e: End): string[] =>
+  e.qmp.events.filter((ev) => ev.event !== 'MIGRATION_PASS').map((ev) => (ev.event === 'MIGRATION' ? `MIGRATION ${(ev.data as Msg).status as string}` : (ev.event as string)));
+
+/** The RAM's SHA-256: a pmemsave dump's, and on qmigd also its digest (which must agree). */
+export async function ramSha(t: Test, e: End, size: number): Promise<string> {
+  const file = join(e.dir, `ram-${Date.now()}-${Math.random().toString(36).slice(2)}.dump`);
+  await e.qmp.ok('pmemsave', { val: 0, size, filename: file });
+  const dumped = sha256(readFileSync(file));
+  rmSync(file, { force: true });
+  if (e.kind === 'qmigd') {
+    const digest = (await e.qmp.ok('__org.qmigd_query-ram-digest')) as { sha256: string; size: number };
+    t.equal(dumped, digest.sha256, 'qmigd pmemsave dump = its digest');
+  }
+  return dumped;
+}
+
+/** Both ends hold the same RAM (and `want`, the source's known content, when given). */
+export async function sameRam(t: Test, src: End, dst: End, size: number, want?: string): Promise<void> {
+  const a = await ramSha(t, src, size);
+  const b = await ramSha(t, dst, size);
+  t.equal(b, a, `${dst.kind} destination RAM = ${src.kind} source RAM`);
+  if (want) t.equal(a, want, 'equal to the source RAM image');
+}
+
+/**
+ * A RAM image that mixes zero pages (`zeroPercent`, about), random pages, copies of one text-like
+ * page with a few bytes changed, and zero pages with a few bytes set; written once per size.
+ */
+const images = new Map<string, { path: string; sha: string }>();
+export function mixedRam(size: number, zeroPercent = 50): { path: string; sha: string } {
+  const key = `${size}-${zeroPercent}`;
+  const have = images.get(key);
+  if (have) return have;
+  const buf = Buffer.alloc(size);
+  const base = Buffer.alloc(PAGE);
+  for (let i = 0; i < PAGE; i++) base[i] = 0x20 + ((i * 7) % 0x5f);
+  const r = rng(0x2545f491 ^ size);
+  const next = (): number => below(r, 2 ** 32);
+  for (let p = 0; p < size / PAGE; p++) {
+    const at = p * PAGE;
+    const kind = next() % 100;
+    if (kind < zeroPercent) continue;
+    const rest = ((kind - zeroPercent) * 10) / (100 - zeroPercent);
+    if (rest < 4) randomFillSync(buf, at, PAGE);
+    else if (rest < 8) {
+      base.copy(buf, at);
+      buf.writeUInt32LE(p, at + (next() % (PAGE / 4)) * 4);
+    } else buf.writeUInt32LE((next() | 1) >>> 0, at + (next() % (PAGE / 4)) * 4);
+  }
+  const path = join(tempDir(), `mixed-${key}.ram`);
+  writeFileSync(path, buf);
+  const image = { path, sha: sha256(buf) };
+  images.set(key, image);
+  return image;
+}
+
+export interface Recording {
+  port: number;
+  toDst: () => Buffer;
+  toSrc: () => Buffer;
+  /** Both sides of the one proxied connection have closed. */
+  closed: Promise<void>;
+}
+
+/** A TCP proxy to 127.0.0.1:`target` that records both directions of its one connection. */
+export async function recordingProxy(t: Test, target: number): Promise<Recording> {
+  const toDst: Buffer[] = [];
+  const toSrc: Buffer[] = [];
+  let closedNow!: () => void;
+  const closed = new Promise<void>((r) => (closedNow = r));
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((a) => {
+    const b = net.connect({ host: '127.0.0.1', port: target });
+    sockets.push(a, b);
+    a.on('data', (d: Buffer) => toDst.push(d));
+    b.on('data', (d: Buffer) => toSrc.push(d));
+    a.pipe(b);
+    b.pipe(a);
+    let open = 2;
+    const gone = (): void => void (--open === 0 && closedNow());
+    a.on('close', gone);
+    b.on('close', gone);
+    a.on('error', () => b.destroy());
+    b.on('error', () => a.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    sockets.forEach((s) => s.destroy());
+    server.close();
+  });
+  return { port: (server.address() as net.AddressInfo).port, toDst: () => Buffer.concat(toDst), toSrc: () => Buffer.concat(toSrc), closed };
+}
+
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer!: NodeJS.Timeout;
+  const timeout = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out: ${what}`)), ms)));
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The commands of a recorded stream in order (name by number), found by walking its framing up to
+ * the first RAM section: what a source sends before RAM (OPEN_RETURN_PATH, PING, ...).
+ */
+export function commandsBeforeRam(stream: Buffer): string[] {
+  const out: string[] = [];
+  let at = 8 + 1 + 4 + stream.readUInt32BE(9);
+  while (at + 5 <= stream.length && stream[at] === 0x08) {
+    const len = stream.readUInt16BE(at + 3);
+    out.push(`${stream.readUInt16BE(at + 1)}:${stream.subarray(at + 5, at + 5 + len).toString('hex')}`);
+    at += 5 + len;
+  }
+  return out;
+}
+
+/**
+ * A stream's outline as `qmigd inspect --qemu-version RELEASE` decodes it: section kinds with their
+ * device, and commands, in order, runs of PART sections (their number follows timing) once; and
+ * how many bytes the stream took, up to the end of its VM description.
+ */
+export function outline(stream: Buffer, release: ProfileId): { items: string[]; bytes: number } {
+  const r = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', release, '-'], { input: stream, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) return { items: [`inspect failed: ${r.stdout.split('\n').filter((l) => /^(error|\s)/.test(l)).join(' ')}`], bytes: -1 };
+  const items: string[] = [];
+  for (const line of r.stdout.split('\n')) {
+    const m = /^0x[0-9a-f]{8} {2}(\S+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const item = `${m[1]} ${m[2]!.replace(/\(section \d+.*\)$/, '').trim()}`;
+    if (item !== items[items.length - 1] || !item.startsWith('PART')) items.push(item);
+  }
+  return { items, bytes: Number(/^(\d+) bytes: /m.exec(r.stdout)?.[1] ?? -1) };
+}
