@@ -148,6 +148,7 @@ export async function ramSha(t: Test, e: End, size: number): Promise<string> {
   rmSync(file, { force: true });
   if (e.kind === 'qmigd') {
     const digest = (await e.qmp.ok('__org.qmigd_query-ram-digest')) as { sha256: string; size: number };
+    t.equal(digest.size, size, 'qmigd RAM size');
     t.equal(dumped, digest.sha256, 'qmigd pmemsave dump = its digest');
   }
   return dumped;

@@ -14,208 +14,18 @@
  * reset, and the last one is made while the source waits in pre-switchover, so the final pass
  * (after migrate-continue) carries the final content and both sides end with the same RAM.
  */
-import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, startDaemon, tempDir } from '../helpers/daemon.js';
-import { qemuInstalled, startQemu } from '../helpers/qemu.js';
-import { QmpClient, type Msg } from '../helpers/qmp-client.js';
-import { below, rng } from '../helpers/rng.js';
-
-/** A test object as tap passes it to a subtest callback. */
-type Test = Parameters<Parameters<typeof t.test>[0]>[0];
-type Kind = 'qemu' | 'qmigd';
+import { freePort, tempDir } from '../helpers/daemon.js';
+import { qemuInstalled } from '../helpers/qemu.js';
+import { caps, eventTrail, finished, info, isEvent, listening, MiB, mixedRam, nextEvent, ramInfo, recordingProxy, runState, sameRam, sha256, startEnd, statuses, until, within, xbzrleInfo, type Kind, type Test } from '../helpers/interop.js';
 
 const skip = qemuInstalled() ? false : 'qemu-system-x86_64 is not installed';
-const MiB = 1 << 20;
 const PAGE = 4096;
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const work = tempDir();
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
-
-/** One end of a migration: a QEMU or a qmigd process with a negotiated QMP client. */
-interface End {
-  kind: Kind;
-  qmp: QmpClient;
-  dir: string;
-  log: () => string;
-}
-
-interface EndOptions {
-  size: number;
-  /** The initial RAM: QEMU maps it with memory-backend-file, qmigd reads it with --memory-file. */
-  ramFile?: string;
-  /** QEMU only: map the file share=on (writes to it change guest RAM). */
-  share?: boolean;
-  /** `defer` or a URI. */
-  incoming?: string;
-  qemuArgs?: string[];
-  qmigdArgs?: string[];
-}
-
-/**
- * QEMU creates its QMP socket file (bind) a moment before it listens: a connection in between is
- * refused, so retry until the greeting comes (or QEMU has exited).
- */
-async function connectQemu(socket: string, alive: () => boolean, log: () => string): Promise<QmpClient> {
-  const deadline = Date.now() + 10000;
-  for (;;) {
-    try {
-      return await QmpClient.unix(socket);
-    } catch (err) {
-      if (!alive() || Date.now() > deadline) throw new Error(`no QMP greeting from QEMU (${(err as Error).message}): ${log()}`);
-      await delay(20);
-    }
-  }
-}
-
-/** Starts an end; it is stopped when `t` ends. Its RAM block is `m` on both kinds. */
-async function start(t: Test, kind: Kind, o: EndOptions): Promise<End> {
-  if (kind === 'qemu') {
-    const backend = o.ramFile
-      ? `memory-backend-file,id=m,size=${o.size},mem-path=${o.ramFile}${o.share ? ',share=on' : ''}`
-      : `memory-backend-ram,id=m,size=${o.size}`;
-    const q = await startQemu([
-      '-M', 'none,memory-backend=m', '-object', backend, '-m', `${o.size / MiB}M`,
-      ...(o.incoming ? ['-incoming', o.incoming] : []), ...(o.qemuArgs ?? []),
-    ]);
-    let log = '';
-    q.proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-    let stopping = false;
-    q.proc.on('exit', (code, signal) => {
-      if (!stopping) t.fail(`QEMU exited unexpectedly (code ${code}, signal ${signal})`, { log });
-    });
-    t.teardown(() => {
-      stopping = true;
-      return q.stop();
-    });
-    const qmp = await connectQemu(q.socket, () => q.proc.exitCode === null && q.proc.signalCode === null, () => log);
-    t.teardown(() => qmp.close());
-    await qmp.negotiate();
-    const dir = tempDir();
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    return { kind, qmp, dir, log: () => log };
-  }
-  const d = await startDaemon([
-    '-m', String(o.size), '--ram-id', 'm', ...(o.ramFile ? ['--memory-file', o.ramFile] : []),
-    ...(o.incoming ? ['--incoming', o.incoming] : []), ...(o.qmigdArgs ?? []),
-  ]);
-  let stopping = false;
-  void d.exited.then(({ code, signal }) => {
-    if (!stopping) t.fail(`qmigd exited unexpectedly (code ${code}, signal ${signal})`, { log: d.stderr().slice(-4000) });
-  });
-  t.teardown(() => {
-    stopping = true;
-    return d.stop();
-  });
-  const qmp = await QmpClient.at(d.listening[0]!);
-  t.teardown(() => qmp.close());
-  await qmp.negotiate();
-  return { kind, qmp, dir: d.dir, log: d.stderr };
-}
-
-const caps = (e: End, names: string[], state = true): Promise<unknown> =>
-  e.qmp.ok('migrate-set-capabilities', { capabilities: names.map((capability) => ({ capability, state })) });
-const info = async (e: End): Promise<Msg> => (await e.qmp.ok('query-migrate')) as Msg;
-const runState = async (e: End): Promise<string> => ((await e.qmp.ok('query-status')) as { status: string }).status;
-const ram = (i: Msg): Record<string, number> => (i.ram ?? {}) as Record<string, number>;
-const xbzrle = (i: Msg): Record<string, number> => (i['xbzrle-cache'] ?? {}) as Record<string, number>;
-const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls query-migrate every 20 ms until `done(info)`. */
-async function until(e: End, done: (i: Msg) => boolean, what: string, timeoutMs = 60000): Promise<Msg> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const i = await info(e);
-    if (done(i)) return i;
-    if (Date.now() > deadline) throw new Error(`${e.kind}: timed out waiting for ${what}: ${JSON.stringify(i)}\n${e.log().slice(-2000)}`);
-    await delay(20);
-  }
-}
-
-const finished = (e: End): Promise<Msg> => until(e, (i) => i.status === 'completed' || i.status === 'failed', 'the end of the migration');
-/** A destination listens once query-migrate shows its socket-address (QEMU 7.2 and qmigd alike). */
-const listening = (e: End): Promise<Msg> => until(e, (i) => 'socket-address' in i, 'the incoming socket');
-
-/** The first event at or after `from` that satisfies `match`, polling the client's list. */
-async function nextEvent(e: End, match: (ev: Msg) => boolean, from = 0, timeoutMs = 60000): Promise<Msg> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = e.qmp.events.slice(from).find(match);
-    if (hit) return hit;
-    if (e.qmp.closed || Date.now() > deadline) throw new Error(`${e.kind}: no matching event; last: ${JSON.stringify(e.qmp.events.slice(-5))}`);
-    await delay(5);
-  }
-}
-const isEvent = (name: string, data: Msg = {}) => (ev: Msg): boolean =>
-  ev.event === name && Object.entries(data).every(([k, v]) => (ev.data as Msg | undefined)?.[k] === v);
-
-const statuses = (e: End): string[] => e.qmp.events.filter((ev) => ev.event === 'MIGRATION').map((ev) => (ev.data as Msg).status as string);
-/** Event names with the MIGRATION status, without MIGRATION_PASS (its count follows timing). */
-const eventTrail = (e: End): string[] =>
-  e.qmp.events.filter((ev) => ev.event !== 'MIGRATION_PASS').map((ev) => (ev.event === 'MIGRATION' ? `MIGRATION ${(ev.data as Msg).status as string}` : (ev.event as string)));
-
-/** SHA-256 of the guest's RAM as pmemsave writes it. */
-async function dumpSha(e: End, size: number): Promise<string> {
-  const file = join(e.dir, `ram-${Date.now()}-${Math.random().toString(36).slice(2)}.dump`);
-  await e.qmp.ok('pmemsave', { val: 0, size, filename: file });
-  const sha = sha256(readFileSync(file));
-  rmSync(file, { force: true });
-  return sha;
-}
-
-/** The RAM's SHA-256: a pmemsave dump's, and on qmigd also its digest (which must agree). */
-async function ramSha(t: Test, e: End, size: number): Promise<string> {
-  const dumped = await dumpSha(e, size);
-  if (e.kind === 'qmigd') {
-    const digest = (await e.qmp.ok('__org.qmigd_query-ram-digest')) as { sha256: string; size: number };
-    t.equal(digest.size, size, 'qmigd RAM size');
-    t.equal(dumped, digest.sha256, 'qmigd pmemsave dump = its digest');
-  }
-  return dumped;
-}
-
-/** Both ends hold the same RAM (and `want`, the source's known content, when given). */
-async function sameRam(t: Test, src: End, dst: End, size: number, want?: string): Promise<void> {
-  const a = await ramSha(t, src, size);
-  const b = await ramSha(t, dst, size);
-  t.equal(b, a, `${dst.kind} destination RAM = ${src.kind} source RAM`);
-  if (want) t.equal(a, want, 'equal to the source RAM image');
-}
-
-/**
- * A RAM image that mixes zero pages (`zeroPercent`, about), random pages, copies of one text-like
- * page with a few bytes changed, and zero pages with a few bytes set (the rest split 4:4:2).
- */
-const images = new Map<string, { path: string; sha: string }>();
-function mixedRam(size: number, zeroPercent = 50): { path: string; sha: string } {
-  const key = `${size}-${zeroPercent}`;
-  const have = images.get(key);
-  if (have) return have;
-  const buf = Buffer.alloc(size);
-  const base = Buffer.alloc(PAGE);
-  for (let i = 0; i < PAGE; i++) base[i] = 0x20 + ((i * 7) % 0x5f);
-  const r = rng(0x2545f491 ^ size);
-  const next = (): number => below(r, 2 ** 32);
-  for (let p = 0; p < size / PAGE; p++) {
-    const at = p * PAGE;
-    const kind = next() % 100;
-    if (kind < zeroPercent) continue;
-    const rest = ((kind - zeroPercent) * 10) / (100 - zeroPercent);
-    if (rest < 4) randomFillSync(buf, at, PAGE);
-    else if (rest < 8) {
-      base.copy(buf, at);
-      buf.writeUInt32LE(p, at + (next() % (PAGE / 4)) * 4);
-    } else buf.writeUInt32LE((next() | 1) >>> 0, at + (next() % (PAGE / 4)) * 4);
-  }
-  const path = join(work, `mixed-${key}.ram`);
-  writeFileSync(path, buf);
-  const image = { path, sha: sha256(buf) };
-  images.set(key, image);
-  return image;
-}
 
 async function migrationUri(transport: 'tcp' | 'unix', dir: string): Promise<string> {
   return transport === 'tcp' ? `tcp:127.0.0.1:${await freePort()}` : `unix:${join(dir, `mig-${Date.now()}.sock`)}`;
@@ -236,15 +46,15 @@ for (const c of transfers) {
     const size = 64 * MiB;
     const image = mixedRam(size);
     const uri = await migrationUri(c.transport, work);
-    const dst = await start(t, c.dst, { size, incoming: c.defer ? 'defer' : uri });
-    const src = await start(t, c.src, { size, ramFile: image.path });
+    const dst = await startEnd(t, c.dst, '7.2', { size, incoming: c.defer ? 'defer' : uri });
+    const src = await startEnd(t, c.src, '7.2', { size, ramFile: image.path });
     if (c.defer) await dst.qmp.ok('migrate-incoming', { uri });
     await listening(dst);
     await src.qmp.ok('migrate', { uri });
     const srcInfo = await finished(src);
     t.equal(srcInfo.status, 'completed', `source completed ${JSON.stringify(srcInfo)}`);
     t.equal((await finished(dst)).status, 'completed', 'destination completed');
-    t.ok(ram(srcInfo).duplicate! > 0 && ram(srcInfo).normal! > 0, 'zero and normal pages went out');
+    t.ok(ramInfo(srcInfo).duplicate! > 0 && ramInfo(srcInfo).normal! > 0, 'zero and normal pages went out');
     t.equal(await runState(src), 'postmigrate', 'source run state');
     t.equal(await runState(dst), 'running', 'destination run state');
     await sameRam(t, src, dst, size, image.sha);
@@ -267,8 +77,8 @@ t.test('xbzrle: a QEMU 7.2 source sends XBZRLE pages to qmigd over several passe
   writeFileSync(blob, randomBytes(BLOB_PAGES * PAGE));
 
   const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await start(t, 'qmigd', { size, incoming: 'defer' });
-  const src = await start(t, 'qemu', {
+  const dst = await startEnd(t, 'qmigd', '7.2', { size, incoming: 'defer' });
+  const src = await startEnd(t, 'qemu', '7.2', {
     size, ramFile, share: true,
     qemuArgs: ['-device', `loader,file=${blob},addr=0x${BLOB_AT.toString(16)},force-raw=on`],
   });
@@ -301,9 +111,9 @@ t.test('xbzrle: a QEMU 7.2 source sends XBZRLE pages to qmigd over several passe
   }
   await nextEvent(src, isEvent('MIGRATION', { status: 'pre-switchover' }));
   const before = await info(src);
-  t.comment(`before switchover: ${rounds} rewrites, ${JSON.stringify({ passes: ram(before)['dirty-sync-count'], xbzrle: before['xbzrle-cache'] })}`);
-  t.ok(ram(before)['dirty-sync-count']! >= 4, 'several passes before switchover');
-  t.ok(xbzrle(before).pages! > 0 && xbzrle(before).bytes! > 0, 'XBZRLE pages in the passes before switchover');
+  t.comment(`before switchover: ${rounds} rewrites, ${JSON.stringify({ passes: ramInfo(before)['dirty-sync-count'], xbzrle: before['xbzrle-cache'] })}`);
+  t.ok(ramInfo(before)['dirty-sync-count']! >= 4, 'several passes before switchover');
+  t.ok(xbzrleInfo(before).pages! > 0 && xbzrleInfo(before).bytes! > 0, 'XBZRLE pages in the passes before switchover');
   t.equal((await info(dst)).status, 'active', 'destination still loading');
 
   // The last change: reset (marks the blob dirty), then new bytes; the final pass must carry them.
@@ -312,10 +122,10 @@ t.test('xbzrle: a QEMU 7.2 source sends XBZRLE pages to qmigd over several passe
   const end = await finished(src);
   t.equal(end.status, 'completed', 'source completed');
   t.equal((await finished(dst)).status, 'completed', 'destination completed');
-  t.comment(`at the end: ${JSON.stringify({ passes: ram(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
-  t.ok(xbzrle(end).pages! > 0 && xbzrle(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
-  t.ok(xbzrle(end).bytes! > xbzrle(before).bytes!, 'the final pass sent XBZRLE pages too');
-  t.ok(xbzrle(end)['cache-miss']! > 0, 'pages went into the cache first');
+  t.comment(`at the end: ${JSON.stringify({ passes: ramInfo(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
+  t.ok(xbzrleInfo(end).pages! > 0 && xbzrleInfo(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
+  t.ok(xbzrleInfo(end).bytes! > xbzrleInfo(before).bytes!, 'the final pass sent XBZRLE pages too');
+  t.ok(xbzrleInfo(end)['cache-miss']! > 0, 'pages went into the cache first');
   t.same(statuses(dst), ['setup', 'active', 'completed'], 'destination statuses');
   await sameRam(t, src, dst, size, sha256(readFileSync(ramFile)));
 });
@@ -324,9 +134,9 @@ t.test('xbzrle: qmigd sends XBZRLE pages to QEMU 7.2 over several passes while i
   const size = 4 * MiB;
   const image = mixedRam(size, 90);
   const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await start(t, 'qemu', { size, incoming: 'defer' });
+  const dst = await startEnd(t, 'qemu', '7.2', { size, incoming: 'defer' });
   // The guest rewrites its hottest 5% (52 pages) all the time, 16 bytes per write.
-  const src = await start(t, 'qmigd', { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '256M', '--dirty-pattern', 'hot:5'] });
+  const src = await startEnd(t, 'qmigd', '7.2', { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '256M', '--dirty-pattern', 'hot:5'] });
   await caps(dst, ['events']);
   await caps(src, ['events', 'xbzrle']);
   // 512 KiB/s and a 1 ms downtime: pass 1 takes about a second, pass 2 sends the hot pages whole
@@ -335,71 +145,24 @@ t.test('xbzrle: qmigd sends XBZRLE pages to QEMU 7.2 over several passes while i
   await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 512 * 1024, 'downtime-limit': 1 });
   await dst.qmp.ok('migrate-incoming', { uri });
   await src.qmp.ok('migrate', { uri });
-  const mid = await until(src, (i) => (i.status !== 'setup' && i.status !== 'active') || (ram(i)['dirty-sync-count']! >= 6 && xbzrle(i).bytes! > 0), 'XBZRLE passes');
-  t.comment(`after several passes: ${JSON.stringify({ status: mid.status, passes: ram(mid)['dirty-sync-count'], xbzrle: mid['xbzrle-cache'] })}`);
+  const mid = await until(src, (i) => (i.status !== 'setup' && i.status !== 'active') || (ramInfo(i)['dirty-sync-count']! >= 6 && xbzrleInfo(i).bytes! > 0), 'XBZRLE passes');
+  t.comment(`after several passes: ${JSON.stringify({ status: mid.status, passes: ramInfo(mid)['dirty-sync-count'], xbzrle: mid['xbzrle-cache'] })}`);
   t.equal(mid.status, 'active', 'still iterating with XBZRLE pages');
-  t.ok(xbzrle(mid).pages! > 0 && xbzrle(mid)['cache-miss']! > 0, 'cache misses first, then cache hits');
+  t.ok(xbzrleInfo(mid).pages! > 0 && xbzrleInfo(mid)['cache-miss']! > 0, 'cache misses first, then cache hits');
   // 52 pages at ~512 KiB/s fit in 10 s of downtime: the next window ends it.
   await src.qmp.ok('migrate-set-parameters', { 'downtime-limit': 10000 });
   const end = await finished(src);
   t.equal(end.status, 'completed', 'source completed');
   t.equal((await finished(dst)).status, 'completed', 'destination completed');
-  t.comment(`at the end: ${JSON.stringify({ passes: ram(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
-  t.ok(ram(end)['dirty-sync-count']! > ram(mid)['dirty-sync-count']!, 'a last pass after the change');
-  t.ok(xbzrle(end).pages! > 0 && xbzrle(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
+  t.comment(`at the end: ${JSON.stringify({ passes: ramInfo(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
+  t.ok(ramInfo(end)['dirty-sync-count']! > ramInfo(mid)['dirty-sync-count']!, 'a last pass after the change');
+  t.ok(xbzrleInfo(end).pages! > 0 && xbzrleInfo(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
   t.equal(await runState(src), 'postmigrate', 'source run state');
   await sameRam(t, src, dst, size);
 });
 
 // ---------------------------------------------------------------------------------------------
 // 3. The return path, recorded by a proxy between the ends.
-
-interface Recording {
-  port: number;
-  toDst: () => Buffer;
-  toSrc: () => Buffer;
-  /** Both sides of the one proxied connection have closed. */
-  closed: Promise<void>;
-}
-
-/** A TCP proxy to 127.0.0.1:`target` that records both directions of its one connection. */
-async function recordingProxy(t: Test, target: number): Promise<Recording> {
-  const toDst: Buffer[] = [];
-  const toSrc: Buffer[] = [];
-  let closedNow!: () => void;
-  const closed = new Promise<void>((r) => (closedNow = r));
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((a) => {
-    const b = net.connect({ host: '127.0.0.1', port: target });
-    sockets.push(a, b);
-    a.on('data', (d: Buffer) => toDst.push(d));
-    b.on('data', (d: Buffer) => toSrc.push(d));
-    a.pipe(b);
-    b.pipe(a);
-    let open = 2;
-    const gone = (): void => void (--open === 0 && closedNow());
-    a.on('close', gone);
-    b.on('close', gone);
-    a.on('error', () => b.destroy());
-    b.on('error', () => a.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    sockets.forEach((s) => s.destroy());
-    server.close();
-  });
-  return { port: (server.address() as net.AddressInfo).port, toDst: () => Buffer.concat(toDst), toSrc: () => Buffer.concat(toSrc), closed };
-}
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer!: NodeJS.Timeout;
-  const timeout = new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out: ${what}`)), ms)));
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 // Header (8 bytes) and the configuration section for `none` (9 bytes), then the commands.
 const OPEN_RETURN_PATH_AND_PING = Buffer.from('08' + '0001' + '0000' + '08' + '0002' + '0004' + '00000001', 'hex');
@@ -410,8 +173,8 @@ for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu']] as Array
     const size = 16 * MiB;
     const image = mixedRam(size);
     const port = await freePort();
-    const dst = await start(t, dstKind, { size, incoming: 'defer' });
-    const src = await start(t, srcKind, { size, ramFile: image.path });
+    const dst = await startEnd(t, dstKind, '7.2', { size, incoming: 'defer' });
+    const src = await startEnd(t, srcKind, '7.2', { size, ramFile: image.path });
     for (const e of [src, dst]) await caps(e, ['events', 'return-path']);
     await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
     await listening(dst);
@@ -436,9 +199,9 @@ for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu']] as Array
     const size = 16 * MiB;
     const image = mixedRam(size);
     const uri = `unix:${join(work, `pbs-${srcKind}.sock`)}`;
-    const dst = await start(t, dstKind, { size, incoming: uri });
+    const dst = await startEnd(t, dstKind, '7.2', { size, incoming: uri });
     // A qmigd guest keeps writing until it is stopped for the switchover.
-    const src = await start(t, srcKind, { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '8M'] });
+    const src = await startEnd(t, srcKind, '7.2', { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '8M'] });
     await caps(src, ['events', 'pause-before-switchover']);
     await caps(dst, ['events']);
     await listening(dst);
@@ -499,8 +262,8 @@ async function observe(t: Test, s: Scenario, srcKind: Kind, dstKind: Kind): Prom
   const size = 16 * MiB;
   const image = mixedRam(size);
   const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await start(t, dstKind, { size, incoming: 'defer', qemuArgs: s.dstPaused ? ['-S'] : [], qmigdArgs: s.dstPaused ? ['-S'] : [] });
-  const src = await start(t, srcKind, { size, ramFile: image.path });
+  const dst = await startEnd(t, dstKind, '7.2', { size, incoming: 'defer', qemuArgs: s.dstPaused ? ['-S'] : [], qmigdArgs: s.dstPaused ? ['-S'] : [] });
+  const src = await startEnd(t, srcKind, '7.2', { size, ramFile: image.path });
   if (s.srcCaps.length) await caps(src, s.srcCaps);
   if (s.dstCaps.length) await caps(dst, s.dstCaps);
   await dst.qmp.ok('migrate-incoming', { uri });
@@ -565,17 +328,17 @@ t.test('ram.transferred and precopy-bytes count what QEMU 7.2 counts for the sam
   for (const kind of ['qemu', 'qmigd'] as Kind[]) {
     await t.test(`${kind} → qemu`, async (t) => {
       const uri = `tcp:127.0.0.1:${await freePort()}`;
-      const dst = await start(t, 'qemu', { size, incoming: 'defer' });
-      const src = await start(t, kind, { size });
+      const dst = await startEnd(t, 'qemu', '7.2', { size, incoming: 'defer' });
+      const src = await startEnd(t, kind, '7.2', { size });
       await caps(src, ['pause-before-switchover']);
       await dst.qmp.ok('migrate-incoming', { uri });
       await src.qmp.ok('migrate', { uri });
-      const paused = ram(await until(src, (i) => i.status === 'pre-switchover', 'pre-switchover'));
+      const paused = ramInfo(await until(src, (i) => i.status === 'pre-switchover', 'pre-switchover'));
       await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
       const end = await finished(src);
       t.equal(end.status, 'completed');
       t.equal((await finished(dst)).status, 'completed');
-      seen[kind] = { paused, end: ram(end) };
+      seen[kind] = { paused, end: ramInfo(end) };
     });
   }
   const { qemu, qmigd } = seen as Record<Kind, { paused: Record<string, number>; end: Record<string, number> }>;
@@ -595,8 +358,8 @@ for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu'], ['qmigd'
     const size = 64 * MiB;
     const image = mixedRam(size);
     const uri = await migrationUri('tcp', work);
-    const dst = await start(t, dstKind, { size, incoming: 'defer' });
-    const src = await start(t, srcKind, { size, ramFile: image.path });
+    const dst = await startEnd(t, dstKind, '7.2', { size, incoming: 'defer' });
+    const src = await startEnd(t, srcKind, '7.2', { size, ramFile: image.path });
     for (const e of [src, dst]) {
       await caps(e, ['multifd', 'events']);
       await e.qmp.ok('migrate-set-parameters', { 'multifd-channels': 2 });
@@ -608,7 +371,7 @@ for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu'], ['qmigd'
     const srcInfo = await finished(src);
     t.equal(srcInfo.status, 'completed', `source completed ${JSON.stringify(srcInfo)}`);
     t.equal((await finished(dst)).status, 'completed', 'destination completed');
-    t.ok(ram(srcInfo)['multifd-bytes']! > 0, 'pages went over the multifd channels');
+    t.ok(ramInfo(srcInfo)['multifd-bytes']! > 0, 'pages went over the multifd channels');
     t.same(statuses(src), ['setup', 'active', 'completed']);
     await sameRam(t, src, dst, size, image.sha);
   });
