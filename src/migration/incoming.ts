@@ -35,6 +35,8 @@ export interface IncomingEnv {
   multifdChannels: () => number;
   /** The switchover-ack capability is on here (8.1+). */
   switchoverAck: () => boolean;
+  /** The local x-colo capability (a later release's destination needs it for ENABLE_COLO). */
+  xColo: () => boolean;
   colo: IncomingColoContext;
   machine: string;
   state: MigrationStateCell;
@@ -138,6 +140,7 @@ export class IncomingMigration {
           return returnPath;
         },
         enableColo: () => (this.coloEnabled = true),
+        xColo: env.xColo,
       },
       warn: (m) => env.log.warn(m),
     });

@@ -27,6 +27,8 @@ export interface LoadHooks {
   sendPong(value: number): boolean;
   /** ENABLE_COLO: the destination becomes a COLO secondary once the stream is loaded. */
   enableColo?(): void;
+  /** Whether the destination itself has x-colo on. */
+  xColo?(): boolean;
 }
 
 export interface LoadResult {
@@ -334,8 +336,12 @@ async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number,
       // a `-M none` guest has none.
       return;
     case Command.ENABLE_COLO:
-      // 7.2 learns COLO from this command alone, whatever the local x-colo capability says.
       if (!hooks.enableColo) throw new LoadError('ENOTSUP', 'ENABLE_COLO command come in migration stream, but COLO module is not built in');
+      // 7.2 learns COLO from this command alone; 8.1 on (migration_incoming_enable_colo()) the
+      // destination must have asked for x-colo itself.
+      if (activeProfile().stream.enableColoNeedsXColo && !hooks.xColo?.()) {
+        throw new LoadError('EINVAL', 'ENABLE_COLO command come in migration stream, but x-colo capability is not set');
+      }
       hooks.enableColo();
       return;
     default:

@@ -232,6 +232,7 @@ export class MigrationService {
       guest: this.env.guest,
       multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),
       switchoverAck: () => capability(this.capabilities, 'switchover-ack'),
+      xColo: () => capability(this.capabilities, 'x-colo'),
       machine: this.env.machine,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),

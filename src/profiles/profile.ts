@@ -233,4 +233,6 @@ export interface StreamProfile {
   readonly vmDescriptionConfiguration: boolean;
   /** Return-path messages this release knows: types below this are valid (MIG_RP_MSG_MAX). */
   readonly rpMessageMax: number;
+  /** ENABLE_COLO is refused unless the destination has x-colo on (8.1+). */
+  readonly enableColoNeedsXColo: boolean;
 }

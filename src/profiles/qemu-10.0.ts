@@ -160,6 +160,7 @@ export const QEMU_10_0: QemuProfile = {
     globalState: { runstateBytes: 32, suspendFlags: true },
     vmDescriptionConfiguration: true,
     rpMessageMax: RpMessage.SWITCHOVER_ACK + 1,
+    enableColoNeedsXColo: true,
   },
   precopy: { deviceWithoutPause: true },
   multifd: {

@@ -196,6 +196,7 @@ export const QEMU_7_2: QemuProfile = {
     globalState: { runstateBytes: 100, suspendFlags: false },
     vmDescriptionConfiguration: false,
     rpMessageMax: RpMessage.RESUME_ACK + 1,
+    enableColoNeedsXColo: false,
   },
   precopy: { deviceWithoutPause: false },
   multifd: {

@@ -13,6 +13,15 @@ import type { Msg } from '../helpers/qmp-client.js';
  * the transcripts); colo-10.0.test.ts runs this file's daemons as 10.0.
  */
 const NOT_IN_COLO = process.env.QMIGD_TEST_QEMU_VERSION === '10.0' ? 'VM is not in COLO mode' : "The feature 'colo' is not enabled";
+
+/**
+ * The secondary asks for x-colo itself: 10.0 refuses ENABLE_COLO otherwise (8.1 on, checked
+ * against QEMU 10.0 by stream-releases.test.ts); 7.2 learns COLO from the stream alone, which
+ * these tests then show.
+ */
+async function secondaryAsksForColo(dst: Side): Promise<void> {
+  if (process.env.QMIGD_TEST_QEMU_VERSION === '10.0') await setCaps(dst, { 'x-colo': true });
+}
 import { freePort, rssKiB } from '../helpers/daemon.js';
 
 const MiB = 1 << 20;
@@ -34,6 +43,7 @@ async function coloPair(delayMs = 200): Promise<Pair> {
     dstArgs: ['--colo-checkpoint-digest'],
   });
   await setCaps(p.src, { 'x-colo': true });
+  await secondaryAsksForColo(p.dst);
   await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': delayMs, 'max-bandwidth': 0 });
   await p.src.qmp.ok('migrate', { uri: p.uri });
   await migrationStatus(p.src, 'colo');
@@ -136,6 +146,7 @@ t.test('secondary killed: the primary runs alone, then takes a new secondary', a
   const port = await freePort();
   const dst2 = await side(['-m', '32M', '--incoming', `tcp:127.0.0.1:${port}`, '--colo-checkpoint-digest']);
   t.teardown(() => dst2.daemon.stop());
+  await secondaryAsksForColo(dst2);
   await p.src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
   const st = await checkpoints(dst2, 2);
   t.same(await dst2.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' });
@@ -195,6 +206,7 @@ t.test('--colo-heartbeat-timeout: a primary that lost its secondary fails over b
   const src = await side(['-m', '16M', '--colo-heartbeat-timeout', '200']);
   t.teardown(async () => Promise.all([src.daemon.stop(), dst.daemon.stop()]));
   await setCaps(src, { 'x-colo': true, events: true });
+  await secondaryAsksForColo(dst);
   await src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 100 });
   await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
   await migrationStatus(src, 'colo');

@@ -128,6 +128,8 @@ function cases(): Case[] {
     })),
     { name: 'SWITCHOVER_START with one byte of payload', stream: replace(sw, 5, Buffer.from('08000b000100', 'hex')), size },
     { name: 'MIG_CMD 0xc', stream: replace(sw, 5, Buffer.from('08000c0000', 'hex')), size },
+    // After the configuration section (header 8 bytes, `none` 9): to a destination without x-colo.
+    { name: 'ENABLE_COLO', stream: replace(17, 0, Buffer.from('0800080000', 'hex')), size },
     { name: 'SWITCHOVER_START twice', stream: replace(sw, 0, Buffer.from('08000b0000', 'hex')), size, sha: expected['qemu100-none-plain-64M']!.ram_sha256 },
     { name: 'no SWITCHOVER_START', stream: noSw, size, sha: expected['qemu100-none-plain-64M']!.ram_sha256 },
     { name: 'an unknown run state', stream: patchAt(plain, runstate, Buffer.from('bogus\0\0\0\0\0', 'latin1')), size },
