@@ -9,6 +9,7 @@ COPY package.json package-lock.json tsconfig.json ./
 COPY native ./native
 COPY src ./src
 COPY schema ./schema
+COPY data ./data
 COPY bin ./bin
 COPY test ./test
 COPY bench ./bench
@@ -21,6 +22,7 @@ COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/native/build/Release/qmigd_native.node ./native/build/Release/qmigd_native.node
 COPY --from=build /src/schema ./schema
+COPY --from=build /src/data ./data
 COPY --from=build /src/bin ./bin
 USER node
 EXPOSE 4444
