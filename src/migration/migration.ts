@@ -399,7 +399,7 @@ export class MigrationService {
     const ram = out.ram;
     const c = ram.counters;
     info.ram = {
-      transferred: c.transferred,
+      transferred: out.transferred,
       remaining: completed ? 0 : ram.remainingBytes,
       total: this.env.guest.ram.size,
       duplicate: c.duplicate,

@@ -344,6 +344,7 @@ export class OutgoingMigration {
         env.log.info({ throttle: pct }, 'auto-converge: guest CPU throttled');
       },
       throttlePercent: () => env.guest.workload.throttlePercent,
+      transferred: () => this.transferred,
       multifd: this.multifd,
       // 8.1+: the channels sync at every pass over RAM, announced by a MULTIFD_FLUSH record.
       onRoundEnd: this.multifd && this.syncPerRound
@@ -386,8 +387,10 @@ export class OutgoingMigration {
     writeSectionPart(w, Section.PART, sectionIds().ram);
     const start = performance.now();
     await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== 'active');
-    await this.endRamSection(true);
-    await this.flush();
+    // ram_save_iterate() flushes after its EOS; savevm's footer then waits in the buffer for the
+    // next flush (the next section, or the switchover), so a pause or a rate-limit sleep sees
+    // the stream without it, and 8.1+'s transferred (the bytes flushed) does not count it yet.
+    await this.endRamSection(true, () => this.flush());
     // However little there was to send, the event loop gets its turn: QMP, the workload, timers.
     await yieldToLoop();
   }
@@ -395,11 +398,13 @@ export class OutgoingMigration {
   /**
    * EOS and the footer of a RAM section; with multifd in 7.2 the channels are synced first
    * (multifd_send_sync_main). Only an iteration's EOS counts as transferred, as in 7.2.
+   * `beforeFooter` runs between the EOS and the footer.
    */
-  private async endRamSection(iteration: boolean): Promise<void> {
+  private async endRamSection(iteration: boolean, beforeFooter?: () => Promise<void>): Promise<void> {
     if (this.multifd && !this.syncPerRound) await this.multifd.sync();
     if (iteration) this.ram!.endIteration(this.writer);
     else this.writer.be64(RamFlag.EOS);
+    await beforeFooter?.();
     writeFooter(this.writer, sectionIds().ram);
   }
 
@@ -503,11 +508,23 @@ export class OutgoingMigration {
     }
     state.change('cancelling', 'cancelled');
     if (this.error && state.status === 'failed') log.error(this.error);
-    log.info({ status: state.status, transferred: this.ram?.counters.transferred ?? 0, totalMs: end - this.startTime }, 'migration finished');
+    log.info({ status: state.status, transferred: this.transferred, totalMs: end - this.startTime }, 'migration finished');
   }
 
   private fail(error: string | undefined, from: MigrationStatus): void {
     if (this.env.state.change(from, 'failed') && error) this.error = error;
+  }
+
+  /**
+   * MigrationStats' `transferred`, as the release counts it (profile migration.ramTransferred):
+   * the RAM records and multifd's bytes (7.2), or everything on the main channel plus multifd's
+   * bytes (8.1+; qemu_fflush() counts what it hands the channel, so bytes still in the writer
+   * do not count yet).
+   */
+  get transferred(): number {
+    const c = this.ram?.counters;
+    if (!c) return 0;
+    return activeProfile().migration.ramTransferred === 'stream' ? this.writer.written - this.writer.pending + c.multifdBytes : c.transferred;
   }
 
   /** migration_total_bytes(): the main stream and the multifd channels. */

@@ -186,6 +186,15 @@ export interface MigrationProfile {
   readonly incomingEntersSetup: boolean;
   /** MigrationStats members the release no longer reports (9.1 dropped `skipped`, always 0). */
   readonly ramStatsDropped: readonly string[];
+  /**
+   * What MigrationStats' `transferred` counts. `ram-records` (7.2): the bytes ram.c accounts
+   * with ram_transferred_add() (page records and each iteration's EOS) plus multifd's, so not
+   * the section framing, the device state or the VM description. `stream` (8.1+,
+   * migration_transferred_bytes()): every byte the main channel carried (qemu_file_transferred)
+   * plus multifd-bytes, so at the end the whole stream. precopy-bytes and downtime-bytes still
+   * count what ram_transferred_add() counts in both.
+   */
+  readonly ramTransferred: 'ram-records' | 'stream';
   /** `migrate -b/-i` (blk, inc) exist (removed in 9.1). */
   readonly blockMigrationOptions: boolean;
 }

@@ -126,6 +126,7 @@ export const QEMU_10_0: QemuProfile = {
     uriParsedBeforeSetup: true,
     incomingEntersSetup: true,
     ramStatsDropped: ['skipped'],
+    ramTransferred: 'stream',
     blockMigrationOptions: false,
   },
   errors: {

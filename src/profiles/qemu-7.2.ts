@@ -159,6 +159,7 @@ export const QEMU_7_2: QemuProfile = {
     uriParsedBeforeSetup: false,
     incomingEntersSetup: false,
     ramStatsDropped: [],
+    ramTransferred: 'ram-records',
     blockMigrationOptions: true,
   },
   errors: {

@@ -47,6 +47,8 @@ export interface RamSaverOptions {
   /** Auto-converge's verdict: the new CPU throttle percentage. */
   onThrottle: (percent: number) => void;
   throttlePercent: () => number;
+  /** MigrationStats' `transferred` as the release counts it (auto-converge's period reads it). */
+  transferred?: () => number;
   /** With multifd: pages go to the channels instead of the main stream (`zero`: as a zero page). */
   multifd?: { queue(offset: number, zero: boolean): void };
   /**
@@ -127,7 +129,7 @@ export class RamSaver {
       this.period.pagesPrev = this.pagesSaved;
       this.period.start = now;
       this.period.dirtyPages = 0;
-      this.period.bytesXferPrev = this.counters.transferred;
+      this.period.bytesXferPrev = this.transferred;
     }
     this.opts.onPass(this.counters.dirtySyncCount);
   }
@@ -264,11 +266,15 @@ export class RamSaver {
     this.counters.transferred += bytes;
   }
 
+  private get transferred(): number {
+    return this.opts.transferred?.() ?? this.counters.transferred;
+  }
+
   /** migration_trigger_throttle(): two periods dirtying more than the threshold share → throttle. */
   private triggerThrottle(): void {
     if (!this.opts.autoConverge) return;
     const p = this.opts.params();
-    const bytesXfer = this.counters.transferred - this.period.bytesXferPrev;
+    const bytesXfer = this.transferred - this.period.bytesXferPrev;
     const bytesDirty = this.period.dirtyPages * PAGE_SIZE;
     const threshold = (bytesXfer * p['throttle-trigger-threshold']) / 100;
     if (bytesDirty > threshold && ++this.period.highCount >= 2) {

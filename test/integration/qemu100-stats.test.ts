@@ -1,0 +1,143 @@
+/**
+ * query-migrate's RAM statistics under the 10.0 profile, held to a real QEMU 10.0's for the same
+ * 64 MiB of mixed RAM: a paused `-M none` QEMU 10.0 source and a paused qmigd 10.0 source each
+ * migrate it into a QEMU 10.0 destination, single channel and multifd with each
+ * zero-page-detection, stopping in pre-switchover. Nothing QEMU should answer is written here:
+ * qmigd's numbers are compared with QEMU's from the same run.
+ *
+ * How many PART sections (iterations) a migration takes follows timing (the 50 ms and 100 ms
+ * windows), and each costs 18 bytes: 8 of EOS, counted in downtime-bytes (or precopy-bytes), and
+ * 10 of section framing, counted in transferred. So those two are compared once each side's
+ * iterations, counted in its recorded main stream, are taken out; and transferred is also held,
+ * on each side, to what its main connection carried plus multifd-bytes. A QEMU 10.0 source into
+ * qmigd and into QEMU shows what each destination reports. About 25 s.
+ */
+import { spawnSync } from 'node:child_process';
+import net from 'node:net';
+import t from 'tap';
+import { BIN, freePort } from '../helpers/daemon.js';
+import { caps, delay, finished, info, listening, MiB, mixedRam, ramInfo, startEnd, until, type End, type Kind, type Test } from '../helpers/interop.js';
+import type { Msg } from '../helpers/qmp-client.js';
+import { qemuSkip } from '../helpers/qemu.js';
+
+const R = '10.0';
+const skip = qemuSkip(R);
+const SIZE = 64 * MiB;
+const image = mixedRam(SIZE);
+/** RAM_SAVE_FLAG_EOS as the stream carries it. */
+const EOS = '0000000000000010';
+
+/** A TCP proxy recording each connection's bytes towards the destination apart. */
+async function connectionsProxy(t: Test, target: number): Promise<{ port: number; main: () => Buffer }> {
+  const conns: Buffer[][] = [];
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((a) => {
+    const chunks: Buffer[] = [];
+    conns.push(chunks);
+    const b = net.connect({ host: '127.0.0.1', port: target });
+    sockets.push(a, b);
+    a.on('data', (d: Buffer) => chunks.push(d));
+    a.pipe(b);
+    b.pipe(a);
+    a.on('error', () => b.destroy());
+    b.on('error', () => a.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    sockets.forEach((s) => s.destroy());
+    server.close();
+  });
+  // The main channel opens with QEMU_VM_FILE_MAGIC ("QEVM"); multifd channels with their own magic.
+  const main = (): Buffer => conns.map((c) => Buffer.concat(c)).find((b) => b.subarray(0, 4).toString('latin1') === 'QEVM') ?? Buffer.alloc(0);
+  return { port: (server.address() as net.AddressInfo).port, main };
+}
+
+interface Seen {
+  paused: Record<string, number>;
+  end: Record<string, number>;
+  /** Bytes on the main connection when paused, and at the end. */
+  mainPaused: number;
+  mainEnd: number;
+  /** The last 8 bytes on the main connection when paused. */
+  tailPaused: string;
+  parts: number;
+  dst: { paused: Msg; end: Msg };
+}
+
+const SCENARIOS = [
+  { name: 'single channel' },
+  { name: 'multifd, zero-page-detection=multifd', zpd: 'multifd' },
+  { name: 'multifd, zero-page-detection=legacy', zpd: 'legacy' },
+  { name: 'multifd, zero-page-detection=none', zpd: 'none' },
+] as const;
+
+/** The destination's query-migrate without the port it happened to get. */
+const dstShape = (i: Msg): Msg => JSON.parse(JSON.stringify(i, (k, v: unknown) => (k === 'port' ? 'PORT' : v))) as Msg;
+
+async function migrate(t: Test, srcKind: Kind, dstKind: Kind, zpd?: string): Promise<Seen> {
+  const dst = await startEnd(t, dstKind, R, { size: SIZE, incoming: 'defer' });
+  const src = await startEnd(t, srcKind, R, { size: SIZE, ramFile: image.path, qemuArgs: ['-S'], qmigdArgs: ['-S'] });
+  if (zpd) {
+    for (const e of [src, dst] as End[]) {
+      await caps(e, ['multifd']);
+      await e.qmp.ok('migrate-set-parameters', { 'multifd-channels': 2, 'zero-page-detection': zpd });
+    }
+  }
+  await caps(src, ['pause-before-switchover']);
+  const port = await freePort();
+  await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+  await listening(dst);
+  const proxy = await connectionsProxy(t, port);
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${proxy.port}` });
+  const paused = ramInfo(await until(src, (i) => i.status === 'pre-switchover', 'pre-switchover'));
+  await delay(200); // what was flushed reaches the proxy
+  const mainPaused = proxy.main();
+  const dstPaused = await info(dst);
+  await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
+  const end = await finished(src);
+  t.equal(end.status, 'completed', `${srcKind} → ${dstKind}: source completed`);
+  const dstEnd = await finished(dst);
+  t.equal(dstEnd.status, 'completed', `${srcKind} → ${dstKind}: destination completed`);
+  await delay(100);
+  const stream = proxy.main();
+  const parts = countParts(stream);
+  return {
+    paused, end: ramInfo(end), mainPaused: mainPaused.length, mainEnd: stream.length, tailPaused: mainPaused.subarray(-8).toString('hex'), parts,
+    dst: { paused: dstShape(dstPaused), end: dstShape(dstEnd) },
+  };
+}
+
+/** PART sections in a stream, every one, as `qmigd inspect` decodes it; -1 when it does not decode. */
+function countParts(stream: Buffer): number {
+  const r = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', R, '-'], { input: stream, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) return -1;
+  return r.stdout.split('\n').filter((l) => /^0x[0-9a-f]{8} {2}PART\b/.test(l)).length;
+}
+
+for (const sc of SCENARIOS) {
+  t.test(`${sc.name}: a paused qmigd 10.0 source counts what a QEMU 10.0 source counts`, { skip }, async (t) => {
+    const seen: Partial<Record<string, Seen>> = {};
+    for (const [s, d] of [['qemu', 'qemu'], ['qmigd', 'qemu'], ['qemu', 'qmigd']] as Array<[Kind, Kind]>) {
+      await t.test(`${s} → ${d}`, async (t) => void (seen[`${s}→${d}`] = await migrate(t, s, d, 'zpd' in sc ? sc.zpd : undefined)));
+    }
+    const q = seen['qemu→qemu']!;
+    const m = seen['qmigd→qemu']!;
+    const qd = seen['qemu→qmigd']!;
+    t.comment(`QEMU: ${JSON.stringify(q.end)} (${q.parts} iterations); qmigd: ${JSON.stringify(m.end)} (${m.parts} iterations)`);
+    t.ok(q.parts > 0 && m.parts > 0, 'both main streams decode');
+    for (const k of ['normal', 'normal-bytes', 'duplicate', 'multifd-bytes', 'precopy-bytes', 'dirty-sync-count', 'remaining', 'total', 'page-size']) {
+      t.equal(m.end[k], q.end[k], `${k} at the end`);
+    }
+    t.same(Object.keys(m.end).sort(), Object.keys(q.end).sort(), 'the same members');
+    t.equal(m.end['downtime-bytes']! - 8 * m.parts, q.end['downtime-bytes']! - 8 * q.parts, 'downtime-bytes at the end, without the iterations\' EOS');
+    t.equal(m.end.transferred! - 18 * m.parts, q.end.transferred! - 18 * q.parts, 'transferred at the end, without the iterations\' EOS and framing');
+    const onWire = (x: Seen, ram: Record<string, number>, main: number): number => ram.transferred! - ram['multifd-bytes']! - main;
+    t.equal(onWire(m, m.end, m.mainEnd), onWire(q, q.end, q.mainEnd), 'transferred at the end against the main connection\'s bytes and multifd-bytes');
+    t.equal(onWire(m, m.paused, m.mainPaused), onWire(q, q.paused, q.mainPaused), 'transferred in pre-switchover against the main connection\'s bytes so far');
+    t.equal(m.tailPaused, q.tailPaused, 'in pre-switchover the main stream so far ends at the same place (EOS, its footer still buffered)');
+    t.equal(q.tailPaused, EOS, 'QEMU\'s main stream ends at an EOS in pre-switchover');
+    for (const k of ['dirty-sync-count', 'precopy-bytes', 'total', 'page-size']) t.equal(m.paused[k], q.paused[k], `${k} in pre-switchover`);
+    t.same(Object.keys(m.paused).sort(), Object.keys(q.paused).sort(), 'the same members in pre-switchover');
+    t.same(qd.dst, q.dst, 'the destination reports what QEMU 10.0\'s reports, while loading and at the end');
+  });
+}
