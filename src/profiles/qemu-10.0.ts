@@ -2,7 +2,8 @@
 import { laterOptions, OPTIONS_7_2 } from '../cli/qemu/option-table.js';
 import { Command, RpMessage } from '../migration/stream/constants.js';
 import type { CapabilityCheck, ParameterCheck, QemuProfile } from './profile.js';
-import { MIG_COMMANDS_7_2, NONE_MACHINE, SHARED_PARAMETER_CHECKS as S } from './qemu-7.2.js';
+import { releaseMachines } from './machines.js';
+import { MIG_COMMANDS_7_2, SHARED_PARAMETER_CHECKS as S } from './qemu-7.2.js';
 
 /**
  * migrate_caps_check() of 10.0, in its order, for what qmigd can meet (compress and block are
@@ -45,17 +46,7 @@ export const QEMU_10_0: QemuProfile = {
   schemaOverlay: 'qemu-10.0',
   complete: false,
   dataDir: 'qemu-10.0',
-  machines: [
-    {
-      name: 'pc-i440fx-10.0', alias: 'pc', description: 'Standard PC (i440FX + PIIX, 1996)', isDefault: true, qomType: 'pc-i440fx-10.0-machine', defaultRamId: 'pc.ram',
-      cpuMax: 255, hotpluggableCpus: true, numaMemSupported: false, defaultCpuType: 'qemu64-x86_64-cpu', acpi: true,
-    },
-    {
-      name: 'pc-q35-10.0', alias: 'q35', description: 'Standard PC (Q35 + ICH9, 2009)', qomType: 'pc-q35-10.0-machine', defaultRamId: 'pc.ram',
-      cpuMax: 4096, hotpluggableCpus: true, numaMemSupported: false, defaultCpuType: 'qemu64-x86_64-cpu', acpi: true,
-    },
-    NONE_MACHINE,
-  ],
+  machines: releaseMachines('10.0', 4096),
   smp: {
     levels: ['sockets', 'dies', 'modules', 'cores', 'threads'],
     foreignLevels: ['drawers', 'books', 'clusters'],
