@@ -35,6 +35,8 @@ export interface IncomingEnv {
   multifdChannels: () => number;
   /** The switchover-ack capability is on here (8.1+). */
   switchoverAck: () => boolean;
+  /** Whether a capability is on here (the configuration's validated ones, mapped-ram). */
+  capability: (name: string) => boolean;
   colo: IncomingColoContext;
   machine: string;
   state: MigrationStateCell;
@@ -140,6 +142,8 @@ export class IncomingMigration {
         enableColo: () => (this.coloEnabled = true),
       },
       warn: (m) => env.log.warn(m),
+      capability: env.capability,
+      mapped: env.capability('mapped-ram') ? conn.file : undefined,
     });
     if (this.multifd) {
       const multifd = this.multifd;

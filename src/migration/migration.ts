@@ -113,10 +113,21 @@ export class MigrationService {
     }
   }
 
+  /**
+   * migration_channels_and_transport_compatible(): a capability that writes or reads at fixed
+   * offsets (mapped-ram) needs a file. QEMU also takes an fd: on a regular file; qmigd refuses
+   * fd: there, as it has no positioned writes on an inherited descriptor.
+   */
+  private checkSeekable(parsed: MigrationUri): void {
+    const needs = activeProfile().migration.seekableCapabilities.some((c) => this.capabilities[c as Capability]);
+    if (needs && parsed.kind !== 'file') throw Errors.seekableTransport();
+  }
+
   /** qmp_migrate(): 7.2 parses the URI after migrate_init(), later releases before migrate_prepare(). */
   migrate(target: MigrationTarget, opts: { blk?: boolean; inc?: boolean; resume?: boolean }): void {
     const early = activeProfile().migration.uriParsedBeforeSetup;
     let parsed: MigrationUri | undefined = early ? this.resolveTarget(target, 'outgoing') : undefined;
+    if (parsed) this.checkSeekable(parsed);
     const uri = target.uri ?? parsed?.text ?? '';
     if (opts.resume) throw Errors.noPausedMigration();
     if (isMigrationRunning(this.status)) throw Errors.migrationActive();
@@ -210,6 +221,7 @@ export class MigrationService {
     // Later releases check uri and channels first.
     const early = activeProfile().migration.uriParsedBeforeSetup;
     let parsed: MigrationUri | undefined = early ? this.resolveTarget(target, 'incoming') : undefined;
+    if (parsed) this.checkSeekable(parsed);
     const uri = target.uri ?? parsed?.text ?? '';
     if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
     if (!parsed) {
@@ -230,8 +242,10 @@ export class MigrationService {
     if (parsed.kind === 'fd') parsed = { ...parsed, fd: this.incomingFd(parsed.name) };
     const incoming = new IncomingMigration({
       guest: this.env.guest,
-      multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),
+      // multifd with mapped-ram reads the one file in parallel: no channels to wait for.
+      multifdChannels: () => (this.capabilities.multifd && !capability(this.capabilities, 'mapped-ram') ? this.parameters['multifd-channels'] : 0),
       switchoverAck: () => capability(this.capabilities, 'switchover-ack'),
+      capability: (name) => capability(this.capabilities, name),
       machine: this.env.machine,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),

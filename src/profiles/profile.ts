@@ -188,6 +188,11 @@ export interface MigrationProfile {
   readonly ramStatsDropped: readonly string[];
   /** `migrate -b/-i` (blk, inc) exist (removed in 9.1). */
   readonly blockMigrationOptions: boolean;
+  /**
+   * Capabilities that need a seekable transport (migration_needs_seekable_channel(), 9.0+:
+   * mapped-ram writes pages at fixed offsets); `migrate` and `migrate-incoming` refuse other URIs.
+   */
+  readonly seekableCapabilities: readonly string[];
 }
 
 export interface ProfileErrors {
@@ -233,4 +238,9 @@ export interface StreamProfile {
   readonly vmDescriptionConfiguration: boolean;
   /** Return-path messages this release knows: types below this are valid (MIG_RP_MSG_MAX). */
   readonly rpMessageMax: number;
+  /**
+   * should_validate_capability(): the capabilities the configuration section carries (its
+   * configuration/capabilities subsection, when one is on) and the destination requires to match.
+   */
+  readonly validatedCapabilities: readonly string[];
 }

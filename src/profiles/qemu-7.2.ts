@@ -160,6 +160,7 @@ export const QEMU_7_2: QemuProfile = {
     incomingEntersSetup: false,
     ramStatsDropped: [],
     blockMigrationOptions: true,
+    seekableCapabilities: [],
   },
   errors: {
     migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active state',
@@ -196,6 +197,7 @@ export const QEMU_7_2: QemuProfile = {
     globalState: { runstateBytes: 100, suspendFlags: false },
     vmDescriptionConfiguration: false,
     rpMessageMax: RpMessage.RESUME_ACK + 1,
+    validatedCapabilities: ['x-ignore-shared'],
   },
   precopy: { deviceWithoutPause: false },
   multifd: {
