@@ -423,6 +423,7 @@ export class OutgoingMigration {
    */
   private async endRamSection(iteration: boolean): Promise<void> {
     if (this.multifd && !this.syncPerRound) await this.multifd.sync();
+    this.mapped?.flush();
     if (iteration) this.ram!.endIteration(this.writer);
     else this.writer.be64(RamFlag.EOS);
     writeFooter(this.writer, sectionIds().ram);
@@ -492,6 +493,7 @@ export class OutgoingMigration {
     writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState, true, env.machine, this.validatedCaps);
     await this.flush();
     await this.channel!.drained();
+    await this.channel!.file?.settled();
     await this.multifd?.drained();
     // COLO starts where a migration would complete (only from active, as 7.2).
     if (env.caps['x-colo'] && current === 'active' && !this.channel!.error) {

@@ -6,7 +6,7 @@
  * migration reports as its error-desc. The readable side, when there is one, is the return path.
  */
 import { spawn } from 'node:child_process';
-import { close, closeSync, constants as fsc, createWriteStream, fstatSync, ftruncateSync, openSync, writeSync, writev } from 'node:fs';
+import { close, closeSync, constants as fsc, createWriteStream, fstatSync, ftruncateSync, openSync, writev } from 'node:fs';
 import net from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
@@ -22,6 +22,8 @@ export class OutgoingChannel {
   private closed = false;
   private readonly brokenPipe: string;
   private waiters: Array<() => void> = [];
+  /** The positioned writes of a file: channel, chained in the order they were asked for. */
+  private positioned: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly out: Writable,
@@ -136,15 +138,19 @@ export class OutgoingChannel {
       seek: (pos) => {
         out.pos = pos;
       },
-      writeAt: (data, pos) => {
-        if (!this.usable) return;
-        try {
-          // A short write to a regular file means the disk is full; the next write says why.
-          for (let done = 0; done < data.length; ) done += writeSync(out.fd, data, done, data.length - done, pos + done);
-        } catch (err) {
-          this.fail(`Unable to write to file: ${strerror(errnoOf(err))}`);
-        }
+      writeAt: (pieces, pos) => {
+        // In order, one at a time, off the event loop: a page rewritten later lands after its
+        // earlier copy, and the page loop does not wait for the disk.
+        this.positioned = this.positioned.then(async () => {
+          if (!this.usable) return;
+          try {
+            await writeFully(out.fd, pieces, pos);
+          } catch (err) {
+            this.fail(`Unable to write to file: ${strerror(errnoOf(err))}`);
+          }
+        });
       },
+      settled: () => this.positioned,
     };
   }
 
@@ -258,8 +264,10 @@ export interface PositionedFile {
   position(): number;
   /** The stream goes on at `pos` (qemu_set_offset(SEEK_SET)). */
   seek(pos: number): void;
-  /** `data` at `pos`, beside the stream (qemu_put_buffer_at(): pwrite). */
-  writeAt(data: Uint8Array, pos: number): void;
+  /** `pieces`, one after the other, at `pos`, beside the stream (qemu_put_buffer_at(): pwrite). */
+  writeAt(pieces: Uint8Array[], pos: number): void;
+  /** Resolves once every writeAt() so far is on the file (or failed: then the channel has the error). */
+  settled(): Promise<void>;
 }
 
 /**
@@ -293,5 +301,19 @@ class FileAt extends Writable {
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     close(this.fd, () => cb(err));
+  }
+}
+
+/** pwritev() until all of `pieces` is written (a short write to a file: the rest again). */
+async function writeFully(fd: number, pieces: Uint8Array[], pos: number): Promise<void> {
+  let bufs = pieces;
+  let at = pos;
+  let left = bufs.reduce((n, b) => n + b.length, 0);
+  while (left > 0) {
+    const n = await new Promise<number>((res, rej) => writev(fd, bufs, at, (err, written) => (err ? rej(err) : res(written))));
+    if (n === 0) throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' });
+    left -= n;
+    at += n;
+    if (left > 0) bufs = [Buffer.concat(bufs).subarray(n)];
   }
 }

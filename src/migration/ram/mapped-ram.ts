@@ -29,6 +29,9 @@ const PAGES_ALIGNMENT = 0x100000;
 /** MAPPED_RAM_LOAD_BUF_SIZE: the most read at once from the pages region. */
 const LOAD_CHUNK = 0x100000;
 
+/** The longest run of pages written at once (IOV_MAX is 1024). */
+const RUN_PAGES = 256;
+
 /** BITS_TO_LONGS(pages) * sizeof(unsigned long) on a 64-bit host. */
 export const bitmapBytes = (pages: number): number => Math.ceil(pages / 64) * 8;
 
@@ -37,6 +40,12 @@ export class MappedRamWriter {
   readonly bitmap: Buffer;
   private bitmapOffset = 0;
   private pagesOffset = 0;
+  /**
+   * Consecutive pages not yet written: one pwritev for a run instead of a pwrite per page (QEMU
+   * writes page by page; the file is the same). Guest RAM by reference, safe as in the stream: a
+   * page written to after it was picked is dirty again and goes again, after this run.
+   */
+  private run = { first: 0, pieces: [] as Uint8Array[] };
 
   constructor(
     private readonly file: PositionedFile,
@@ -63,9 +72,22 @@ export class MappedRamWriter {
 
   /** save_normal_page(): the page at its place, and its bit set. */
   page(page: number, data: Uint8Array): void {
-    this.file.writeAt(data, this.pagesOffset + page * PAGE_SIZE);
+    const run = this.run;
+    if (run.pieces.length === 0 || page !== run.first + run.pieces.length || run.pieces.length === RUN_PAGES) {
+      this.flush();
+      run.first = page;
+    }
+    run.pieces.push(data);
     this.bitmap[page >> 3]! |= 1 << (page & 7);
     this.counted(PAGE_SIZE);
+  }
+
+  /** Writes the pages picked so far (before a section ends, and before the bitmap). */
+  flush(): void {
+    const run = this.run;
+    if (run.pieces.length === 0) return;
+    this.file.writeAt(run.pieces, this.pagesOffset + run.first * PAGE_SIZE);
+    run.pieces = [];
   }
 
   /** save_zero_page(): nothing written; a page that was in the file before is no longer. */
@@ -75,7 +97,8 @@ export class MappedRamWriter {
 
   /** ram_save_file_bmap(): at completion, before the last EOS. */
   writeBitmap(): void {
-    this.file.writeAt(this.bitmap, this.bitmapOffset);
+    this.flush();
+    this.file.writeAt([this.bitmap], this.bitmapOffset);
     this.counted(this.bitmap.length);
   }
 }
