@@ -193,6 +193,12 @@ export interface MigrationProfile {
    * mapped-ram writes pages at fixed offsets); `migrate` and `migrate-incoming` refuse other URIs.
    */
   readonly seekableCapabilities: readonly string[];
+  /**
+   * Capabilities that need several connections (migration_needs_multiple_sockets(), 8.2+):
+   * refused up front on a transport that has them not (only tcp and unix, and file: with
+   * mapped-ram); 7.2 has no such check and fails once the migration is set up.
+   */
+  readonly multiChannelCapabilities: readonly string[];
 }
 
 export interface ProfileErrors {

@@ -127,6 +127,7 @@ export const QEMU_10_0: QemuProfile = {
     ramStatsDropped: ['skipped'],
     blockMigrationOptions: false,
     seekableCapabilities: ['mapped-ram'],
+    multiChannelCapabilities: ['multifd', 'postcopy-preempt'],
   },
   errors: {
     migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active or postcopy-recover state',

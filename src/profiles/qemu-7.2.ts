@@ -161,6 +161,7 @@ export const QEMU_7_2: QemuProfile = {
     ramStatsDropped: [],
     blockMigrationOptions: true,
     seekableCapabilities: [],
+    multiChannelCapabilities: [],
   },
   errors: {
     migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active state',
