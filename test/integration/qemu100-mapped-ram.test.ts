@@ -6,7 +6,8 @@
  *   as QEMU's (the pages region does not grow: pages dirtied again are rewritten in place);
  * - QEMU 10.0's file loads into qmigd 10.0 (with and without multifd), RAM compared;
  * - the refusals (mapped-ram on a socket, with xbzrle) and the load failures (capability on one
- *   side only, a newer header version, a misaligned pages region) are QEMU 10.0's.
+ *   side only, a newer header version, a misaligned pages region, a bitmap past the end, a file
+ *   cut in the header or in the pages region) are QEMU 10.0's.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -184,7 +185,7 @@ async function loadFails(kind: Kind, capabilities: string[], file: string): Prom
   }
 }
 
-t.test('load failures are QEMU 10.0\'s: the capability on one side only, a newer header, a misaligned pages region', { skip }, async (t) => {
+t.test('load failures are QEMU 10.0\'s: the capability on one side only, a newer header, bad offsets, a file cut short', { skip }, async (t) => {
   // Files QEMU 10.0 wrote, with mapped-ram and without, and the mapped one edited.
   const image = mixedRam(size);
   const qemuSrc = await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] });
@@ -201,11 +202,19 @@ t.test('load failures are QEMU 10.0\'s: the capability on one side only, a newer
     writeFileSync(path, b);
     return path;
   };
+  const cut = (name: string, at: number): string => {
+    const path = join(work, `${name}.mig`);
+    writeFileSync(path, mapped.bytes.subarray(0, at));
+    return path;
+  };
   const cases: Array<[string, string[], string]> = [
     ['mapped-ram here, not in the file', ['mapped-ram'], plainPath],
     ['mapped-ram in the file, not here', [], mapped.path],
     ['header version 2', ['mapped-ram'], variant('v2', (b) => b.writeUInt32BE(2, h.at))],
     ['pages region not page-aligned', ['mapped-ram'], variant('misaligned', (b) => b.writeBigUInt64BE(BigInt(h.pagesOffset + 8), h.at + 20))],
+    ['bitmap offset past the end of the file', ['mapped-ram'], variant('bitmap-far', (b) => b.writeBigUInt64BE(BigInt(mapped.bytes.length), h.at + 12))],
+    ['cut inside the header', ['mapped-ram'], cut('cut-header', h.at + 10)],
+    ['cut inside the pages region', ['mapped-ram'], cut('cut-pages', h.pagesOffset + size / 2 + 100)],
   ];
   for (const [name, capabilities, file] of cases) {
     const [qemu, qmigd] = await Promise.all([loadFails('qemu', capabilities, file), loadFails('qmigd', capabilities, file)]);

@@ -146,7 +146,8 @@ export async function loadMappedRamBlock(
   const bitmap = Buffer.alloc(bitmapBytes(pages));
   if ((await source.readAt(bitmap, 0, bitmap.length, bitmapOffset)) !== bitmap.length) throw new LoadError('EINVAL', 'Error reading dirty bitmap');
   const set = (n: number): boolean => (bitmap[n >> 3]! & (1 << (n & 7))) !== 0;
-  // read_ramblock_mapped_ram(): runs of set bits, read a chunk at a time, then into RAM.
+  // read_ramblock_mapped_ram(): runs of set bits, read 1 MiB at a time from the run's start (so
+  // a failed read names the offset QEMU names), then into RAM.
   const chunk = Buffer.allocUnsafe(LOAD_CHUNK);
   for (let n = 0; n < pages; ) {
     if (!set(n)) {
@@ -159,8 +160,13 @@ export async function loadMappedRamBlock(
     const want = (end - n) * PAGE_SIZE;
     const got = await source.readAt(chunk, 0, want, pagesOffset + n * PAGE_SIZE);
     if (got !== want) {
-      const bad = n * PAGE_SIZE + Math.floor(got / PAGE_SIZE) * PAGE_SIZE;
-      throw new LoadError('EINVAL', `(${id}) failed to read page ${bad.toString(16)}from file offset ${(pagesOffset + bad).toString(16)}: `);
+      // qemu_get_buffer_at(): a short pread is an error, named with the read's start (no space
+      // before "from": QEMU's words).
+      const start = n * PAGE_SIZE;
+      throw new LoadError(
+        'EINVAL',
+        `(${id}) failed to read page ${start.toString(16)}from file offset ${(pagesOffset + start).toString(16)}: Partial read of size ${got}, expected ${want}`,
+      );
     }
     for (let p = n; p < end; p++) {
       const { buf, at } = page(p);
