@@ -98,6 +98,11 @@ export const Errors = {
   // file: has no transport in qmigd yet (the migration stream's file format is another piece of work).
   legacyDowntimeRange: () => generic("Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds"),
   migrationChannel: (message: string) => generic(message),
+  // migration_channels_and_transport_compatible() (9.0+): mapped-ram on a socket, pipe or command.
+  seekableTransport: () => generic('Migration requires seekable transport (e.g. file)'),
+  multiChannelTransport: () => generic('Migration requires multi-channel URIs (e.g. tcp)'),
+  // migrate with mapped-ram and a multifd compression method (10.0), multifd on or not.
+  mappedRamCompression: () => generic('Cannot use compression with mapped-ram'),
   // qemu_fork() refused (-sandbox on,spawn=deny): 7.2's seccomp filter kills QEMU outright here;
   // qmigd answers with the error qemu_fork() reports when fork() fails, and keeps running.
   cannotFork: () => generic('cannot fork child process: Operation not permitted'),

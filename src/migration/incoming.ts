@@ -35,8 +35,8 @@ export interface IncomingEnv {
   multifdChannels: () => number;
   /** The switchover-ack capability is on here (8.1+). */
   switchoverAck: () => boolean;
-  /** The local x-colo capability (a later release's destination needs it for ENABLE_COLO). */
-  xColo: () => boolean;
+  /** Whether a capability is on here (the configuration's validated ones, mapped-ram). */
+  capability: (name: string) => boolean;
   colo: IncomingColoContext;
   machine: string;
   state: MigrationStateCell;
@@ -140,9 +140,11 @@ export class IncomingMigration {
           return returnPath;
         },
         enableColo: () => (this.coloEnabled = true),
-        xColo: env.xColo,
+        xColo: () => env.capability('x-colo'),
       },
       warn: (m) => env.log.warn(m),
+      capability: env.capability,
+      mapped: env.capability('mapped-ram') ? conn.file : undefined,
     });
     if (this.multifd) {
       const multifd = this.multifd;

@@ -8,6 +8,7 @@ import type { GuestRam } from '../guest/ram.js';
 import { RUN_STATES, type RunState } from '../guest/run-state.js';
 import { activeProfile } from '../profiles/index.js';
 import { LoadError } from './load-error.js';
+import type { MappedRamSource } from './ram/mapped-ram.js';
 import { RamLoader, type RamFactory } from './ram/ram-load.js';
 import {
   Command,
@@ -61,6 +62,13 @@ export interface LoadOptions {
   hooks: LoadHooks;
   warn: (message: string) => void;
   observer?: LoadObserver;
+  /**
+   * The destination's capabilities, for those the configuration must agree on
+   * (profile.stream.validatedCapabilities); without it every one is off, as on a fresh QEMU.
+   */
+  capability?: (name: string) => boolean;
+  /** With mapped-ram on: the file the pages are read from. */
+  mapped?: MappedRamSource;
 }
 
 interface Handler {
@@ -90,6 +98,7 @@ export class VmLoader {
   constructor(private readonly opts: LoadOptions) {
     const obs = opts.observer;
     this.ramLoader = new RamLoader(opts.ram, obs?.ramRecord?.bind(obs));
+    this.ramLoader.mapped = opts.mapped;
     this.handlers = [
       // ram_load() itself refuses any version but 4, with no message of its own.
       { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: 0, load: (rr, v) => this.ramLoader.load(rr, v) },
@@ -132,7 +141,7 @@ export class VmLoader {
     const obs = opts.observer;
     try {
       try {
-        await loadHeader(r, opts.machine, obs);
+        await loadHeader(r, opts.machine, obs, opts.capability);
       } catch (err) {
         if (err instanceof StreamEnded) throw new LoadError('EINVAL', 'Not a migration stream');
         throw err;
@@ -229,7 +238,7 @@ function located(err: unknown, r: StreamReader): unknown {
   return err;
 }
 
-async function loadHeader(r: StreamReader, machine: string | undefined, obs: LoadObserver | undefined): Promise<void> {
+async function loadHeader(r: StreamReader, machine: string | undefined, obs: LoadObserver | undefined, capability?: (name: string) => boolean): Promise<void> {
   await r.need(8);
   if (r.be32() !== VM_FILE_MAGIC) throw new LoadError('EINVAL', 'Not a migration stream');
   const version = r.be32();
@@ -247,7 +256,15 @@ async function loadHeader(r: StreamReader, machine: string | undefined, obs: Loa
     throw new LoadError('EINVAL', `Machine type received is '${name}' and local is '${machine}'`);
   }
   obs?.configuration?.(name);
-  await loadConfigurationSubsections(r);
+  const received = await loadConfigurationSubsections(r);
+  // configuration_validate_capabilities(): each one that differs is reported, then one failure.
+  const lines: string[] = [];
+  for (const cap of activeProfile().stream.validatedCapabilities) {
+    const ours = capability?.(cap) ?? false;
+    const theirs = received.has(cap);
+    if (ours !== theirs) lines.push(`Capability ${cap} is ${ours ? 'on' : 'off'}, but received capability is ${theirs ? 'on' : 'off'}`);
+  }
+  if (lines.length) throw new LoadError('EINVAL', ...lines);
 }
 
 /**
@@ -255,9 +272,10 @@ async function loadHeader(r: StreamReader, machine: string | undefined, obs: Loa
  * follows is decided on a peek at the next byte, which atEnd() has made ready (not merely
  * buffered: the byte after the machine name is often the first of a new chunk).
  */
-async function loadConfigurationSubsections(r: StreamReader): Promise<void> {
+async function loadConfigurationSubsections(r: StreamReader): Promise<Set<string>> {
+  const received = new Set<string>();
   while (!(await r.atEnd())) {
-    if (r.peekU8() !== Section.SUBSECTION) return;
+    if (r.peekU8() !== Section.SUBSECTION) return received;
     r.u8();
     const name = (await r.countedString()) ?? '';
     await r.need(4);
@@ -271,8 +289,7 @@ async function loadConfigurationSubsections(r: StreamReader): Promise<void> {
       const count = r.be32();
       for (let i = 0; i < count; i++) {
         const cap = await r.countedString();
-        // x-ignore-shared is the one capability 7.2 checks, and qmigd does not have it.
-        if (cap === 'x-ignore-shared') throw new LoadError('EINVAL', 'Capability x-ignore-shared is off, but received capability is on');
+        if (cap !== undefined) received.add(cap);
       }
     } else if (name === 'configuration/uuid') {
       await r.skip(16);
@@ -280,6 +297,7 @@ async function loadConfigurationSubsections(r: StreamReader): Promise<void> {
       throw new LoadError('EINVAL', `Unknown subsection '${name}' of configuration`);
     }
   }
+  return received;
 }
 
 async function runHandler(h: Handler, r: StreamReader, version: number, context: string): Promise<void> {

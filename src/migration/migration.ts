@@ -113,10 +113,27 @@ export class MigrationService {
     }
   }
 
+  /**
+   * migration_channels_and_transport_compatible(): a capability that writes or reads at fixed
+   * offsets (mapped-ram) needs a file; one that opens more connections needs tcp or unix (or a
+   * file, which mapped-ram's threads open again). QEMU also takes an fd: on a regular file as
+   * seekable; qmigd refuses fd: there, as it has no positioned writes on an inherited descriptor.
+   */
+  private checkTransport(parsed: MigrationUri): void {
+    const { seekableCapabilities, multiChannelCapabilities } = activeProfile().migration;
+    const on = (c: string): boolean => capability(this.capabilities, c);
+    if (seekableCapabilities.some(on) && parsed.kind !== 'file') throw Errors.seekableTransport();
+    const multiChannel = parsed.kind === 'tcp' || parsed.kind === 'unix' || (parsed.kind === 'file' && on('mapped-ram'));
+    if (multiChannelCapabilities.some(on) && !multiChannel) throw Errors.multiChannelTransport();
+  }
+
   /** qmp_migrate(): 7.2 parses the URI after migrate_init(), later releases before migrate_prepare(). */
   migrate(target: MigrationTarget, opts: { blk?: boolean; inc?: boolean; resume?: boolean }): void {
     const early = activeProfile().migration.uriParsedBeforeSetup;
     let parsed: MigrationUri | undefined = early ? this.resolveTarget(target, 'outgoing') : undefined;
+    if (parsed) this.checkTransport(parsed);
+    // Pages at fixed offsets leave no room for compressed ones (10.0 checks it here, before setup).
+    if (capability(this.capabilities, 'mapped-ram') && this.parameters['multifd-compression'] !== 'none') throw Errors.mappedRamCompression();
     const uri = target.uri ?? parsed?.text ?? '';
     if (opts.resume) throw Errors.noPausedMigration();
     if (isMigrationRunning(this.status)) throw Errors.migrationActive();
@@ -210,6 +227,7 @@ export class MigrationService {
     // Later releases check uri and channels first.
     const early = activeProfile().migration.uriParsedBeforeSetup;
     let parsed: MigrationUri | undefined = early ? this.resolveTarget(target, 'incoming') : undefined;
+    if (parsed) this.checkTransport(parsed);
     const uri = target.uri ?? parsed?.text ?? '';
     if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
     if (!parsed) {
@@ -230,9 +248,10 @@ export class MigrationService {
     if (parsed.kind === 'fd') parsed = { ...parsed, fd: this.incomingFd(parsed.name) };
     const incoming = new IncomingMigration({
       guest: this.env.guest,
-      multifdChannels: () => (this.capabilities.multifd ? this.parameters['multifd-channels'] : 0),
+      // multifd with mapped-ram reads the one file in parallel: no channels to wait for.
+      multifdChannels: () => (this.capabilities.multifd && !capability(this.capabilities, 'mapped-ram') ? this.parameters['multifd-channels'] : 0),
       switchoverAck: () => capability(this.capabilities, 'switchover-ack'),
-      xColo: () => capability(this.capabilities, 'x-colo'),
+      capability: (name) => capability(this.capabilities, name),
       machine: this.env.machine,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),

@@ -23,6 +23,7 @@ import { activeProfile } from '../profiles/index.js';
 import { StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
+import { MappedRamWriter } from './ram/mapped-ram.js';
 import type { Failover } from './colo/failover.js';
 import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
@@ -94,6 +95,8 @@ export class OutgoingMigration {
   private wasColo = false;
   /** The multifd channels, with the multifd capability. */
   multifd?: MultifdSender;
+  /** mapped-ram's pages and bitmap in the file (file: only). */
+  private mapped?: MappedRamWriter;
 
   constructor(private readonly env: OutgoingEnv) {
     this.expectedDowntime = Number(env.params()['downtime-limit']);
@@ -114,7 +117,8 @@ export class OutgoingMigration {
       return this.finish();
     }
     this.abortConnect = undefined;
-    if (this.env.caps.multifd && this.status === 'setup') {
+    // multifd with mapped-ram writes the same file from several threads; here one writer does.
+    if (this.env.caps.multifd && !capability(this.env.caps, 'mapped-ram') && this.status === 'setup') {
       try {
         this.multifd = await MultifdSender.open(uri, this.env.params()['multifd-channels'], this.env.guest.ram, (n) => this.ram?.counters && this.countMultifd(n));
       } catch (err) {
@@ -279,7 +283,7 @@ export class OutgoingMigration {
   private async thread(): Promise<void> {
     const { env, writer } = this;
     const setupStart = Date.now();
-    writeHeader(writer, env.machine);
+    writeHeader(writer, env.machine, this.validatedCaps);
     if (env.caps['return-path']) {
       writeCommand(writer, Command.OPEN_RETURN_PATH);
       // With x-colo the way back carries COLO's messages from the start, so no PING/PONG there.
@@ -303,7 +307,18 @@ export class OutgoingMigration {
       return this.fail(undefined, 'active');
     }
     writeSectionStart(writer, Section.START, sectionIds().ram, 'ram', 0, RAM_SECTION_VERSION);
-    this.ram.setup(writer);
+    if (this.mapped) {
+      // The header holds file offsets: the stream must be where it will be written first.
+      const file = this.channel!.file!;
+      await this.flush();
+      await this.channel!.drained();
+      const base = file.position() - writer.written;
+      let resume = 0;
+      this.ram.setup(writer, (w) => (resume = this.mapped!.header(w, base + w.written)));
+      await this.flush();
+      await this.channel!.drained();
+      file.seek(resume);
+    } else this.ram.setup(writer);
     if (this.multifd && this.syncPerRound) {
       // ram_save_setup(): 8.1+ syncs the channels once before the first pass.
       await this.multifd.sync();
@@ -329,10 +344,20 @@ export class OutgoingMigration {
     }
   }
 
+  /** The capabilities the configuration section names, those of them that are on. */
+  private get validatedCaps(): string[] {
+    return activeProfile().stream.validatedCapabilities.filter((c) => capability(this.env.caps, c));
+  }
+
   /** ram_save_setup()'s state: the dirty bitmap, and the XBZRLE cache with that capability. */
   private ramSaver(): RamSaver {
     const { env } = this;
+    const file = this.channel!.file;
+    if (capability(env.caps, 'mapped-ram') && file) {
+      this.mapped = new MappedRamWriter(file, env.guest.ram.size, (n) => (this.writer.written += n));
+    }
     return new RamSaver(env.guest.ram, {
+      mapped: this.mapped,
       xbzrle: env.caps.xbzrle,
       autoConverge: env.caps['auto-converge'],
       params: env.params,
@@ -402,6 +427,7 @@ export class OutgoingMigration {
    */
   private async endRamSection(iteration: boolean, beforeFooter?: () => Promise<void>): Promise<void> {
     if (this.multifd && !this.syncPerRound) await this.multifd.sync();
+    this.mapped?.flush();
     if (iteration) this.ram!.endIteration(this.writer);
     else this.writer.be64(RamFlag.EOS);
     await beforeFooter?.();
@@ -467,10 +493,12 @@ export class OutgoingMigration {
     writeSectionPart(w, Section.END, sectionIds().ram);
     this.ram!.sync();
     await this.sendPages(() => !this.channel!.usable);
+    this.mapped?.writeBitmap();
     await this.endRamSection(false);
-    writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState, true, env.machine);
+    writeDeviceState(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, globalState, true, env.machine, this.validatedCaps);
     await this.flush();
     await this.channel!.drained();
+    await this.channel!.file?.settled();
     await this.multifd?.drained();
     // COLO starts where a migration would complete (only from active, as 7.2).
     if (env.caps['x-colo'] && current === 'active' && !this.channel!.error) {

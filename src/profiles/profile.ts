@@ -197,6 +197,17 @@ export interface MigrationProfile {
   readonly ramTransferred: 'ram-records' | 'stream';
   /** `migrate -b/-i` (blk, inc) exist (removed in 9.1). */
   readonly blockMigrationOptions: boolean;
+  /**
+   * Capabilities that need a seekable transport (migration_needs_seekable_channel(), 9.0+:
+   * mapped-ram writes pages at fixed offsets); `migrate` and `migrate-incoming` refuse other URIs.
+   */
+  readonly seekableCapabilities: readonly string[];
+  /**
+   * Capabilities that need several connections (migration_needs_multiple_sockets(), 8.2+):
+   * refused up front on a transport that has them not (only tcp and unix, and file: with
+   * mapped-ram); 7.2 has no such check and fails once the migration is set up.
+   */
+  readonly multiChannelCapabilities: readonly string[];
 }
 
 export interface ProfileErrors {
@@ -244,4 +255,9 @@ export interface StreamProfile {
   readonly rpMessageMax: number;
   /** ENABLE_COLO is refused unless the destination has x-colo on (8.1+). */
   readonly enableColoNeedsXColo: boolean;
+  /**
+   * should_validate_capability(): the capabilities the configuration section carries (its
+   * configuration/capabilities subsection, when one is on) and the destination requires to match.
+   */
+  readonly validatedCapabilities: readonly string[];
 }

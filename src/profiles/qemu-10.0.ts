@@ -69,10 +69,9 @@ export const QEMU_10_0: QemuProfile = {
       'x-ignore-shared', 'validate-uuid', 'background-snapshot', 'zero-copy-send', 'postcopy-preempt', 'switchover-ack',
       'dirty-limit', 'mapped-ram',
     ],
-    // mapped-ram (file: with RAM at fixed offsets) is not done: refused.
     implementedCapabilities: [
       'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
-      'late-block-activate', 'switchover-ack',
+      'late-block-activate', 'switchover-ack', 'mapped-ram',
     ],
     // QEMU 10.0's defaults, as its query-migrate-parameters answers on a fresh -M none.
     parameterDefaults: {
@@ -119,6 +118,8 @@ export const QEMU_10_0: QemuProfile = {
     ramStatsDropped: ['skipped'],
     ramTransferred: 'stream',
     blockMigrationOptions: false,
+    seekableCapabilities: ['mapped-ram'],
+    multiChannelCapabilities: ['multifd', 'postcopy-preempt'],
   },
   errors: {
     migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active or postcopy-recover state',
@@ -153,6 +154,7 @@ export const QEMU_10_0: QemuProfile = {
     vmDescriptionConfiguration: true,
     rpMessageMax: RpMessage.SWITCHOVER_ACK + 1,
     enableColoNeedsXColo: true,
+    validatedCapabilities: ['x-ignore-shared', 'mapped-ram'],
   },
   precopy: { deviceWithoutPause: true },
   multifd: {

@@ -146,6 +146,8 @@ export const QEMU_7_2: QemuProfile = {
     ramStatsDropped: [],
     ramTransferred: 'ram-records',
     blockMigrationOptions: true,
+    seekableCapabilities: [],
+    multiChannelCapabilities: [],
   },
   errors: {
     migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active state',
@@ -183,6 +185,7 @@ export const QEMU_7_2: QemuProfile = {
     vmDescriptionConfiguration: false,
     rpMessageMax: RpMessage.RESUME_ACK + 1,
     enableColoNeedsXColo: false,
+    validatedCapabilities: ['x-ignore-shared'],
   },
   precopy: { deviceWithoutPause: false },
   multifd: {

@@ -5,11 +5,12 @@
  * stream; a socket's writable half is the return path.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream, fstatSync, openSync, unlinkSync } from 'node:fs';
+import { close as closeFd, createReadStream, fstatSync, openSync, read, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
 import type { ByteSource } from '../stream/reader.js';
+import type { MappedRamSource } from '../ram/mapped-ram.js';
 import { SocketInput } from './socket-input.js';
 import type { MigrationUri } from './uri.js';
 
@@ -23,6 +24,8 @@ export interface IncomingConnection {
    * this connection is then left alone here.
    */
   detach?(): number;
+  /** A file: stream's file, for what is read at fixed offsets of it (mapped-ram). */
+  file?: MappedRamSource;
 }
 
 export interface IncomingListener {
@@ -53,9 +56,22 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       } catch (err) {
         throw new Error(`Could not open '${uri.path}': ${strerror(errnoOf(err))}`);
       }
-      const input = createReadStream('', { fd, start: uri.offset, highWaterMark: 1 << 20 });
-      setImmediate(() => accept(fileInput(input)));
-      return { close: () => input.destroy() };
+      // The descriptor outlives the stream's end: mapped-ram reads pages at their offsets while
+      // the stream may have been read to its end already. It goes when the listener closes.
+      const input = createReadStream('', { fd, start: uri.offset, highWaterMark: 1 << 20, autoClose: false });
+      let open = true;
+      const closeFile = (): void => {
+        input.destroy();
+        if (open) closeFd(fd, () => undefined);
+        open = false;
+      };
+      const file: MappedRamSource = {
+        base: uri.offset,
+        readAt: (into, at, length, position) =>
+          new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
+      };
+      setImmediate(() => accept({ ...fileInput(input), close: closeFile, file }));
+      return { close: closeFile };
     }
     case 'fd': {
       const owned = uri.fd;

@@ -6,9 +6,9 @@
  * migration reports as its error-desc. The readable side, when there is one, is the return path.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, constants as fsc, createWriteStream, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { close, closeSync, constants as fsc, createWriteStream, fstatSync, ftruncateSync, openSync, writev } from 'node:fs';
 import net from 'node:net';
-import { Readable, type Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
 import type { OwnedFd } from './owned-fd.js';
 import type { MigrationUri } from './uri.js';
@@ -22,6 +22,8 @@ export class OutgoingChannel {
   private closed = false;
   private readonly brokenPipe: string;
   private waiters: Array<() => void> = [];
+  /** The positioned writes of a file: channel, chained in the order they were asked for. */
+  private positioned: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly out: Writable,
@@ -53,7 +55,7 @@ export class OutgoingChannel {
     if (uri.kind === 'file') {
       const owned = uri.fd;
       if (!owned) throw new Error('file: is opened by the caller (openOutgoingFile)');
-      const out = owned.adopt(createWriteStream('', { fd: owned.fd, start: uri.offset }));
+      const out = owned.adopt(new FileAt(owned.fd, uri.offset));
       // A file has no way back: with return-path, 10.0's return path reads the descriptor it
       // opened write-only, fails, and the migration fails with that read's error.
       const returnPath = new Readable({
@@ -122,6 +124,34 @@ export class OutgoingChannel {
     });
     const channel = new OutgoingChannel(out, returnPath, 'file', () => out.destroy());
     return channel;
+  }
+
+  /**
+   * The file a file: channel writes, for what QEMU does at fixed offsets of it (mapped-ram:
+   * qemu_put_buffer_at() and qemu_set_offset()); undefined on any other channel.
+   */
+  get file(): PositionedFile | undefined {
+    const out = this.out;
+    if (!(out instanceof FileAt)) return undefined;
+    return {
+      position: () => out.pos,
+      seek: (pos) => {
+        out.pos = pos;
+      },
+      writeAt: (pieces, pos) => {
+        // In order, one at a time, off the event loop: a page rewritten later lands after its
+        // earlier copy, and the page loop does not wait for the disk.
+        this.positioned = this.positioned.then(async () => {
+          if (!this.usable) return;
+          try {
+            await writeFully(out.fd, pieces, pos);
+          } catch (err) {
+            this.fail(`Unable to write to file: ${strerror(errnoOf(err))}`);
+          }
+        });
+      },
+      settled: () => this.positioned,
+    };
   }
 
   get usable(): boolean {
@@ -226,4 +256,64 @@ export function openOutgoingFile(path: string, offset: number): number {
     throw new Error(`failed to truncate migration file to offset ${offset.toString(16)}: ${strerror(errnoOf(err))}`);
   }
   return fd;
+}
+
+/** A file: channel's positioned access; `position` and `seek` only once the stream is drained. */
+export interface PositionedFile {
+  /** Where the stream's next byte goes (qemu_get_offset()). */
+  position(): number;
+  /** The stream goes on at `pos` (qemu_set_offset(SEEK_SET)). */
+  seek(pos: number): void;
+  /** `pieces`, one after the other, at `pos`, beside the stream (qemu_put_buffer_at(): pwrite). */
+  writeAt(pieces: Uint8Array[], pos: number): void;
+  /** Resolves once every writeAt() so far is on the file (or failed: then the channel has the error). */
+  settled(): Promise<void>;
+}
+
+/**
+ * The stream of a file: channel, written at a position it keeps (as fs.WriteStream does, but
+ * one that may be moved between writes: mapped-ram's main stream jumps over the pages region).
+ */
+class FileAt extends Writable {
+  constructor(
+    readonly fd: number,
+    public pos: number,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    const bufs = chunks.map((c) => c.chunk);
+    const total = bufs.reduce((n, b) => n + b.length, 0);
+    writev(this.fd, bufs, this.pos, (err, n) => {
+      if (err) return cb(err);
+      this.pos += n;
+      if (n === total) return cb();
+      // Short write: the rest, from where it stopped.
+      const rest = Buffer.concat(bufs).subarray(n);
+      this._writev([{ chunk: rest }], cb);
+    });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this._writev([{ chunk }], cb);
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    close(this.fd, () => cb(err));
+  }
+}
+
+/** pwritev() until all of `pieces` is written (a short write to a file: the rest again). */
+async function writeFully(fd: number, pieces: Uint8Array[], pos: number): Promise<void> {
+  let bufs = pieces;
+  let at = pos;
+  let left = bufs.reduce((n, b) => n + b.length, 0);
+  while (left > 0) {
+    const n = await new Promise<number>((res, rej) => writev(fd, bufs, at, (err, written) => (err ? rej(err) : res(written))));
+    if (n === 0) throw Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' });
+    left -= n;
+    at += n;
+    if (left > 0) bufs = [Buffer.concat(bufs).subarray(n)];
+  }
 }

@@ -9,6 +9,7 @@ import { activeProfile } from '../../profiles/index.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamReader } from '../stream/reader.js';
+import { loadMappedRamBlock, type MappedRamSource } from './mapped-ram.js';
 import { xbzrleDecode } from './xbzrle.js';
 
 const PAGE_MASK = PAGE_SIZE - 1;
@@ -35,6 +36,11 @@ export class RamLoader {
   onEos?: () => Promise<void>;
   /** The same at every MULTIFD_FLUSH record (8.1+); without multifd the record is ignored. */
   onFlush?: () => Promise<void>;
+  /**
+   * mapped-ram on here (9.0+): each block's pages are read from the file, and the stream may
+   * carry no page records (nor MULTIFD_FLUSH) of its own.
+   */
+  mapped?: MappedRamSource;
 
   constructor(
     private readonly target: GuestRam | RamFactory,
@@ -62,6 +68,11 @@ export class RamLoader {
       if (type === RamFlag.EOS) {
         if (this.onEos) await this.onEos();
         return;
+      }
+      if (this.mapped) {
+        // ram_load_precopy(): with mapped-ram these flags are invalid, and said as a number.
+        const invalid = flags & (RamFlag.HOOK | RamFlag.MULTIFD_FLUSH | RamFlag.PAGE | RamFlag.XBZRLE | RamFlag.ZERO);
+        if (invalid) throw new LoadError('EINVAL', `Unexpected RAM flags: ${invalid}`);
       }
       if (type === RamFlag.MULTIFD_FLUSH && activeProfile().multifd.flushRecord) {
         this.observe?.(type);
@@ -126,6 +137,13 @@ export class RamLoader {
       const length = r.be64();
       if (!this.ram && id !== undefined && typeof this.target === 'function') this.ram = this.target(id, length);
       if (!this.ram || id !== this.ram.id) throw new LoadError('EINVAL', `Unknown ramblock "${id ?? ''}", cannot accept migration`);
+      if (this.mapped) {
+        // parse_ramblock(): mapped-ram reads the block before (and instead of) the size check.
+        const ram = this.ram;
+        await loadMappedRamBlock(r, this.mapped, id, length, ram.size, (n) => ({ buf: ram.segment(n), at: pageOffset(n) }), (n) => ram.wrote(n));
+        seen += length;
+        continue;
+      }
       if (length !== this.ram.size) {
         throw new LoadError('EINVAL', `Size mismatch: ${id}: 0x${length.toString(16)} != 0x${this.ram.size.toString(16)}: Invalid argument`);
       }

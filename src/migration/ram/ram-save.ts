@@ -56,6 +56,8 @@ export interface RamSaverOptions {
    * channels there and says so on the main stream.
    */
   onRoundEnd?: (w: StreamWriter) => void;
+  /** mapped-ram: pages go to their fixed places in the file, zero pages nowhere (ram.c, 9.0+). */
+  mapped?: { page(page: number, data: Uint8Array): void; zero(page: number): void };
 }
 
 export class RamSaver {
@@ -98,13 +100,14 @@ export class RamSaver {
   }
 
   /** ram_save_setup(): every page dirty, the block list, then the first sync (the caller ends it with EOS). */
-  setup(w: StreamWriter): void {
+  setup(w: StreamWriter, afterBlock?: (w: StreamWriter) => void): void {
     this.bitmap.setAll();
     this.dirtyPages = this.ram.pages;
     this.ram.dirtyLog.clearAll(); // dirty logging starts now
     w.be64(this.ram.size + RamFlag.MEM_SIZE);
     w.countedString(this.ram.id);
     w.be64(this.ram.size);
+    afterBlock?.(w); // mapped-ram's header
     this.sync();
   }
 
@@ -178,6 +181,19 @@ export class RamSaver {
   private savePage(w: StreamWriter, page: number): void {
     const offset = page * PAGE_SIZE;
     const detection = this.opts.params()['zero-page-detection'] ?? 'legacy';
+    const mapped = this.opts.mapped;
+    if (mapped) {
+      // With multifd too the file is the same (the channels only write the pages in parallel).
+      if (detection !== 'none' && (this.ram.surelyZero(page) || this.ram.isZero(page))) {
+        mapped.zero(page);
+        this.counters.duplicate++;
+        return;
+      }
+      mapped.page(page, this.ram.page(page));
+      this.counters.normal++;
+      this.sent(PAGE_SIZE);
+      return;
+    }
     const multifd = this.opts.multifd;
     if (multifd && detection !== 'legacy') {
       const zero = detection === 'multifd' && (this.ram.surelyZero(page) || this.ram.isZero(page));

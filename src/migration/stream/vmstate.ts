@@ -14,14 +14,27 @@ import {
 } from './constants.js';
 import type { StreamWriter } from './writer.js';
 
-export function writeHeader(w: StreamWriter, machine: string): void {
+/**
+ * The header and the configuration section. `caps`: the validated capabilities that are on
+ * (profile.stream.validatedCapabilities), sent in the configuration/capabilities subsection so
+ * that the destination can insist on the same (9.0+: mapped-ram changes the RAM format).
+ */
+export function writeHeader(w: StreamWriter, machine: string, caps: readonly string[] = []): void {
   w.be32(VM_FILE_MAGIC);
   w.be32(VM_FILE_VERSION);
   w.u8(Section.CONFIGURATION);
   const name = Buffer.from(machine, 'latin1');
   w.be32(name.length);
   w.bytes(name);
+  if (caps.length === 0) return;
+  w.u8(Section.SUBSECTION);
+  w.countedString(CAPABILITIES_SUBSECTION);
+  w.be32(1); // version
+  w.be32(caps.length);
+  for (const c of caps) w.countedString(c);
 }
+
+const CAPABILITIES_SUBSECTION = 'configuration/capabilities';
 
 export function writeCommand(w: StreamWriter, cmd: number, payload: Uint8Array = new Uint8Array(0)): void {
   w.u8(Section.COMMAND);
@@ -65,7 +78,7 @@ export function sectionIds(): { timer: number; ram: number; globalstate: number 
  * Device state after RAM: FULL timer, FULL globalstate, EOF, then the VM description (which
  * describes the configuration section too in 9.0+, hence the machine).
  */
-export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: string, vmdesc = true, machine = 'none'): void {
+export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: string, vmdesc = true, machine = 'none', caps: readonly string[] = []): void {
   const { sectionIds: ids, globalState: layout, vmDescriptionConfiguration } = activeProfile().stream;
   writeSectionStart(w, Section.FULL, ids.timer, 'timer', 0, TIMER_SECTION_VERSION);
   w.be64(timer.cpuTicksOffset);
@@ -84,7 +97,7 @@ export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: s
 
   w.u8(Section.EOF);
   if (vmdesc) {
-    const json = Buffer.from(vmDescription(machine, layout, vmDescriptionConfiguration), 'latin1');
+    const json = Buffer.from(vmDescription(machine, layout, vmDescriptionConfiguration, caps), 'latin1');
     w.u8(Section.VMDESCRIPTION);
     w.be32(json.length);
     w.bytes(json);
@@ -92,7 +105,7 @@ export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: s
 }
 
 /** What QEMU describes for `-M none`: the two devices above, in QEMU's JSON spacing. */
-function vmDescription(machine: string, layout: { runstateBytes: number; suspendFlags: boolean }, configuration: boolean): string {
+function vmDescription(machine: string, layout: { runstateBytes: number; suspendFlags: boolean }, configuration: boolean, caps: readonly string[]): string {
   const globalstate = layout.suspendFlags
     ? [
         { name: 'size', type: 'uint32', size: 4 },
@@ -113,6 +126,18 @@ function vmDescription(machine: string, layout: { runstateBytes: number; suspend
           { name: 'len', type: 'uint32', size: 4 },
           { name: 'name', type: 'buffer', size: Buffer.byteLength(machine, 'latin1') },
         ],
+        ...(caps.length > 0 && {
+          subsections: [
+            {
+              vmsd_name: CAPABILITIES_SUBSECTION, version: 1,
+              fields: [
+                { name: 'caps_count', type: 'uint32', size: 4 },
+                // The counted strings' bytes (one entry: QEMU 10.0's own file says 11 for mapped-ram).
+                { name: 'capabilities', type: 'capability', size: caps.reduce((n, c) => n + 1 + Buffer.byteLength(c, 'latin1'), 0) },
+              ],
+            },
+          ],
+        }),
       },
     }),
     page_size: 4096,

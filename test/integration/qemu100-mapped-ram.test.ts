@@ -1,0 +1,228 @@
+/**
+ * mapped-ram (QEMU 9.0+, file: only) under the 10.0 profile, against QEMU 10.0 in the same run:
+ * - a paused guest's file is byte for byte the file QEMU 10.0 writes for the same RAM (with and
+ *   without multifd, with and without a file offset);
+ * - a guest that writes while it is saved gets a file QEMU 10.0 loads into the same RAM, laid out
+ *   as QEMU's (the pages region does not grow: pages dirtied again are rewritten in place);
+ * - QEMU 10.0's file loads into qmigd 10.0 (with and without multifd), RAM compared;
+ * - the refusals (mapped-ram on a socket, with xbzrle) and the load failures (capability on one
+ *   side only, a newer header version, a misaligned pages region, a bitmap past the end, a file
+ *   cut in the header or in the pages region) are QEMU 10.0's.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { BIN, tempDir } from '../helpers/daemon.js';
+import { caps, delay, finished, info, MiB, mixedRam, sameRam, startEnd, type End, type Kind, type Test } from '../helpers/interop.js';
+import { QmpClient, type Msg } from '../helpers/qmp-client.js';
+import { QEMU_OF, qemuSkip } from '../helpers/qemu.js';
+
+const R = '10.0';
+const skip = qemuSkip(R);
+const work = tempDir();
+const size = 16 * MiB;
+let files = 0;
+
+/** The mapped-ram block header as a file holds it: after used_length of the one block `m`. */
+function blockHeader(file: Buffer, offset: number): { at: number; version: number; pageSize: number; bitmapOffset: number; pagesOffset: number } {
+  // MEM_SIZE record, then the counted id "m" and the be64 used_length.
+  const record = Buffer.alloc(8);
+  record.writeBigUInt64BE(BigInt(size) | 4n);
+  const at = file.indexOf(Buffer.concat([record, Buffer.from([1]), Buffer.from('m')]), offset) + 8 + 2 + 8;
+  return {
+    at,
+    version: file.readUInt32BE(at),
+    pageSize: Number(file.readBigUInt64BE(at + 4)),
+    bitmapOffset: Number(file.readBigUInt64BE(at + 12)),
+    pagesOffset: Number(file.readBigUInt64BE(at + 20)),
+  };
+}
+
+/** Saves `src` with mapped-ram (and `extra` capabilities) into a new file at `offset`. */
+async function save(t: Test, src: End, extra: string[] = [], offset = 0): Promise<{ path: string; bytes: Buffer }> {
+  const path = join(work, `${src.kind}-${++files}.mig`);
+  await caps(src, ['events', 'mapped-ram', ...extra]);
+  await src.qmp.ok('migrate', { uri: offset ? `file:${path},offset=${offset}` : `file:${path}` });
+  const end = await finished(src);
+  t.equal(end.status, 'completed', `${src.kind} saved with mapped-ram ${end.status === 'failed' ? JSON.stringify(end) : ''}`);
+  return { path, bytes: readFileSync(path) };
+}
+
+function firstDifference(a: Buffer, b: Buffer): string {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return `first difference at byte 0x${i.toString(16)}`;
+  return a.length === b.length ? 'identical' : `lengths ${a.length} and ${b.length}`;
+}
+
+for (const variant of [{ multifd: false, offset: 0 }, { multifd: true, offset: 12288 }]) {
+  const name = `${variant.multifd ? 'with multifd' : 'one channel'}${variant.offset ? `, at offset ${variant.offset}` : ''}`;
+  t.test(`a paused guest, ${name}: qmigd 10.0 writes the file QEMU 10.0 writes, byte for byte`, { skip }, async (t) => {
+    const image = mixedRam(size);
+    const extra = variant.multifd ? ['multifd'] : [];
+    const qemu = await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] });
+    const theirs = await save(t, qemu, extra, variant.offset);
+    const qmigd = await startEnd(t, 'qmigd', R, { size, ramFile: image.path, qmigdArgs: ['-S'] });
+    const ours = await save(t, qmigd, extra, variant.offset);
+    const h = blockHeader(theirs.bytes, variant.offset);
+    t.comment(`QEMU 10.0's block header: ${JSON.stringify(h)}, file ${theirs.bytes.length} bytes`);
+    t.ok(ours.bytes.equals(theirs.bytes), `the same file (${firstDifference(ours.bytes, theirs.bytes)})`);
+    t.same(blockHeader(ours.bytes, variant.offset), h, 'the same block header');
+  });
+}
+
+t.test('a guest writing while saved: QEMU 10.0 (and qmigd) load the file into the same RAM, the pages region rewritten in place', { skip }, async (t) => {
+  const image = mixedRam(size);
+  const ref = await save(t, await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] }));
+  const src = await startEnd(t, 'qmigd', R, { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '8M'] });
+  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
+  const ours = await save(t, src);
+  const passes = ((await info(src)).ram as Msg)['dirty-sync-count'] as number;
+  t.ok(passes > 2, `the guest dirtied pages that were saved again (${passes} syncs)`);
+  const h = blockHeader(ref.bytes, 0);
+  t.ok(ours.bytes.subarray(0, h.bitmapOffset).equals(ref.bytes.subarray(0, h.bitmapOffset)), 'the same stream up to the bitmap as QEMU 10.0 writes');
+  // Every pass rewrote its pages in place: the file is the pages region plus a stream tail,
+  // however many pages went out more than once.
+  const tail = ours.bytes.length - (h.pagesOffset + size);
+  t.ok(tail > 0 && tail < 64 * 1024, `after the pages region only the rest of the stream (${tail} bytes)`);
+  for (const kind of ['qemu', 'qmigd'] as const) {
+    const dst = await startEnd(t, kind, R, { size, incoming: 'defer' });
+    await caps(dst, ['events', 'mapped-ram']);
+    await dst.qmp.ok('migrate-incoming', { uri: `file:${ours.path}` });
+    t.equal((await finished(dst)).status, 'completed', `${kind} 10.0 loaded qmigd's file`);
+    await sameRam(t, src, dst, size);
+  }
+});
+
+t.test("QEMU 10.0's mapped-ram file loads into qmigd 10.0, with and without multifd", { skip }, async (t) => {
+  const image = mixedRam(size);
+  const src = await startEnd(t, 'qemu', R, { size, ramFile: image.path });
+  const saved = await save(t, src);
+  for (const [kind, extra] of [['qemu', []], ['qmigd', []], ['qmigd', ['multifd']]] as Array<[Kind, string[]]>) {
+    const dst = await startEnd(t, kind, R, { size, incoming: 'defer' });
+    await caps(dst, ['events', 'mapped-ram', ...extra]);
+    await dst.qmp.ok('migrate-incoming', { uri: `file:${saved.path}` });
+    t.equal((await finished(dst)).status, 'completed', `${kind} ${extra.join(' ')} loaded QEMU's file`);
+    await sameRam(t, src, dst, size, image.sha);
+  }
+});
+
+const capsOn = (...names: string[]): Msg => ({ capabilities: names.map((capability) => ({ capability, state: true })) });
+/** Commands sent to a fresh end, on a source or an incoming (defer) destination. */
+const REFUSALS: Array<{ name: string; incoming?: boolean; steps: Array<[string, Msg]> }> = [
+  { name: 'mapped-ram to unix:', steps: [['migrate-set-capabilities', capsOn('mapped-ram')], ['migrate', { uri: `unix:${join(work, 'nowhere.sock')}` }]] },
+  { name: 'mapped-ram to tcp:', steps: [['migrate-set-capabilities', capsOn('mapped-ram')], ['migrate', { uri: 'tcp:127.0.0.1:1' }]] },
+  {
+    name: 'mapped-ram to an exec channel',
+    steps: [['migrate-set-capabilities', capsOn('mapped-ram')], ['migrate', { channels: [{ 'channel-type': 'main', addr: { transport: 'exec', args: ['true'] } }] }]],
+  },
+  { name: 'mapped-ram with xbzrle', steps: [['migrate-set-capabilities', capsOn('mapped-ram')], ['migrate-set-capabilities', capsOn('xbzrle')]] },
+  { name: 'mapped-ram with postcopy', steps: [['migrate-set-capabilities', capsOn('mapped-ram', 'postcopy-ram')]] },
+  {
+    name: 'mapped-ram with a compression method',
+    steps: [['migrate-set-capabilities', capsOn('mapped-ram')], ['migrate-set-parameters', { 'multifd-compression': 'zlib' }], ['migrate', { uri: `file:${join(work, 'compressed.mig')}` }]],
+  },
+  {
+    name: 'mapped-ram, multifd and a compression method to tcp:',
+    steps: [['migrate-set-capabilities', capsOn('mapped-ram', 'multifd')], ['migrate-set-parameters', { 'multifd-compression': 'zlib' }], ['migrate', { uri: 'tcp:127.0.0.1:1' }]],
+  },
+  { name: 'multifd to file: without mapped-ram', steps: [['migrate-set-capabilities', capsOn('multifd')], ['migrate', { uri: `file:${join(work, 'multifd.mig')}` }]] },
+  { name: 'multifd to exec:', steps: [['migrate-set-capabilities', capsOn('multifd')], ['migrate', { uri: 'exec:cat >/dev/null' }]] },
+  { name: 'mapped-ram from unix:', incoming: true, steps: [['migrate-set-capabilities', capsOn('mapped-ram')], ['migrate-incoming', { uri: `unix:${join(work, 'in.sock')}` }]] },
+  { name: 'multifd from file: without mapped-ram', incoming: true, steps: [['migrate-set-capabilities', capsOn('multifd')], ['migrate-incoming', { uri: `file:${join(work, 'absent.mig')}` }]] },
+];
+
+for (const r of REFUSALS) {
+  t.test(`refused as QEMU 10.0 refuses it, the state left as it leaves it: ${r.name}`, { skip }, async (t) => {
+    const run = async (kind: Kind): Promise<unknown[]> => {
+      const e = await startEnd(t, kind, R, { size: 4 * MiB, ...(r.incoming ? { incoming: 'defer' } : {}) });
+      const out: unknown[] = [];
+      for (const [execute, args] of r.steps) out.push(((await e.qmp.cmd(execute, args)).error as Msg | undefined)?.desc ?? 'ok');
+      const i = await info(e);
+      out.push(i.status ?? 'none', i['error-desc'] ?? '');
+      return out;
+    };
+    const theirs = await run('qemu');
+    t.comment(`QEMU 10.0: ${JSON.stringify(theirs)}`);
+    t.not(theirs.slice(0, -2).filter((x) => x !== 'ok').length, 0, 'QEMU 10.0 refuses something');
+    t.same(await run('qmigd'), theirs, 'the same answers and state');
+  });
+}
+
+/** A destination of `kind` with `capabilities` loading `file`: how it exits and what it reports. */
+async function loadFails(kind: Kind, capabilities: string[], file: string): Promise<{ code: number | null; lines: string[] }> {
+  const dir = tempDir();
+  const qmpPath = join(dir, 'q.sock');
+  const monitor = `unix:${qmpPath},server=on,wait=off`;
+  const proc =
+    kind === 'qemu'
+      ? spawn(QEMU_OF[R], [
+          '-M', 'none,memory-backend=m', '-object', `memory-backend-ram,id=m,size=${size}`, '-m', `${size / MiB}M`,
+          '-display', 'none', '-nodefaults', '-incoming', 'defer', '-qmp', monitor,
+        ])
+      : spawn(process.execPath, [BIN, '--qemu-version', R, '-m', String(size), '--ram-id', 'm', '--incoming', 'defer', '--log-level', 'error', '--qmp', monitor]);
+  let err = '';
+  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  try {
+    let qmp: QmpClient | undefined;
+    for (let i = 0; !qmp; i++) {
+      qmp = await QmpClient.unix(qmpPath).catch(async (e: Error) => {
+        if (i > 200) throw e;
+        await delay(25);
+        return undefined;
+      });
+    }
+    await qmp.negotiate();
+    if (capabilities.length) await qmp.ok('migrate-set-capabilities', { capabilities: capabilities.map((capability) => ({ capability, state: true })) });
+    await qmp.ok('migrate-incoming', { uri: `file:${file}` });
+    const code = await Promise.race([exited, delay(20000).then(() => 'hung' as const)]);
+    qmp.close();
+    const lines = err.split('\n').filter(Boolean).map((l) => (l.startsWith('{') ? (JSON.parse(l) as { msg: string }).msg : l.replace(/^qemu-system-x86_64: /, '')));
+    return { code: code === 'hung' ? null : code, lines };
+  } finally {
+    proc.kill('SIGKILL');
+  }
+}
+
+t.test('load failures are QEMU 10.0\'s: the capability on one side only, a newer header, bad offsets, a file cut short', { skip }, async (t) => {
+  // Files QEMU 10.0 wrote, with mapped-ram and without, and the mapped one edited.
+  const image = mixedRam(size);
+  const qemuSrc = await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] });
+  const mapped = await save(t, qemuSrc);
+  const plainSrc = await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] });
+  const plainPath = join(work, 'plain.mig');
+  await plainSrc.qmp.ok('migrate', { uri: `file:${plainPath}` });
+  t.equal((await finished(plainSrc)).status, 'completed', 'QEMU 10.0 saved without mapped-ram');
+  const h = blockHeader(mapped.bytes, 0);
+  const variant = (name: string, edit: (b: Buffer) => void): string => {
+    const b = Buffer.from(mapped.bytes);
+    edit(b);
+    const path = join(work, `${name}.mig`);
+    writeFileSync(path, b);
+    return path;
+  };
+  const cut = (name: string, at: number): string => {
+    const path = join(work, `${name}.mig`);
+    writeFileSync(path, mapped.bytes.subarray(0, at));
+    return path;
+  };
+  const cases: Array<[string, string[], string]> = [
+    ['mapped-ram here, not in the file', ['mapped-ram'], plainPath],
+    ['mapped-ram in the file, not here', [], mapped.path],
+    ['header version 2', ['mapped-ram'], variant('v2', (b) => b.writeUInt32BE(2, h.at))],
+    ['pages region not page-aligned', ['mapped-ram'], variant('misaligned', (b) => b.writeBigUInt64BE(BigInt(h.pagesOffset + 8), h.at + 20))],
+    ['bitmap offset past the end of the file', ['mapped-ram'], variant('bitmap-far', (b) => b.writeBigUInt64BE(BigInt(mapped.bytes.length), h.at + 12))],
+    ['cut inside the header', ['mapped-ram'], cut('cut-header', h.at + 10)],
+    ['cut inside the pages region', ['mapped-ram'], cut('cut-pages', h.pagesOffset + size / 2 + 100)],
+  ];
+  for (const [name, capabilities, file] of cases) {
+    const [qemu, qmigd] = await Promise.all([loadFails('qemu', capabilities, file), loadFails('qmigd', capabilities, file)]);
+    t.comment(`${name}: QEMU 10.0 ${JSON.stringify(qemu)}`);
+    t.equal(qemu.code, 1, `${name}: QEMU 10.0 exits 1`);
+    t.equal(qmigd.code, qemu.code, `${name}: qmigd exits as QEMU does`);
+    // qmigd's report is QEMU's, then its own line saying where in the stream (README, errors).
+    t.same(qmigd.lines.slice(0, qemu.lines.length), qemu.lines, `${name}: the same report`);
+    t.match(qmigd.lines.slice(qemu.lines.length), [/^invalid migration stream at byte offset \d+/], `${name}: then where: ${JSON.stringify(qmigd.lines.at(-1))}`);
+  }
+});
