@@ -1,6 +1,6 @@
 /**
  * query-qmp-schema of each profile against its release's own introspection
- * (../shared/reference/qemu72-qmp-schema.json and qemu100-qmp-schema.json, QEMU's
+ * (test/fixtures/qmp-schema/qemu72-qmp-schema.json and qemu100-qmp-schema.json, QEMU's
  * query-qmp-schema replies). QEMU serves far more commands than qmigd, so the documents are
  * not compared byte for byte: for every command and event qmigd serves, its arguments, return
  * type and event data, resolved through the numbered type names into trees, must be the
@@ -17,8 +17,8 @@ import { QmpClient } from '../helpers/qmp-client.js';
 type Info = Record<string, unknown> & { name: string; 'meta-type': string };
 
 const REFERENCE: Record<ProfileId, string> = {
-  '7.2': join(REPO, '..', 'shared', 'reference', 'qemu72-qmp-schema.json'),
-  '10.0': join(REPO, '..', 'shared', 'reference', 'qemu100-qmp-schema.json'),
+  '7.2': join(REPO, 'test', 'fixtures', 'qmp-schema', 'qemu72-qmp-schema.json'),
+  '10.0': join(REPO, 'test', 'fixtures', 'qmp-schema', 'qemu100-qmp-schema.json'),
 };
 
 /** Commands qmigd serves beyond the release (kept for old clients), by release. */

@@ -17,7 +17,7 @@ import { REPO, startDaemon, tempDir } from '../helpers/daemon.js';
 import { QEMU_OF, qemuSkip } from '../helpers/qemu.js';
 import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 
-const SHARED = join(REPO, '..', 'shared', 'vectors');
+const SHARED = join(REPO, 'test', 'fixtures', 'vectors');
 const vectorsSkip = existsSync(join(SHARED, 'qemu100-none-plain-64M.stream')) ? false : `no QEMU 10.0 vectors in ${SHARED}`;
 const expected = vectorsSkip ? {} : (JSON.parse(readFileSync(join(SHARED, 'expected.json'), 'utf8')) as Record<string, { ram_size: number; ram_sha256: string }>);
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');

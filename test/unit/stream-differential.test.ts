@@ -35,7 +35,7 @@ import { mutate } from '../helpers/stream-mutations.js';
 import { setActiveProfile } from '../../src/profiles/index.js';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
-const VECTOR_DIRS = [join(REPO, 'test', 'fixtures', 'vectors'), join(REPO, '..', 'shared', 'vectors')];
+const VECTOR_DIRS = [join(REPO, 'test', 'fixtures', 'vectors')];
 /** Streams up to this long are also loaded one byte per chunk. */
 const BYTEWISE_MAX = 256 << 10;
 
@@ -46,7 +46,7 @@ interface Vector {
   ramSha256: string;
 }
 
-/** Every QEMU 7.2 and 10.0 capture, once each (the shared directory repeats the 7.2 ones). */
+/** Every QEMU 7.2 and 10.0 capture in test/fixtures/vectors. */
 function vectors(): Vector[] {
   const seen = new Map<string, Vector>();
   for (const dir of VECTOR_DIRS.filter((d) => existsSync(join(d, 'expected.json')))) {
