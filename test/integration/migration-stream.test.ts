@@ -32,7 +32,9 @@ async function receive(memory: number, uri: string, ramId = 'm'): Promise<Side> 
   return dst;
 }
 
-for (const [name, v] of Object.entries(expected)) {
+// The 7.2 captures, into a daemon of the default profile (7.2); stream-releases.test.ts loads
+// the 10.0 ones into a 10.0 daemon.
+for (const [name, v] of Object.entries(expected).filter(([name]) => name.startsWith('qemu72-'))) {
   t.test(`QEMU 7.2 vector ${name} loads into the expected RAM`, async (t) => {
     const dst = await receive(v.ram_size, `exec:cat ${join(VECTORS, `${name}.stream`)}`, v.block);
     t.teardown(() => dst.daemon.stop());
