@@ -66,7 +66,8 @@ export function statuses(s: Side): string[] {
 }
 
 export async function digest(s: Side): Promise<string> {
-  return ((await s.qmp.ok('__org.qmigd_query-ram-digest')) as { sha256: string }).sha256;
+  // SHA-256 of a multi-GiB guest on a busy 2-core machine can take longer than a command's 10 s.
+  return ((await s.qmp.ok('__org.qmigd_query-ram-digest', undefined, 120000)) as { sha256: string }).sha256;
 }
 
 export async function runState(s: Side): Promise<string> {

@@ -91,25 +91,26 @@ export class QmpClient {
   }
 
   /** Sends raw text and returns the next reply line (events are skipped but kept). */
-  async raw(text: string | Buffer): Promise<string> {
+  async raw(text: string | Buffer, timeoutMs?: number): Promise<string> {
     const from = this.lines.length;
     this.write(text);
-    return this.nextReply(from);
+    return this.nextReply(from, timeoutMs);
   }
 
   /** The first non-event line at or after index `from`. */
-  async nextReply(from: number): Promise<string> {
+  async nextReply(from: number, timeoutMs?: number): Promise<string> {
     for (let i = from; ; i++) {
-      await this.waitLines(i + 1);
+      await this.waitLines(i + 1, timeoutMs);
       if (!this.lines[i]!.startsWith('{"timestamp"')) return this.lines[i]!;
     }
   }
 
-  async cmd(execute: string, args?: Msg, id?: unknown): Promise<Msg> {
+  /** `timeoutMs`: how long the reply may take (10 s unless said; hashing a big guest takes longer). */
+  async cmd(execute: string, args?: Msg, id?: unknown, timeoutMs?: number): Promise<Msg> {
     const req: Msg = { execute };
     if (args) req.arguments = args;
     if (id !== undefined) req.id = id;
-    return JSON.parse(await this.raw(JSON.stringify(req))) as Msg;
+    return JSON.parse(await this.raw(JSON.stringify(req), timeoutMs)) as Msg;
   }
 
   async negotiate(enable?: string[]): Promise<void> {
@@ -118,8 +119,8 @@ export class QmpClient {
   }
 
   /** The command's `return` value; an error reply fails the caller with its description. */
-  async ok(execute: string, args?: Msg): Promise<unknown> {
-    const r = await this.cmd(execute, args);
+  async ok(execute: string, args?: Msg, timeoutMs?: number): Promise<unknown> {
+    const r = await this.cmd(execute, args, undefined, timeoutMs);
     if ('error' in r) throw new Error(`${execute}: ${JSON.stringify(r.error)}`);
     return r.return;
   }
