@@ -45,8 +45,12 @@ export interface EndOptions {
   qmigdArgs?: string[];
 }
 
-async function connectQemu(socket: string, alive: () => boolean, log: () => string): Promise<QmpClient> {
-  const deadline = Date.now() + 10000;
+/**
+ * A QMP client of the monitor at `socket`, retried until it is taken (a QEMU binds its socket a
+ * moment before it listens) while `alive()`, for `timeoutMs`.
+ */
+export async function connectQmp(socket: string, alive: () => boolean, log: () => string, timeoutMs = 10000): Promise<QmpClient> {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await QmpClient.unix(socket);
@@ -77,7 +81,7 @@ export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOp
       stopping = true;
       return q.stop();
     });
-    const qmp = await connectQemu(q.socket, () => q.proc.exitCode === null && q.proc.signalCode === null, () => log);
+    const qmp = await connectQmp(q.socket, () => q.proc.exitCode === null && q.proc.signalCode === null, () => log);
     t.teardown(() => qmp.close());
     await qmp.negotiate();
     const dir = tempDir();
@@ -196,28 +200,33 @@ export function mixedRam(size: number, zeroPercent = 50): { path: string; sha: s
 
 export interface Recording {
   port: number;
+  /** What the first connection carried towards the destination, and back. */
   toDst: () => Buffer;
   toSrc: () => Buffer;
-  /** Both sides of the one proxied connection have closed. */
+  /** Towards the destination on the connection that opens with QEMU_VM_FILE_MAGIC ("QEVM"): the main channel, whichever connection it is (multifd channels open with their own magic). */
+  mainToDst: () => Buffer;
+  /** Both sides of the first proxied connection have closed. */
   closed: Promise<void>;
 }
 
-/** A TCP proxy to 127.0.0.1:`target` that records both directions of its one connection. */
+/** A TCP proxy to 127.0.0.1:`target` that records both directions of each connection. */
 export async function recordingProxy(t: Test, target: number): Promise<Recording> {
-  const toDst: Buffer[] = [];
-  const toSrc: Buffer[] = [];
+  const conns: Array<{ toDst: Buffer[]; toSrc: Buffer[] }> = [];
   let closedNow!: () => void;
   const closed = new Promise<void>((r) => (closedNow = r));
   const sockets: net.Socket[] = [];
   const server = net.createServer((a) => {
+    const first = conns.length === 0;
+    const rec = { toDst: [] as Buffer[], toSrc: [] as Buffer[] };
+    conns.push(rec);
     const b = net.connect({ host: '127.0.0.1', port: target });
     sockets.push(a, b);
-    a.on('data', (d: Buffer) => toDst.push(d));
-    b.on('data', (d: Buffer) => toSrc.push(d));
+    a.on('data', (d: Buffer) => rec.toDst.push(d));
+    b.on('data', (d: Buffer) => rec.toSrc.push(d));
     a.pipe(b);
     b.pipe(a);
     let open = 2;
-    const gone = (): void => void (--open === 0 && closedNow());
+    const gone = (): void => void (--open === 0 && first && closedNow());
     a.on('close', gone);
     b.on('close', gone);
     a.on('error', () => b.destroy());
@@ -228,7 +237,14 @@ export async function recordingProxy(t: Test, target: number): Promise<Recording
     sockets.forEach((s) => s.destroy());
     server.close();
   });
-  return { port: (server.address() as net.AddressInfo).port, toDst: () => Buffer.concat(toDst), toSrc: () => Buffer.concat(toSrc), closed };
+  const joined = (i: number, way: 'toDst' | 'toSrc'): Buffer => Buffer.concat(conns[i]?.[way] ?? []);
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    toDst: () => joined(0, 'toDst'),
+    toSrc: () => joined(0, 'toSrc'),
+    mainToDst: () => conns.map((_, i) => joined(i, 'toDst')).find((b) => b.subarray(0, 4).toString('latin1') === 'QEVM') ?? Buffer.alloc(0),
+    closed,
+  };
 }
 
 export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -14,8 +14,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BIN, tempDir } from '../helpers/daemon.js';
-import { caps, delay, finished, info, MiB, mixedRam, sameRam, startEnd, type End, type Kind, type Test } from '../helpers/interop.js';
-import { QmpClient, type Msg } from '../helpers/qmp-client.js';
+import { caps, connectQmp, delay, finished, info, MiB, mixedRam, sameRam, startEnd, type End, type Kind, type Test } from '../helpers/interop.js';
+import type { Msg } from '../helpers/qmp-client.js';
 import { QEMU_OF, qemuSkip } from '../helpers/qemu.js';
 
 const R = '10.0';
@@ -165,14 +165,7 @@ async function loadFails(kind: Kind, capabilities: string[], file: string): Prom
   proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   try {
-    let qmp: QmpClient | undefined;
-    for (let i = 0; !qmp; i++) {
-      qmp = await QmpClient.unix(qmpPath).catch(async (e: Error) => {
-        if (i > 200) throw e;
-        await delay(25);
-        return undefined;
-      });
-    }
+    const qmp = await connectQmp(qmpPath, () => proc.exitCode === null, () => err, 5000);
     await qmp.negotiate();
     if (capabilities.length) await qmp.ok('migrate-set-capabilities', { capabilities: capabilities.map((capability) => ({ capability, state: true })) });
     await qmp.ok('migrate-incoming', { uri: `file:${file}` });

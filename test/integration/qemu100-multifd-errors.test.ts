@@ -12,10 +12,9 @@ import t from 'tap';
 import { encodeInit } from '../../src/migration/multifd/format.js';
 import { BIN, tempDir } from '../helpers/daemon.js';
 import { QEMU_OF, qemuSkip } from '../helpers/qemu.js';
-import { QmpClient } from '../helpers/qmp-client.js';
+import { connectQmp, delay } from '../helpers/interop.js';
 
 const skip = qemuSkip('10.0');
-const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function init(id: number, o: { magic?: number; version?: number; uuid?: number } = {}): Buffer {
   const b = encodeInit(id);
@@ -73,14 +72,7 @@ async function feed(kind: 'qemu' | 'qmigd', channels: Buffer[]): Promise<{ code:
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   const sockets: net.Socket[] = [];
   try {
-    let qmp: QmpClient | undefined;
-    for (let i = 0; !qmp; i++) {
-      qmp = await QmpClient.unix(qmpPath).catch(async (e: Error) => {
-        if (i > 200) throw e;
-        await delay(25);
-        return undefined;
-      });
-    }
+    const qmp = await connectQmp(qmpPath, () => proc.exitCode === null, () => err, 5000);
     await qmp.negotiate();
     await qmp.ok('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
     await qmp.ok('migrate-set-parameters', { 'multifd-channels': 2 });

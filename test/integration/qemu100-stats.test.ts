@@ -13,10 +13,9 @@
  * qmigd and into QEMU shows what each destination reports. About 25 s.
  */
 import { spawnSync } from 'node:child_process';
-import net from 'node:net';
 import t from 'tap';
 import { BIN, freePort } from '../helpers/daemon.js';
-import { caps, delay, finished, info, listening, MiB, mixedRam, ramInfo, startEnd, until, type End, type Kind, type Test } from '../helpers/interop.js';
+import { caps, delay, finished, info, listening, MiB, mixedRam, ramInfo, recordingProxy, startEnd, until, type End, type Kind, type Test } from '../helpers/interop.js';
 import type { Msg } from '../helpers/qmp-client.js';
 import { qemuSkip } from '../helpers/qemu.js';
 
@@ -26,31 +25,6 @@ const SIZE = 64 * MiB;
 const image = mixedRam(SIZE);
 /** RAM_SAVE_FLAG_EOS as the stream carries it. */
 const EOS = '0000000000000010';
-
-/** A TCP proxy recording each connection's bytes towards the destination apart. */
-async function connectionsProxy(t: Test, target: number): Promise<{ port: number; main: () => Buffer }> {
-  const conns: Buffer[][] = [];
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((a) => {
-    const chunks: Buffer[] = [];
-    conns.push(chunks);
-    const b = net.connect({ host: '127.0.0.1', port: target });
-    sockets.push(a, b);
-    a.on('data', (d: Buffer) => chunks.push(d));
-    a.pipe(b);
-    b.pipe(a);
-    a.on('error', () => b.destroy());
-    b.on('error', () => a.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    sockets.forEach((s) => s.destroy());
-    server.close();
-  });
-  // The main channel opens with QEMU_VM_FILE_MAGIC ("QEVM"); multifd channels with their own magic.
-  const main = (): Buffer => conns.map((c) => Buffer.concat(c)).find((b) => b.subarray(0, 4).toString('latin1') === 'QEVM') ?? Buffer.alloc(0);
-  return { port: (server.address() as net.AddressInfo).port, main };
-}
 
 interface Seen {
   paused: Record<string, number>;
@@ -87,11 +61,11 @@ async function migrate(t: Test, srcKind: Kind, dstKind: Kind, zpd?: string): Pro
   const port = await freePort();
   await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   await listening(dst);
-  const proxy = await connectionsProxy(t, port);
+  const proxy = await recordingProxy(t, port);
   await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${proxy.port}` });
   const paused = ramInfo(await until(src, (i) => i.status === 'pre-switchover', 'pre-switchover'));
   await delay(200); // what was flushed reaches the proxy
-  const mainPaused = proxy.main();
+  const mainPaused = proxy.mainToDst();
   const dstPaused = await info(dst);
   await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
   const end = await finished(src);
@@ -99,7 +73,7 @@ async function migrate(t: Test, srcKind: Kind, dstKind: Kind, zpd?: string): Pro
   const dstEnd = await finished(dst);
   t.equal(dstEnd.status, 'completed', `${srcKind} → ${dstKind}: destination completed`);
   await delay(100);
-  const stream = proxy.main();
+  const stream = proxy.mainToDst();
   const parts = countParts(stream);
   return {
     paused, end: ramInfo(end), mainPaused: mainPaused.length, mainEnd: stream.length, tailPaused: mainPaused.subarray(-8).toString('hex'), parts,
