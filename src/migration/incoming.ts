@@ -1,8 +1,8 @@
 /**
  * The destination side (process_incoming_migration_co in 7.2): wait for the one connection,
  * load the stream into RAM, then start the guest as the source's global state and autostart
- * say. `none` → `active` → `completed`; on a failed load QEMU 7.2 reports why and exits 1,
- * and so does qmigd (the daemon's onFatal).
+ * say. `none` → `active` → `completed`; on a failed load QEMU reports why and exits 1, and so
+ * does qmigd (the daemon's onFatal), unless migrate-incoming said exit-on-error false (10.0).
  */
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
@@ -41,8 +41,11 @@ export interface IncomingEnv {
   machine: string;
   state: MigrationStateCell;
   log: Logger;
-  /** A failed incoming migration ends the process, after these lines are reported. */
-  onFatal: (lines: string[]) => void;
+  /**
+   * A failed incoming migration: `lines` are everything QEMU reports when it then exits, `desc`
+   * the one error it keeps for query-migrate when it does not (10.0's exit-on-error false).
+   */
+  onFailed: (lines: string[], desc: string) => void;
 }
 
 export class IncomingMigration {
@@ -102,7 +105,7 @@ export class IncomingMigration {
     if (env.state.status === 'active') env.state.change('active', 'failed');
     this.conn?.close();
     this.destroy();
-    env.onFatal([line]);
+    env.onFailed([line], line);
   }
 
   private async receiveMain(conn: IncomingConnection, input: StreamReader): Promise<void> {
@@ -176,11 +179,12 @@ export class IncomingMigration {
       if (returnPath) rp(RpMessage.SHUT, 1);
       conn.close();
       this.destroy();
-      const lines = err instanceof LoadError ? [...err.lines, err.summary, err.located] : [`load of migration failed: ${(err as Error).message}`];
+      const desc = err instanceof LoadError ? err.summary : `load of migration failed: ${(err as Error).message}`;
+      const lines = err instanceof LoadError ? [...err.lines, desc, err.located] : [desc];
       // 10.0 also reports what a channel failed with (migrate_set_error() from its thread).
       const channelError = this.multifd?.error;
       if (channelError && activeProfile().multifd.channelErrorReported) lines.push(channelError);
-      env.onFatal(lines);
+      env.onFailed(lines, desc);
     }
   }
 

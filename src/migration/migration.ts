@@ -35,6 +35,8 @@ export type ColoMode = 'none' | 'primary' | 'secondary';
 export interface MigrationTarget {
   uri?: string;
   channels?: MigrationChannelArg[];
+  /** migrate-incoming's (8.2 on): false keeps a destination whose load failed running, in failed. */
+  'exit-on-error'?: boolean;
 }
 
 /** A monitor's named descriptors, as fd: URIs reach them (getfd's names). */
@@ -77,6 +79,8 @@ export class MigrationService {
   crashAt?: CrashPoint;
   /** error-desc of a migration that failed before it had an OutgoingMigration. */
   private setupError?: string;
+  /** error-desc of an incoming migration that failed without exiting (exit-on-error false). */
+  private incomingError?: string;
   /**
    * The named descriptors of the monitor whose command is running (QEMU's monitor_cur()),
    * undefined when no monitor is (-incoming on the command line). Wired by the fds commands.
@@ -255,7 +259,12 @@ export class MigrationService {
       machine: this.env.machine,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),
-      onFatal: this.env.onFatal,
+      onFailed: (lines, desc) => {
+        if (target['exit-on-error'] ?? true) return this.env.onFatal(lines);
+        // process_incoming_migration_co(): the reports stay, the summary becomes the error.
+        for (const line of lines) if (line !== desc) this.env.log.error(line);
+        this.incomingError = desc;
+      },
       colo: {
         failover: this.failover,
         stats: this.coloStats,
@@ -386,6 +395,7 @@ export class MigrationService {
     const inc = this.incoming;
     if (inc?.socketAddress) info['socket-address'] = [inc.socketAddress];
     if (this.incomingState.status !== 'none') info.status = this.incomingState.status;
+    if (this.incomingError) info['error-desc'] = this.incomingError;
     const s = this.status;
     const out = this.outgoing;
     switch (s) {
