@@ -90,9 +90,11 @@ async function errors(t: Test, kind: 'qemu' | 'qmigd', release: ProfileId): Prom
   const src = await startEnd(t, kind, release, { size: 4 * MiB });
   const dst = await startEnd(t, kind, release, { size: 4 * MiB, incoming: 'defer' });
   const out: Msg = {};
+  // A bad offset is refused before the migration begins: a fresh source stays without a state.
+  out.migrateBadOffset = await src.qmp.cmd('migrate', { uri: `file:${join(dir, 'x')},offset=12q` });
+  out.afterBadOffset = await info(src);
   out.migrateNoDir = await src.qmp.cmd('migrate', { uri: `file:${join(dir, 'no', 'such', 'dir')}` });
   out.afterNoDir = await info(src);
-  out.migrateBadOffset = await src.qmp.cmd('migrate', { uri: `file:${join(dir, 'x')},offset=12q` });
   out.incomingMissing = await dst.qmp.cmd('migrate-incoming', { uri: `file:${join(dir, 'missing')}` });
   if (release === '10.0') {
     // A file has no way back: return-path makes the migration fail.
