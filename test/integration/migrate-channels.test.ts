@@ -118,5 +118,12 @@ t.test("qmigd's own refusals under 10.0: what QEMU accepts and qmigd cannot do",
   t.equal(await err('migrate-set-parameters', { 'zero-page-detection': 'none' }), undefined, 'zero-page-detection takes none');
   t.equal(await err('migrate', { channels: [{ 'channel-type': 'cpr', addr: { transport: 'exec', args: ['true'] } }] }), 'Channel list has no main entry');
   t.equal(await err('migrate', { channels: [{ 'channel-type': 'main', addr: { transport: 'exec', args: [] } }] }), 'exec migration needs a command to run');
+  // vsock and RDMA, which QEMU has: the same refusal whichever spelling names them.
+  const vsock = 'qmigd does not implement vsock migration channels';
+  t.equal(await err('migrate', { uri: 'vsock:3:1234' }), vsock);
+  t.equal(await err('migrate', { channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'vsock', cid: '3', port: '1234' } }] }), vsock);
+  const rdma = 'qmigd does not implement rdma migration';
+  t.equal(await err('migrate', { uri: 'rdma:127.0.0.1:4444' }), rdma);
+  t.equal(await err('migrate', { channels: [{ 'channel-type': 'main', addr: { transport: 'rdma', host: '127.0.0.1', port: '4444' } }] }), rdma);
   t.equal((await s.qmp.cmd('query-status')).error, undefined, 'still serving');
 });

@@ -19,11 +19,21 @@ export type MigrationUri =
 
 export class UriError extends Error {}
 
+/**
+ * Transports both releases have and qmigd does not (Node has no AF_VSOCK, and RDMA needs its
+ * hardware): refused in qmigd's words whichever spelling names them, URI or channels.
+ */
+const UNIMPLEMENTED: Record<string, string> = {
+  vsock: 'qmigd does not implement vsock migration channels',
+  rdma: 'qmigd does not implement rdma migration',
+};
+
 /** Returns undefined for an unknown scheme; throws UriError for a known scheme with a bad address. */
 export function parseMigrationUri(uri: string): MigrationUri | undefined {
   const colon = uri.indexOf(':');
   const scheme = colon < 0 ? '' : uri.slice(0, colon);
   const rest = uri.slice(colon + 1);
+  if (UNIMPLEMENTED[scheme]) throw new UriError(UNIMPLEMENTED[scheme]);
   if (!activeProfile().migration.uriSchemes.includes(scheme)) return undefined;
   switch (scheme) {
     case 'tcp': {
@@ -114,7 +124,7 @@ function fromAddress(a: MigrationChannelArg['addr']): MigrationUri {
         case 'fd':
           return { kind: 'fd', name: str('str'), text: `fd:${str('str')}` };
         default:
-          throw new UriError(`qmigd does not implement ${String(a.type)} migration channels`);
+          throw new UriError(UNIMPLEMENTED[String(a.type)] ?? `qmigd does not implement ${String(a.type)} migration channels`);
       }
     case 'exec': {
       const args = a.args as string[];
@@ -127,7 +137,7 @@ function fromAddress(a: MigrationChannelArg['addr']): MigrationUri {
     case 'file':
       return { kind: 'file', path: str('filename'), offset: Number(a.offset), text: `file:${str('filename')},offset=${String(a.offset)}` };
     default:
-      throw new UriError(`qmigd does not implement ${a.transport} migration`);
+      throw new UriError(UNIMPLEMENTED[a.transport] ?? `qmigd does not implement ${a.transport} migration`);
   }
 }
 
