@@ -2,6 +2,8 @@
  * The guest's run state, with QEMU 7.2's table of allowed transitions (softmmu/runstate.c) and
  * the vm_stop()/vm_start() rules that decide when STOP and RESUME are announced.
  */
+import { activeProfile } from '../profiles/index.js';
+
 export type RunState =
   | 'debug' | 'inmigrate' | 'internal-error' | 'io-error' | 'paused' | 'postmigrate' | 'prelaunch'
   | 'finish-migrate' | 'restore-vm' | 'running' | 'save-vm' | 'shutdown' | 'suspended' | 'watchdog'
@@ -35,6 +37,12 @@ export type RunStateEvent = 'STOP' | 'RESUME';
 
 export class RunStateMachine {
   private current: RunState;
+  /**
+   * vm_was_suspended (9.0+): the guest was suspended to RAM when it stopped, so the next start
+   * resumes it into `suspended`, not `running`. Only an incoming stream sets it here (qmigd's
+   * own guests cannot suspend).
+   */
+  resumeSuspended = false;
   private readonly listeners = new Set<(event: RunStateEvent) => void>();
 
   constructor(initial: RunState) {
@@ -57,7 +65,7 @@ export class RunStateMachine {
   /** runstate_set(): QEMU aborts on a transition its table lacks; here it is a bug we report. */
   set(next: RunState): void {
     if (next === this.current) return;
-    if (!TRANSITIONS[this.current].includes(next)) {
+    if (!TRANSITIONS[this.current].includes(next) && !activeProfile().extraRunStateTransitions[this.current]?.includes(next)) {
       throw new Error(`invalid runstate transition: '${this.current}' -> '${next}'`);
     }
     this.current = next;
@@ -75,7 +83,8 @@ export class RunStateMachine {
   start(): boolean {
     if (this.running) return false;
     this.announce('RESUME');
-    this.set('running');
+    this.set(this.resumeSuspended ? 'suspended' : 'running');
+    this.resumeSuspended = false;
     return true;
   }
 

@@ -9,7 +9,7 @@ import type { Guest } from '../guest/guest.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
-import { VmLoader } from './loadvm.js';
+import { VmLoader, type LoadResult } from './loadvm.js';
 import type { Writable } from 'node:stream';
 import type { Failover } from './colo/failover.js';
 import { ColoSecondary } from './colo/secondary.js';
@@ -168,7 +168,7 @@ export class IncomingMigration {
     try {
       const result = await loader.loadStream(input);
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
-      this.startGuest(result.globalState);
+      this.startGuest(result);
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
       env.state.change('active', 'completed');
       if (returnPath) rp(RpMessage.SHUT, 0);
@@ -261,10 +261,15 @@ export class IncomingMigration {
     this.coloReleased?.();
   }
 
-  /** process_incoming_migration_bh(): autostart applies when the source was running. */
-  private startGuest(globalState: string | undefined): void {
+  /**
+   * process_incoming_migration_bh(): autostart applies when the source was running (9.0+: or
+   * suspended, which the next start then resumes into).
+   */
+  private startGuest({ globalState, wasSuspended }: LoadResult): void {
     const { guest } = this.env;
-    if (globalState === undefined || globalState === 'running') {
+    guest.runState.resumeSuspended = wasSuspended;
+    const live = globalState === undefined || globalState === 'running' || (wasSuspended && globalState === 'suspended');
+    if (live) {
       if (guest.autostart) guest.runState.start();
       else guest.runState.set('paused');
     } else guest.runState.set(globalState as never);

@@ -35,6 +35,8 @@ export interface LoadHooks {
 export interface LoadResult {
   /** The run state the source stored in `globalstate`, if it sent one. */
   globalState?: RunState;
+  /** globalstate said the guest was suspended (9.0+: its flags, or the run state itself). */
+  wasSuspended: boolean;
   bytes: number;
   pages: number;
   /** The RAM the stream was loaded into (made by the factory, if one was given). */
@@ -92,6 +94,8 @@ export class VmLoader {
   readonly ramLoader: RamLoader;
   /** The run state the source stored in `globalstate`, if it sent one. */
   globalState?: RunState;
+  /** globalstate said the guest was suspended (9.0+: its flags, or the run state itself). */
+  wasSuspended = false;
   private readonly handlers: Handler[];
   private readonly bySectionId = new Map<number, Handler>();
 
@@ -128,8 +132,11 @@ export class VmLoader {
           const name = raw.subarray(0, nul).toString('latin1');
           if (!(RUN_STATES as readonly string[]).includes(name)) throw new LoadError('EINVAL', `invalid parameter value: ${name}`); // qapi_enum_parse(), 7.2 and 10.0 alike
           this.globalState = name as RunState;
-          // vm_was_suspended: a guest suspended to RAM; qmigd's guests have no way to be.
-          obs?.device?.('globalstate', layout.suspendFlags ? { runstate: name, vm_was_suspended: state[layout.runstateBytes]! && state[layout.runstateBytes + 1]! } : { runstate: name });
+          // global_state_post_load() (9.0+): the source stores its state before it stops the
+          // guest, so a `suspended` state counts as suspended whatever the flag says.
+          const flag = state[layout.runstateBytes]! && state[layout.runstateBytes + 1]!;
+          this.wasSuspended = layout.suspendFlags && (flag !== 0 || name === 'suspended');
+          obs?.device?.('globalstate', layout.suspendFlags ? { runstate: name, vm_was_suspended: flag } : { runstate: name });
         },
       },
     ];
@@ -162,7 +169,7 @@ export class VmLoader {
         opts.warn('Expected vmdescription section, but got 0');
         obs?.vmDescription?.(at, undefined);
       }
-      return { globalState: this.globalState, bytes: r.consumed, pages: this.ramLoader.pages, ram: this.ramLoader.ram };
+      return { globalState: this.globalState, wasSuspended: this.wasSuspended, bytes: r.consumed, pages: this.ramLoader.pages, ram: this.ramLoader.ram };
     } catch (err) {
       throw located(err, r);
     }

@@ -15,6 +15,7 @@
 import type { OptionTable } from '../cli/qemu/option-table.js';
 import type { SmpLevel } from '../guest/cpu-topology.js';
 import type { MachineType } from '../guest/machines.js';
+import type { RunState } from '../guest/run-state.js';
 
 export type ProfileId = '7.2' | '10.0';
 
@@ -122,6 +123,8 @@ export interface QemuProfile {
   readonly multifd: MultifdProfile;
   /** Differences in the migration stream and its return path (savevm.c, global_state.c). */
   readonly stream: StreamProfile;
+  /** Run-state transitions the release allows beyond 7.2's table (runstate_transitions_def). */
+  readonly extraRunStateTransitions: Partial<Record<RunState, readonly RunState[]>>;
   /** Differences in the source's pre-copy state machine (migration.c). */
   readonly precopy: {
     /**
@@ -246,7 +249,8 @@ export interface StreamProfile {
   readonly sectionIds: { readonly timer: number; readonly ram: number; readonly globalstate: number };
   /**
    * globalstate's 100 bytes after `size`: the run state's name in `runstateBytes` (100 in 7.2;
-   * 32 in 9.0+, then has_vm_was_suspended, vm_was_suspended and 66 unused bytes).
+   * 32 in 9.0+, then has_vm_was_suspended, vm_was_suspended and 66 unused bytes). With
+   * `suspendFlags` a guest that was suspended (flag or state) resumes into `suspended` (9.0+).
    */
   readonly globalState: { readonly runstateBytes: number; readonly suspendFlags: boolean };
   /** The VM description opens with the configuration section's description (9.0+). */

@@ -156,6 +156,8 @@ export const QEMU_10_0: QemuProfile = {
     enableColoNeedsXColo: true,
     validatedCapabilities: ['x-ignore-shared', 'mapped-ram'],
   },
+  // 9.0: a guest suspended at its source goes from paused straight back to suspended on cont.
+  extraRunStateTransitions: { paused: ['suspended'] },
   precopy: { deviceWithoutPause: true },
   multifd: {
     channelOrder: 'magic',

@@ -187,6 +187,7 @@ export const QEMU_7_2: QemuProfile = {
     enableColoNeedsXColo: false,
     validatedCapabilities: ['x-ignore-shared'],
   },
+  extraRunStateTransitions: {},
   precopy: { deviceWithoutPause: false },
   multifd: {
     channelOrder: 'first',

@@ -29,6 +29,21 @@ interface Outcome {
   kind: 'loaded' | 'refused';
   sha?: string;
   lines: string[];
+  /** A loaded guest's run state, then after `cont` (a guest suspended at its source resumes suspended). */
+  states?: string[];
+}
+
+async function runStates(qmp: QmpClient): Promise<string[]> {
+  const status = async (): Promise<string> => {
+    const s = (await qmp.ok('query-status')) as { status: string; running: boolean };
+    return `${s.status}${s.running ? '' : ' (not running)'}`;
+  };
+  const before = await status();
+  const from = qmp.events.length;
+  await qmp.cmd('cont');
+  const after = await status();
+  await delay(50); // an event that follows the reply
+  return [before, after, ...qmp.events.slice(from).map((e) => `${String(e.event)} ${JSON.stringify(e.data ?? {})}`)];
 }
 
 /** Polls query-migrate until the incoming migration ends, or the process exits. */
@@ -71,8 +86,9 @@ async function intoQemu(release: ProfileId, file: string, size: number): Promise
     const dump = join(dir, 'ram.dump');
     await qmp!.ok('pmemsave', { val: 0, size, filename: dump });
     const sha = sha256(readFileSync(dump));
+    const states = await runStates(qmp!);
     qmp!.close();
-    return { kind: 'loaded', sha, lines: log.split('\n').filter(Boolean) };
+    return { kind: 'loaded', sha, lines: log.split('\n').filter(Boolean), states };
   } finally {
     proc.kill('SIGKILL');
     await gone;
@@ -96,8 +112,9 @@ async function intoQmigd(release: ProfileId, file: string, size: number): Promis
       return { kind: 'refused', lines: errors() };
     }
     const sha = ((await qmp!.ok('__org.qmigd_query-ram-digest')) as { sha256: string }).sha256;
+    const states = await runStates(qmp!);
     qmp!.close();
-    return { kind: 'loaded', sha, lines: errors() };
+    return { kind: 'loaded', sha, lines: errors(), states };
   } finally {
     await d.stop();
   }
@@ -136,6 +153,8 @@ function cases(): Case[] {
     { name: 'an unknown run state, no SWITCHOVER_START', stream: patchAt(noSw, runstate - 5, Buffer.from('bogus\0\0\0\0\0', 'latin1')), size },
     { name: '32 bytes of run state without a NUL, no SWITCHOVER_START', stream: patchAt(noSw, runstate - 5, Buffer.alloc(32, 'A')), size },
     { name: 'a run state with the suspend flags set, no SWITCHOVER_START', stream: patchAt(noSw, runstate - 5, Buffer.concat([Buffer.from('paused', 'latin1'), Buffer.alloc(26), Buffer.from([1, 1])])), size },
+    { name: 'a suspended run state without the flags', stream: patchAt(plain, runstate, Buffer.from('suspended\0', 'latin1')), size },
+    { name: 'a suspended run state without the flags, no SWITCHOVER_START', stream: patchAt(noSw, runstate - 5, Buffer.from('suspended\0', 'latin1')), size },
   ];
 }
 
@@ -155,6 +174,8 @@ for (const release of ['7.2', '10.0'] as ProfileId[]) {
       t.equal(ours.kind, qemu.kind, `${c.name}: ${qemu.kind} by both`);
       if (qemu.kind === 'loaded') {
         t.equal(ours.sha, qemu.sha, `${c.name}: the same RAM`);
+        t.comment(`${c.name}: run states ${qemu.states!.join(' → ')}`);
+        t.same(ours.states, qemu.states, `${c.name}: the same run state, before and after cont`);
         if (c.sha) t.equal(qemu.sha, c.sha, `${c.name}: the RAM of expected.json`);
       } else t.same(ours.lines, qemu.lines, `${c.name}: the same lines`);
     }
