@@ -156,7 +156,7 @@ export const QEMU_10_0: QemuProfile = {
     enableColoNeedsXColo: true,
     validatedCapabilities: ['x-ignore-shared', 'mapped-ram'],
   },
-  precopy: { deviceWithoutPause: true },
+  precopy: { deviceWithoutPause: true, coloFrom: 'device' },
   multifd: {
     channelOrder: 'magic',
     sync: 'round',

@@ -187,7 +187,7 @@ export const QEMU_7_2: QemuProfile = {
     enableColoNeedsXColo: false,
     validatedCapabilities: ['x-ignore-shared'],
   },
-  precopy: { deviceWithoutPause: false },
+  precopy: { deviceWithoutPause: false, coloFrom: 'active' },
   multifd: {
     channelOrder: 'first',
     sync: 'section',
