@@ -133,8 +133,8 @@ export interface QemuProfile {
      * The state migration_completion() moves to `colo` when x-colo is on; from any other the
      * migration completes. 7.2: `active`, so with pause-before-switchover (which passes through
      * `device`) COLO is never entered. 10.0.13: `device`, which every switchover passes through
-     * (the stable fix 0b5bf4ea76 for 9.1's "Always set DEVICE state", which had made 10.0.0 never
-     * enter COLO). Both observed with two real QEMUs.
+     * (the stable fix 0b5bf4ea76 for "migration: Always set DEVICE state", which had made
+     * 10.0.0 never enter COLO). Both observed with two real QEMUs.
      */
     readonly coloFrom: 'active' | 'device';
   };
