@@ -223,6 +223,7 @@ export class OutgoingMigration {
     const w = this.writer;
     const ram = this.ram!;
     const before = w.written;
+    if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
     writeSectionPart(w, Section.END, sectionIds().ram);
     ram.sync();
     if (halfway) {
@@ -477,8 +478,7 @@ export class OutgoingMigration {
         current = 'device';
       }
       if (this.status !== 'device') return this.fail(undefined, current);
-    } else if (activeProfile().precopy.deviceWithoutPause && !env.caps['x-colo']) {
-      // COLO keeps 7.2's path (it starts only from active): not verified against 10.0's COLO.
+    } else if (activeProfile().precopy.deviceWithoutPause) {
       if (this.status !== 'active') return this.fail(undefined, current);
       env.state.change('active', 'device');
       current = 'device';
@@ -500,9 +500,9 @@ export class OutgoingMigration {
     await this.channel!.drained();
     await this.channel!.file?.settled();
     await this.multifd?.drained();
-    // COLO starts where a migration would complete (only from active, as 7.2).
-    if (env.caps['x-colo'] && current === 'active' && !this.channel!.error) {
-      env.state.change('active', 'colo');
+    // COLO starts where a migration would complete, from the one state the release allows.
+    if (env.caps['x-colo'] && current === activeProfile().precopy.coloFrom && !this.channel!.error) {
+      env.state.change(current, 'colo');
       return;
     }
     if (this.channel!.usable && !this.returnPath) this.channel!.end();

@@ -132,6 +132,14 @@ export interface QemuProfile {
      * pause-before-switchover (active → device → completed); 7.2 goes active → completed.
      */
     readonly deviceWithoutPause: boolean;
+    /**
+     * The state migration_completion() moves to `colo` when x-colo is on; from any other the
+     * migration completes. 7.2: `active`, so with pause-before-switchover (which passes through
+     * `device`) COLO is never entered. 10.0.13: `device`, which every switchover passes through
+     * (the stable fix 0b5bf4ea76 for "migration: Always set DEVICE state", which had made
+     * 10.0.0 never enter COLO). Both observed with two real QEMUs.
+     */
+    readonly coloFrom: 'active' | 'device';
   };
 }
 
@@ -243,7 +251,11 @@ export interface StreamProfile {
    * "MIG_CMD 0x.. unknown". Whether it can act on one is the loader's business.
    */
   readonly commands: Readonly<Record<number, MigCommandArgs>>;
-  /** The source sends MIG_CMD_SWITCHOVER_START once the guest is stopped for the last pass (9.2+). */
+  /**
+   * The source sends MIG_CMD_SWITCHOVER_START once the guest is stopped for the last pass (9.2+),
+   * and a COLO primary at every checkpoint, after vmstate-send, before the RAM END section
+   * (observed from QEMU 10.0.13 with a recording proxy).
+   */
   readonly switchoverStart: boolean;
   /** Section ids a `-M none` source gives its devices: the order they registered in. */
   readonly sectionIds: { readonly timer: number; readonly ram: number; readonly globalstate: number };

@@ -158,7 +158,7 @@ export const QEMU_10_0: QemuProfile = {
   },
   // 9.0: a guest suspended at its source goes from paused straight back to suspended on cont.
   extraRunStateTransitions: { paused: ['suspended'] },
-  precopy: { deviceWithoutPause: true },
+  precopy: { deviceWithoutPause: true, coloFrom: 'device' },
   multifd: {
     channelOrder: 'magic',
     sync: 'round',

@@ -188,7 +188,7 @@ export const QEMU_7_2: QemuProfile = {
     validatedCapabilities: ['x-ignore-shared'],
   },
   extraRunStateTransitions: {},
-  precopy: { deviceWithoutPause: false },
+  precopy: { deviceWithoutPause: false, coloFrom: 'active' },
   multifd: {
     channelOrder: 'first',
     sync: 'section',

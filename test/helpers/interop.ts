@@ -31,6 +31,8 @@ export interface End {
   qmp: QmpClient;
   dir: string;
   log: () => string;
+  /** Kills the process (SIGKILL) on purpose: the test is not failed for its exit. */
+  kill: () => void;
 }
 
 export interface EndOptions {
@@ -85,7 +87,11 @@ export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOp
     t.teardown(() => qmp.close());
     await qmp.negotiate();
     const dir = tempDir();
-    return { kind, release, qmp, dir, log: () => log };
+    const kill = (): void => {
+      stopping = true;
+      q.proc.kill('SIGKILL');
+    };
+    return { kind, release, qmp, dir, log: () => log, kill };
   }
   const d = await startDaemon([
     '--qemu-version', release, '-m', String(o.size), '--ram-id', 'm', ...(o.ramFile ? ['--memory-file', o.ramFile] : []),
@@ -102,7 +108,11 @@ export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOp
   const qmp = await QmpClient.at(d.listening[0]!);
   t.teardown(() => qmp.close());
   await qmp.negotiate();
-  return { kind, release, qmp, dir: d.dir, log: d.stderr };
+  const kill = (): void => {
+    stopping = true;
+    d.proc.kill('SIGKILL');
+  };
+  return { kind, release, qmp, dir: d.dir, log: d.stderr, kill };
 }
 
 export const caps = (e: End, names: string[], state = true): Promise<unknown> =>
