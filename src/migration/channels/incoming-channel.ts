@@ -11,6 +11,7 @@ import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
 import type { ByteSource } from '../stream/reader.js';
 import type { MappedRamSource } from '../ram/mapped-ram.js';
+import { SeekableFileInput } from './file-input.js';
 import { SocketInput } from './socket-input.js';
 import type { MigrationUri } from './uri.js';
 
@@ -58,7 +59,8 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       }
       // The descriptor outlives the stream's end: mapped-ram reads pages at their offsets while
       // the stream may have been read to its end already. It goes when the listener closes.
-      const input = createReadStream('', { fd, start: uri.offset, highWaterMark: 1 << 20, autoClose: false });
+      // The stream is read from a position of its own, which mapped-ram moves past the pages.
+      const input = new SeekableFileInput(fd, uri.offset);
       let open = true;
       const closeFile = (): void => {
         input.destroy();
@@ -70,7 +72,8 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
         readAt: (into, at, length, position) =>
           new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
       };
-      setImmediate(() => accept({ ...fileInput(input), close: closeFile, file }));
+      input.on('error', () => undefined); // reported by the reader as an end of stream
+      setImmediate(() => accept({ input, close: closeFile, file }));
       return { close: closeFile };
     }
     case 'fd': {
