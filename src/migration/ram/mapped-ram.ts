@@ -50,8 +50,11 @@ export class MappedRamWriter {
   constructor(
     private readonly file: PositionedFile,
     private readonly usedLength: number,
-    /** Counts bytes written beside the stream (they are transferred bytes, as QEMU counts them). */
-    private readonly counted: (bytes: number) => void,
+    /**
+     * Counts bytes written beside the stream, as QEMU counts them: a page's bytes (multifd's
+     * channels write them, with multifd) and the bitmap's (the main channel's, at completion).
+     */
+    private readonly counted: (bytes: number, what: 'page' | 'bitmap') => void,
   ) {
     this.bitmap = Buffer.alloc(bitmapBytes(usedLength / PAGE_SIZE));
   }
@@ -79,7 +82,7 @@ export class MappedRamWriter {
     }
     run.pieces.push(data);
     this.bitmap[page >> 3]! |= 1 << (page & 7);
-    this.counted(PAGE_SIZE);
+    this.counted(PAGE_SIZE, 'page');
   }
 
   /** Writes the pages picked so far (before a section ends, and before the bitmap). */
@@ -99,7 +102,7 @@ export class MappedRamWriter {
   writeBitmap(): void {
     this.flush();
     this.file.writeAt([this.bitmap], this.bitmapOffset);
-    this.counted(this.bitmap.length);
+    this.counted(this.bitmap.length, 'bitmap');
   }
 }
 
@@ -175,8 +178,8 @@ export async function loadMappedRamBlock(
     }
     n = end;
   }
-  // Skip the pages array: the stream goes on after it.
+  // qemu_set_offset(): the stream goes on after the pages array, which is not read through.
   const next = pagesOffset + length - (source.base + r.consumed);
   if (next < 0) throw new LoadError('EINVAL', 'mapped-ram: the stream goes on before where it stands');
-  await r.skip(next);
+  await r.jump(next);
 }
