@@ -3,7 +3,7 @@
  * mapped-ram QEMU's destination reads the block header, preads the pages the bitmap marks, and
  * then qemu_set_offset()s its stream past the pages region instead of reading through it
  * (parse_ramblock_mapped_ram()). A Readable cannot drop what it has buffered; this emits each
- * chunk as it is read, paused when the reader says so, and discards a read in flight at a seek.
+ * chunk as it is read, one at a time, and discards a read in flight at a seek.
  */
 import { EventEmitter } from 'node:events';
 import { read } from 'node:fs';
@@ -85,8 +85,10 @@ export class SeekableFileInput extends EventEmitter implements ByteSource {
         return;
       }
       this.position += n;
+      // One chunk ahead at most: the reader resumes this when it wants more. Reading on until
+      // its high-water mark would read well into a mapped-ram pages region it then jumps over.
+      this.paused = true;
       this.emit('data', buf.subarray(0, n));
-      this.pump();
     });
   }
 }

@@ -67,11 +67,7 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
         if (open) closeFd(fd, () => undefined);
         open = false;
       };
-      const file: MappedRamSource = {
-        base: uri.offset,
-        readAt: (into, at, length, position) =>
-          new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
-      };
+      const file = preadSource(fd, uri.offset);
       input.on('error', () => undefined); // reported by the reader as an end of stream
       setImmediate(() => accept({ input, close: closeFile, file }));
       return { close: closeFile };
@@ -165,4 +161,12 @@ function oneWay(s: net.Socket): IncomingConnection {
 function duplex(s: Duplex): IncomingConnection {
   s.on('error', () => undefined); // reported by the reader as an end of stream
   return { input: s, output: s, close: () => s.destroy() };
+}
+
+/** pread() on `fd`, for mapped-ram's pages and bitmap; `base`: where the stream's byte 0 is. */
+export function preadSource(fd: number, base: number): MappedRamSource {
+  return {
+    base,
+    readAt: (into, at, length, position) => new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
+  };
 }

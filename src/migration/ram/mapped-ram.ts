@@ -106,6 +106,21 @@ export class MappedRamWriter {
   }
 }
 
+/** What one block's mapped-ram header and bitmap say (`qmigd inspect` prints it). */
+export interface MappedRamBlockInfo {
+  id: string;
+  /** Where in the stream the header is. */
+  offset: number;
+  version: number;
+  pageSize: number;
+  bitmapOffset: number;
+  bitmapBytes: number;
+  pagesOffset: number;
+  /** The block's pages, and those of them the bitmap marks as in the file. */
+  pages: number;
+  pagesInFile: number;
+}
+
 /** How the destination reads a mapped-ram file beside its stream. */
 export interface MappedRamSource {
   /** pread(); returns the bytes read (fewer at the end of the file). */
@@ -128,7 +143,9 @@ export async function loadMappedRamBlock(
   blockSize: number,
   page: (n: number) => { buf: Buffer; at: number },
   wrote: (n: number) => void,
+  observe?: (info: MappedRamBlockInfo) => void,
 ): Promise<void> {
+  const offset = r.consumed;
   if (!r.ready(MAPPED_RAM_HEADER_BYTES)) {
     try {
       await r.need(MAPPED_RAM_HEADER_BYTES);
@@ -149,6 +166,11 @@ export async function loadMappedRamBlock(
   const bitmap = Buffer.alloc(bitmapBytes(pages));
   if ((await source.readAt(bitmap, 0, bitmap.length, bitmapOffset)) !== bitmap.length) throw new LoadError('EINVAL', 'Error reading dirty bitmap');
   const set = (n: number): boolean => (bitmap[n >> 3]! & (1 << (n & 7))) !== 0;
+  if (observe) {
+    let pagesInFile = 0;
+    for (let n = 0; n < pages; n++) if (set(n)) pagesInFile++;
+    observe({ id, offset, version, pageSize, bitmapOffset, bitmapBytes: bitmap.length, pagesOffset, pages, pagesInFile });
+  }
   // read_ramblock_mapped_ram(): runs of set bits, read 1 MiB at a time from the run's start (so
   // a failed read names the offset QEMU names), then into RAM.
   const chunk = Buffer.allocUnsafe(LOAD_CHUNK);
