@@ -31,6 +31,8 @@ export interface End {
   qmp: QmpClient;
   dir: string;
   log: () => string;
+  /** The process (QEMU's, or qmigd's), for what /proc says of it. */
+  pid: number;
 }
 
 export interface EndOptions {
@@ -85,7 +87,7 @@ export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOp
     t.teardown(() => qmp.close());
     await qmp.negotiate();
     const dir = tempDir();
-    return { kind, release, qmp, dir, log: () => log };
+    return { kind, release, qmp, dir, log: () => log, pid: q.proc.pid! };
   }
   const d = await startDaemon([
     '--qemu-version', release, '-m', String(o.size), '--ram-id', 'm', ...(o.ramFile ? ['--memory-file', o.ramFile] : []),
@@ -102,7 +104,7 @@ export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOp
   const qmp = await QmpClient.at(d.listening[0]!);
   t.teardown(() => qmp.close());
   await qmp.negotiate();
-  return { kind, release, qmp, dir: d.dir, log: d.stderr };
+  return { kind, release, qmp, dir: d.dir, log: d.stderr, pid: d.proc.pid! };
 }
 
 export const caps = (e: End, names: string[], state = true): Promise<unknown> =>
