@@ -12,7 +12,9 @@ import { DEFAULT_PROFILE, findProfile, PROFILES, setActiveProfile } from '../pro
 import { VERSION } from '../version.js';
 import { runDemo, type DemoOptions } from './demo.js';
 import { inspectStream } from '../migration/inspect.js';
-import { createReadStream } from 'node:fs';
+import { openSync } from 'node:fs';
+import { SeekableFileInput } from '../migration/channels/file-input.js';
+import { preadSource } from '../migration/channels/incoming-channel.js';
 import { NO_SANDBOX, parseSandbox, type Sandbox } from './sandbox.js';
 import { parseSize } from './size.js';
 
@@ -184,14 +186,19 @@ function program(): Command {
       const profile = findProfile(opts.qemuVersion);
       if (!profile) throw new UsageError(`--qemu-version: '${opts.qemuVersion}' is not one of ${PROFILES.map((p) => p.id).join(', ')}`);
       setActiveProfile(profile.id);
-      const input = file === '-' ? process.stdin : createReadStream(file);
-      const opened = new Promise<void>((resolve, reject) => {
-        if (file === '-') return resolve();
-        input.once('open', () => resolve());
-        input.once('error', (err: Error) => reject(new Error(`${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : err.message}`)));
-      });
-      await opened;
-      const result = await inspectStream(input, (line) => process.stdout.write(`${line}\n`));
+      const print = (line: string): boolean => process.stdout.write(`${line}\n`);
+      let result;
+      if (file === '-') result = await inspectStream(process.stdin, print);
+      else {
+        // A file is read at positions, as a file: destination reads it (mapped-ram's pages).
+        let fd: number;
+        try {
+          fd = openSync(file, 'r');
+        } catch (err) {
+          throw new Error(`${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (err as Error).message}`);
+        }
+        result = await inspectStream(new SeekableFileInput(fd, 0), print, preadSource(fd, 0));
+      }
       if (result.ok && opts.ram && result.ram) await result.ram.saveFile(opts.ram);
       process.exit(result.ok ? 0 : 1);
     });

@@ -4,13 +4,13 @@
  * sections with their offsets, RAM records by type, commands, device state and the VM
  * description, like QEMU's scripts/analyze-migration.py. The RAM it produces can be saved.
  */
-import type { Readable } from 'node:stream';
 import { GuestRam } from '../guest/ram.js';
 import { activeProfile } from '../profiles/index.js';
 import { LoadError } from './load-error.js';
 import { loadVmState, type LoadObserver } from './loadvm.js';
 import { RamFlag, Section } from './stream/constants.js';
-import { StreamReader } from './stream/reader.js';
+import type { MappedRamSource } from './ram/mapped-ram.js';
+import { StreamReader, type ByteSource } from './stream/reader.js';
 
 export interface InspectResult {
   ok: boolean;
@@ -29,7 +29,11 @@ const MAX_RAM = 64 * 2 ** 30;
 
 const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 
-export async function inspectStream(input: Readable, print: (line: string) => void): Promise<InspectResult> {
+/**
+ * `input`: the stream; `file`, when it is a file, for what mapped-ram keeps at offsets of it
+ * (without one, a mapped-ram stream is reported as unreadable from a pipe).
+ */
+export async function inspectStream(input: ByteSource, print: (line: string) => void, file?: MappedRamSource): Promise<InspectResult> {
   const records = new Map<string, number>();
   const totals = new Map<string, number>();
   let sections = 0;
@@ -42,6 +46,11 @@ export async function inspectStream(input: Readable, print: (line: string) => vo
       records.clear();
       const what = s.version === undefined ? `${s.idstr} (section ${s.id})` : `${s.idstr} (section ${s.id}, instance ${s.instance}, version ${s.version})`;
       print(`${hex(s.offset)}  ${SECTION_NAMES[s.type]!.padEnd(14)} ${what}`);
+    },
+    mappedRamBlock: (m) => {
+      print(`${hex(m.offset)}  mapped-ram     block "${m.id}": header version ${m.version}, page size ${m.pageSize}`);
+      print(`${' '.repeat(26)}bitmap at ${hex(m.bitmapOffset)} (${m.bitmapBytes} bytes), pages at ${hex(m.pagesOffset)} (${m.pages * m.pageSize} bytes)`);
+      print(`${' '.repeat(26)}${m.pagesInFile} of ${m.pages} pages in the file, ${m.pages - m.pagesInFile} not (zero)`);
     },
     ramRecord: (type) => {
       const name = RECORD_NAMES[type]!;
@@ -80,6 +89,8 @@ export async function inspectStream(input: Readable, print: (line: string) => vo
       hooks: { openReturnPath: () => true, sendPong: () => true }, // a file has no way back: accept
       warn: (m) => print(`warning: ${m}`),
       observer,
+      mapped: file,
+      capabilitiesFromStream: true,
     });
     print('');
     print(`${result.bytes} bytes: ${sections} sections, ${commands} commands; RAM records: ${[...totals].map(([k, v]) => `${v} ${k}`).join(', ') || 'none'}`);

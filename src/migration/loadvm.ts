@@ -8,7 +8,7 @@ import type { GuestRam } from '../guest/ram.js';
 import { RUN_STATES, type RunState } from '../guest/run-state.js';
 import { activeProfile } from '../profiles/index.js';
 import { LoadError } from './load-error.js';
-import type { MappedRamSource } from './ram/mapped-ram.js';
+import type { MappedRamBlockInfo, MappedRamSource } from './ram/mapped-ram.js';
 import { RamLoader, type RamFactory } from './ram/ram-load.js';
 import {
   Command,
@@ -50,6 +50,7 @@ export interface LoadObserver {
   section?(s: { offset: number; type: number; id: number; idstr: string; instance?: number; version?: number }): void;
   sectionEnd?(offset: number): void;
   ramRecord?(type: number): void;
+  mappedRamBlock?(info: MappedRamBlockInfo): void;
   command?(offset: number, name: string, payload: Buffer): void;
   device?(idstr: string, fields: Record<string, string | number | bigint>): void;
   eof?(offset: number): void;
@@ -71,6 +72,11 @@ export interface LoadOptions {
   capability?: (name: string) => boolean;
   /** With mapped-ram on: the file the pages are read from. */
   mapped?: MappedRamSource;
+  /**
+   * `qmigd inspect`: the validated capabilities are whatever the stream's configuration names
+   * (no check), and `mapped` is used only where the stream names mapped-ram.
+   */
+  capabilitiesFromStream?: boolean;
 }
 
 interface Handler {
@@ -102,7 +108,8 @@ export class VmLoader {
   constructor(private readonly opts: LoadOptions) {
     const obs = opts.observer;
     this.ramLoader = new RamLoader(opts.ram, obs?.ramRecord?.bind(obs));
-    this.ramLoader.mapped = opts.mapped;
+    this.ramLoader.mapped = opts.capabilitiesFromStream ? undefined : opts.mapped;
+    this.ramLoader.observeMapped = obs?.mappedRamBlock?.bind(obs);
     this.handlers = [
       // ram_load() itself refuses any version but 4, with no message of its own.
       { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: 0, load: (rr, v) => this.ramLoader.load(rr, v) },
@@ -148,7 +155,11 @@ export class VmLoader {
     const obs = opts.observer;
     try {
       try {
-        await loadHeader(r, opts.machine, obs, opts.capability);
+        const received = await loadHeader(r, opts.machine, obs, opts.capabilitiesFromStream ? undefined : opts.capability ?? (() => false));
+        if (opts.capabilitiesFromStream && received.has('mapped-ram')) {
+          if (!opts.mapped) throw new LoadError('EINVAL', 'mapped-ram: the pages are at offsets of a file; read the file, not a pipe');
+          this.ramLoader.mapped = opts.mapped;
+        }
       } catch (err) {
         if (err instanceof StreamEnded) throw new LoadError('EINVAL', 'Not a migration stream');
         throw err;
@@ -245,7 +256,8 @@ function located(err: unknown, r: StreamReader): unknown {
   return err;
 }
 
-async function loadHeader(r: StreamReader, machine: string | undefined, obs: LoadObserver | undefined, capability?: (name: string) => boolean): Promise<void> {
+/** `capability` undefined: no capability is checked. Returns the capabilities the stream names. */
+async function loadHeader(r: StreamReader, machine: string | undefined, obs: LoadObserver | undefined, capability?: (name: string) => boolean): Promise<Set<string>> {
   await r.need(8);
   if (r.be32() !== VM_FILE_MAGIC) throw new LoadError('EINVAL', 'Not a migration stream');
   const version = r.be32();
@@ -266,12 +278,13 @@ async function loadHeader(r: StreamReader, machine: string | undefined, obs: Loa
   const received = await loadConfigurationSubsections(r);
   // configuration_validate_capabilities(): each one that differs is reported, then one failure.
   const lines: string[] = [];
-  for (const cap of activeProfile().stream.validatedCapabilities) {
-    const ours = capability?.(cap) ?? false;
+  for (const cap of capability ? activeProfile().stream.validatedCapabilities : []) {
+    const ours = capability!(cap);
     const theirs = received.has(cap);
     if (ours !== theirs) lines.push(`Capability ${cap} is ${ours ? 'on' : 'off'}, but received capability is ${theirs ? 'on' : 'off'}`);
   }
   if (lines.length) throw new LoadError('EINVAL', ...lines);
+  return received;
 }
 
 /**

@@ -97,6 +97,8 @@ export class OutgoingMigration {
   multifd?: MultifdSender;
   /** mapped-ram's pages and bitmap in the file (file: only). */
   private mapped?: MappedRamWriter;
+  /** mapped-ram with multifd: the pages' bytes, which QEMU's channels would have written. */
+  private mappedChannelBytes = 0;
 
   constructor(private readonly env: OutgoingEnv) {
     this.expectedDowntime = Number(env.params()['downtime-limit']);
@@ -355,7 +357,18 @@ export class OutgoingMigration {
     const { env } = this;
     const file = this.channel!.file;
     if (capability(env.caps, 'mapped-ram') && file) {
-      this.mapped = new MappedRamWriter(file, env.guest.ram.size, (n) => (this.writer.written += n));
+      // As ram.c counts them: with multifd the channels write the pages (multifd-bytes, not
+      // precopy- or downtime-bytes); without, save_normal_page() on the main channel does. The
+      // bitmap is the main channel's, and ram_save_file_bmap() adds it to the RAM bytes too.
+      const byChannels = env.caps.multifd === true;
+      this.mapped = new MappedRamWriter(file, env.guest.ram.size, (n, what) => {
+        if (what === 'page' && byChannels) {
+          this.mappedChannelBytes += n;
+          return this.countMultifd(n);
+        }
+        this.writer.written += n;
+        this.ram!.sent(n);
+      });
     }
     return new RamSaver(env.guest.ram, {
       mapped: this.mapped,
@@ -557,7 +570,7 @@ export class OutgoingMigration {
 
   /** migration_total_bytes(): the main stream and the multifd channels. */
   private get totalBytes(): number {
-    return this.writer.written + (this.multifd?.bytes ?? 0);
+    return this.writer.written + (this.multifd?.bytes ?? 0) + this.mappedChannelBytes;
   }
 
   /** qemu_file_rate_limit(): the window's budget is spent (0 means unlimited), or the channel died. */

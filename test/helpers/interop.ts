@@ -33,6 +33,8 @@ export interface End {
   log: () => string;
   /** Kills the process (SIGKILL) on purpose: the test is not failed for its exit. */
   kill: () => void;
+  /** The process (QEMU's, or qmigd's), for what /proc says of it. */
+  pid: number;
 }
 
 export interface EndOptions {
@@ -91,7 +93,7 @@ export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOp
       stopping = true;
       q.proc.kill('SIGKILL');
     };
-    return { kind, release, qmp, dir, log: () => log, kill };
+    return { kind, release, qmp, dir, log: () => log, kill, pid: q.proc.pid! };
   }
   const d = await startDaemon([
     '--qemu-version', release, '-m', String(o.size), '--ram-id', 'm', ...(o.ramFile ? ['--memory-file', o.ramFile] : []),
@@ -112,7 +114,7 @@ export async function startEnd(t: Test, kind: Kind, release: ProfileId, o: EndOp
     stopping = true;
     d.proc.kill('SIGKILL');
   };
-  return { kind, release, qmp, dir: d.dir, log: d.stderr, kill };
+  return { kind, release, qmp, dir: d.dir, log: d.stderr, kill, pid: d.proc.pid! };
 }
 
 export const caps = (e: End, names: string[], state = true): Promise<unknown> =>

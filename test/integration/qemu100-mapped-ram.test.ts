@@ -9,20 +9,22 @@
  *   side only, a newer header version, a misaligned pages region, a bitmap past the end, a file
  *   cut in the header or in the pages region) are QEMU 10.0's.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { BIN, tempDir } from '../helpers/daemon.js';
-import { caps, connectQmp, delay, finished, info, MiB, mixedRam, sameRam, startEnd, type End, type Kind, type Test } from '../helpers/interop.js';
+import { BIN, startDaemon, tempDir, unixPath } from '../helpers/daemon.js';
+import { FdClient } from '../helpers/fd-client.js';
+import { caps, connectQmp, delay, finished, info, MiB, mixedRam, sameRam, sha256, startEnd, type End, type Kind, type Test } from '../helpers/interop.js';
 import type { Msg } from '../helpers/qmp-client.js';
-import { QEMU_OF, qemuSkip } from '../helpers/qemu.js';
+import { QEMU_OF, qemuSkip, startQemu } from '../helpers/qemu.js';
 
 const R = '10.0';
 const skip = qemuSkip(R);
 const work = tempDir();
 const size = 16 * MiB;
 let files = 0;
+const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 
 /** The mapped-ram block header as a file holds it: after used_length of the one block `m`. */
 function blockHeader(file: Buffer, offset: number): { at: number; version: number; pageSize: number; bitmapOffset: number; pagesOffset: number } {
@@ -39,15 +41,21 @@ function blockHeader(file: Buffer, offset: number): { at: number; version: numbe
   };
 }
 
+/** The RAM statistics a saved file fixes (not rates or times). */
+const STATS = ['transferred', 'precopy-bytes', 'downtime-bytes', 'multifd-bytes', 'normal', 'normal-bytes', 'duplicate', 'total', 'remaining'];
+
 /** Saves `src` with mapped-ram (and `extra` capabilities) into a new file at `offset`. */
-async function save(t: Test, src: End, extra: string[] = [], offset = 0): Promise<{ path: string; bytes: Buffer }> {
+async function save(t: Test, src: End, extra: string[] = [], offset = 0): Promise<{ path: string; bytes: Buffer; info: Msg }> {
   const path = join(work, `${src.kind}-${++files}.mig`);
   await caps(src, ['events', 'mapped-ram', ...extra]);
   await src.qmp.ok('migrate', { uri: offset ? `file:${path},offset=${offset}` : `file:${path}` });
   const end = await finished(src);
   t.equal(end.status, 'completed', `${src.kind} saved with mapped-ram ${end.status === 'failed' ? JSON.stringify(end) : ''}`);
-  return { path, bytes: readFileSync(path) };
+  return { path, bytes: readFileSync(path), info: end };
 }
+
+/** Bytes the process has read so far (read(), pread(), recv(): /proc/PID/io's rchar). */
+const bytesRead = (pid: number): number => Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'latin1'))![1]);
 
 function firstDifference(a: Buffer, b: Buffer): string {
   const n = Math.min(a.length, b.length);
@@ -68,6 +76,12 @@ for (const variant of [{ multifd: false, offset: 0 }, { multifd: true, offset: 1
     t.comment(`QEMU 10.0's block header: ${JSON.stringify(h)}, file ${theirs.bytes.length} bytes`);
     t.ok(ours.bytes.equals(theirs.bytes), `the same file (${firstDifference(ours.bytes, theirs.bytes)})`);
     t.same(blockHeader(ours.bytes, variant.offset), h, 'the same block header');
+    // The same file, so the same bytes to count: the bitmap is RAM bytes (downtime-bytes), and
+    // with multifd the pages are the channels' (multifd-bytes).
+    const counted = (i: Msg): Msg => Object.fromEntries(STATS.map((k) => [k, (i.ram as Msg)[k]]));
+    const theirStats = counted(theirs.info);
+    t.comment(`QEMU 10.0's RAM statistics: ${JSON.stringify(theirStats)}`);
+    t.same(counted(ours.info), theirStats, "query-migrate's RAM statistics as QEMU 10.0's");
   });
 }
 
@@ -94,17 +108,80 @@ t.test('a guest writing while saved: QEMU 10.0 (and qmigd) load the file into th
   }
 });
 
-t.test("QEMU 10.0's mapped-ram file loads into qmigd 10.0, with and without multifd", { skip }, async (t) => {
+t.test("QEMU 10.0's mapped-ram file loads into qmigd 10.0, with and without multifd, reading what QEMU 10.0 reads", { skip }, async (t) => {
   const image = mixedRam(size);
   const src = await startEnd(t, 'qemu', R, { size, ramFile: image.path });
   const saved = await save(t, src);
+  const read: Record<string, number> = {};
   for (const [kind, extra] of [['qemu', []], ['qmigd', []], ['qmigd', ['multifd']]] as Array<[Kind, string[]]>) {
     const dst = await startEnd(t, kind, R, { size, incoming: 'defer' });
     await caps(dst, ['events', 'mapped-ram', ...extra]);
+    const before = bytesRead(dst.pid);
     await dst.qmp.ok('migrate-incoming', { uri: `file:${saved.path}` });
     t.equal((await finished(dst)).status, 'completed', `${kind} ${extra.join(' ')} loaded QEMU's file`);
+    read[`${kind} ${extra.join(' ')}`] = bytesRead(dst.pid) - before;
     await sameRam(t, src, dst, size, image.sha);
   }
+  // QEMU reads the header and bitmap, preads the pages the bitmap marks and sets its stream's
+  // offset past the pages region; reading through it would read `size` bytes more. qmigd reads
+  // its stream 1 MiB at a time and one such read ahead (QEMU 32 KiB), so 2 MiB are allowed for.
+  t.comment(`bytes read by each destination while loading: ${JSON.stringify(read)}; the file ${saved.bytes.length}`);
+  const theirs = read['qemu ']!;
+  t.ok(theirs < saved.bytes.length - size / 4, 'QEMU 10.0 does not read the whole file');
+  for (const k of ['qmigd ', 'qmigd multifd']) t.ok(read[k]! <= theirs + 2 * MiB + 64 * 1024, `${k}: no more than QEMU 10.0 reads, but for read-ahead (${read[k]} vs ${theirs})`);
+});
+
+t.test('qmigd inspect --qemu-version 10.0 decodes a mapped-ram file QEMU 10.0 wrote: its header, bitmap and RAM', { skip }, async (t) => {
+  const image = mixedRam(size);
+  for (const extra of [[], ['multifd']]) {
+    const saved = await save(t, await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] }), extra);
+    const path = saved.path;
+    const ramOut = join(work, `inspect-${files}.ram`);
+    const run = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', R, path, '--ram', ramOut], { encoding: 'utf8' });
+    const name = extra.length ? 'with multifd' : 'one channel';
+    t.equal(run.status, 0, `${name}: inspect reads the file: ${run.stdout.split('\n').slice(-4).join(' | ')} ${run.stderr}`);
+    const out = run.stdout;
+    const h = blockHeader(saved.bytes, 0);
+    t.match(out, `${hex(h.at)}  mapped-ram     block "m": header version ${h.version}, page size ${h.pageSize}`, `${name}: the header, where it is`);
+    t.match(out, `bitmap at ${hex(h.bitmapOffset)} (${size / 4096 / 8} bytes), pages at ${hex(h.pagesOffset)} (${size} bytes)`, `${name}: the offsets`);
+    const normal = (saved.info.ram as Msg).normal as number;
+    t.match(out, `${normal} of ${size / 4096} pages in the file, ${size / 4096 - normal} not (zero)`, `${name}: as many pages in the bitmap as QEMU 10.0 saved (${normal})`);
+    t.equal(sha256(readFileSync(ramOut)), image.sha, `${name}: the RAM it loads is the RAM QEMU 10.0 saved`);
+  }
+  // A pipe has no offsets to read the pages at: said so, not misread.
+  const saved = await save(t, await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] }));
+  const piped = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', R, '-'], { input: saved.bytes.subarray(0, 4096), encoding: 'utf8' });
+  t.equal(piped.status, 1, 'from standard input: refused');
+  t.match(piped.stdout, 'mapped-ram: the pages are at offsets of a file; read the file, not a pipe');
+});
+
+t.test('mapped-ram with fd: naming a regular file: refused as QEMU 10.0 refuses it, both ways', { skip }, async (t) => {
+  const run = async (kind: Kind): Promise<unknown[]> => {
+    const out: unknown[] = [];
+    for (const incoming of [false, true]) {
+      // Its only monitor is the client that passes descriptors (a QEMU monitor takes one client).
+      const socket =
+        kind === 'qemu'
+          ? await startQemu(['-m', '4M', ...(incoming ? ['-incoming', 'defer'] : ['-S'])], { release: R }).then((q) => (t.teardown(() => q.stop()), q.socket))
+          : await startDaemon(['--qemu-version', R, '-m', String(4 * MiB), ...(incoming ? ['--incoming', 'defer'] : ['-S'])]).then((d) => (t.teardown(() => d.stop()), unixPath(d)));
+      const c = await FdClient.connect(socket);
+      t.teardown(() => c.quit());
+      const file = join(work, `fd-${kind}-${incoming}.mig`);
+      if (incoming) writeFileSync(file, Buffer.alloc(4096));
+      await c.open('f', file);
+      out.push(((await c.cmd('migrate-set-capabilities', capsOn('mapped-ram'))).error as Msg | undefined)?.desc ?? 'ok');
+      out.push(((await c.cmd('getfd', { fdname: 'mig' }, ['f'])).error as Msg | undefined)?.desc ?? 'ok');
+      const r = incoming ? await c.cmd('migrate-incoming', { uri: 'fd:mig' }) : await c.cmd('migrate', { uri: 'fd:mig' });
+      out.push((r.error as Msg | undefined)?.desc ?? 'ok');
+      const i = (await c.cmd('query-migrate')).return as Msg;
+      out.push(i.status ?? 'none', i['error-desc'] ?? '');
+    }
+    return out;
+  };
+  const theirs = await run('qemu');
+  t.comment(`QEMU 10.0: ${JSON.stringify(theirs)}`);
+  t.ok(theirs.includes('Migration requires seekable transport (e.g. file)'), 'QEMU 10.0 refuses fd: with mapped-ram');
+  t.same(await run('qmigd'), theirs, 'the same answers and state');
 });
 
 const capsOn = (...names: string[]): Msg => ({ capabilities: names.map((capability) => ({ capability, state: true })) });

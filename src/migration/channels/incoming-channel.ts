@@ -11,6 +11,7 @@ import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
 import type { ByteSource } from '../stream/reader.js';
 import type { MappedRamSource } from '../ram/mapped-ram.js';
+import { SeekableFileInput } from './file-input.js';
 import { SocketInput } from './socket-input.js';
 import type { MigrationUri } from './uri.js';
 
@@ -58,19 +59,17 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       }
       // The descriptor outlives the stream's end: mapped-ram reads pages at their offsets while
       // the stream may have been read to its end already. It goes when the listener closes.
-      const input = createReadStream('', { fd, start: uri.offset, highWaterMark: 1 << 20, autoClose: false });
+      // The stream is read from a position of its own, which mapped-ram moves past the pages.
+      const input = new SeekableFileInput(fd, uri.offset);
       let open = true;
       const closeFile = (): void => {
         input.destroy();
         if (open) closeFd(fd, () => undefined);
         open = false;
       };
-      const file: MappedRamSource = {
-        base: uri.offset,
-        readAt: (into, at, length, position) =>
-          new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
-      };
-      setImmediate(() => accept({ ...fileInput(input), close: closeFile, file }));
+      const file = preadSource(fd, uri.offset);
+      input.on('error', () => undefined); // reported by the reader as an end of stream
+      setImmediate(() => accept({ input, close: closeFile, file }));
       return { close: closeFile };
     }
     case 'fd': {
@@ -162,4 +161,12 @@ function oneWay(s: net.Socket): IncomingConnection {
 function duplex(s: Duplex): IncomingConnection {
   s.on('error', () => undefined); // reported by the reader as an end of stream
   return { input: s, output: s, close: () => s.destroy() };
+}
+
+/** pread() on `fd`, for mapped-ram's pages and bitmap; `base`: where the stream's byte 0 is. */
+export function preadSource(fd: number, base: number): MappedRamSource {
+  return {
+    base,
+    readAt: (into, at, length, position) => new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
+  };
 }

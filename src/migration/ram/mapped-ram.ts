@@ -50,8 +50,11 @@ export class MappedRamWriter {
   constructor(
     private readonly file: PositionedFile,
     private readonly usedLength: number,
-    /** Counts bytes written beside the stream (they are transferred bytes, as QEMU counts them). */
-    private readonly counted: (bytes: number) => void,
+    /**
+     * Counts bytes written beside the stream, as QEMU counts them: a page's bytes (multifd's
+     * channels write them, with multifd) and the bitmap's (the main channel's, at completion).
+     */
+    private readonly counted: (bytes: number, what: 'page' | 'bitmap') => void,
   ) {
     this.bitmap = Buffer.alloc(bitmapBytes(usedLength / PAGE_SIZE));
   }
@@ -79,7 +82,7 @@ export class MappedRamWriter {
     }
     run.pieces.push(data);
     this.bitmap[page >> 3]! |= 1 << (page & 7);
-    this.counted(PAGE_SIZE);
+    this.counted(PAGE_SIZE, 'page');
   }
 
   /** Writes the pages picked so far (before a section ends, and before the bitmap). */
@@ -99,8 +102,23 @@ export class MappedRamWriter {
   writeBitmap(): void {
     this.flush();
     this.file.writeAt([this.bitmap], this.bitmapOffset);
-    this.counted(this.bitmap.length);
+    this.counted(this.bitmap.length, 'bitmap');
   }
+}
+
+/** What one block's mapped-ram header and bitmap say (`qmigd inspect` prints it). */
+export interface MappedRamBlockInfo {
+  id: string;
+  /** Where in the stream the header is. */
+  offset: number;
+  version: number;
+  pageSize: number;
+  bitmapOffset: number;
+  bitmapBytes: number;
+  pagesOffset: number;
+  /** The block's pages, and those of them the bitmap marks as in the file. */
+  pages: number;
+  pagesInFile: number;
 }
 
 /** How the destination reads a mapped-ram file beside its stream. */
@@ -125,7 +143,9 @@ export async function loadMappedRamBlock(
   blockSize: number,
   page: (n: number) => { buf: Buffer; at: number },
   wrote: (n: number) => void,
+  observe?: (info: MappedRamBlockInfo) => void,
 ): Promise<void> {
+  const offset = r.consumed;
   if (!r.ready(MAPPED_RAM_HEADER_BYTES)) {
     try {
       await r.need(MAPPED_RAM_HEADER_BYTES);
@@ -146,6 +166,11 @@ export async function loadMappedRamBlock(
   const bitmap = Buffer.alloc(bitmapBytes(pages));
   if ((await source.readAt(bitmap, 0, bitmap.length, bitmapOffset)) !== bitmap.length) throw new LoadError('EINVAL', 'Error reading dirty bitmap');
   const set = (n: number): boolean => (bitmap[n >> 3]! & (1 << (n & 7))) !== 0;
+  if (observe) {
+    let pagesInFile = 0;
+    for (let n = 0; n < pages; n++) if (set(n)) pagesInFile++;
+    observe({ id, offset, version, pageSize, bitmapOffset, bitmapBytes: bitmap.length, pagesOffset, pages, pagesInFile });
+  }
   // read_ramblock_mapped_ram(): runs of set bits, read 1 MiB at a time from the run's start (so
   // a failed read names the offset QEMU names), then into RAM.
   const chunk = Buffer.allocUnsafe(LOAD_CHUNK);
@@ -175,8 +200,8 @@ export async function loadMappedRamBlock(
     }
     n = end;
   }
-  // Skip the pages array: the stream goes on after it.
+  // qemu_set_offset(): the stream goes on after the pages array, which is not read through.
   const next = pagesOffset + length - (source.base + r.consumed);
   if (next < 0) throw new LoadError('EINVAL', 'mapped-ram: the stream goes on before where it stands');
-  await r.skip(next);
+  await r.jump(next);
 }

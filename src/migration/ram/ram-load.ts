@@ -9,7 +9,7 @@ import { activeProfile } from '../../profiles/index.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamReader } from '../stream/reader.js';
-import { loadMappedRamBlock, type MappedRamSource } from './mapped-ram.js';
+import { loadMappedRamBlock, type MappedRamBlockInfo, type MappedRamSource } from './mapped-ram.js';
 import { xbzrleDecode } from './xbzrle.js';
 
 const PAGE_MASK = PAGE_SIZE - 1;
@@ -41,6 +41,8 @@ export class RamLoader {
    * carry no page records (nor MULTIFD_FLUSH) of its own.
    */
   mapped?: MappedRamSource;
+  /** Told what each block's mapped-ram header and bitmap say. */
+  observeMapped?: (info: MappedRamBlockInfo) => void;
 
   constructor(
     private readonly target: GuestRam | RamFactory,
@@ -140,7 +142,7 @@ export class RamLoader {
       if (this.mapped) {
         // parse_ramblock(): mapped-ram reads the block before (and instead of) the size check.
         const ram = this.ram;
-        await loadMappedRamBlock(r, this.mapped, id, length, ram.size, (n) => ({ buf: ram.segment(n), at: pageOffset(n) }), (n) => ram.wrote(n));
+        await loadMappedRamBlock(r, this.mapped, id, length, ram.size, (n) => ({ buf: ram.segment(n), at: pageOffset(n) }), (n) => ram.wrote(n), this.observeMapped);
         seen += length;
         continue;
       }

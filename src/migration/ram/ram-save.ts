@@ -189,9 +189,9 @@ export class RamSaver {
         this.counters.duplicate++;
         return;
       }
+      // The writer counts the page's bytes (main channel or multifd's, as the capability says).
       mapped.page(page, this.ram.page(page));
       this.counters.normal++;
-      this.sent(PAGE_SIZE);
       return;
     }
     const multifd = this.opts.multifd;
@@ -275,8 +275,8 @@ export class RamSaver {
     return 8 + 1 + Buffer.byteLength(this.ram.id, 'latin1');
   }
 
-  /** ram_transferred_add() */
-  private sent(bytes: number): void {
+  /** ram_transferred_add(): precopy-bytes while the guest runs, downtime-bytes once it is stopped. */
+  sent(bytes: number): void {
     if (this.opts.guestRunning()) this.counters.precopyBytes += bytes;
     else this.counters.downtimeBytes += bytes;
     this.counters.transferred += bytes;

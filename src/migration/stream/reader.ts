@@ -25,6 +25,8 @@ export interface ByteSource {
   resume(): unknown;
   isPaused(): boolean;
   recycle?(): void;
+  /** A file's stream only: the next byte emitted is stream byte `offset` (the reader has dropped what it held). */
+  seekTo?(offset: number): void;
 }
 
 /** How much the reader buffers before it pauses the source (back-pressure to the sender). */
@@ -202,6 +204,25 @@ export class StreamReader {
       this.advance(step);
       n -= step;
     }
+  }
+
+  /**
+   * qemu_set_offset(): goes on `n` bytes further. Where the source can seek and the bytes are
+   * not buffered yet, what is buffered is dropped and the source moved, so that the bytes in
+   * between are never read (mapped-ram's pages region); otherwise they are read and dropped.
+   */
+  async jump(n: number): Promise<void> {
+    if (!this.source.seekTo || n <= this.available) return this.skip(n);
+    this.consumed += n;
+    this.dropHead();
+    this.head = Buffer.alloc(0);
+    this.pos = 0;
+    for (const _ of this.queue) this.source.recycle?.();
+    this.queue.length = 0;
+    this.queued = 0;
+    // A source that met the end while reading ahead reads again from the new place.
+    if (!this.failure) this.ended = false;
+    this.source.seekTo(this.consumed);
   }
 
   /** u8 length then the bytes; a zero length is a failure, as qemu_get_counted_string(). */
