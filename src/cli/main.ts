@@ -30,7 +30,7 @@ interface ServeOptions {
   memoryFile?: string;
   memPrealloc: boolean;
   machine: string;
-  global: string[];
+  global?: string[];
   incoming?: string;
   paused: boolean;
   name?: string;
@@ -161,7 +161,7 @@ function program(): Command {
     .option('--mem-prealloc', 'fault in all of RAM at start-up, as QEMU\'s -mem-prealloc (faster incoming migration)', false)
     .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
     .addOption(new Option('--global <driver.property=value>', "as QEMU's -global: migration.send-switchover-start, migration.multifd-flush-after-each-section and migration.zero-page-detection change the stream (repeatable)")
-      .argParser((v: string, prev: string[]) => [...prev, v]).default([]))
+      .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
     .option('--incoming <uri>', 'wait for an incoming migration on URI, or "defer" for migrate-incoming')
     .option('-S, --paused', 'start the guest stopped (run state prelaunch) until cont', false)
     .option('--name <name>', 'guest name (query-name)')
