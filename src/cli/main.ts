@@ -17,6 +17,7 @@ import { SeekableFileInput } from '../migration/channels/file-input.js';
 import { preadSource } from '../migration/channels/incoming-channel.js';
 import { NO_SANDBOX, parseSandbox, type Sandbox } from './sandbox.js';
 import { parseSize } from './size.js';
+import { applyGlobals, GlobalError, machineGlobals, parseGlobal, type MigrationGlobals } from '../migration/globals.js';
 
 const PAGE_SIZE = 4096;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -31,6 +32,7 @@ interface ServeOptions {
   memoryFile?: string;
   memPrealloc: boolean;
   machine: string;
+  global?: string[];
   incoming?: string;
   paused: boolean;
   name?: string;
@@ -78,6 +80,20 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
   }
   if (!/^[A-Za-z][A-Za-z0-9_.-]*$/.test(opts.ramId)) throw new UsageError(`--ram-id: '${opts.ramId}' is not a valid block name`);
   if (opts.machine.length === 0 || opts.machine.length > 255) throw new UsageError('--machine: the name must be 1 to 255 characters');
+  let migrationGlobals: MigrationGlobals;
+  try {
+    // A name that is one of the release's machine types brings its compat, as in QEMU.
+    const machine = profile.machines.find((m) => m.name === opts.machine);
+    const settings = (opts.global ?? []).map((g) => {
+      const setting = parseGlobal(g);
+      if (!setting) throw new UsageError(`--global ${g}: expected DRIVER.PROPERTY=VALUE`);
+      return setting;
+    });
+    migrationGlobals = applyGlobals(profile, machineGlobals(profile, machine), settings);
+  } catch (err) {
+    if (err instanceof GlobalError) throw new UsageError(`--global: ${err.message}`);
+    throw err;
+  }
   let dirtyRate: number;
   try {
     dirtyRate = parseSize(opts.dirtyRate);
@@ -115,6 +131,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     memoryFile: opts.memoryFile,
     memPrealloc: opts.memPrealloc,
     machine: opts.machine,
+    migrationGlobals,
     incoming: opts.incoming,
     paused: opts.paused,
     name: opts.name,
@@ -145,6 +162,8 @@ function program(): Command {
     .option('--memory-file <path>', 'initial RAM contents (size must equal --memory)')
     .option('--mem-prealloc', 'fault in all of RAM at start-up, as QEMU\'s -mem-prealloc (faster incoming migration)', false)
     .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
+    .addOption(new Option('--global <driver.property=value>', "as QEMU's -global: migration.send-switchover-start, migration.multifd-flush-after-each-section and migration.zero-page-detection change the stream (repeatable)")
+      .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
     .option('--incoming <uri>', 'wait for an incoming migration on URI, or "defer" for migrate-incoming')
     .option('-S, --paused', 'start the guest stopped (run state prelaunch) until cont', false)
     .option('--name <name>', 'guest name (query-name)')

@@ -7,6 +7,7 @@
 import type { Daemon } from '../daemon/context.js';
 import { activeProfile } from '../profiles/index.js';
 import type { HmpArgs, HmpCommand } from './hmp.js';
+import type { MigrationGlobals } from '../migration/globals.js';
 
 type Value = unknown;
 type Info = Record<string, Value>;
@@ -114,9 +115,9 @@ const socketUri = (a: Info): string => SOCKET_URIS[a.type as string]?.(a) ?? 'un
  * hmp_info_migrate(): query-migrate in words, section by section. (qmigd's query-migrate never
  * has blocked-reasons, disk, compression, postcopy blocktimes or vfio, so neither has this.)
  */
-export function formatInfoMigrate(info: Info): string {
-  // migration_global_dump(): the migration object's properties, which qmigd has no -global to change.
-  let out = activeProfile().hmp.migrateGlobals;
+export function formatInfoMigrate(info: Info, globals: MigrationGlobals): string {
+  // migration_global_dump(): the migration object's properties.
+  let out = activeProfile().hmp.migrateGlobals(globals);
   if (info.status !== undefined) {
     const failedWhy = info.status === 'failed' && info['error-desc'] !== undefined ? ` (${String(info['error-desc'])})` : '';
     out += `Migration status: ${String(info.status)}${failedWhy}\n`;
@@ -195,7 +196,7 @@ export const MIGRATION_COMMANDS: HmpCommand[] = [
 export const MIGRATION_INFO: HmpCommand[] = [
   {
     name: 'migrate', argsType: '', params: '', help: 'show migration status',
-    run: (d) => formatInfoMigrate(d.migration.info()),
+    run: (d) => formatInfoMigrate(d.migration.info(), d.config.migrationGlobals),
   },
   {
     name: 'migrate_capabilities', argsType: '', params: '', help: 'show current migration capabilities',

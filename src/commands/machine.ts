@@ -27,7 +27,7 @@ export function registerMachine(d: Daemon): void {
       'cpu-max': m.cpuMax,
       'hotpluggable-cpus': m.hotpluggableCpus,
       'numa-mem-supported': m.numaMemSupported,
-      deprecated: false,
+      deprecated: m.deprecated,
       'default-cpu-type': m.defaultCpuType,
       'default-ram-id': m.defaultRamId,
       ...(machineInfoAcpi ? { acpi: m.acpi } : {}),

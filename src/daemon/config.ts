@@ -1,6 +1,7 @@
 /** The daemon's settings, as a command line gives them (src/cli/main.ts, or QEMU's: src/cli/qemu/). */
 import type { CpuTopology } from '../guest/cpu-topology.js';
 import type { Accelerator } from '../guest/machines.js';
+import type { MigrationGlobals } from '../migration/globals.js';
 import type { Sandbox } from '../cli/sandbox.js';
 import type { WorkloadPattern } from '../guest/workload.js';
 import type { ProfileId } from '../profiles/index.js';
@@ -16,6 +17,11 @@ export interface DaemonConfig {
   /** -mem-prealloc: fault every RAM page in at start-up. */
   memPrealloc: boolean;
   machine: string;
+  /**
+   * The migration object's properties that change the stream: the release's, as the machine
+   * type's compat sets them (when `machine` is one of the release's types), and -global's.
+   */
+  migrationGlobals: MigrationGlobals;
   incoming?: string;
   /** -S: the guest does not start by itself (QEMU's autostart off). */
   paused: boolean;

@@ -44,6 +44,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   const migration = new MigrationService({
     guest,
     machine: config.machine,
+    globals: config.migrationGlobals,
     emit: (event, data) => qmp.events.emit(event, data as { [key: string]: JsonValue }),
     log: log.child({ component: 'migration' }),
     registerYank: (fn) => yank.register({ type: 'migration' }, fn),

@@ -13,6 +13,8 @@ export type Accelerator = 'kvm' | 'tcg';
 export interface MachineType {
   /** The full versioned name, as a migration stream carries it. */
   name: string;
+  /** A versioned type's release ("9.2"): which of hw_compat_X_Y's entries it takes. */
+  version?: string;
   alias?: string;
   /** As -machine help describes it. */
   description: string;
@@ -28,6 +30,8 @@ export interface MachineType {
   defaultCpuType?: string;
   /** A guest OS on it answers ACPI power button presses by powering off. */
   acpi: boolean;
+  /** Marked deprecated by -machine help and query-machines (old versioned types). */
+  deprecated: boolean;
 }
 
 /** The machine types of the release this process is. */

@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
+import type { MigrationGlobals } from './globals.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
@@ -39,6 +40,8 @@ export interface IncomingEnv {
   capability: (name: string) => boolean;
   colo: IncomingColoContext;
   machine: string;
+  /** The migration object's properties: multifd-flush-after-each-section says when channels sync. */
+  globals: MigrationGlobals;
   state: MigrationStateCell;
   log: Logger;
   /**
@@ -151,9 +154,10 @@ export class IncomingMigration {
     });
     if (this.multifd) {
       const multifd = this.multifd;
-      // 7.2 syncs at every RAM EOS, 8.1+ at every MULTIFD_FLUSH record.
-      if (activeProfile().multifd.sync === 'section') loader.ramLoader.onEos = () => multifd.syncMain();
-      else loader.ramLoader.onFlush = () => multifd.syncMain();
+      // ram_load_precopy(): with multifd-flush-after-each-section (7.2 always) the channels sync
+      // at every RAM EOS; 8.1+ syncs at every MULTIFD_FLUSH record whatever the property says.
+      if (env.globals['multifd-flush-after-each-section']) loader.ramLoader.onEos = () => multifd.syncMain();
+      if (activeProfile().multifd.flushRecord) loader.ramLoader.onFlush = () => multifd.syncMain();
       // The migration starts once every channel is there (7.2 reads nothing of the main channel
       // before); a main channel that has ended already will not become a stream meanwhile.
       const mainEnded = new Promise<void>((r) => {

@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { Errors, QmpError } from '../errors.js';
+import type { MigrationGlobals } from './globals.js';
 import type { Guest } from '../guest/guest.js';
 import { openOutgoingFile } from './channels/outgoing-channel.js';
 import { OwnedFd } from './channels/owned-fd.js';
@@ -48,6 +49,8 @@ export interface NamedDescriptors {
 export interface MigrationServiceEnv {
   guest: Guest;
   machine: string;
+  /** The migration object's properties: the release's, the machine type's compat, -global. */
+  globals: MigrationGlobals;
   /** Sends a QMP event (MIGRATION, MIGRATION_PASS). */
   emit: (event: string, data: Record<string, unknown>) => void;
   log: Logger;
@@ -64,7 +67,7 @@ export interface MigrationServiceEnv {
 
 export class MigrationService {
   capabilities: Capabilities = defaultCapabilities();
-  parameters: MigrationParameters = defaultParameters();
+  parameters: MigrationParameters;
   /** The source side's state (MigrationState.state). */
   readonly outgoingState: MigrationStateCell;
   /** The destination side's state (MigrationIncomingState.state). */
@@ -88,6 +91,7 @@ export class MigrationService {
   monitorFds: () => NamedDescriptors | undefined = () => undefined;
 
   constructor(private readonly env: MigrationServiceEnv) {
+    this.parameters = defaultParameters(env.globals);
     const announce = (status: MigrationStatus): void => {
       if (this.capabilities.events) env.emit('MIGRATION', { status });
     };
@@ -180,6 +184,7 @@ export class MigrationService {
     const out = new OutgoingMigration({
       guest: this.env.guest,
       machine: this.env.machine,
+      globals: this.env.globals,
       caps: { ...this.capabilities },
       params: () => this.parameters,
       state: this.outgoingState,
@@ -257,6 +262,7 @@ export class MigrationService {
       switchoverAck: () => capability(this.capabilities, 'switchover-ack'),
       capability: (name) => capability(this.capabilities, name),
       machine: this.env.machine,
+      globals: this.env.globals,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),
       onFailed: (lines, desc) => {

@@ -12,6 +12,7 @@
  */
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
+import type { MigrationGlobals } from './globals.js';
 import type { Capabilities, MigrationParameters } from './params.js';
 import { PageCacheAllocationError } from './ram/page-cache.js';
 import { RamSaver } from './ram/ram-save.js';
@@ -53,6 +54,8 @@ export interface OutgoingEnv {
   guest: Guest;
   colo: ColoContext;
   machine: string;
+  /** The migration object's properties (send-switchover-start, multifd-flush-after-each-section). */
+  globals: MigrationGlobals;
   caps: Capabilities;
   params: () => MigrationParameters;
   state: MigrationStateCell;
@@ -225,7 +228,7 @@ export class OutgoingMigration {
     const w = this.writer;
     const ram = this.ram!;
     const before = w.written;
-    if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
+    if (this.env.globals['send-switchover-start']) writeCommand(w, Command.SWITCHOVER_START);
     writeSectionPart(w, Section.END, sectionIds().ram);
     ram.sync();
     if (halfway) {
@@ -395,9 +398,12 @@ export class OutgoingMigration {
     });
   }
 
-  /** Whether multifd syncs once per pass over RAM (8.1+) rather than at every RAM EOS (7.2). */
+  /**
+   * Whether multifd syncs once per pass over RAM (8.1+ with multifd-flush-after-each-section
+   * off) rather than at every RAM EOS (7.2, and old machine types' compat).
+   */
   private get syncPerRound(): boolean {
-    return activeProfile().multifd.sync === 'round';
+    return !this.env.globals['multifd-flush-after-each-section'];
   }
 
   /** migration_iteration_run(): another pass, or completion. */
@@ -500,7 +506,7 @@ export class OutgoingMigration {
     this.unlimited = true;
     // migration_switchover_start(): after any pause, before the last of RAM and the devices.
     const w = this.writer;
-    if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
+    if (env.globals['send-switchover-start']) writeCommand(w, Command.SWITCHOVER_START);
     // In COLO the XBZRLE cache must keep following what was sent: this is not the last stage.
     if (!env.caps['x-colo']) this.ram!.enterLastStage();
     writeSectionPart(w, Section.END, sectionIds().ram);

@@ -5,7 +5,7 @@
  */
 import { Errors } from '../errors.js';
 import { activeProfile } from '../profiles/index.js';
-import type { ParameterValue, ZeroPageDetection } from '../profiles/profile.js';
+import type { MigrationGlobals, ParameterValue, ZeroPageDetection } from '../profiles/profile.js';
 
 /** Every capability some release has; a profile lists its own (activeProfile().migration.capabilities). */
 export type Capability =
@@ -88,9 +88,14 @@ export interface MigrationParameters {
   'direct-io'?: boolean;
 }
 
-/** The running release's defaults, in QAPI member order. */
-export function defaultParameters(): MigrationParameters {
-  return { ...activeProfile().migration.parameterDefaults } as unknown as MigrationParameters;
+/**
+ * The running release's defaults, in QAPI member order; zero-page-detection (9.0+) starts as the
+ * migration object's property has it (a machine type's compat or -global may change it).
+ */
+export function defaultParameters(globals?: MigrationGlobals): MigrationParameters {
+  const p = { ...activeProfile().migration.parameterDefaults } as unknown as MigrationParameters;
+  if (globals && p['zero-page-detection'] !== undefined) p['zero-page-detection'] = globals['zero-page-detection'];
+  return p;
 }
 
 export const MAX_DOWNTIME_MS = 2000n * 1000n;

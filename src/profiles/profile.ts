@@ -30,12 +30,6 @@ export interface MultifdProfile {
    * for the main channel, so the connections may come in any order, as 10.0's do).
    */
   readonly channelOrder: 'first' | 'magic';
-  /**
-   * When the channels sync with the main stream: `section` (7.2: at every RAM EOS) or `round`
-   * (8.1+ with multifd-flush-after-each-section off, as -M none has it: after the setup and at
-   * every pass over RAM, each announced on the main stream by RAM_SAVE_FLAG_MULTIFD_FLUSH).
-   */
-  readonly sync: 'section' | 'round';
   /** The RAM flag 0x200 (MULTIFD_FLUSH) exists: 7.2 refuses it as an unknown flag. */
   readonly flushRecord: boolean;
   /** Packets carry zero pages (9.0+): be32 zero_pages at byte 32, their offsets after the normal pages'. */
@@ -119,6 +113,12 @@ export interface QemuProfile {
   readonly errors: ProfileErrors;
   /** What HMP prints that changed (src/commands/hmp-migration.ts). */
   readonly hmp: ProfileHmp;
+  /**
+   * The migration object's properties that change the stream (src/migration/globals.ts): what
+   * they are without a machine type's compat or -global, which a -global may set, and the
+   * machine types' compat (hw_compat_X_Y).
+   */
+  readonly migrationGlobals: MigrationGlobalsProfile;
   /** Multifd's wire format and rules (src/migration/multifd). */
   readonly multifd: MultifdProfile;
   /** Differences in the migration stream and its return path (savevm.c, global_state.c). */
@@ -231,8 +231,8 @@ export interface ProfileErrors {
 }
 
 export interface ProfileHmp {
-  /** migration_global_dump(): the migration object's properties. */
-  readonly migrateGlobals: string;
+  /** migration_global_dump(): the migration object's properties, as this daemon has them. */
+  readonly migrateGlobals: (globals: MigrationGlobals) => string;
   /** `migrate`'s args_type, params and help. */
   readonly migrate: { readonly argsType: string; readonly params: string; readonly help: string };
   /** hmp_info_migrate_parameters(): [parameter, unit] in the order printed. */
@@ -251,12 +251,6 @@ export interface StreamProfile {
    * "MIG_CMD 0x.. unknown". Whether it can act on one is the loader's business.
    */
   readonly commands: Readonly<Record<number, MigCommandArgs>>;
-  /**
-   * The source sends MIG_CMD_SWITCHOVER_START once the guest is stopped for the last pass (9.2+),
-   * and a COLO primary at every checkpoint, after vmstate-send, before the RAM END section
-   * (observed from QEMU 10.0.13 with a recording proxy).
-   */
-  readonly switchoverStart: boolean;
   /** Section ids a `-M none` source gives its devices: the order they registered in. */
   readonly sectionIds: { readonly timer: number; readonly ram: number; readonly globalstate: number };
   /**
@@ -276,4 +270,36 @@ export interface StreamProfile {
    * configuration/capabilities subsection, when one is on) and the destination requires to match.
    */
   readonly validatedCapabilities: readonly string[];
+}
+
+/**
+ * The migration object's properties (migration_properties[], options.c) that change what goes on
+ * the wire, as the migration code reads them. A release that lacks one behaves as its value says.
+ */
+export interface MigrationGlobals {
+  /** MIG_CMD_SWITCHOVER_START once the guest is stopped for the last pass (9.2+; 7.2 never). */
+  readonly 'send-switchover-start': boolean;
+  /**
+   * Multifd syncs its channels at every RAM EOS, with no MULTIFD_FLUSH record (7.2's only way);
+   * off (8.1+'s default): after the setup and at every pass over RAM, each announced on the
+   * main stream by RAM_SAVE_FLAG_MULTIFD_FLUSH. Source and destination must agree.
+   */
+  readonly 'multifd-flush-after-each-section': boolean;
+  /** The zero-page-detection parameter's starting value (9.0+; 7.2 detects zero pages as `legacy`). */
+  readonly 'zero-page-detection': ZeroPageDetection;
+}
+
+/** hw_compat_X_Y's entries for the migration object: what machine types up to `upTo` set. */
+export interface MachineCompat {
+  readonly upTo: string;
+  readonly set: Partial<MigrationGlobals>;
+}
+
+export interface MigrationGlobalsProfile {
+  /** -M none's values, and the newest machine types'. */
+  readonly defaults: MigrationGlobals;
+  /** Those `-global migration.NAME=VALUE` may set: the release has them (7.2 has none). */
+  readonly settable: ReadonlyArray<keyof MigrationGlobals>;
+  /** Newest first; a machine type gets every entry whose `upTo` is its version or later. */
+  readonly compat: readonly MachineCompat[];
 }

@@ -39,6 +39,12 @@ const PARAMETER_CHECKS: ParameterCheck[] = [
   S.zeroCopy,
 ];
 
+/** The older PC versions 10.0 keeps (both families; Q35 also has a 4.0.1), newest first. */
+const PC_VERSIONS = [
+  '9.2', '9.1', '9.0', '8.2', '8.1', '8.0', '7.2', '7.1', '7.0', '6.2', '6.1', '6.0', '5.2', '5.1', '5.0',
+  '4.2', '4.1', '4.0', '3.1', '3.0', '2.12', '2.11', '2.10', '2.9', '2.8', '2.7', '2.6', '2.5', '2.4',
+];
+
 export const QEMU_10_0: QemuProfile = {
   id: '10.0',
   version: { major: 10, minor: 0, micro: 0 },
@@ -46,7 +52,17 @@ export const QEMU_10_0: QemuProfile = {
   schemaOverlay: 'qemu-10.0',
   complete: false,
   dataDir: 'qemu-10.0',
-  machines: releaseMachines('10.0', 4096),
+  // As 10.0's -machine help and query-machines list them (isapc, microvm and x-remote left out).
+  machines: releaseMachines({
+    release: '10.0',
+    i440fx: PC_VERSIONS,
+    q35: [...PC_VERSIONS.slice(0, PC_VERSIONS.indexOf('4.0')), '4.0.1', ...PC_VERSIONS.slice(PC_VERSIONS.indexOf('4.0'))],
+    i440fxCpuMax: { latest: 255 },
+    // pc_q35_machine_options() raised max_cpus in 8.1 and 9.0; 2.8 had raised it to 288.
+    q35CpuMax: { latest: 4096, upTo: [['8.2', 1024], ['8.0', 288], ['2.7', 255]] },
+    deprecated: { latest: false, upTo: [['7.0', true]] },
+    numaMemSupported: { latest: false, upTo: [['5.0', true]] },
+  }),
   smp: {
     levels: ['sockets', 'dies', 'modules', 'cores', 'threads'],
     foreignLevels: ['drawers', 'books', 'clusters'],
@@ -127,8 +143,9 @@ export const QEMU_10_0: QemuProfile = {
     migrateUnknownProtocol: (uri) => `unknown migration protocol: ${uri}`,
   },
   hmp: {
-    migrateGlobals:
-      'globals:\nstore-global-state: on\nonly-migratable: off\nsend-configuration: on\nsend-section-footer: on\nsend-switchover-start: on\nclear-bitmap-shift: 18\n',
+    migrateGlobals: (g) =>
+      'globals:\nstore-global-state: on\nonly-migratable: off\nsend-configuration: on\nsend-section-footer: on\n' +
+      `send-switchover-start: ${g['send-switchover-start'] ? 'on' : 'off'}\nclear-bitmap-shift: 18\n`,
     migrate: {
       argsType: 'detach:-d,resume:-r,uri:s',
       params: '[-d] [-r] uri',
@@ -147,7 +164,6 @@ export const QEMU_10_0: QemuProfile = {
   stream: {
     // 9.2 added SWITCHOVER_START; ENABLE_COLO is still nameless ("(null) received with bad length").
     commands: { ...MIG_COMMANDS_7_2, [Command.SWITCHOVER_START]: { name: 'SWITCHOVER_START', len: 0 } },
-    switchoverStart: true,
     // Block migration (section 1 in 7.2) is gone, so ram and what follows moved down by one.
     sectionIds: { timer: 0, ram: 1, globalstate: 3 },
     globalState: { runstateBytes: 32, suspendFlags: true },
@@ -159,9 +175,21 @@ export const QEMU_10_0: QemuProfile = {
   // 9.0: a guest suspended at its source goes from paused straight back to suspended on cont.
   extraRunStateTransitions: { paused: ['suspended'] },
   precopy: { deviceWithoutPause: true, coloFrom: 'device' },
+  migrationGlobals: {
+    defaults: { 'send-switchover-start': true, 'multifd-flush-after-each-section': false, 'zero-page-detection': 'multifd' },
+    settable: ['send-switchover-start', 'multifd-flush-after-each-section', 'zero-page-detection'],
+    // hw/core/machine.c's hw_compat_X_Y, the migration object's entries that change the precopy
+    // stream, as 10.0's query-machines lists them under compat-props. Left out: 9.2's
+    // multifd-clean-tls-termination (TLS, which qmigd has not) and 7.2's x-preempt-pre-7-2
+    // (postcopy preempt, which qmigd has not).
+    compat: [
+      { upTo: '9.2', set: { 'send-switchover-start': false } },
+      { upTo: '8.2', set: { 'zero-page-detection': 'legacy' } },
+      { upTo: '8.0', set: { 'multifd-flush-after-each-section': true } },
+    ],
+  },
   multifd: {
     channelOrder: 'magic',
-    sync: 'round',
     flushRecord: true,
     zeroPages: true,
     bareSync: true,

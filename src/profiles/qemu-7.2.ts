@@ -81,7 +81,11 @@ export const QEMU_7_2: QemuProfile = {
   copyright: 'Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers',
   complete: true,
   dataDir: 'qemu-7.2',
-  machines: releaseMachines('7.2', 288),
+  // qmigd has only 7.2's own PC types here (7.2 keeps more, back to 1.x).
+  machines: releaseMachines({
+    release: '7.2', i440fx: [], q35: [],
+    i440fxCpuMax: { latest: 255 }, q35CpuMax: { latest: 288 }, deprecated: { latest: false }, numaMemSupported: { latest: false },
+  }),
   smp: {
     levels: ['sockets', 'dies', 'cores', 'threads'],
     foreignLevels: ['clusters'],
@@ -155,7 +159,7 @@ export const QEMU_7_2: QemuProfile = {
     migrateUnknownProtocol: () => "Parameter 'uri' expects a valid migration protocol",
   },
   hmp: {
-    migrateGlobals:
+    migrateGlobals: () =>
       'globals:\nstore-global-state: on\nonly-migratable: off\nsend-configuration: on\nsend-section-footer: on\ndecompress-error-check: on\nclear-bitmap-shift: 18\n',
     migrate: {
       argsType: 'detach:-d,blk:-b,inc:-i,resume:-r,uri:s',
@@ -179,7 +183,6 @@ export const QEMU_7_2: QemuProfile = {
   },
   stream: {
     commands: MIG_COMMANDS_7_2,
-    switchoverStart: false,
     sectionIds: { timer: 0, ram: 2, globalstate: 4 },
     globalState: { runstateBytes: 100, suspendFlags: false },
     vmDescriptionConfiguration: false,
@@ -189,9 +192,15 @@ export const QEMU_7_2: QemuProfile = {
   },
   extraRunStateTransitions: {},
   precopy: { deviceWithoutPause: false, coloFrom: 'active' },
+  // 7.2 has none of these properties (-global refuses them): no SWITCHOVER_START, multifd syncs
+  // at every RAM EOS, zero pages are found on the main thread.
+  migrationGlobals: {
+    defaults: { 'send-switchover-start': false, 'multifd-flush-after-each-section': true, 'zero-page-detection': 'legacy' },
+    settable: [],
+    compat: [],
+  },
   multifd: {
     channelOrder: 'first',
-    sync: 'section',
     flushRecord: false,
     zeroPages: false,
     bareSync: false,

@@ -118,8 +118,8 @@ export function generateStream(o: GenOptions): Generated {
       cut();
     }
   }
-  // As the profile's source does at switchover (10.0: SWITCHOVER_START).
-  if (activeProfile().stream.switchoverStart) writeCommand(w, Command.SWITCHOVER_START);
+  // As the profile's source does at switchover with -M none (10.0: SWITCHOVER_START).
+  if (activeProfile().migrationGlobals.defaults['send-switchover-start']) writeCommand(w, Command.SWITCHOVER_START);
   writeSectionPart(w, Section.END, sectionIds().ram);
   saver.enterLastStage();
   saver.sync();

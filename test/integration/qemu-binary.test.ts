@@ -96,7 +96,11 @@ function differential(profile: QemuProfile): void {
     t.match(run(qmigdQemu, ['-version']), new RegExp(`^QEMU emulator version ${major}\\.${minor}\\.\\d+ `));
     t.match(run(qemu, ['-version']), new RegExp(`^QEMU emulator version ${major}\\.${minor}\\.\\d+ `), 'the QEMU compared with is that release');
     const qemuHelp = run(qemu, ['-machine', 'help']).split('\n');
-    for (const line of run(qmigdQemu, ['-machine', 'help']).trimEnd().split('\n')) t.ok(qemuHelp.includes(line), `QEMU prints "${line}"`);
+    const ours = run(qmigdQemu, ['-machine', 'help']).trimEnd().split('\n');
+    for (const line of ours) t.ok(qemuHelp.includes(line), `QEMU prints "${line}"`);
+    // In QEMU's order too (each family newest first as QEMU sorts the names, then none).
+    const at = ours.map((line) => qemuHelp.indexOf(line));
+    t.same(at, [...at].sort((x, y) => x - y), 'in the order QEMU prints them');
   });
 
   /**
@@ -143,6 +147,9 @@ function differential(profile: QemuProfile): void {
       nodes: await c.ok('query-named-block-nodes', { flat: true }),
       peripheral: await c.ok('qom-list', { path: '/machine/peripheral' }),
       machines: ((await c.ok('query-machines')) as Msg[]).filter((m) => profile.machines.some((ours) => ours.name === m.name)).sort(byName),
+      // Where the release has compat-props (10.0), each machine type's; 7.2 refuses the argument.
+      compatProps: await c.cmd('query-machines', { 'compat-props': true }).then((r) =>
+        'return' in r ? (r.return as Msg[]).filter((m) => profile.machines.some((ours) => ours.name === m.name)).sort(byName) : r),
       memoryBackendFile: await c.ok('qom-list-properties', { typename: 'memory-backend-file' }),
       noneMachine: await c.ok('qom-list-properties', { typename: 'none-machine' }),
       badPath: await c.cmd('qom-list', { path: '/nope' }),

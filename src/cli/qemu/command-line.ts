@@ -12,6 +12,7 @@ import { AccelError, chooseAccelerator, kvmUnavailable, type AccelRequest, type 
 import { parseSandbox, NO_SANDBOX, type Sandbox } from '../sandbox.js';
 import { optBool, OptsError, parseObject, parseOpts, sizeBytes, sizeMiB, type Opts } from './opts.js';
 import { activeProfile } from '../../profiles/index.js';
+import { applyGlobals, GlobalError, machineGlobals, parseGlobal, type GlobalSetting, type MigrationGlobals } from '../../migration/globals.js';
 
 /** QEMU's message for a command line it refuses, after what it printed on the way (`before`). */
 export class QemuCliError extends Error {
@@ -27,6 +28,8 @@ export interface QemuCommandLine {
   name?: string;
   uuid: string;
   machine: MachineType;
+  /** The migration object's properties: the release's, the machine type's compat, then -global's. */
+  migrationGlobals: MigrationGlobals;
   memoryBytes: number;
   ramId: string;
   /** A memory-backend-file's mem-path: the guest's RAM starts as its contents when it exists. */
@@ -54,7 +57,7 @@ const DEFAULT_RAM = 128 << 20;
 /** Options about hardware qmigd does not emulate (or about a host it does not touch): accepted, ignored. */
 const IGNORED = new Set([
   '-cpu', '-rtc', '-boot', '-device', '-audiodev', '-audio', '-msg', '-overcommit', '-display', '-nographic', '-nodefaults',
-  '-no-user-config', '-no-hpet', '-global', '-vga', '-serial', '-parallel', '-usb', '-usbdevice', '-k',
+  '-no-user-config', '-no-hpet', '-vga', '-serial', '-parallel', '-usb', '-usbdevice', '-k',
   '-vnc', '-spice', '-drive', '-blockdev', '-netdev', '-nic', '-net', '-fsdev', '-virtfs', '-numa', '-smbios',
   '-fw_cfg', '-bios', '-kernel', '-initrd', '-append', '-dtb', '-L', '-D', '-d', '-trace', '-no-reboot',
   '-full-screen', '-snapshot', '-watchdog-action', '-action', '-set', '-tpmdev', '-monitor', '-debugcon',
@@ -82,7 +85,7 @@ interface Backend {
  * host (undefined: it would).
  */
 export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () => string | undefined } = { kvmUnavailable }): QemuCommandLine {
-  const out: Omit<QemuCommandLine, 'machine' | 'memoryBytes' | 'ramId' | 'cpus' | 'acpi' | 'accelerator' | 'messages'> = {
+  const out: Omit<QemuCommandLine, 'machine' | 'migrationGlobals' | 'memoryBytes' | 'ramId' | 'cpus' | 'acpi' | 'accelerator' | 'messages'> = {
     action: 'run', paused: false, uuid: ZERO_UUID, memPrealloc: false, qmp: [], sandbox: NO_SANDBOX,
     daemonize: false, noShutdown: false, ignored: [],
   };
@@ -94,6 +97,7 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
   const backends = new Map<string, Backend>();
   const chardevs = new Map<string, Opts>();
   const monitors: Opts[] = [];
+  const globals: GlobalSetting[] = [];
 
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -180,6 +184,14 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
         case '-mon':
           monitors.push(parseOpts(value, 'chardev'));
           break;
+        case '-global': {
+          // The migration object's are read (applied once the machine type is known); the
+          // others set properties of hardware qmigd does not emulate.
+          const setting = parseGlobal(value);
+          if (setting?.driver === 'migration') globals.push(setting);
+          else out.ignored.push(where);
+          break;
+        }
         default:
           if (!IGNORED.has(name)) throw new QemuCliError(`${arg}: invalid option`);
           out.ignored.push(where.trim());
@@ -193,10 +205,17 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
 
   const machine = machineOpts.type === undefined ? defaultMachine() : findMachine(machineOpts.type);
   if (machineOpts.type === 'help') {
-    return { ...out, action: 'machine-help', machine: defaultMachine(), memoryBytes: DEFAULT_RAM, ramId: '', cpus: NO_CPUS, acpi, accelerator: 'tcg', messages: [] };
+    return { ...out, action: 'machine-help', machine: defaultMachine(), migrationGlobals: activeProfile().migrationGlobals.defaults, memoryBytes: DEFAULT_RAM, ramId: '', cpus: NO_CPUS, acpi, accelerator: 'tcg', messages: [] };
   }
   if (!machine) throw new QemuCliError(`${activeProfile().unsupportedMachine.replace('%s', machineOpts.type ?? '')}\nUse -machine help to list supported machines`);
   for (const mon of monitors) out.qmp.push(monitorSpec(mon, chardevs));
+  let migrationGlobals: MigrationGlobals;
+  try {
+    migrationGlobals = applyGlobals(activeProfile(), machineGlobals(activeProfile(), machine), globals);
+  } catch (err) {
+    if (err instanceof GlobalError) throw new QemuCliError(err.message);
+    throw err;
+  }
 
   let memoryBytes = memory ?? DEFAULT_RAM;
   let ramId = machine.defaultRamId;
@@ -214,7 +233,7 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
   const cpus = smpTopology(smp, machine);
   const { accelerator, messages } = accelOf(accels, env.kvmUnavailable);
   // -M none makes no CPU, whatever -smp says; the PCs make the -smp count.
-  return { ...out, machine, memoryBytes, ramId, cpus: machine.name === 'none' ? NO_CPUS : cpus, acpi: acpi && machine.acpi, accelerator, messages };
+  return { ...out, machine, migrationGlobals, memoryBytes, ramId, cpus: machine.name === 'none' ? NO_CPUS : cpus, acpi: acpi && machine.acpi, accelerator, messages };
 }
 
 /** -smp's numbers (QEMU reports their errors without the option's text). */
@@ -277,7 +296,7 @@ function monitorSpec(mon: Opts, chardevs: Map<string, Opts>): QmpSpec {
 export function machineHelp(): string {
   const lines = machines().map((m) => {
     const aliasLine = m.alias ? [`${m.alias.padEnd(20)} ${m.description} (alias of ${m.name})`] : [];
-    return [...aliasLine, `${m.name.padEnd(20)} ${m.description}${m.isDefault ? ' (default)' : ''}`];
+    return [...aliasLine, `${m.name.padEnd(20)} ${m.description}${m.isDefault ? ' (default)' : ''}${m.deprecated ? ' (deprecated)' : ''}`];
   });
   return `Supported machines are:\n${lines.flat().join('\n')}\n`;
 }

@@ -64,6 +64,7 @@ function configOf(cl: QemuCommandLine, profile: QemuProfile, env: NodeJS.Process
     memoryFile: cl.memoryFile !== undefined && sizeOf(cl.memoryFile) === cl.memoryBytes ? cl.memoryFile : undefined,
     memPrealloc: cl.memPrealloc,
     machine: cl.machine.name,
+    migrationGlobals: cl.migrationGlobals,
     incoming: cl.incoming,
     paused: cl.paused,
     dirtyRate: 0,

@@ -9,7 +9,7 @@
  *                                    ◄──     checkpoint-reply
  *   stops its guest
  *   vmstate-send, RAM END section, EOF ──►   RAM goes to the cache only
- *     (10.0: SWITCHOVER_START before the RAM section: profile stream.switchoverStart)
+ *     (10.0: SWITCHOVER_START before the RAM section, as the migration's send-switchover-start says)
  *   vmstate-size N, N bytes of device state ──►
  *                                    ◄──     vmstate-received
  *                                            cache → RAM, device state, guest runs
