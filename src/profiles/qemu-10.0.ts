@@ -50,7 +50,7 @@ export const QEMU_10_0: QemuProfile = {
   version: { major: 10, minor: 0, micro: 0 },
   copyright: 'Copyright (c) 2003-2025 Fabrice Bellard and the QEMU Project developers',
   schemaOverlay: 'qemu-10.0',
-  complete: false,
+  complete: true,
   dataDir: 'qemu-10.0',
   // As 10.0's -machine help and query-machines list them (isapc, microvm and x-remote left out).
   machines: releaseMachines({

@@ -193,10 +193,14 @@ async function observe(t: Test, release: ProfileId, pk: Kind, sk: Kind, ending: 
  * seeing the channel shut down (migration/colo.c reads the failover state unlocked): QEMU 7.2 and
  * 10.0 both gave `request` in some runs and `error` in others. Only there the reason is left out.
  */
-function settled(o: Observed, ending: Ending): Observed {
-  if (ending !== 'heartbeat-secondary') return o;
-  const secondary = o.trail.secondary.map((e) => e.replace(/"reason":"(request|error)"/, '"reason":"request or error"'));
-  return { ...o, trail: { ...o.trail, secondary } };
+function settled(o: Observed, ending: Ending, primary: Kind): Observed {
+  const either = (events: string[]): string[] => events.map((e) => e.replace(/"reason":"(request|error)"/, '"reason":"request or error"'));
+  if (ending === 'heartbeat-secondary') return { ...o, trail: { ...o.trail, secondary: either(o.trail.secondary) } };
+  // A QEMU primary's reason races too (its COLO thread may see the shut socket before the
+  // failover marks itself completed); seen with a qmigd secondary, whose checkpoints take other
+  // times. qmigd's own primary must say request.
+  if (ending === 'heartbeat-primary' && primary === 'qemu') return { ...o, trail: { ...o.trail, primary: either(o.trail.primary) } };
+  return o;
 }
 
 /** The return path as QEMU's was: `ref`'s messages, its repeating checkpoint part continued. */
@@ -210,17 +214,19 @@ export function coloInteropTests(tap: typeof t, release: ProfileId): void {
   const ENDINGS: Ending[] = ['heartbeat-primary', 'heartbeat-secondary', 'kill-primary', 'kill-secondary'];
   for (const ending of ENDINGS) {
     tap.test(`COLO ${release}, ending by ${ending}: qmigd answers as QEMU ${release} does on either side`, { skip }, async (t) => {
-      let want!: Observed;
-      await t.test('QEMU primary → QEMU secondary', async (t) => void (want = settled(await observe(t, release, 'qemu', 'qemu', ending), ending)));
-      t.ok(want.rp.length >= 7, 'the QEMU pair took checkpoints');
+      let observed!: Observed;
+      await t.test('QEMU primary → QEMU secondary', async (t) => void (observed = await observe(t, release, 'qemu', 'qemu', ending)));
+      const want = (primary: Kind): Observed => settled(observed, ending, primary);
+      t.ok(observed.rp.length >= 7, 'the QEMU pair took checkpoints');
       for (const [pk, sk] of [['qemu', 'qmigd'], ['qmigd', 'qemu']] as Array<[Kind, Kind]>) {
         await t.test(`${pk} primary → ${sk} secondary`, async (t) => {
-          const got = settled(await observe(t, release, pk, sk, ending), ending);
-          t.same(got.steps, want.steps, 'query-migrate, query-colo-status and x-colo-lost-heartbeat at each step');
-          t.same(got.trail, want.trail, 'MIGRATION statuses and COLO_EXIT events');
-          t.ok(samePattern(got.rp, want.rp), `return path ${got.rp.slice(0, 10).join(',')}… as QEMU's ${want.rp.slice(0, 10).join(',')}…`);
-          t.match(want.opening, /^[0-9a-f]+$/, `QEMU's checkpoint opening found: ${want.opening}`);
-          t.equal(got.opening, want.opening, 'a checkpoint opens with the same bytes on the main channel');
+          const got = settled(await observe(t, release, pk, sk, ending), ending, pk);
+          const ref = want(pk);
+          t.same(got.steps, ref.steps, 'query-migrate, query-colo-status and x-colo-lost-heartbeat at each step');
+          t.same(got.trail, ref.trail, 'MIGRATION statuses and COLO_EXIT events');
+          t.ok(samePattern(got.rp, ref.rp), `return path ${got.rp.slice(0, 10).join(',')}… as QEMU's ${ref.rp.slice(0, 10).join(',')}…`);
+          t.match(ref.opening, /^[0-9a-f]+$/, `QEMU's checkpoint opening found: ${ref.opening}`);
+          t.equal(got.opening, ref.opening, 'a checkpoint opens with the same bytes on the main channel');
           if (ending === 'heartbeat-secondary') t.match(got.trail.secondary.join(' '), /COLO_EXIT .*"mode":"secondary"/);
         });
       }

@@ -38,9 +38,9 @@ export { freePort } from '../../src/cli/migration-pair.js';
 export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; env?: NodeJS.ProcessEnv; fd3?: number } = {}): Promise<RunningDaemon> {
   const dir = tempDir();
   const qmp = opts.qmp ?? [`unix:${join(dir, 'qmp.sock')},server=on,wait=off`];
-  // QMIGD_TEST_QEMU_VERSION runs the daemons of a test as another release (where the test
-  // does not choose one), to see what of it holds there.
-  const release = process.env.QMIGD_TEST_QEMU_VERSION && !args.includes('--qemu-version') ? ['--qemu-version', process.env.QMIGD_TEST_QEMU_VERSION] : [];
+  // A test that names no release was written against QEMU 7.2, which it gets;
+  // QMIGD_TEST_QEMU_VERSION runs it as another release, to see what of it holds there.
+  const release = args.includes('--qemu-version') ? [] : ['--qemu-version', process.env.QMIGD_TEST_QEMU_VERSION ?? '7.2'];
   const proc = spawn(process.execPath, [BIN, ...qmp.flatMap((q) => ['--qmp', q]), '--log-level', 'info', ...release, ...args], {
     cwd: dir,
     env: { ...process.env, QMIGD_VALIDATE: '1', ...opts.env },

@@ -50,16 +50,17 @@ import { basename, join, resolve } from 'node:path';
 export const REPO = resolve(import.meta.dirname, '..', '..', '..');
 
 export const QMIGD_QEMU = join(REPO, 'bin', 'qmigd-qemu');
+export const QMIGD_QEMU_7_2 = join(REPO, 'bin', 'qmigd-qemu-7.2');
 /** qmigd-qemu as QEMU 10.0 (its name chooses the release). */
-export const QMIGD_QEMU_10_0 = join(REPO, 'bin', 'qmigd-qemu-10.0');
 export const REAL_QEMU = '/usr/bin/qemu-system-x86_64';
 
 /**
  * The `<emulator>`s under test: QMIGD_LIBVIRT_EMULATOR alone (absolute, or relative to the
- * repository) when set, else qmigd-qemu (7.2), the real QEMU 7.2 (skipped where not installed)
- * and qmigd-qemu-10.0. (The real QEMU 10.0 lives in a chroot that libvirt's paths do not reach.)
+ * repository) when set, else qmigd-qemu-7.2, the real QEMU 7.2 (skipped where not installed)
+ * and qmigd-qemu (the default release, 10.0). (The real QEMU 10.0 lives in a chroot that
+ * libvirt's paths do not reach.)
  */
-export const EMULATORS = process.env.QMIGD_LIBVIRT_EMULATOR ? [resolve(REPO, process.env.QMIGD_LIBVIRT_EMULATOR)] : [QMIGD_QEMU, REAL_QEMU, QMIGD_QEMU_10_0];
+export const EMULATORS = process.env.QMIGD_LIBVIRT_EMULATOR ? [resolve(REPO, process.env.QMIGD_LIBVIRT_EMULATOR)] : [QMIGD_QEMU_7_2, REAL_QEMU, QMIGD_QEMU];
 
 /**
  * Whether the emulator still has -no-acpi (QEMU 10.0 does not). libvirt 9.0 passes it for a

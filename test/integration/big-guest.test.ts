@@ -54,7 +54,7 @@ t.test('qmigd inspect reads a stream of a 5 GiB guest', async (t) => {
   await migrationStatus(g, 'completed');
   const want = await digest(g);
   const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
-    const p = spawn(process.execPath, [BIN, 'inspect', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, [BIN, 'inspect', '--qemu-version', '7.2', file], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     p.on('exit', (code) => resolve({ code, stdout }));

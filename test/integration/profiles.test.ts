@@ -56,7 +56,8 @@ t.test('qmigd-qemu is the release its name says, or QMIGD_QEMU_VERSION', async (
     spawnSync(join(REPO, 'bin', prog), ['-version'], { encoding: 'utf8', env: { ...process.env, ...env } }).stdout.split('\n')[0]!;
   t.match(version('qmigd-qemu-10.0'), /^QEMU emulator version 10\.0\.0 \(qmigd /);
   t.match(version('qmigd-qemu-7.2'), /^QEMU emulator version 7\.2\.0 \(qmigd /);
-  t.match(version('qmigd-qemu', { QMIGD_QEMU_VERSION: '10.0' }), /^QEMU emulator version 10\.0\.0/);
+  t.match(version('qmigd-qemu', { QMIGD_QEMU_VERSION: '7.2' }), /^QEMU emulator version 7\.2\.0/);
+  t.match(version('qmigd-qemu', { QMIGD_QEMU_VERSION: '' }), /^QEMU emulator version 10\.0\.0/, 'the default release');
   const bad = spawnSync(join(REPO, 'bin', 'qmigd-qemu'), ['-version'], { encoding: 'utf8', env: { ...process.env, QMIGD_QEMU_VERSION: '6.2' } });
   t.equal(bad.status, 1);
   t.match(bad.stderr, /qmigd cannot be QEMU 6\.2; it can be 7\.2, 10\.0/);

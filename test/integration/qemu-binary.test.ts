@@ -18,7 +18,8 @@ import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 const byName = (a: Msg, b: Msg): number => String(a.name).localeCompare(String(b.name));
 
 /** The default release's qmigd-qemu, for the tests that need no QEMU beside it. */
-const QMIGD_QEMU = join(REPO, 'bin', 'qmigd-qemu');
+// The tests below hold qmigd-qemu to QEMU 7.2's behaviour (-no-acpi, query-status's singlestep).
+const QMIGD_QEMU = join(REPO, 'bin', 'qmigd-qemu-7.2');
 
 /** What a program prints and returns for a command line that must fail at once. */
 function failure(program: string, args: string[]): { status: number | null; message: string } {

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BIN, REPO, startDaemon } from '../helpers/daemon.js';
+import { DEFAULT_PROFILE } from '../../src/profiles/index.js';
 import { startEmulator } from '../helpers/qemu.js';
 
 const README = readFileSync(join(REPO, 'README.md'), 'utf8');
@@ -51,7 +52,8 @@ t.test('the socat session prints what the README shows', { skip: !HAVE_SOCAT && 
   const [daemonLine, socatLine, ...transcript] = lines;
   t.match(daemonLine, /^\$ \.\/bin\/qmigd --qmp unix:\/tmp\/qmigd\.sock,server=on,wait=off -S --log-level warn &$/);
   t.equal(socatLine, '$ socat - UNIX-CONNECT:/tmp/qmigd.sock');
-  const d = await startDaemon(['-S']);
+  // As the README's command line: the default release (the test helper would otherwise pick 7.2).
+  const d = await startDaemon(['--qemu-version', DEFAULT_PROFILE.id, '-S']);
   t.teardown(() => d.stop());
   await replay(t, transcript, d.listening[0]!.slice(5));
 });
@@ -81,4 +83,14 @@ t.test('--help shows the default monitor, not []', async (t) => {
   const help = spawnSync(process.execPath, [BIN, '--help'], { encoding: 'utf8' }).stdout;
   t.match(help, /default:\s+unix:\.\/qmigd\.sock,server=on,wait=off/);
   t.notMatch(help, /default:\s+\[\]/);
+});
+
+t.test('the inspect example prints what the README shows', async (t) => {
+  // The block has a blank line inside: it runs from the command to the next one.
+  const m = /\n {4}\$ \.\/bin\/qmigd inspect (\S+)\n([\s\S]*?)\n {4}\$ /.exec(README);
+  t.ok(m, 'the README runs inspect on a file');
+  const shown = m![2]!.trimEnd().split('\n').map((l) => l.slice(4));
+  const run = spawnSync(process.execPath, [BIN, 'inspect', join(REPO, m![1]!)], { encoding: 'utf8' });
+  t.equal(run.status, 0);
+  t.same(run.stdout.trimEnd().split('\n'), shown);
 });

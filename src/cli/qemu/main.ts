@@ -27,7 +27,7 @@ const PROG = basename(process.argv[1] ?? 'qmigd-qemu');
  * scripts), else qmigd's default.
  */
 function profileOf(prog: string, env: NodeJS.ProcessEnv): QemuProfile {
-  const named = /^qmigd-qemu-(.+)$/.exec(prog)?.[1] ?? env.QMIGD_QEMU_VERSION;
+  const named = /^qmigd-qemu-(.+)$/.exec(prog)?.[1] ?? (env.QMIGD_QEMU_VERSION || undefined);
   if (named === undefined) return DEFAULT_PROFILE;
   const profile = findProfile(named);
   if (!profile) fail(`qmigd cannot be QEMU ${named}; it can be ${PROFILES.map((p) => p.id).join(', ')}`);
