@@ -34,6 +34,8 @@ export interface EndSpec {
   paused?: boolean;
   /** `-incoming defer` (then migrate-incoming). */
   deferIncoming?: boolean;
+  /** qmigd only: --qemu-version (the QEMU release to be); undefined: qmigd's default. */
+  release?: string;
   /** qmigd only: further arguments (e.g. the workload). */
   qmigdArgs?: string[];
   /**
@@ -69,6 +71,7 @@ async function startQmigd(spec: EndSpec): Promise<End> {
   if (spec.paused) args.push('-S');
   if (spec.deferIncoming) args.push('--incoming', 'defer');
   if (spec.prealloc && !spec.ramFile) args.push('--mem-prealloc');
+  if (spec.release) args.push('--qemu-version', spec.release);
   args.push(...(spec.qmigdArgs ?? []));
   const p = await QmigdProcess.start(spec.name, spec.dir, args, { logLevel: 'info' });
   return { kind: 'qmigd', name: spec.name, pid: p.proc.pid!, qmp: p.qmp, log: () => p.stderrTail(10), stop: () => p.stop() };

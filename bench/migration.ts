@@ -7,7 +7,13 @@
  *    zero page, which fresh anonymous RAM would read as, and which stays in the L1 cache);
  *  - the source paused (-S, run state prelaunch) or, qmigd only, running a converging workload
  *    (QEMU -M none has no CPU, so it has no workload);
- *  - one channel, or multifd with 2 channels (both ends: capability multifd, multifd-channels 2).
+ *  - one channel, or multifd with 2 channels (both ends: capability multifd, multifd-channels 2);
+ *  - the qmigd release: every qmigd scenario that has a QEMU 7.2 counterpart runs qmigd as QEMU
+ *    7.2 (--qemu-version 7.2), so that like is compared with like (same stream format, same
+ *    defaults); the qmigd-only running scenario runs qmigd's default release, what a user gets.
+ * The scenarios of one comparison run back to back, qmigd and QEMU alternating which goes first
+ * from round to round: the cost of first-touching fresh memory on this kind of VM swings from
+ * minute to minute, so only runs taken in one go, alternately, compare (issue 14).
  * Every run: destination started with `-incoming defer`, capabilities and parameters set on both
  * ends, migrate-incoming on the destination (waiting for its socket-address), max-bandwidth
  * MAX_BANDWIDTH on the source, then `migrate`. query-migrate is sampled on the source every 5 ms
@@ -27,6 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { FINAL, freePort, makeTempDir, waitIncomingDone, writeRandomFile, type MigrateInfo, type QmpClient } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
 import { cpuMs, fmt, median, within, mib, MiB, peakRss, progress, qemuVersion, quantiles, ramDir, sha256File, sha256Zeros, sleep, table, until, type Quantiles } from './common.js';
+import { DEFAULT_PROFILE } from '../src/profiles/index.js';
 import { startEnd, thpOffAvailable, type End, type Kind } from './ends.js';
 
 /** Interval between the starts of two query-migrate samples. */
@@ -39,10 +46,18 @@ const MIGRATION_TIMEOUT_MS = 120_000;
 const QMP_TIMEOUT_MS = 60_000;
 /** The converging workload of the running-guest scenario. */
 export const WORKLOAD = { rate: '16M', pattern: 'hot:10' };
+/** The release of the real QEMU the bench compares with (Debian's qemu-system-x86_64). */
+export const COMPARED_RELEASE = '7.2';
+/** qmigd's default release (what it is without --qemu-version). */
+export const DEFAULT_RELEASE = DEFAULT_PROFILE.id;
 
 export interface Scenario {
   id: string;
   impl: Kind;
+  /** The comparison it belongs to: its scenarios run back to back, alternating (see scenarios()). */
+  group: string;
+  /** qmigd only: --qemu-version; undefined: qmigd's default release. */
+  release?: string;
   content: 'random' | 'zero';
   paused: boolean;
   workload?: { rate: string; pattern: string };
@@ -52,6 +67,12 @@ export interface Scenario {
   thpOff?: boolean;
   /** The destination's RAM is faulted in at start-up (qmigd --mem-prealloc, QEMU prealloc=on). */
   prealloc?: boolean;
+}
+
+/** Which program and release a scenario runs, e.g. "qmigd as 7.2" or "QEMU 7.2". */
+export function implName(s: Scenario): string {
+  if (s.impl === 'qemu') return `QEMU ${COMPARED_RELEASE}`;
+  return s.release ? `qmigd as ${s.release}` : `qmigd as ${DEFAULT_RELEASE} (default)`;
 }
 
 export function describe(s: Scenario): string {
@@ -66,6 +87,8 @@ export interface MigrationRun {
   errorDesc?: string;
   totalTimeMs?: number;
   downtimeMs?: number;
+  /** The source's downtime-limit (query-migrate-parameters) when it migrated. */
+  downtimeLimitMs?: number;
   setupTimeMs?: number;
   ramTotal?: number;
   transferred?: number;
@@ -127,17 +150,37 @@ export function writeZeroFile(path: string, size: number): void {
 /** The capability or parameter was refused: the scenario is not available on this side. */
 class Unsupported extends Error {}
 
+/**
+ * Every scenario, in the order one round runs them: each group (a row of the summary) back to
+ * back, so that qmigd and QEMU see the same state of the machine; migrationBench reverses each
+ * group on every other round, so neither side always goes first.
+ */
 export function scenarios(): Scenario[] {
-  const list: Scenario[] = [];
-  for (const impl of ['qmigd', 'qemu'] as const) {
-    list.push({ id: `${impl}-random-paused`, impl, content: 'random', paused: true, channels: 1 });
-    list.push({ id: `${impl}-random-paused-prealloc`, impl, content: 'random', paused: true, channels: 1, prealloc: true });
-    if (impl === 'qemu') list.push({ id: `${impl}-random-paused-thpoff`, impl, content: 'random', paused: true, channels: 1, thpOff: true });
-    if (impl === 'qmigd') list.push({ id: `${impl}-random-running`, impl, content: 'random', paused: false, workload: WORKLOAD, channels: 1 });
-    list.push({ id: `${impl}-random-paused-multifd2`, impl, content: 'random', paused: true, channels: 2 });
-    list.push({ id: `${impl}-zero-paused`, impl, content: 'zero', paused: true, channels: 1 });
+  const q = COMPARED_RELEASE;
+  return [
+    { id: 'qmigd-random-paused', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1 },
+    { id: 'qemu-random-paused', impl: 'qemu', group: 'random-paused', content: 'random', paused: true, channels: 1 },
+    { id: 'qemu-random-paused-thpoff', impl: 'qemu', group: 'random-paused', content: 'random', paused: true, channels: 1, thpOff: true },
+    { id: 'qmigd-random-paused-prealloc', impl: 'qmigd', group: 'prealloc', release: q, content: 'random', paused: true, channels: 1, prealloc: true },
+    { id: 'qemu-random-paused-prealloc', impl: 'qemu', group: 'prealloc', content: 'random', paused: true, channels: 1, prealloc: true },
+    { id: 'qmigd-random-paused-multifd2', impl: 'qmigd', group: 'multifd2', release: q, content: 'random', paused: true, channels: 2 },
+    { id: 'qemu-random-paused-multifd2', impl: 'qemu', group: 'multifd2', content: 'random', paused: true, channels: 2 },
+    { id: 'qmigd-zero-paused', impl: 'qmigd', group: 'zero', release: q, content: 'zero', paused: true, channels: 1 },
+    { id: 'qemu-zero-paused', impl: 'qemu', group: 'zero', content: 'zero', paused: true, channels: 1 },
+    // QEMU -M none has no CPU, so no workload: qmigd only, as its default release.
+    { id: 'qmigd-random-running', impl: 'qmigd', group: 'running', content: 'random', paused: false, workload: WORKLOAD, channels: 1 },
+  ];
+}
+
+/** Round `round`'s order: the groups in order, each reversed on odd rounds. */
+export function roundOrder<T extends { scenario: Scenario }>(results: T[], round: number): T[] {
+  const groups: T[][] = [];
+  for (const r of results) {
+    const last = groups.at(-1);
+    if (last && last[0]!.scenario.group === r.scenario.group) last.push(r);
+    else groups.push([r]);
   }
-  return list;
+  return groups.flatMap((g) => (round % 2 ? [...g].reverse() : g));
 }
 
 /** Samples query-migrate until the migration reaches a final state; returns the round trips (ms). */
@@ -166,7 +209,7 @@ async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promis
 /** Starts both ends; stops whichever started if the other did not. */
 async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promise<{ src: End; dst: End }> {
   const started = await Promise.allSettled([
-    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc }),
+    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, release: s.release }),
     startEnd({
       kind: s.impl,
       name: 'source',
@@ -175,6 +218,7 @@ async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promi
       ramFile: s.content === 'random' ? ctx.randomFile : ctx.zeroFile,
       paused: s.paused,
       thpOff: s.thpOff,
+      release: s.release,
       qmigdArgs: s.workload ? ['--dirty-rate', s.workload.rate, '--dirty-pattern', s.workload.pattern] : [],
     }),
   ]);
@@ -227,6 +271,7 @@ export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boo
     await dst.qmp.execute('migrate-incoming', { uri });
     await until('destination listening', () => dst.qmp.execute<Record<string, unknown>>('query-migrate'), (i) => 'socket-address' in i);
     await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': MAX_BANDWIDTH });
+    const downtimeLimitMs = (await src.qmp.execute<{ 'downtime-limit'?: number }>('query-migrate-parameters'))['downtime-limit'];
 
     const cpu0 = [cpuMs(src.pid), cpuMs(dst.pid)];
     const wallStart = performance.now();
@@ -251,6 +296,7 @@ export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boo
       errorDesc: info['error-desc'],
       totalTimeMs: tt,
       downtimeMs: info.downtime,
+      downtimeLimitMs,
       setupTimeMs: info['setup-time'],
       ramTotal: total,
       transferred: info.ram?.transferred,
@@ -309,7 +355,7 @@ export async function migrationBench(
     }
     rounds++;
     await eachRound?.(i);
-    for (const r of results) {
+    for (const r of roundOrder(results, i)) {
       if (r.notRun) continue;
       const s = r.scenario;
       progress(`migration ${s.id}, run ${i + 1}/${repeats}`);
@@ -353,11 +399,11 @@ export async function migrationBench(
 
 function printDetails(size: number, results: ScenarioResult[], repeats: number): void {
   console.log('');
-  console.log(`Migrations, ${size / MiB} MiB guest, TCP 127.0.0.1, max-bandwidth ${MAX_BANDWIDTH / MiB / 1024} GiB/s, ${repeats} runs each, round robin (median; each run in brackets). MiB/s = ram.total / total-time.`);
+  console.log(`Migrations, ${size / MiB} MiB guest, TCP 127.0.0.1, max-bandwidth ${MAX_BANDWIDTH / MiB / 1024} GiB/s, ${repeats} runs each, round robin, qmigd and QEMU of a comparison back to back and alternating which goes first (median; each run in brackets). MiB/s = ram.total / total-time.`);
   console.log('');
   const rows: string[][] = [];
   for (const r of results) {
-    const name = `${r.scenario.impl === 'qemu' ? 'QEMU 7.2' : 'qmigd'}: ${r.label}`;
+    const name = `${implName(r.scenario)}: ${r.label}`;
     if (r.notRun && r.runs.length === 0) {
       rows.push([name, r.notRun, '-', '-', '-', '-', '-', '-', '-', '-', '-']);
       continue;
