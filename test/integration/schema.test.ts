@@ -4,6 +4,7 @@
  * QMIGD_VALIDATE=1, which turns a mismatch into an error reply), and query-qmp-schema is a
  * closed, well-formed introspection document a schema-driven client can walk.
  */
+import '../helpers/as-qemu-7.2.js';
 import t from 'tap';
 import { SchemaSet } from '../../src/qmp/schema.js';
 import { startDaemon } from '../helpers/daemon.js';

@@ -4,6 +4,7 @@
  * section boundary is caught, and 10,000 mutated or truncated streams (re-chunked at random
  * points) are each accepted or rejected cleanly: no other exception, no hang.
  */
+import '../helpers/as-qemu-7.2.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';

@@ -4,6 +4,7 @@
  * domain turned into the daemon's settings. (QEMU's own answers to the same command lines are
  * compared in test/integration/qemu-binary.test.ts.)
  */
+import '../helpers/as-qemu-7.2.js';
 import t from 'tap';
 import { parseQemuCommandLine, QemuCliError } from '../../src/cli/qemu/command-line.js';
 import { parseObject, parseOpts, sizeMiB } from '../../src/cli/qemu/opts.js';

@@ -4,6 +4,7 @@
  * take turns, so one with a thousand queued requests holds back neither another monitor nor the
  * event loop (timers, I/O, the migration).
  */
+import '../helpers/as-qemu-7.2.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';

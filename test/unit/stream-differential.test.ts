@@ -10,6 +10,7 @@
  * `npm run fuzz` runs the mutations with FUZZ_CASES (say 100,000) from a random seed; see
  * ../helpers/fuzz-env.ts for replaying one.
  */
+import '../helpers/as-qemu-7.2.js';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
