@@ -52,6 +52,11 @@ export interface Scenario {
   thpOff?: boolean;
   /** The destination's RAM is faulted in at start-up (qmigd --mem-prealloc, QEMU prealloc=on). */
   prealloc?: boolean;
+  /** qmigd only: further arguments for each end (bench/ram-mapping.ts: --ram-hugepages). */
+  srcArgs?: string[];
+  dstArgs?: string[];
+  /** qmigd only: the destination's environment (bench/ram-mapping.ts --profile: NODE_OPTIONS). */
+  dstEnv?: NodeJS.ProcessEnv;
 }
 
 export function describe(s: Scenario): string {
@@ -166,7 +171,7 @@ async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promis
 /** Starts both ends; stops whichever started if the other did not. */
 async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promise<{ src: End; dst: End }> {
   const started = await Promise.allSettled([
-    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc }),
+    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, qmigdArgs: s.dstArgs, env: s.dstEnv }),
     startEnd({
       kind: s.impl,
       name: 'source',
@@ -175,7 +180,7 @@ async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promi
       ramFile: s.content === 'random' ? ctx.randomFile : ctx.zeroFile,
       paused: s.paused,
       thpOff: s.thpOff,
-      qmigdArgs: s.workload ? ['--dirty-rate', s.workload.rate, '--dirty-pattern', s.workload.pattern] : [],
+      qmigdArgs: [...(s.workload ? ['--dirty-rate', s.workload.rate, '--dirty-pattern', s.workload.pattern] : []), ...(s.srcArgs ?? [])],
     }),
   ]);
   const [d, r] = started;
