@@ -36,8 +36,8 @@ export interface EndSpec {
   deferIncoming?: boolean;
   /** qmigd only: further arguments (e.g. the workload). */
   qmigdArgs?: string[];
-  /** qmigd only: its environment (default: ours). */
-  env?: NodeJS.ProcessEnv;
+  /** qmigd only: arguments for node itself (bench/ram-mapping.ts --profile: --cpu-prof). */
+  nodeArgs?: string[];
   /**
    * Fault in all of RAM at start-up: qmigd --mem-prealloc, QEMU's backend prealloc=on (what
    * -mem-prealloc sets). Only where there is no ramFile (qmigd ignores it with one: loading the
@@ -72,7 +72,7 @@ async function startQmigd(spec: EndSpec): Promise<End> {
   if (spec.deferIncoming) args.push('--incoming', 'defer');
   if (spec.prealloc && !spec.ramFile) args.push('--mem-prealloc');
   args.push(...(spec.qmigdArgs ?? []));
-  const p = await QmigdProcess.start(spec.name, spec.dir, args, { logLevel: 'info', env: spec.env });
+  const p = await QmigdProcess.start(spec.name, spec.dir, args, { logLevel: 'info', nodeArgs: spec.nodeArgs });
   return { kind: 'qmigd', name: spec.name, pid: p.proc.pid!, qmp: p.qmp, log: () => p.stderrTail(10), stop: () => p.stop() };
 }
 

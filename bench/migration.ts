@@ -55,8 +55,6 @@ export interface Scenario {
   /** qmigd only: further arguments for each end (bench/ram-mapping.ts: --ram-hugepages). */
   srcArgs?: string[];
   dstArgs?: string[];
-  /** qmigd only: the destination's environment (bench/ram-mapping.ts --profile: NODE_OPTIONS). */
-  dstEnv?: NodeJS.ProcessEnv;
 }
 
 export function describe(s: Scenario): string {
@@ -171,7 +169,7 @@ async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promis
 /** Starts both ends; stops whichever started if the other did not. */
 async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promise<{ src: End; dst: End }> {
   const started = await Promise.allSettled([
-    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, qmigdArgs: s.dstArgs, env: s.dstEnv }),
+    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, qmigdArgs: s.dstArgs }),
     startEnd({
       kind: s.impl,
       name: 'source',

@@ -8,7 +8,8 @@
  *  - --mem-prealloc on the destination, with kernel and with on;
  *  - QEMU 7.2 → QEMU 7.2 at its defaults, the yardstick of the same minutes.
  * The variants alternate, round robin, so a slow spell of the machine (first-touch costs swing
- * hour to hour on this VM) hits them all; compare the medians. The first run of each is checked
+ * hour to hour on this VM) hits them all, each round starting one variant later; compare the
+ * medians. The first run of each is checked
  * (RAM digests).
  *
  *   node dist/bench/ram-mapping.js [SIZE=512M] [ROUNDS=7]
@@ -24,6 +25,15 @@ import { parseSize } from '../src/cli/size.js';
 import { fmt, median, MiB, progress, qemuVersion, sha256File, sha256Zeros, sleep, table, until } from './common.js';
 import { startEnd } from './ends.js';
 import { MAX_BANDWIDTH, migrateOnce, writeZeroFile, type MigrationContext, type MigrationRun, type Scenario } from './migration.js';
+
+/**
+ * QMIGD_BENCH_SETTLE_MS: a pause before every migration. This VM's balloon reports free 2 MiB
+ * blocks to its host (virtio-balloon free page reporting, after about 2 s), which drops them;
+ * touching them again costs a host fault each, which is what makes huge pages slow here. With a
+ * pause of 3 s every run meets memory in that steady state, instead of the warm memory the run
+ * before it freed.
+ */
+const SETTLE_MS = Number(process.env.QMIGD_BENCH_SETTLE_MS ?? 0);
 
 interface Variant {
   id: string;
@@ -52,7 +62,10 @@ async function measure(ctx: MigrationContext, rounds: number): Promise<void> {
   const list = variants(qemuVersion() !== undefined);
   const runs = new Map<string, MigrationRun[]>(list.map((v) => [v.id, []]));
   for (let round = 0; round < rounds; round++) {
-    for (const v of list) {
+    // Each round starts one variant later: which variant runs right after which (and gets the
+    // memory the one before freed, not yet handed back to the host) changes from round to round.
+    for (const v of [...list.slice(round % list.length), ...list.slice(0, round % list.length)]) {
+      if (SETTLE_MS > 0) await sleep(SETTLE_MS);
       const done = runs.get(v.id)!;
       const check = !done.some((r) => r.status === 'completed');
       const { run } = await migrateOnce(v.scenario, ctx, check);
@@ -110,7 +123,7 @@ async function profileOnce(v: Variant, ctx: MigrationContext, outDir: string): P
   const dir = makeTempDir('qmigd-bench-prof-');
   const dst = await startEnd({
     kind: 'qmigd', name: 'destination', dir, size: ctx.size, deferIncoming: true, prealloc: s.prealloc, qmigdArgs: s.dstArgs,
-    env: { ...process.env, NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${cpuDir} --cpu-prof-interval=200 --perf-basic-prof-only-functions` },
+    nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${cpuDir}`, '--cpu-prof-interval=200', '--perf-basic-prof-only-functions'],
   });
   const src = await startEnd({ kind: 'qmigd', name: 'source', dir, size: ctx.size, ramFile: ctx.randomFile, paused: true, qmigdArgs: s.srcArgs });
   try {
@@ -166,7 +179,7 @@ async function main(): Promise<void> {
     const ctx = { size, randomFile, zeroFile, randomSha: await sha256File(randomFile), zeroSha: sha256Zeros(size) };
     if (profileDir) {
       mkdirSync(profileDir, { recursive: true });
-      for (const v of variants(false).filter((x) => ['kernel', 'on', 'prealloc'].includes(x.id))) await profileOnce(v, ctx, profileDir);
+      for (const v of variants(false).filter((x) => ['kernel', 'on', 'on-dst', 'prealloc'].includes(x.id))) await profileOnce(v, ctx, profileDir);
     } else {
       await measure(ctx, rounds);
     }
