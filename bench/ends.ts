@@ -38,6 +38,8 @@ export interface EndSpec {
   release?: string;
   /** qmigd only: further arguments (e.g. the workload). */
   qmigdArgs?: string[];
+  /** qmigd only: arguments for node itself (bench/ram-mapping.ts --profile: --cpu-prof). */
+  nodeArgs?: string[];
   /**
    * Fault in all of RAM at start-up: qmigd --mem-prealloc, QEMU's backend prealloc=on (what
    * -mem-prealloc sets). Only where there is no ramFile (qmigd ignores it with one: loading the
@@ -73,7 +75,7 @@ async function startQmigd(spec: EndSpec): Promise<End> {
   if (spec.prealloc && !spec.ramFile) args.push('--mem-prealloc');
   if (spec.release) args.push('--qemu-version', spec.release);
   args.push(...(spec.qmigdArgs ?? []));
-  const p = await QmigdProcess.start(spec.name, spec.dir, args, { logLevel: 'info' });
+  const p = await QmigdProcess.start(spec.name, spec.dir, args, { logLevel: 'info', nodeArgs: spec.nodeArgs });
   return { kind: 'qmigd', name: spec.name, pid: p.proc.pid!, qmp: p.qmp, log: () => p.stderrTail(10), stop: () => p.stop() };
 }
 

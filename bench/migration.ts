@@ -67,6 +67,9 @@ export interface Scenario {
   thpOff?: boolean;
   /** The destination's RAM is faulted in at start-up (qmigd --mem-prealloc, QEMU prealloc=on). */
   prealloc?: boolean;
+  /** qmigd only: further arguments for each end (bench/ram-mapping.ts: --ram-hugepages). */
+  srcArgs?: string[];
+  dstArgs?: string[];
 }
 
 /** Which program and release a scenario runs, e.g. "qmigd as 7.2" or "QEMU 7.2". */
@@ -209,7 +212,7 @@ async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promis
 /** Starts both ends; stops whichever started if the other did not. */
 async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promise<{ src: End; dst: End }> {
   const started = await Promise.allSettled([
-    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, release: s.release }),
+    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, release: s.release, qmigdArgs: s.dstArgs }),
     startEnd({
       kind: s.impl,
       name: 'source',
@@ -219,7 +222,7 @@ async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promi
       paused: s.paused,
       thpOff: s.thpOff,
       release: s.release,
-      qmigdArgs: s.workload ? ['--dirty-rate', s.workload.rate, '--dirty-pattern', s.workload.pattern] : [],
+      qmigdArgs: [...(s.workload ? ['--dirty-rate', s.workload.rate, '--dirty-pattern', s.workload.pattern] : []), ...(s.srcArgs ?? [])],
     }),
   ]);
   const [d, r] = started;

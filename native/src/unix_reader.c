@@ -25,6 +25,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "ram_advice.h"
+
 #define READ_SIZE (64 * 1024)
 /* QEMU's SOCKET_MAX_FDS: a message's descriptors beyond these are dropped by the kernel. */
 #define MAX_FDS 16
@@ -362,5 +364,6 @@ NAPI_MODULE_INIT() {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  if (ram_advice_init(env, exports) != napi_ok) return NULL;
   return exports;
 }

@@ -17,6 +17,7 @@ import { SeekableFileInput } from '../migration/channels/file-input.js';
 import { preadSource } from '../migration/channels/incoming-channel.js';
 import { NO_SANDBOX, parseSandbox, type Sandbox } from './sandbox.js';
 import { parseSize } from './size.js';
+import { DEFAULT_HUGE_PAGE_ADVICE, HUGE_PAGE_ADVICE, type HugePageAdvice } from '../native/ram-advice.js';
 import { applyGlobals, GlobalError, machineGlobals, parseGlobal, type MigrationGlobals } from '../migration/globals.js';
 
 const PAGE_SIZE = 4096;
@@ -31,6 +32,7 @@ interface ServeOptions {
   ramId: string;
   memoryFile?: string;
   memPrealloc: boolean;
+  ramHugepages: string;
   machine: string;
   global?: string[];
   incoming?: string;
@@ -54,6 +56,12 @@ function sandboxFrom(text: string | undefined): Sandbox {
   } catch (err) {
     throw new UsageError(`--sandbox ${text}: ${(err as Error).message}`);
   }
+}
+
+function hugePageAdviceFrom(text: string): HugePageAdvice {
+  const advice = HUGE_PAGE_ADVICE.find((a) => a === text);
+  if (!advice) throw new UsageError(`--ram-hugepages: '${text}' is not one of ${HUGE_PAGE_ADVICE.join(', ')}`);
+  return advice;
 }
 
 function milliseconds(flag: string, text: string): number {
@@ -130,6 +138,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     ramId: opts.ramId,
     memoryFile: opts.memoryFile,
     memPrealloc: opts.memPrealloc,
+    ramHugePages: hugePageAdviceFrom(opts.ramHugepages),
     machine: opts.machine,
     migrationGlobals,
     incoming: opts.incoming,
@@ -161,6 +170,7 @@ function program(): Command {
     .option('--ram-id <name>', 'name of the RAM block in the migration stream', 'ram')
     .option('--memory-file <path>', 'initial RAM contents (size must equal --memory)')
     .option('--mem-prealloc', 'fault in all of RAM at start-up, as QEMU\'s -mem-prealloc (faster incoming migration)', false)
+    .option('--ram-hugepages <advice>', `transparent huge pages for guest RAM: on (madvise MADV_HUGEPAGE, as QEMU), off (MADV_NOHUGEPAGE) or kernel (no advice)`, DEFAULT_HUGE_PAGE_ADVICE)
     .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
     .addOption(new Option('--global <driver.property=value>', "as QEMU's -global: migration.send-switchover-start, migration.multifd-flush-after-each-section and migration.zero-page-detection change the stream (repeatable)")
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))

@@ -218,11 +218,11 @@ export class QmigdProcess {
   ) {}
 
   /** Starts qmigd in `dir` with a monitor at dir/NAME.sock and connects to it. */
-  static async start(name: string, dir: string, args: string[], opts: { logLevel?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<QmigdProcess> {
+  static async start(name: string, dir: string, args: string[], opts: { logLevel?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; nodeArgs?: string[] } = {}): Promise<QmigdProcess> {
     const socketPath = join(dir, `${name}.sock`);
     const proc = spawn(
       process.execPath,
-      [QMIGD_BIN, '--qmp', `unix:${socketPath},server=on,wait=off`, '--log-level', opts.logLevel ?? 'info', ...args],
+      [...(opts.nodeArgs ?? []), QMIGD_BIN, '--qmp', `unix:${socketPath},server=on,wait=off`, '--log-level', opts.logLevel ?? 'info', ...args],
       { cwd: dir, env: opts.env ?? process.env, stdio: ['ignore', 'ignore', 'pipe'] },
     );
     // Keep the tail of stderr for error messages; the pipe is always drained.

@@ -4,6 +4,7 @@ import type { Accelerator } from '../guest/machines.js';
 import type { MigrationGlobals } from '../migration/globals.js';
 import type { Sandbox } from '../cli/sandbox.js';
 import type { WorkloadPattern } from '../guest/workload.js';
+import type { HugePageAdvice } from '../native/ram-advice.js';
 import type { ProfileId } from '../profiles/index.js';
 import type { QmpSpec } from '../qmp/transports/spec.js';
 
@@ -16,6 +17,8 @@ export interface DaemonConfig {
   memoryFile?: string;
   /** -mem-prealloc: fault every RAM page in at start-up. */
   memPrealloc: boolean;
+  /** Transparent huge pages for guest RAM: madvise'd on (as QEMU), off, or left to the kernel. */
+  ramHugePages: HugePageAdvice;
   machine: string;
   /**
    * The migration object's properties that change the stream: the release's, as the machine

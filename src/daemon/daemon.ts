@@ -8,6 +8,7 @@ import pino from 'pino';
 import { registerCommands } from '../commands/index.js';
 import { Guest } from '../guest/guest.js';
 import { MigrationService } from '../migration/migration.js';
+import { adviseHugePages } from '../native/ram-advice.js';
 import { setActiveProfile } from '../profiles/index.js';
 import { CommandRegistry } from '../qmp/registry.js';
 import { SchemaSet } from '../qmp/schema.js';
@@ -36,6 +37,9 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
       exit: () => daemon.exit(),
     },
   });
+  // Before anything touches the RAM: the advice decides how its pages will be faulted in.
+  const advised = adviseHugePages(guest.ram.segments, config.ramHugePages);
+  if ('error' in advised) log.warn(`--ram-hugepages ${config.ramHugePages}: ${advised.error}; guest RAM keeps the kernel's default pages`);
   if (config.memoryFile) await guest.ram.loadFile(config.memoryFile);
   else if (config.memPrealloc) guest.ram.prealloc();
   guest.workload.set(config.dirtyRate, config.dirtyPattern);

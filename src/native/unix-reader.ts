@@ -1,7 +1,6 @@
 /**
- * The one door to qmigd's native addon (native/, N-API, C): reading a Unix stream socket with
- * the descriptors that come with its bytes (SCM_RIGHTS), which Node cannot do. Nothing else
- * imports the binding.
+ * Reading a Unix stream socket with the descriptors that come with its bytes (SCM_RIGHTS), which
+ * Node cannot do, through qmigd's native addon (./addon.ts).
  *
  * The reader works on a dup of the socket's descriptor, watched on Node's own loop. The
  * net.Socket the descriptor came from keeps the writes and the close, and must never read: it
@@ -14,47 +13,12 @@
  * descriptors are close-on-exec; they belong to the callee.
  */
 import { closeSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import type net from 'node:net';
 import { constants } from 'node:os';
-import { resolve } from 'node:path';
-
-type ReceiverHandle = { readonly __receiver: unique symbol };
-
-interface Binding {
-  open(fd: number, callback: (errno: number, chunk: Buffer | null, fds: number[] | null, truncated: boolean) => void): ReceiverHandle;
-  start(r: ReceiverHandle): void;
-  stop(r: ReceiverHandle): void;
-  close(r: ReceiverHandle): void;
-}
-
-/** Where node-gyp leaves the addon (this module runs from dist/src/native). */
-const ADDON = resolve(import.meta.dirname, '..', '..', '..', 'native', 'build', 'Release', 'qmigd_native.node');
-
-let binding: Binding | undefined;
-let loadError: Error | undefined;
-
-function load(): Binding {
-  if (binding) return binding;
-  if (loadError) throw loadError;
-  try {
-    binding = createRequire(import.meta.url)(ADDON) as Binding;
-    return binding;
-  } catch (err) {
-    loadError = new Error(`qmigd's native addon is not built (${(err as Error).message}); npm ci builds it, or: npx node-gyp rebuild --directory native`);
-    throw loadError;
-  }
-}
+import { loadAddon as load, nativeUnavailable, type ReceiverHandle } from './addon.js';
 
 /** Whether the addon loads; if not, why (a unix monitor then cannot receive descriptors). */
-export function nativeUnavailable(): Error | undefined {
-  try {
-    load();
-    return undefined;
-  } catch (err) {
-    return err as Error;
-  }
-}
+export { nativeUnavailable };
 
 export interface UnixReaderEvents {
   /** Bytes, with the descriptors sent with them (possibly none). */

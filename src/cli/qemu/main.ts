@@ -16,6 +16,7 @@ import type { DaemonConfig } from '../../daemon/config.js';
 import { DEFAULT_QMP_MEMORY_BUDGET } from '../../qmp/memory-budget.js';
 import { DEFAULT_PROFILE, findProfile, PROFILES, setActiveProfile, type QemuProfile } from '../../profiles/index.js';
 import { VERSION } from '../../version.js';
+import { DEFAULT_HUGE_PAGE_ADVICE } from '../../native/ram-advice.js';
 import type { Message } from './accelerator.js';
 import { machineHelp, parseQemuCommandLine, QemuCliError, type QemuCommandLine } from './command-line.js';
 
@@ -63,6 +64,7 @@ function configOf(cl: QemuCommandLine, profile: QemuProfile, env: NodeJS.Process
     // A memory-backend-file's contents, when it holds a whole guest (QEMU creates it otherwise).
     memoryFile: cl.memoryFile !== undefined && sizeOf(cl.memoryFile) === cl.memoryBytes ? cl.memoryFile : undefined,
     memPrealloc: cl.memPrealloc,
+    ramHugePages: DEFAULT_HUGE_PAGE_ADVICE,
     machine: cl.machine.name,
     migrationGlobals: cl.migrationGlobals,
     incoming: cl.incoming,

@@ -1,0 +1,45 @@
+/**
+ * The one door to qmigd's native addon (native/, N-API, C): loads it once, and says why when it
+ * cannot. The modules beside this one wrap its functions; nothing else imports the binding.
+ */
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
+
+export type ReceiverHandle = { readonly __receiver: unique symbol };
+
+export interface Binding {
+  open(fd: number, callback: (errno: number, chunk: Buffer | null, fds: number[] | null, truncated: boolean) => void): ReceiverHandle;
+  start(r: ReceiverHandle): void;
+  stop(r: ReceiverHandle): void;
+  close(r: ReceiverHandle): void;
+  /** madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE) on the view's 2 MiB-aligned interior: bytes advised, or -errno. */
+  hugepages(view: Uint8Array, on: boolean): number;
+}
+
+/** Where node-gyp leaves the addon (this module runs from dist/src/native). */
+const ADDON = resolve(import.meta.dirname, '..', '..', '..', 'native', 'build', 'Release', 'qmigd_native.node');
+
+let binding: Binding | undefined;
+let loadError: Error | undefined;
+
+export function loadAddon(): Binding {
+  if (binding) return binding;
+  if (loadError) throw loadError;
+  try {
+    binding = createRequire(import.meta.url)(ADDON) as Binding;
+    return binding;
+  } catch (err) {
+    loadError = new Error(`qmigd's native addon is not built (${(err as Error).message}); npm ci builds it, or: npx node-gyp rebuild --directory native`);
+    throw loadError;
+  }
+}
+
+/** Whether the addon loads; if not, why. */
+export function nativeUnavailable(): Error | undefined {
+  try {
+    loadAddon();
+    return undefined;
+  } catch (err) {
+    return err as Error;
+  }
+}
