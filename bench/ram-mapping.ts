@@ -44,7 +44,7 @@ interface Variant {
 const hp = (advice: string): string[] => ['--ram-hugepages', advice];
 
 function variants(qemu: boolean): Variant[] {
-  const base = { impl: 'qmigd', content: 'random', paused: true, channels: 1 } as const;
+  const base = { impl: 'qmigd', group: 'ram-mapping', content: 'random', paused: true, channels: 1 } as const;
   const list: Variant[] = [
     { id: 'kernel', label: 'qmigd, --ram-hugepages kernel (no advice) both ends', scenario: { ...base, id: 'kernel', srcArgs: hp('kernel'), dstArgs: hp('kernel') } },
     { id: 'on', label: 'qmigd, --ram-hugepages on both ends', scenario: { ...base, id: 'on', srcArgs: hp('on'), dstArgs: hp('on') } },
