@@ -140,6 +140,15 @@ export interface MigrationContext {
   zeroSha: string;
 }
 
+/** The guest RAM images of a run (random and zero), written into `dir`, with their digests. */
+export async function makeContext(dir: string, size: number): Promise<MigrationContext> {
+  const randomFile = join(dir, 'random-ram.bin');
+  await writeRandomFile(randomFile, size);
+  const zeroFile = join(dir, 'zero-ram.bin');
+  writeZeroFile(zeroFile, size);
+  return { size, randomFile, zeroFile, randomSha: await sha256File(randomFile), zeroSha: sha256Zeros(size) };
+}
+
 /** A sparse file of `size` zero bytes. */
 export function writeZeroFile(path: string, size: number): void {
   const fd = openSync(path, 'w', 0o600);
@@ -435,12 +444,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const repeats = process.argv[3] ? Number(process.argv[3]) : 1;
   const dir = makeTempDir('qmigd-bench-ram-');
   try {
-    const randomFile = join(dir, 'random-ram.bin');
-    await writeRandomFile(randomFile, size);
-    const zeroFile = join(dir, 'zero-ram.bin');
-    writeZeroFile(zeroFile, size);
-    const ctx = { size, randomFile, zeroFile, randomSha: await sha256File(randomFile), zeroSha: sha256Zeros(size) };
-    await migrationBench(ctx, repeats);
+    await migrationBench(await makeContext(dir, size), repeats);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -20,11 +20,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { freePort, makeTempDir, waitIncomingDone, writeRandomFile, type MigrateInfo } from '../src/cli/migration-pair.js';
+import { freePort, makeTempDir, waitIncomingDone, type MigrateInfo } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
-import { fmt, median, MiB, progress, qemuVersion, sha256File, sha256Zeros, sleep, table, until } from './common.js';
+import { fmt, median, MiB, progress, qemuVersion, sleep, table, until } from './common.js';
 import { startEnd } from './ends.js';
-import { MAX_BANDWIDTH, migrateOnce, writeZeroFile, type MigrationContext, type MigrationRun, type Scenario } from './migration.js';
+import { makeContext, MAX_BANDWIDTH, migrateOnce, type MigrationContext, type MigrationRun, type Scenario } from './migration.js';
 
 /**
  * QMIGD_BENCH_SETTLE_MS: a pause before every migration. This VM's balloon reports free 2 MiB
@@ -172,11 +172,7 @@ async function main(): Promise<void> {
   const rounds = args[1] ? Number(args[1]) : 7;
   const dir = makeTempDir('qmigd-bench-ram-');
   try {
-    const randomFile = join(dir, 'random-ram.bin');
-    await writeRandomFile(randomFile, size);
-    const zeroFile = join(dir, 'zero-ram.bin');
-    writeZeroFile(zeroFile, size);
-    const ctx = { size, randomFile, zeroFile, randomSha: await sha256File(randomFile), zeroSha: sha256Zeros(size) };
+    const ctx = await makeContext(dir, size);
     if (profileDir) {
       mkdirSync(profileDir, { recursive: true });
       for (const v of variants(false).filter((x) => ['kernel', 'on', 'on-dst', 'prealloc'].includes(x.id))) await profileOnce(v, ctx, profileDir);

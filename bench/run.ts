@@ -30,11 +30,11 @@
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { makeTempDir, writeRandomFile } from '../src/cli/migration-pair.js';
+import { makeTempDir } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
 import { coloBench, type ColoResult } from './colo.js';
-import { attempt, cpuBusy, fmt, machine, otherCpuMeter, median, MiB, progress, sha256File, sha256Zeros, table, type Quantiles } from './common.js';
-import { COMPARED_RELEASE, DEFAULT_RELEASE, implName, MAX_BANDWIDTH, migrationBench, SAMPLE_EVERY_MS, WORKLOAD, writeZeroFile, type MigrationRun, type ScenarioResult } from './migration.js';
+import { attempt, cpuBusy, fmt, machine, otherCpuMeter, median, MiB, progress, table, type Quantiles } from './common.js';
+import { COMPARED_RELEASE, DEFAULT_RELEASE, implName, makeContext, MAX_BANDWIDTH, migrationBench, SAMPLE_EVERY_MS, WORKLOAD, type MigrationRun, type ScenarioResult } from './migration.js';
 import { pumpOnce, pumpResult, type PumpResult, type PumpRun } from './pump.js';
 import { abuseBench, printAbuse, type AbuseResult } from './qmp-abuse.js';
 import { IDLE_SAMPLES, idleQmpBench } from './qmp-idle.js';
@@ -407,13 +407,9 @@ async function main(): Promise<void> {
   let pump: PumpResult | undefined;
   try {
     progress(`writing the ${SIZE / MiB} MiB random RAM image (shared by every migration and COLO)`);
-    const randomFile = join(dir, 'random-ram.bin');
-    const zeroFile = join(dir, 'zero-ram.bin');
     const t0 = performance.now();
-    await writeRandomFile(randomFile, SIZE);
+    const ctx = await makeContext(dir, SIZE);
     randomFileMs = performance.now() - t0;
-    writeZeroFile(zeroFile, SIZE);
-    const ctx = { size: SIZE, randomFile, zeroFile, randomSha: await sha256File(randomFile), zeroSha: sha256Zeros(SIZE) };
 
     // One pump run at the start of each round of migrations, so that the limit and the
     // migrations are measured on the same machine state.
@@ -439,7 +435,7 @@ async function main(): Promise<void> {
 
     if (COLO) {
       progress('COLO');
-      colo = await coloBench(SIZE, SIZE, randomFile);
+      colo = await coloBench(SIZE, SIZE, ctx.randomFile);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
