@@ -66,7 +66,13 @@ async function coloPair(memory: number, memoryFile: string, delayMs: number, rat
   try {
     const pri = pair.source.qmp;
     const sec = pair.destination.qmp;
-    await sec.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+    // The secondary asks for x-colo itself (QEMU 10.0, the default release, requires it; 7.2 takes it).
+    await sec.execute('migrate-set-capabilities', {
+      capabilities: [
+        { capability: 'x-colo', state: true },
+        { capability: 'events', state: true },
+      ],
+    });
     await pri.execute('migrate-set-capabilities', {
       capabilities: [
         { capability: 'x-colo', state: true },
