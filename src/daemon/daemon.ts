@@ -40,8 +40,9 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   // Before anything touches the RAM: the advice decides how its pages will be faulted in.
   const advised = adviseHugePages(guest.ram.segments, config.ramHugePages);
   if ('error' in advised) log.warn(`--ram-hugepages ${config.ramHugePages}: ${advised.error}; guest RAM keeps the kernel's default pages`);
+  // Pre-allocation first: loading a file leaves its zero pages untouched.
+  if (config.memPrealloc) guest.ram.prealloc();
   if (config.memoryFile) await guest.ram.loadFile(config.memoryFile);
-  else if (config.memPrealloc) guest.ram.prealloc();
   guest.workload.set(config.dirtyRate, config.dirtyPattern);
   guest.runState.onEvent((event) => qmp.events.emit(event));
   const yank = new YankRegistry();

@@ -144,21 +144,35 @@ export class GuestRam extends PageStore {
     return this.knownZero !== undefined && this.knownZero[index] === 1;
   }
 
-  /** Fills RAM from a file whose size must equal the RAM size exactly. */
+  /**
+   * Fills RAM from a file whose size must equal the RAM size exactly. The file is read through a
+   * bounce buffer and only its non-zero pages are copied in: RAM is fresh (zero), so a zero page
+   * of the file (a hole, or written zeros) costs no memory and stays known to be zero, which a
+   * migration then sends without reading it.
+   */
   async loadFile(path: string): Promise<void> {
-    this.knownZero = undefined;
+    const knownZero = this.knownZero;
     const file = await open(path, 'r');
     try {
       const { size } = await file.stat();
       if (size !== this.size) {
         throw new Error(`--memory-file: '${path}' is ${size} bytes, but --memory is ${this.size} bytes; they must be equal`);
       }
-      for (const [i, s] of this.segments.entries()) {
-        for (let off = 0; off < s.length; ) {
-          const { bytesRead } = await file.read(s, off, Math.min(SLICE_BYTES, s.length - off), i * SEGMENT_BYTES + off);
-          if (bytesRead === 0) throw new Error(`--memory-file: '${path}' ended early at byte ${i * SEGMENT_BYTES + off}`);
-          off += bytesRead;
+      const bounce = Buffer.allocUnsafe(SLICE_BYTES);
+      for (let at = 0; at < size; ) {
+        const want = Math.min(SLICE_BYTES, size - at);
+        for (let got = 0; got < want; ) {
+          const { bytesRead } = await file.read(bounce, got, want - got, at + got);
+          if (bytesRead === 0) throw new Error(`--memory-file: '${path}' ended early at byte ${at + got}`);
+          got += bytesRead;
         }
+        for (let off = 0; off < want; off += PAGE_SIZE) {
+          if (isZeroAt(bounce, off)) continue;
+          const page = (at + off) / PAGE_SIZE;
+          copyInto(this.segment(page), pageOffset(page), bounce.subarray(off, off + PAGE_SIZE));
+          if (knownZero) knownZero[page] = 0;
+        }
+        at += want;
       }
     } finally {
       await file.close();

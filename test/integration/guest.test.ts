@@ -3,7 +3,8 @@
  * the RAM digest, and the pre-6.0 migration commands that qmigd keeps.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { REPO, rssKiB } from '../helpers/daemon.js';
@@ -113,4 +114,37 @@ t.test('--mem-prealloc faults all of RAM in at start-up; without it RAM stays un
   t.ok(rss(eager.daemon.proc.pid!) >= 256 * 1024 * 1024, 'preallocated: resident');
   t.ok(rss(lazy.daemon.proc.pid!) < 200 * 1024 * 1024, 'lazy: not resident');
   t.equal(await digest(eager), await digest(lazy), 'both zero');
+});
+
+t.test("--memory-file: the file's zero pages cost no memory and travel as ZERO records", async (t) => {
+  const rss = (pid: number): number => rssKiB(pid) * 1024;
+  const dir = mkdtempSync(join(tmpdir(), 'qmigd-sparse-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // 256 MiB: a hole, then 1 MiB of data in the middle, then a run of written zeros at the end.
+  const file = join(dir, 'ram.img');
+  const size = 256 << 20;
+  const data = Buffer.alloc(1 << 20, 0xa5);
+  writeFileSync(file, Buffer.alloc(0));
+  truncateSync(file, size - (4 << 20));
+  const fd = openSync(file, 'r+');
+  writeSync(fd, data, 0, data.length, 128 << 20);
+  writeSync(fd, Buffer.alloc(4 << 20), 0, 4 << 20, size - (4 << 20));
+  closeSync(fd);
+  const g = await side(['-m', '256M', '--memory-file', file, '-S']);
+  t.teardown(() => g.daemon.stop());
+  t.ok(rss(g.daemon.proc.pid!) < 200 * 1024 * 1024, `not resident: ${Math.round(rss(g.daemon.proc.pid!) / 1048576)} MiB`);
+  const image = readFileSync(file);
+  t.same(await g.qmp.ok('__org.qmigd_query-ram-digest'), { sha256: createHash('sha256').update(image).digest('hex'), size }, 'the RAM is the file');
+  // Every zero page of the file goes as a ZERO record (duplicate), the data pages whole.
+  const dst = await side(['-m', '256M', '--incoming', 'defer']);
+  t.teardown(() => dst.daemon.stop());
+  await dst.qmp.ok('migrate-incoming', { uri: 'unix:' + join(dir, 'mig.sock') });
+  await g.qmp.ok('migrate', { uri: 'unix:' + join(dir, 'mig.sock') });
+  let info: Msg;
+  do info = (await g.qmp.ok('query-migrate')) as Msg;
+  while (info.status !== 'completed' && info.status !== 'failed');
+  const ram = info.ram as Msg;
+  t.equal(ram.normal, 256, 'the 1 MiB of data, whole');
+  t.equal(ram.duplicate, 65536 - 256, 'every other page as zero');
+  t.equal(await digest(dst), await digest(g), 'the destination has the file');
 });
