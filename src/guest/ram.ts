@@ -145,10 +145,9 @@ export class GuestRam extends PageStore {
   }
 
   /**
-   * Fills RAM from a file whose size must equal the RAM size exactly. The file is read through a
-   * bounce buffer and only its non-zero pages are copied in: RAM is fresh (zero), so a zero page
-   * of the file (a hole, or written zeros) costs no memory and stays known to be zero, which a
-   * migration then sends without reading it.
+   * Fills RAM from a file whose size must equal the RAM size exactly. Each slice is read straight
+   * into RAM (the kernel's copy, off this thread), then its zero pages are marked known to be
+   * zero, so that a migration sends them without reading them again.
    */
   async loadFile(path: string): Promise<void> {
     const knownZero = this.knownZero;
@@ -158,21 +157,19 @@ export class GuestRam extends PageStore {
       if (size !== this.size) {
         throw new Error(`--memory-file: '${path}' is ${size} bytes, but --memory is ${this.size} bytes; they must be equal`);
       }
-      const bounce = Buffer.allocUnsafe(SLICE_BYTES);
-      for (let at = 0; at < size; ) {
-        const want = Math.min(SLICE_BYTES, size - at);
-        for (let got = 0; got < want; ) {
-          const { bytesRead } = await file.read(bounce, got, want - got, at + got);
-          if (bytesRead === 0) throw new Error(`--memory-file: '${path}' ended early at byte ${at + got}`);
-          got += bytesRead;
+      for (const [i, s] of this.segments.entries()) {
+        for (let off = 0; off < s.length; ) {
+          const want = Math.min(SLICE_BYTES, s.length - off);
+          for (let got = 0; got < want; ) {
+            const { bytesRead } = await file.read(s, off + got, want - got, i * SEGMENT_BYTES + off + got);
+            if (bytesRead === 0) throw new Error(`--memory-file: '${path}' ended early at byte ${i * SEGMENT_BYTES + off + got}`);
+            got += bytesRead;
+          }
+          if (knownZero) {
+            for (let at = off; at < off + want; at += PAGE_SIZE) knownZero[i * SEGMENT_PAGES + at / PAGE_SIZE] = isZeroAt(s, at) ? 1 : 0;
+          }
+          off += want;
         }
-        for (let off = 0; off < want; off += PAGE_SIZE) {
-          if (isZeroAt(bounce, off)) continue;
-          const page = (at + off) / PAGE_SIZE;
-          copyInto(this.segment(page), pageOffset(page), bounce.subarray(off, off + PAGE_SIZE));
-          if (knownZero) knownZero[page] = 0;
-        }
-        at += want;
       }
     } finally {
       await file.close();
