@@ -124,8 +124,8 @@ export class MigrationService {
   /**
    * migration_channels_and_transport_compatible(): a capability that writes or reads at fixed
    * offsets (mapped-ram) needs a file; one that opens more connections needs tcp or unix (or a
-   * file, which mapped-ram's threads open again). QEMU also takes an fd: on a regular file as
-   * seekable; qmigd refuses fd: there, as it has no positioned writes on an inherited descriptor.
+   * file, which mapped-ram's threads open again). QEMU 10.0 refuses fd: for mapped-ram even on a
+   * regular file, as this does (qemu100-mapped-ram.test.ts).
    */
   private checkTransport(parsed: MigrationUri): void {
     const { seekableCapabilities, multiChannelCapabilities } = activeProfile().migration;

@@ -181,10 +181,12 @@ export class RamSaver {
   private savePage(w: StreamWriter, page: number): void {
     const offset = page * PAGE_SIZE;
     const detection = this.opts.params()['zero-page-detection'] ?? 'legacy';
+    // Whether the page goes as a zero page, however the path below sends one.
+    const zero = detection !== 'none' && (this.ram.surelyZero(page) || this.ram.isZero(page));
     const mapped = this.opts.mapped;
     if (mapped) {
       // With multifd too the file is the same (the channels only write the pages in parallel).
-      if (detection !== 'none' && (this.ram.surelyZero(page) || this.ram.isZero(page))) {
+      if (zero) {
         mapped.zero(page);
         this.counters.duplicate++;
         return;
@@ -196,13 +198,12 @@ export class RamSaver {
     }
     const multifd = this.opts.multifd;
     if (multifd && detection !== 'legacy') {
-      const zero = detection === 'multifd' && (this.ram.surelyZero(page) || this.ram.isZero(page));
       multifd.queue(offset, zero);
       if (zero) this.counters.duplicate++;
       else this.counters.normal++;
       return;
     }
-    if (detection !== 'none' && (this.ram.surelyZero(page) || this.ram.isZero(page))) {
+    if (zero) {
       const n = this.header(w, offset, RamFlag.ZERO);
       w.u8(0);
       this.counters.duplicate++;
