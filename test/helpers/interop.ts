@@ -5,13 +5,13 @@
  * release's binary (QEMU_OF), the qmigd end runs with that release's profile (--qemu-version).
  */
 import { spawnSync } from 'node:child_process';
-import { createHash, randomFillSync } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import type t from 'tap';
 import type { ProfileId } from '../../src/profiles/index.js';
-import { BIN, startDaemon, tempDir } from './daemon.js';
+import { BIN, freePort, startDaemon, tempDir } from './daemon.js';
 import { startQemu } from './qemu.js';
 import { QmpClient, type Msg } from './qmp-client.js';
 import { below, rng } from './rng.js';
@@ -300,4 +300,77 @@ export function outline(stream: Buffer, release: ProfileId): { items: string[]; 
     if (item !== items[items.length - 1] || !item.startsWith('PART')) items.push(item);
   }
   return { items, bytes: Number(/^(\d+) bytes: /m.exec(r.stdout)?.[1] ?? -1) };
+}
+
+/**
+ * A CPU-less QEMU source whose RAM changes between passes sends XBZRLE pages to a qmigd of its
+ * release: the RAM is a share=on file the test writes into (unseen by dirty logging), and a
+ * `-device loader` blob that system_reset rewrites marks its pages dirty; the last change is made
+ * in pre-switchover, so the final pass carries it. `work`: a directory for the images.
+ */
+export async function xbzrleFromQemu(t: Test, release: ProfileId, work: string): Promise<void> {
+  const PAGE = 4096;
+  const size = 4 * MiB;
+  const BLOB_AT = 0x100000;
+  const BLOB_PAGES = 4;
+  const ramFile = join(work, `xbzrle-src-${release}.ram`);
+  // Zero pages but two (each full page costs 1/4 s at this bandwidth), and the blob.
+  const buf = Buffer.alloc(size);
+  for (const p of [3, 700]) buf.writeUInt32LE(0xc0de0000 + p, p * PAGE + 64);
+  writeFileSync(ramFile, buf);
+  const blob = join(work, `xbzrle-${release}.blob`);
+  writeFileSync(blob, randomBytes(BLOB_PAGES * PAGE));
+
+  const uri = `tcp:127.0.0.1:${await freePort()}`;
+  const dst = await startEnd(t, 'qmigd', release, { size, incoming: 'defer' });
+  const src = await startEnd(t, 'qemu', release, {
+    size, ramFile, share: true,
+    qemuArgs: ['-device', `loader,file=${blob},addr=0x${BLOB_AT.toString(16)},force-raw=on`],
+  });
+  await caps(dst, ['events']);
+  await caps(src, ['events', 'xbzrle', 'pause-before-switchover']);
+  // 16 KiB/s: one page per 100 ms window, so a pass over the blob lasts ~400 ms and a rewrite made
+  // at the start of a pass lands before most of its pages go; downtime-limit 1 ms: another pass
+  // whenever a sync finds a dirty page.
+  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16384, 'downtime-limit': 1 });
+  await dst.qmp.ok('migrate-incoming', { uri });
+
+  const fd = openSync(ramFile, 'r+');
+  t.teardown(() => closeSync(fd));
+  /** system_reset puts the blob back and marks its pages dirty; then 2 KiB of each page change. */
+  const rewrite = async (): Promise<void> => {
+    const from = src.qmp.events.length;
+    await src.qmp.ok('system_reset');
+    await nextEvent(src, isEvent('RESET'), from);
+    for (let p = 0; p < BLOB_PAGES; p++) writeSync(fd, randomBytes(2048), 0, 2048, BLOB_AT + p * PAGE + 1024);
+  };
+
+  await src.qmp.ok('migrate', { uri });
+  const ROUNDS = 4;
+  let rounds = 0;
+  for (let pass = 1; pass <= ROUNDS; pass++) {
+    const ev = await nextEvent(src, (ev) => isEvent('MIGRATION_PASS', { pass })(ev) || isEvent('MIGRATION', { status: 'pre-switchover' })(ev));
+    if (ev.event === 'MIGRATION') break;
+    await rewrite();
+    rounds++;
+  }
+  await nextEvent(src, isEvent('MIGRATION', { status: 'pre-switchover' }));
+  const before = await info(src);
+  t.comment(`before switchover: ${rounds} rewrites, ${JSON.stringify({ passes: ramInfo(before)['dirty-sync-count'], xbzrle: before['xbzrle-cache'] })}`);
+  t.ok(ramInfo(before)['dirty-sync-count']! >= 4, 'several passes before switchover');
+  t.ok(xbzrleInfo(before).pages! > 0 && xbzrleInfo(before).bytes! > 0, 'XBZRLE pages in the passes before switchover');
+  t.equal((await info(dst)).status, 'active', 'destination still loading');
+
+  // The last change: reset (marks the blob dirty), then new bytes; the final pass must carry them.
+  await rewrite();
+  await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
+  const end = await finished(src);
+  t.equal(end.status, 'completed', 'source completed');
+  t.equal((await finished(dst)).status, 'completed', 'destination completed');
+  t.comment(`at the end: ${JSON.stringify({ passes: ramInfo(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
+  t.ok(xbzrleInfo(end).pages! > 0 && xbzrleInfo(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
+  t.ok(xbzrleInfo(end).bytes! > xbzrleInfo(before).bytes!, 'the final pass sent XBZRLE pages too');
+  t.ok(xbzrleInfo(end)['cache-miss']! > 0, 'pages went into the cache first');
+  t.same(statuses(dst), ['setup', 'active', 'completed'], 'destination statuses');
+  await sameRam(t, src, dst, size, sha256(readFileSync(ramFile)));
 }

@@ -14,16 +14,14 @@
  * reset, and the last one is made while the source waits in pre-switchover, so the final pass
  * (after migrate-continue) carries the final content and both sides end with the same RAM.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { freePort, tempDir } from '../helpers/daemon.js';
 import { qemuInstalled } from '../helpers/qemu.js';
-import { caps, eventTrail, finished, info, isEvent, listening, MiB, mixedRam, nextEvent, ramInfo, recordingProxy, runState, sameRam, sha256, startEnd, statuses, until, within, xbzrleInfo, type Kind, type Test } from '../helpers/interop.js';
+import { caps, eventTrail, finished, info, isEvent, listening, MiB, mixedRam, nextEvent, ramInfo, recordingProxy, runState, sameRam, startEnd, statuses, until, within, xbzrleInfo, xbzrleFromQemu, type Kind, type Test } from '../helpers/interop.js';
 
 const skip = qemuInstalled() ? false : 'qemu-system-x86_64 is not installed';
-const PAGE = 4096;
 const work = tempDir();
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
 
@@ -64,71 +62,7 @@ for (const c of transfers) {
 // ---------------------------------------------------------------------------------------------
 // 2. XBZRLE on the sending side, over several passes while pages change.
 
-t.test('xbzrle: a QEMU 7.2 source sends XBZRLE pages to qmigd over several passes', { skip }, async (t) => {
-  const size = 4 * MiB;
-  const BLOB_AT = 0x100000;
-  const BLOB_PAGES = 4;
-  const ramFile = join(work, 'xbzrle-src.ram');
-  // Zero pages but two (each full page costs 1/4 s at this bandwidth), and the blob.
-  const buf = Buffer.alloc(size);
-  for (const p of [3, 700]) buf.writeUInt32LE(0xc0de0000 + p, p * PAGE + 64);
-  writeFileSync(ramFile, buf);
-  const blob = join(work, 'xbzrle.blob');
-  writeFileSync(blob, randomBytes(BLOB_PAGES * PAGE));
-
-  const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await startEnd(t, 'qmigd', '7.2', { size, incoming: 'defer' });
-  const src = await startEnd(t, 'qemu', '7.2', {
-    size, ramFile, share: true,
-    qemuArgs: ['-device', `loader,file=${blob},addr=0x${BLOB_AT.toString(16)},force-raw=on`],
-  });
-  await caps(dst, ['events']);
-  await caps(src, ['events', 'xbzrle', 'pause-before-switchover']);
-  // 16 KiB/s: one page per 100 ms window, so a pass over the blob lasts ~400 ms and a rewrite made
-  // at the start of a pass lands before most of its pages go; downtime-limit 1 ms: another pass
-  // whenever a sync finds a dirty page.
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16384, 'downtime-limit': 1 });
-  await dst.qmp.ok('migrate-incoming', { uri });
-
-  const fd = openSync(ramFile, 'r+');
-  t.teardown(() => closeSync(fd));
-  /** system_reset puts the blob back and marks its pages dirty; then 2 KiB of each page change. */
-  const rewrite = async (): Promise<void> => {
-    const from = src.qmp.events.length;
-    await src.qmp.ok('system_reset');
-    await nextEvent(src, isEvent('RESET'), from);
-    for (let p = 0; p < BLOB_PAGES; p++) writeSync(fd, randomBytes(2048), 0, 2048, BLOB_AT + p * PAGE + 1024);
-  };
-
-  await src.qmp.ok('migrate', { uri });
-  const ROUNDS = 4;
-  let rounds = 0;
-  for (let pass = 1; pass <= ROUNDS; pass++) {
-    const ev = await nextEvent(src, (ev) => isEvent('MIGRATION_PASS', { pass })(ev) || isEvent('MIGRATION', { status: 'pre-switchover' })(ev));
-    if (ev.event === 'MIGRATION') break;
-    await rewrite();
-    rounds++;
-  }
-  await nextEvent(src, isEvent('MIGRATION', { status: 'pre-switchover' }));
-  const before = await info(src);
-  t.comment(`before switchover: ${rounds} rewrites, ${JSON.stringify({ passes: ramInfo(before)['dirty-sync-count'], xbzrle: before['xbzrle-cache'] })}`);
-  t.ok(ramInfo(before)['dirty-sync-count']! >= 4, 'several passes before switchover');
-  t.ok(xbzrleInfo(before).pages! > 0 && xbzrleInfo(before).bytes! > 0, 'XBZRLE pages in the passes before switchover');
-  t.equal((await info(dst)).status, 'active', 'destination still loading');
-
-  // The last change: reset (marks the blob dirty), then new bytes; the final pass must carry them.
-  await rewrite();
-  await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
-  const end = await finished(src);
-  t.equal(end.status, 'completed', 'source completed');
-  t.equal((await finished(dst)).status, 'completed', 'destination completed');
-  t.comment(`at the end: ${JSON.stringify({ passes: ramInfo(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
-  t.ok(xbzrleInfo(end).pages! > 0 && xbzrleInfo(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
-  t.ok(xbzrleInfo(end).bytes! > xbzrleInfo(before).bytes!, 'the final pass sent XBZRLE pages too');
-  t.ok(xbzrleInfo(end)['cache-miss']! > 0, 'pages went into the cache first');
-  t.same(statuses(dst), ['setup', 'active', 'completed'], 'destination statuses');
-  await sameRam(t, src, dst, size, sha256(readFileSync(ramFile)));
-});
+t.test('xbzrle: a QEMU 7.2 source sends XBZRLE pages to qmigd over several passes', { skip }, (t) => xbzrleFromQemu(t, '7.2', work));
 
 t.test('xbzrle: qmigd sends XBZRLE pages to QEMU 7.2 over several passes while its guest writes', { skip }, async (t) => {
   const size = 4 * MiB;

@@ -8,8 +8,6 @@
  * statuses of both ends). RAM is compared with pmemsave dumps and qmigd's digest. Skipped where
  * QEMU 10.0 is missing.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
@@ -31,7 +29,6 @@ import {
   recordingProxy,
   runState,
   sameRam,
-  sha256,
   startEnd,
   statuses,
   until,
@@ -39,6 +36,7 @@ import {
   xbzrleInfo,
   type Kind,
   type Test,
+  xbzrleFromQemu,
 } from '../helpers/interop.js';
 import { qemuSkip } from '../helpers/qemu.js';
 
@@ -204,52 +202,4 @@ t.test('xbzrle: qmigd 10.0 sends XBZRLE pages to QEMU 10.0 over several passes w
   await sameRam(t, src, dst, size);
 });
 
-/**
- * A CPU-less QEMU source whose RAM changes between passes, as in qemu-interop.test.ts: the RAM is
- * a share=on file the test writes into (unseen by dirty logging), and a `-device loader` blob that
- * system_reset rewrites marks its pages dirty; the last change is made in pre-switchover, so the
- * final pass carries it.
- */
-t.test('xbzrle: a QEMU 10.0 source sends XBZRLE pages to qmigd 10.0 over several passes', { skip }, async (t) => {
-  const size = 4 * MiB;
-  const PAGE = 4096;
-  const BLOB_AT = 0x100000;
-  const BLOB_PAGES = 4;
-  const ramFile = join(work, 'xbzrle-src.ram');
-  const buf = Buffer.alloc(size);
-  for (const p of [3, 700]) buf.writeUInt32LE(0xc0de0000 + p, p * PAGE + 64);
-  writeFileSync(ramFile, buf);
-  const blob = join(work, 'xbzrle.blob');
-  writeFileSync(blob, randomBytes(BLOB_PAGES * PAGE));
-  const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await startEnd(t, 'qmigd', R, { size, incoming: 'defer' });
-  const src = await startEnd(t, 'qemu', R, {
-    size, ramFile, share: true, qemuArgs: ['-device', `loader,file=${blob},addr=0x${BLOB_AT.toString(16)},force-raw=on`],
-  });
-  await caps(dst, ['events']);
-  await caps(src, ['events', 'xbzrle', 'pause-before-switchover']);
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16384, 'downtime-limit': 1 });
-  await dst.qmp.ok('migrate-incoming', { uri });
-  const fd = openSync(ramFile, 'r+');
-  t.teardown(() => closeSync(fd));
-  const rewrite = async (): Promise<void> => {
-    const from = src.qmp.events.length;
-    await src.qmp.ok('system_reset');
-    await nextEvent(src, isEvent('RESET'), from);
-    for (let p = 0; p < BLOB_PAGES; p++) writeSync(fd, randomBytes(2048), 0, 2048, BLOB_AT + p * PAGE + 1024);
-  };
-  await src.qmp.ok('migrate', { uri });
-  for (let pass = 1; pass <= 4; pass++) {
-    const ev = await nextEvent(src, (ev) => isEvent('MIGRATION_PASS', { pass })(ev) || isEvent('MIGRATION', { status: 'pre-switchover' })(ev));
-    if (ev.event === 'MIGRATION') break;
-    await rewrite();
-  }
-  await nextEvent(src, isEvent('MIGRATION', { status: 'pre-switchover' }));
-  const before = await info(src);
-  t.ok(xbzrleInfo(before).pages! > 0, `XBZRLE pages before switchover: ${JSON.stringify(before['xbzrle-cache'])}`);
-  await rewrite();
-  await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
-  t.equal((await finished(src)).status, 'completed', 'source completed');
-  t.equal((await finished(dst)).status, 'completed', 'destination completed');
-  await sameRam(t, src, dst, size, sha256(readFileSync(ramFile)));
-});
+t.test('xbzrle: a QEMU 10.0 source sends XBZRLE pages to qmigd 10.0 over several passes', { skip }, (t) => xbzrleFromQemu(t, R, work));
