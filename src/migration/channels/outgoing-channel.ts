@@ -284,15 +284,10 @@ class FileAt extends Writable {
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
     const bufs = chunks.map((c) => c.chunk);
-    const total = bufs.reduce((n, b) => n + b.length, 0);
-    writev(this.fd, bufs, this.pos, (err, n) => {
-      if (err) return cb(err);
-      this.pos += n;
-      if (n === total) return cb();
-      // Short write: the rest, from where it stopped.
-      const rest = Buffer.concat(bufs).subarray(n);
-      this._writev([{ chunk: rest }], cb);
-    });
+    writeFully(this.fd, bufs, this.pos).then(() => {
+      this.pos += bufs.reduce((n, b) => n + b.length, 0);
+      cb();
+    }, cb);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
