@@ -105,6 +105,16 @@ export class QmpClient {
     }
   }
 
+  /** The next `n` non-event lines at or after index `from` (events that came between are skipped). */
+  async replies(from: number, n: number, timeoutMs?: number): Promise<string[]> {
+    const out: string[] = [];
+    for (let i = from; out.length < n; i++) {
+      await this.waitLines(i + 1, timeoutMs);
+      if (!this.lines[i]!.startsWith('{"timestamp"')) out.push(this.lines[i]!);
+    }
+    return out;
+  }
+
   /** `timeoutMs`: how long the reply may take (10 s unless said; hashing a big guest takes longer). */
   async cmd(execute: string, args?: Msg, id?: unknown, timeoutMs?: number): Promise<Msg> {
     const req: Msg = { execute };
