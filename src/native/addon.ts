@@ -3,6 +3,7 @@
  * cannot. The modules beside this one wrap its functions; nothing else imports the binding.
  */
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import { resolve } from 'node:path';
 
 export type ReceiverHandle = { readonly __receiver: unique symbol };
@@ -14,6 +15,8 @@ export interface Binding {
   close(r: ReceiverHandle): void;
   /** madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE) on the view's 2 MiB-aligned interior: bytes advised, or -errno. */
   hugepages(view: Uint8Array, on: boolean): number;
+  /** fcntl(F_DUPFD_CLOEXEC): the new descriptor, or -errno. */
+  dupFd(fd: number): number;
 }
 
 /** Where node-gyp leaves the addon (this module runs from dist/src/native). */
@@ -42,4 +45,9 @@ export function nativeUnavailable(): Error | undefined {
   } catch (err) {
     return err as Error;
   }
+}
+
+/** The name of a positive errno the addon returned (as -errno): ENOENT, EBADF, … */
+export function errnoName(errno: number): string {
+  return Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `E${errno}`;
 }

@@ -3,8 +3,7 @@
  * RAM block it allocates), through the native addon (native/src/ram_advice.c). The advice must
  * be given before the pages are first touched: it decides how they will be faulted in.
  */
-import { constants } from 'node:os';
-import { loadAddon } from './addon.js';
+import { errnoName, loadAddon } from './addon.js';
 
 /**
  * on: MADV_HUGEPAGE, as QEMU; off: MADV_NOHUGEPAGE (4 KiB pages even where the kernel's THP mode
@@ -30,8 +29,7 @@ export function adviseHugePages(views: readonly Uint8Array[], advice: HugePageAd
   for (const view of views) {
     const n = addon.hugepages(view, advice === 'on');
     if (n < 0) {
-      const code = Object.entries(constants.errno).find(([, e]) => e === -n)?.[0] ?? `E${-n}`;
-      return { error: `madvise(${advice === 'on' ? 'MADV_HUGEPAGE' : 'MADV_NOHUGEPAGE'}) failed: ${code}` };
+      return { error: `madvise(${advice === 'on' ? 'MADV_HUGEPAGE' : 'MADV_NOHUGEPAGE'}) failed: ${errnoName(-n)}` };
     }
     bytes += n;
   }

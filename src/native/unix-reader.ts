@@ -14,8 +14,7 @@
  */
 import { closeSync } from 'node:fs';
 import type net from 'node:net';
-import { constants } from 'node:os';
-import { loadAddon as load, nativeUnavailable, type ReceiverHandle } from './addon.js';
+import { errnoName, loadAddon as load, nativeUnavailable, type ReceiverHandle } from './addon.js';
 
 /** Whether the addon loads; if not, why (a unix monitor then cannot receive descriptors). */
 export { nativeUnavailable };
@@ -78,7 +77,7 @@ function closeQuietly(fd: number): void {
 }
 
 function errnoException(errno: number): NodeJS.ErrnoException {
-  const code = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `E${errno}`;
+  const code = errnoName(errno);
   const err: NodeJS.ErrnoException = new Error(`read ${code}`);
   err.code = code;
   err.errno = -errno;
