@@ -82,7 +82,8 @@ export function describe(s: Scenario): string {
   const content = s.content === 'random' ? 'random RAM' : 'all-zero RAM';
   const state = s.paused ? 'paused (-S)' : `running, workload ${s.workload!.rate}/s ${s.workload!.pattern}`;
   const ch = s.channels > 1 ? `multifd ${s.channels} channels` : 'single channel';
-  return `${content}, ${state}, ${ch}${s.thpOff ? ', THP off (control)' : ''}${s.prealloc ? ', destination RAM pre-allocated' : ''}`;
+  const extra = `${s.thpOff ? ', THP off (control)' : ''}${s.prealloc ? ', destination RAM pre-allocated' : ''}${s.srcArgs?.length ? `, source ${s.srcArgs.join(' ')}` : ''}`;
+  return `${content}, ${state}, ${ch}${extra}`;
 }
 
 export interface MigrationRun {
@@ -173,6 +174,8 @@ export function scenarios(): Scenario[] {
     { id: 'qmigd-random-paused', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1 },
     { id: 'qemu-random-paused', impl: 'qemu', group: 'random-paused', content: 'random', paused: true, channels: 1 },
     { id: 'qemu-random-paused-thpoff', impl: 'qemu', group: 'random-paused', content: 'random', paused: true, channels: 1, thpOff: true },
+    // The page loop on a thread of its own (--page-thread on), beside the default (off).
+    { id: 'qmigd-random-paused-thread', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1, srcArgs: ['--page-thread', 'on'] },
     { id: 'qmigd-random-paused-prealloc', impl: 'qmigd', group: 'prealloc', release: q, content: 'random', paused: true, channels: 1, prealloc: true },
     { id: 'qemu-random-paused-prealloc', impl: 'qemu', group: 'prealloc', content: 'random', paused: true, channels: 1, prealloc: true },
     { id: 'qmigd-random-paused-multifd2', impl: 'qmigd', group: 'multifd2', release: q, content: 'random', paused: true, channels: 2 },

@@ -19,6 +19,8 @@ export interface DaemonConfig {
   memPrealloc: boolean;
   /** Transparent huge pages for guest RAM: madvise'd on (as QEMU), off, or left to the kernel. */
   ramHugePages: HugePageAdvice;
+  /** Plain outgoing migrations move their pages on a thread of their own (src/migration/ram/page-thread.ts). */
+  pageThread: boolean;
   machine: string;
   /**
    * The migration object's properties that change the stream: the release's, as the machine

@@ -56,6 +56,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     coloDigest: config.coloCheckpointDigest,
     spawnDenied: config.sandbox.spawnDenied,
     coloHeartbeatTimeoutMs: config.coloHeartbeatTimeoutMs,
+    pageThread: config.pageThread,
     // As QEMU 7.2 after a failed incoming load: say why, then exit(EXIT_FAILURE).
     onFatal: (lines) => {
       for (const line of lines) log.error(line);

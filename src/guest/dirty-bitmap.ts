@@ -4,10 +4,15 @@
  * sync, as QEMU's cpu_physical_memory_sync_dirty_bitmap() does.
  */
 export class DirtyBitmap {
+  /** In shared memory, so that the migration's page thread can walk it. */
   readonly words: Uint32Array;
 
-  constructor(readonly pages: number) {
-    this.words = new Uint32Array(Math.ceil(pages / 32));
+  /** A clear bitmap, or the one whose words another thread shares with us. */
+  constructor(
+    readonly pages: number,
+    shared = new SharedArrayBuffer(Math.ceil(pages / 32) * 4),
+  ) {
+    this.words = new Uint32Array(shared);
   }
 
   set(page: number): void {

@@ -61,6 +61,8 @@ export interface MigrationServiceEnv {
   coloHeartbeatTimeoutMs: number;
   /** -sandbox on,spawn=deny: exec: URIs fail as QEMU's fork would under a seccomp filter. */
   spawnDenied: boolean;
+  /** --page-thread: plain outgoing migrations send their pages from a thread of their own. */
+  pageThread: boolean;
   /** Registers the migration with yank while it runs; returns the unregister function. */
   registerYank: (yank: () => void) => () => void;
 }
@@ -188,6 +190,7 @@ export class MigrationService {
       caps: { ...this.capabilities },
       params: () => this.parameters,
       state: this.outgoingState,
+      pageThread: this.env.pageThread,
       announcePass: (pass) => {
         if (this.capabilities.events) this.env.emit('MIGRATION_PASS', { pass });
       },

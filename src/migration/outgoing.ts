@@ -25,6 +25,7 @@ import { StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
 import { MappedRamWriter } from './ram/mapped-ram.js';
+import { PageThread } from './ram/page-thread.js';
 import type { Failover } from './colo/failover.js';
 import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
@@ -37,6 +38,8 @@ const WINDOW_MS = 100;
 const MAX_ITERATE_MS = 50;
 /** Longest stretch of work between two turns of the event loop. */
 const SLICE_MS = 3;
+/** How long the page thread runs before it reports (the statistics QMP sees move at this pace). */
+const THREAD_SLICE_MS = 10;
 /** Hand the writer's bytes to the channel once this much has piled up. */
 const FLUSH_BYTES = 1 << 20;
 
@@ -59,6 +62,8 @@ export interface OutgoingEnv {
   caps: Capabilities;
   params: () => MigrationParameters;
   state: MigrationStateCell;
+  /** Whether a plain migration over a socket or pipe sends its pages from the page thread. */
+  pageThread: boolean;
   /** MIGRATION_PASS, already gated by the events capability. */
   announcePass: (pass: number) => void;
   log: Logger;
@@ -102,6 +107,8 @@ export class OutgoingMigration {
   private mapped?: MappedRamWriter;
   /** mapped-ram with multifd: the pages' bytes, which QEMU's channels would have written. */
   private mappedChannelBytes = 0;
+  /** The page thread, for a plain migration over a socket or pipe (page-thread.ts). */
+  private pageThread?: Promise<PageThread | undefined>;
 
   constructor(private readonly env: OutgoingEnv) {
     this.expectedDowntime = Number(env.params()['downtime-limit']);
@@ -279,6 +286,7 @@ export class OutgoingMigration {
   private shutdownChannels(reason?: string): void {
     this.channel?.shutdown(reason);
     this.multifd?.shutdown(reason);
+    void this.pageThread?.then((t) => t?.shutdown());
   }
 
   /** migrate-continue: lets a migration paused in pre-switchover go on. */
@@ -301,6 +309,8 @@ export class OutgoingMigration {
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     try {
       this.ram = this.ramSaver();
+      // Started now, ready by the first pass; COLO's checkpoints stay on this thread (they stop halfway).
+      if (env.pageThread && this.ram.plain && !env.caps['x-colo']) this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap);
       if (this.multifd?.greetingBytes) {
         this.multifd.bytes += this.multifd.greetingBytes;
         this.countMultifd(this.multifd.greetingBytes);
@@ -462,6 +472,8 @@ export class OutgoingMigration {
 
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
   private async sendPages(stop: () => boolean): Promise<void> {
+    const thread = await this.pageThread;
+    if (thread) return this.sendPagesOnThread(thread, stop);
     const w = this.writer;
     let slice = performance.now();
     for (let n = 1; ; n++) {
@@ -474,6 +486,21 @@ export class OutgoingMigration {
         slice = performance.now();
         if (!this.channel!.usable) return;
       }
+    }
+  }
+
+  /** sendPages() on the page thread, in slices; `stop()` is asked between them. */
+  private async sendPagesOnThread(thread: PageThread, stop: () => boolean): Promise<void> {
+    // The thread writes through its own descriptor: what this side put must be on the wire first.
+    await this.flush();
+    await this.channel!.drained();
+    const zeroPages = (this.env.params()['zero-page-detection'] ?? 'legacy') !== 'none';
+    while (this.channel!.usable && !stop()) {
+      const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, zeroPages });
+      this.writer.written += r.bytes;
+      this.ram!.absorb(r);
+      if (r.error) this.channel!.fail(r.error);
+      if (r.exhausted) return;
     }
   }
 
@@ -535,6 +562,7 @@ export class OutgoingMigration {
   /** migration_iteration_finish() and migrate_fd_cleanup(). */
   private finish(): void {
     const { guest, state, log } = this.env;
+    void this.pageThread?.then((t) => t?.close());
     guest.workload.throttlePercent = 0; // cpu_throttle_stop()
     const end = Date.now();
     if (state.status === 'completed' && this.wasColo) {
@@ -581,9 +609,14 @@ export class OutgoingMigration {
 
   /** qemu_file_rate_limit(): the window's budget is spent (0 means unlimited), or the channel died. */
   private rateLimited(): boolean {
-    if (!this.channel!.usable) return true;
+    return !this.channel!.usable || this.budgetLeft() < 0;
+  }
+
+  /** Bytes the rate-limit window still allows (negative once overspent; Infinity: no limit). */
+  private budgetLeft(): number {
     const budget = Number(this.env.params()['max-bandwidth']) / (1000 / WINDOW_MS);
-    return !this.unlimited && budget > 0 && this.totalBytes - this.window.bytes > budget;
+    if (this.unlimited || budget <= 0) return Infinity;
+    return budget - (this.totalBytes - this.window.bytes);
   }
 
   /** migration_update_counters(): once per window. */

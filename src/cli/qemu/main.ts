@@ -65,6 +65,7 @@ function configOf(cl: QemuCommandLine, profile: QemuProfile, env: NodeJS.Process
     memoryFile: cl.memoryFile !== undefined && sizeOf(cl.memoryFile) === cl.memoryBytes ? cl.memoryFile : undefined,
     memPrealloc: cl.memPrealloc,
     ramHugePages: DEFAULT_HUGE_PAGE_ADVICE,
+    pageThread: false,
     machine: cl.machine.name,
     migrationGlobals: cl.migrationGlobals,
     incoming: cl.incoming,

@@ -16,6 +16,9 @@ import type { MigrationUri } from './uri.js';
 /** Bytes we let the transport hold before waiting for it to drain. */
 const IN_FLIGHT = 8 << 20;
 
+/** What a channel writes to, in QEMU's error texts ("Unable to write to socket: ..."). */
+export type ChannelKind = 'socket' | 'command' | 'file';
+
 export class OutgoingChannel {
   /** The first error seen; after it nothing more is written. */
   error?: string;
@@ -29,7 +32,7 @@ export class OutgoingChannel {
     private readonly out: Writable,
     /** Bytes from the destination (the return path), where the transport has them. */
     readonly input: Readable | undefined,
-    what: 'socket' | 'command' | 'file',
+    private readonly what: ChannelKind,
     private readonly destroy: () => void,
   ) {
     this.brokenPipe = `Unable to write to ${what}: ${strerror('EPIPE')}`;
@@ -95,6 +98,25 @@ export class OutgoingChannel {
         resolve(new OutgoingChannel(socket, socket, 'socket', () => socket.destroy()));
       });
     });
+  }
+
+  /**
+   * A second writer of a channel's socket or pipe, for the page thread (ram/page-worker.ts): it
+   * writes through its own duplicate `fd` and never reads, ends or shuts the connection down;
+   * closing it (destroy) closes only the duplicate.
+   */
+  static ofDuplicate(fd: number, what: ChannelKind): OutgoingChannel {
+    const socket = new net.Socket({ fd, readable: false, writable: true });
+    return new OutgoingChannel(socket, undefined, what, () => socket.destroy());
+  }
+
+  /**
+   * The descriptor a thread may write through (with its own duplicate) while this channel keeps
+   * the way back: a socket or a pipe libuv writes; undefined for files, which go through fs.
+   */
+  get descriptor(): { fd: number; what: ChannelKind } | undefined {
+    const fd = (this.out as { _handle?: { fd?: number } })._handle?.fd;
+    return this.out instanceof net.Socket && typeof fd === 'number' && fd >= 0 && this.usable ? { fd, what: this.what } : undefined;
   }
 
   /**

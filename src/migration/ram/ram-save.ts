@@ -11,8 +11,9 @@ import type { MigrationParameters } from '../params.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
 import type { StreamWriter } from '../stream/writer.js';
 import { PageCache } from './page-cache.js';
+import { putNormalPage, putPageHeader, putZeroPage } from './page-records.js';
+import type { ScanPosition, SliceResult } from './page-worker.js';
 import { xbzrleEncode } from './xbzrle.js';
-
 
 export interface RamCounters {
   transferred: number;
@@ -204,10 +205,8 @@ export class RamSaver {
       return;
     }
     if (zero) {
-      const n = this.header(w, offset, RamFlag.ZERO);
-      w.u8(0);
+      this.sent(putZeroPage(w, offset, this.ram.id, this.continued()));
       this.counters.duplicate++;
-      this.sent(n + 1);
       // A cached copy of a page that is now zero would be stale (xbzrle_cache_zero_page).
       if (this.xbzrleActive && !this.lastStage) this.cache!.insert(offset, ZERO_PAGE, this.counters.dirtySyncCount);
       return;
@@ -225,13 +224,14 @@ export class RamSaver {
       if (result.done) return;
       data = result.data;
     }
-    const n = this.header(w, offset, RamFlag.PAGE);
     // Guest RAM goes by reference; a copy from the XBZRLE cache must be taken now, since the
     // cache slot may be updated before the channel writes it.
-    if (data === inRam) w.ref(inRam);
-    else w.bytes(data);
+    if (data === inRam) this.sent(putNormalPage(w, offset, inRam, this.ram.id, this.continued()));
+    else {
+      this.sent(putPageHeader(w, offset, RamFlag.PAGE, this.ram.id, this.continued()) + PAGE_SIZE);
+      w.bytes(data);
+    }
     this.counters.normal++;
-    this.sent(n + PAGE_SIZE);
   }
 
   /** save_xbzrle_page(): done, or the data a normal page record must carry. */
@@ -255,7 +255,7 @@ export class RamSaver {
       x.bytes += PAGE_SIZE;
       return { done: false, data: this.lastStage ? current : cached };
     }
-    const n = this.header(w, offset, RamFlag.XBZRLE);
+    const n = putPageHeader(w, offset, RamFlag.XBZRLE, this.ram.id, this.continued());
     w.u8(ENCODING_FLAG_XBZRLE);
     w.be16(len);
     w.bytes(this.encoded.subarray(0, len));
@@ -264,16 +264,36 @@ export class RamSaver {
     return { done: true, data: current };
   }
 
-  /** save_page_header(): be64 offset|flags, and the block name unless CONTINUE applies. */
-  private header(w: StreamWriter, offset: number, flag: number): number {
-    if (this.blockSent) {
-      w.be64(offset + flag + RamFlag.CONTINUE);
-      return 8;
-    }
-    w.be64(offset + flag);
-    w.countedString(this.ram.id);
+  /** Whether the next page record may say CONTINUE (its block was named before); it will be. */
+  private continued(): boolean {
+    const was = this.blockSent;
     this.blockSent = true;
-    return 8 + 1 + Buffer.byteLength(this.ram.id, 'latin1');
+    return was;
+  }
+
+  /**
+   * Whether the page loop may run on the page thread (page-thread.ts): plain pages, whose records
+   * need nothing but RAM, the bitmap and where the scan is; not XBZRLE (its cache lives here),
+   * multifd (which queues pages here) or mapped-ram (which writes a file at offsets).
+   */
+  get plain(): boolean {
+    return !this.cache && !this.opts.multifd && !this.opts.mapped;
+  }
+
+  /** Where the scan stands, for the page thread's next slice. */
+  get position(): ScanPosition {
+    return { scan: this.scan, blockSent: this.blockSent };
+  }
+
+  /** What a slice of the page thread did, as if saveNext() had done it here. */
+  absorb(slice: SliceResult): void {
+    this.scan = slice.scan;
+    this.blockSent = slice.blockSent;
+    this.dirtyPages -= slice.normal + slice.duplicate;
+    this.pagesSaved += slice.normal + slice.duplicate;
+    this.counters.normal += slice.normal;
+    this.counters.duplicate += slice.duplicate;
+    this.sent(slice.bytes);
   }
 
   /** ram_transferred_add(): precopy-bytes while the guest runs, downtime-bytes once it is stopped. */

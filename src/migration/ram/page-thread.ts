@@ -1,0 +1,103 @@
+/**
+ * The main thread's handle on the page thread (page-worker.ts): starts it with a duplicate of
+ * the main channel's descriptor, asks it for slices and hands back what each did. While a slice
+ * runs the main thread is free: QMP, events, the workload, timers.
+ *
+ * Where the page thread cannot be had (the addon is not built, the descriptor cannot be
+ * duplicated) the migration keeps its page loop on the main thread; so does a migration that is
+ * not plain (RamSaver.plain) or whose channel is a file.
+ */
+import { closeSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import type { GuestRam } from '../../guest/ram.js';
+import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
+import { dupFd } from '../../native/dup-fd.js';
+import type { OutgoingChannel } from '../channels/outgoing-channel.js';
+import type { FromPageWorker, PageWorkerData, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
+
+const WORKER = new URL('./page-worker.js', import.meta.url);
+
+export class PageThread {
+  private pending?: (r: SliceResult) => void;
+  private failure?: string;
+
+  private constructor(private readonly worker: Worker) {
+    worker.on('message', (m: FromPageWorker) => {
+      if (m.kind === 'done') this.settle(m);
+    });
+    worker.on('error', (err) => this.crashed(`page thread failed: ${err.message}`));
+    worker.on('exit', () => this.crashed('page thread ended'));
+  }
+
+  /** Starts the thread for `channel`; undefined where it cannot write that channel. */
+  static async start(channel: OutgoingChannel, ram: GuestRam, bitmap: DirtyBitmap): Promise<PageThread | undefined> {
+    const target = channel.descriptor;
+    if (!target || !ram.knownZero) return undefined;
+    let fd: number;
+    try {
+      fd = dupFd(target.fd);
+    } catch {
+      return undefined;
+    }
+    const data: PageWorkerData = {
+      fd,
+      what: target.what,
+      ram: ram.shared,
+      size: ram.size,
+      ramId: ram.id,
+      bitmap: bitmap.words.buffer as SharedArrayBuffer,
+      knownZero: ram.knownZero.buffer as SharedArrayBuffer,
+    };
+    const worker = new Worker(WORKER, { workerData: data });
+    worker.unref();
+    return new Promise((resolve) => {
+      const failed = (): void => {
+        try {
+          closeSync(fd);
+        } catch {
+          /* the thread had closed it */
+        }
+        resolve(undefined);
+      };
+      worker.once('message', (m: FromPageWorker) => (m.kind === 'ready' ? resolve(new PageThread(worker)) : failed()));
+      worker.once('error', failed);
+    });
+  }
+
+  /** One slice; what it did, also when the channel failed under it. */
+  slice(req: SliceRequest): Promise<SliceResult> {
+    if (this.failure) return Promise.resolve({ scan: req.scan, blockSent: req.blockSent, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error: this.failure });
+    return new Promise((resolve) => {
+      this.pending = resolve;
+      this.post({ kind: 'slice', ...req });
+    });
+  }
+
+  /** qemu_file_shutdown() for the thread's end: a slice waiting on the socket ends now. */
+  shutdown(): void {
+    this.post({ kind: 'shutdown' });
+  }
+
+  /** After the last slice: the thread closes its descriptor and ends. */
+  close(): void {
+    this.post({ kind: 'close' });
+  }
+
+  private post(m: ToPageWorker): void {
+    if (!this.failure) this.worker.postMessage(m);
+  }
+
+  private settle(r: SliceResult): void {
+    const resolve = this.pending;
+    this.pending = undefined;
+    resolve?.(r);
+  }
+
+  /** The thread is gone: a slice it owed ends with nothing done (the bitmap may have lost bits, so the channel fails). */
+  private crashed(reason: string): void {
+    this.failure ??= reason;
+    const resolve = this.pending;
+    this.pending = undefined;
+    resolve?.({ scan: 0, blockSent: true, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error: reason });
+  }
+}

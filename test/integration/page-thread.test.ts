@@ -1,0 +1,131 @@
+/**
+ * The page thread (src/migration/ram/page-thread.ts, --page-thread on): a plain migration over a
+ * socket or a pipe moves its pages on a thread of its own, writing the main channel through a
+ * duplicate of its descriptor. Its stream carries the records the main thread's does (off);
+ * a cancel ends a slice that waits on a destination that has stopped reading; a
+ * destination that goes away fails the migration with QEMU's words; the source runs on.
+ */
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { BIN, freePort, tempDir } from '../helpers/daemon.js';
+import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo } from '../helpers/migration.js';
+import type { Msg } from '../helpers/qmp-client.js';
+
+const MiB = 1 << 20;
+const run = promisify(execFile);
+const threads = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
+
+t.test('the page thread writes the records the main thread writes, and the same RAM arrives', async (t) => {
+  const dir = tempDir();
+  // 32 MiB of random pages, then 32 MiB of zero pages: both kinds of record.
+  const ram = join(dir, 'ram-64.bin');
+  writeFileSync(ram, Buffer.concat([readFileSync(await randomRamFile(32 * MiB)), Buffer.alloc(32 * MiB)]));
+  const reports: string[][] = [];
+  for (const thread of ['on', 'off']) {
+    const src = await side(['-m', '64M', '--memory-file', ram, '-S', '--page-thread', thread]);
+    t.teardown(() => src.daemon.stop());
+    await setCaps(src, { events: true });
+    const out = join(dir, `stream-${thread}`);
+    await src.qmp.ok('migrate', { uri: `exec:cat > ${out}` });
+    await migrationStatus(src, 'completed');
+    const r = ((await src.qmp.ok('query-migrate')) as Msg).ram as Record<string, number>;
+    t.equal(r.normal, 8192, `thread ${thread}: every random page went as a page`);
+    t.equal(r.duplicate, 8192, `thread ${thread}: every zero page as a zero page`);
+    // Where the sections end depends on time; what they carry does not.
+    const { stdout } = await run(process.execPath, [BIN, 'inspect', '--qemu-version', '7.2', out]);
+    reports.push(stdout.split('\n').filter((l) => /^\d+ bytes: |^RAM block |^\s+(cpu_ticks|runstate)/.test(l)));
+  }
+  t.equal(reports[0]!.length, 4, 'the streams load');
+  t.match(reports[0]![2], /RAM records: 1 MEM_SIZE, 8192 PAGE, 8192 ZERO$/);
+  t.same(reports[0]!.map(withoutSize), reports[1]!.map(withoutSize), 'the same records, devices and RAM');
+});
+
+const withoutSize = (l: string): string => l.replace(/^\d+ bytes: \d+ sections/, 'N bytes: N sections');
+
+t.test('with --page-thread on a plain migration runs a thread more; with off it does not', async (t) => {
+  const ram = await randomRamFile(128 * MiB);
+  for (const thread of ['on', 'off']) {
+    const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', ram, '--page-thread', thread] });
+    t.teardown(p.stop);
+    const before = threads(p.src.daemon.proc.pid!);
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
+    await p.src.qmp.ok('migrate', { uri: p.uri });
+    await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.transferred as number) > 4 * MiB);
+    const during = threads(p.src.daemon.proc.pid!);
+    if (thread === 'on') t.ok(during > before, `a thread more during the migration (${before} → ${during})`);
+    else t.equal(during, before, `no thread more (${before} → ${during})`);
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+    await migrationStatus(p.src, 'completed');
+    await migrationStatus(p.dst, 'completed');
+    t.equal(await digest(p.dst), await digest(p.src), `thread ${thread}: destination RAM equals source RAM`);
+  }
+});
+
+t.test('cancel while the destination has stopped reading: the slice ends, the source runs on and migrates again', async (t) => {
+  // A "destination" that accepts and never reads: the socket fills and the page thread waits.
+  const port = await freePort();
+  const held: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    s.pause();
+    held.push(s);
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of held) s.destroy();
+    server.close();
+  });
+  const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', await randomRamFile(128 * MiB), '--page-thread', 'on'] });
+  t.teardown(p.stop);
+  const before = await digest(p.src);
+  await p.src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  await migrationStatus(p.src, 'active');
+  // Stuck: what was sent stops growing once the socket's buffers are full.
+  let last = -1;
+  await untilInfo(p.src, (i) => {
+    const now = (i.ram as Msg | undefined)?.transferred as number;
+    const stuck = now > 0 && now === last;
+    last = now;
+    return stuck;
+  });
+  t.ok(last < 128 * MiB, `the pages stopped at ${last} bytes`);
+  await p.src.qmp.ok('migrate_cancel');
+  await migrationStatus(p.src, 'cancelled');
+  t.same(statuses(p.src), ['setup', 'active', 'cancelling', 'cancelled']);
+  t.equal(await runState(p.src), 'running');
+  t.equal(await digest(p.src), before, 'source RAM untouched');
+  // The held connection sees its end once both descriptors are closed.
+  await new Promise<void>((r) => (held[0]!.destroyed ? r() : held[0]!.resume().once('close', () => r())));
+  t.pass('the destination saw the connection close');
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'completed');
+  t.equal(await digest(p.dst), before, 'a later migration to a healthy destination brings the RAM whole');
+});
+
+t.test('the destination goes away under the page thread: failed with QEMU\'s words, the guest runs on', async (t) => {
+  const port = await freePort();
+  const server = net.createServer((s) => {
+    // Read a little, then reset the connection.
+    s.once('data', () => setTimeout(() => s.resetAndDestroy(), 50));
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', await randomRamFile(128 * MiB), '--page-thread', 'on'] });
+  t.teardown(p.stop);
+  const before = await digest(p.src);
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 32 * MiB });
+  await p.src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  const failed = await migrationStatus(p.src, 'failed');
+  t.ok(failed);
+  const info = (await p.src.qmp.ok('query-migrate')) as Msg;
+  t.match(info['error-desc'], /^Unable to write to socket: (Connection reset by peer|Broken pipe)$/);
+  t.equal(await runState(p.src), 'running');
+  t.equal(await digest(p.src), before, 'source RAM untouched');
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'completed');
+  t.equal(await digest(p.dst), before, 'then a healthy destination gets the RAM whole');
+});
