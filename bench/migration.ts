@@ -82,7 +82,7 @@ export function describe(s: Scenario): string {
   const content = s.content === 'random' ? 'random RAM' : 'all-zero RAM';
   const state = s.paused ? 'paused (-S)' : `running, workload ${s.workload!.rate}/s ${s.workload!.pattern}`;
   const ch = s.channels > 1 ? `multifd ${s.channels} channels` : 'single channel';
-  const extra = `${s.thpOff ? ', THP off (control)' : ''}${s.prealloc ? ', destination RAM pre-allocated' : ''}${s.srcArgs?.length ? `, source ${s.srcArgs.join(' ')}` : ''}`;
+  const extra = `${s.thpOff ? ', THP off (control)' : ''}${s.prealloc ? ', destination RAM pre-allocated' : ''}${s.srcArgs?.length ? `, source ${s.srcArgs.join(' ')}` : ''}${s.dstArgs?.length ? `, destination ${s.dstArgs.join(' ')}` : ''}`;
   return `${content}, ${state}, ${ch}${extra}`;
 }
 
@@ -174,6 +174,8 @@ export function scenarios(): Scenario[] {
     { id: 'qmigd-random-paused', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1 },
     { id: 'qemu-random-paused', impl: 'qemu', group: 'random-paused', content: 'random', paused: true, channels: 1 },
     { id: 'qemu-random-paused-thpoff', impl: 'qemu', group: 'random-paused', content: 'random', paused: true, channels: 1, thpOff: true },
+    // Faults armed but idle (issue 15): a channel fault that never fires and a QMP fault on a command never sent.
+    { id: 'qmigd-random-paused-faults', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1, srcArgs: ['--fault', 'kind=close,after-bytes=1T', '--fault', 'kind=command-error,command=query-uuid'], dstArgs: ['--fault', 'kind=stall,side=receive,after-bytes=1T'] },
     // The page loop on a thread of its own (--page-thread on), beside the default (off).
     { id: 'qmigd-random-paused-thread', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1, srcArgs: ['--page-thread', 'on'] },
     { id: 'qmigd-random-paused-prealloc', impl: 'qmigd', group: 'prealloc', release: q, content: 'random', paused: true, channels: 1, prealloc: true },

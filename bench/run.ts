@@ -254,6 +254,19 @@ function summary(
   qrow(`query-migrate on the qmigd source during random paused multifd migrations (same)`, by('qmigd-random-paused-multifd2')?.qmp);
   table(['QMP', 'p50', 'p99', 'max', 'samples'], qrows);
 
+  {
+    // The same migration with faults armed that never fire, alternating with the default (issue 15).
+    const plain = by('qmigd-random-paused');
+    const armed = by('qmigd-random-paused-faults');
+    console.log('');
+    console.log('Fault layer armed but idle (source: a close after 1 TiB and a command-error on query-uuid; destination: a stall after 1 TiB received)');
+    console.log('');
+    table(['migration', 'MiB/s (median)', 'runs', 'vs no faults'], [
+      ['random RAM, paused, single channel, no faults', fmt(plain?.mibPerSec), plain ? plain.runs.map((r) => fmt(r.mibPerSec, 0)).join(' ') : '-', '1.00×'],
+      ['the same, faults armed', fmt(armed?.mibPerSec), armed ? armed.runs.map((r) => fmt(r.mibPerSec, 0)).join(' ') : '-', times(ratio(armed?.mibPerSec, plain?.mibPerSec))],
+    ]);
+  }
+
   // Issue 14's table.
   const targets: TargetRow[] = [];
   const mibs = (v: number | undefined): string => (v === undefined ? '-' : `${fmt(v)} MiB/s`);

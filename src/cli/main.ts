@@ -17,6 +17,8 @@ import { SeekableFileInput } from '../migration/channels/file-input.js';
 import { preadSource } from '../migration/channels/incoming-channel.js';
 import { NO_SANDBOX, parseSandbox, type Sandbox } from './sandbox.js';
 import { parseSize } from './size.js';
+import type { FaultSpec } from '../faults/faults.js';
+import { parseFaultSpec, readFaultsFile } from '../faults/spec.js';
 import { DEFAULT_HUGE_PAGE_ADVICE, HUGE_PAGE_ADVICE, type HugePageAdvice } from '../native/ram-advice.js';
 import { applyGlobals, GlobalError, machineGlobals, parseGlobal, type MigrationGlobals } from '../migration/globals.js';
 
@@ -34,6 +36,8 @@ interface ServeOptions {
   memPrealloc: boolean;
   ramHugepages: string;
   pageThread: string;
+  fault: string[];
+  faults?: string;
   machine: string;
   global?: string[];
   incoming?: string;
@@ -63,6 +67,23 @@ function hugePageAdviceFrom(text: string): HugePageAdvice {
   const advice = HUGE_PAGE_ADVICE.find((a) => a === text);
   if (!advice) throw new UsageError(`--ram-hugepages: '${text}' is not one of ${HUGE_PAGE_ADVICE.join(', ')}`);
   return advice;
+}
+
+function faultsFrom(specs: string[], file: string | undefined): FaultSpec[] {
+  const out: FaultSpec[] = [];
+  for (const s of specs) {
+    try {
+      out.push(parseFaultSpec(s));
+    } catch (err) {
+      throw new UsageError(`--fault ${s}: ${(err as Error).message}`);
+    }
+  }
+  if (file === undefined) return out;
+  try {
+    return [...readFaultsFile(file), ...out];
+  } catch (err) {
+    throw new UsageError(`--faults ${file}: ${(err as Error).message}`);
+  }
 }
 
 function onOff(flag: string, text: string): boolean {
@@ -146,6 +167,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     memPrealloc: opts.memPrealloc,
     ramHugePages: hugePageAdviceFrom(opts.ramHugepages),
     pageThread: onOff('--page-thread', opts.pageThread),
+    faults: faultsFrom(opts.fault, opts.faults),
     machine: opts.machine,
     migrationGlobals,
     incoming: opts.incoming,
@@ -179,6 +201,9 @@ function program(): Command {
     .option('--mem-prealloc', 'fault in all of RAM at start-up, as QEMU\'s -mem-prealloc (faster incoming migration)', false)
     .option('--ram-hugepages <advice>', `transparent huge pages for guest RAM: on (madvise MADV_HUGEPAGE, as QEMU), off (MADV_NOHUGEPAGE) or kernel (no advice)`, DEFAULT_HUGE_PAGE_ADVICE)
     .option('--page-thread <on|off>', 'send the pages of a plain outgoing migration (no XBZRLE, multifd, mapped-ram or COLO) from a thread of their own, as QEMU\'s migration thread; off: from the thread that serves QMP (measured faster on 2 cores: README, "Where the time goes")', 'off')
+    .addOption(new Option('--fault <spec>', 'arm a fault before the first byte: the JSON of __org.qmigd_fault-add, or kind=K,key=value,... (repeatable; README, "Breaking migrations on purpose")')
+      .argParser((v: string, prev: string[]) => [...prev, v]).default([]))
+    .option('--faults <file>', 'arm the faults of a JSON file (an array of fault specs, e.g. a timeline with after-ms)')
     .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
     .addOption(new Option('--global <driver.property=value>', "as QEMU's -global: migration.send-switchover-start, migration.multifd-flush-after-each-section and migration.zero-page-detection change the stream (repeatable)")
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))

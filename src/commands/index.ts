@@ -4,6 +4,7 @@ import { registerBlock } from './block.js';
 import { registerChar } from './char.js';
 import { registerColo } from './colo.js';
 import { registerControl } from './control.js';
+import { registerFaults } from './faults.js';
 import { registerFds } from './fds.js';
 import { registerGuest } from './guest.js';
 import { registerMachine } from './machine.js';
@@ -26,5 +27,6 @@ export function registerCommands(d: Daemon): void {
   registerQom(d);
   registerBlock(d);
   registerChar(d);
+  registerFaults(d);
   d.registry.assertComplete();
 }

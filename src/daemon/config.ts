@@ -4,6 +4,7 @@ import type { Accelerator } from '../guest/machines.js';
 import type { MigrationGlobals } from '../migration/globals.js';
 import type { Sandbox } from '../cli/sandbox.js';
 import type { WorkloadPattern } from '../guest/workload.js';
+import type { FaultSpec } from '../faults/faults.js';
 import type { HugePageAdvice } from '../native/ram-advice.js';
 import type { ProfileId } from '../profiles/index.js';
 import type { QmpSpec } from '../qmp/transports/spec.js';
@@ -19,6 +20,8 @@ export interface DaemonConfig {
   memPrealloc: boolean;
   /** Transparent huge pages for guest RAM: madvise'd on (as QEMU), off, or left to the kernel. */
   ramHugePages: HugePageAdvice;
+  /** Faults armed before the first byte (--fault, --faults; src/faults). */
+  faults: FaultSpec[];
   /** Plain outgoing migrations move their pages on a thread of their own (src/migration/ram/page-thread.ts). */
   pageThread: boolean;
   machine: string;

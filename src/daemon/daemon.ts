@@ -4,7 +4,8 @@
  * or SIGTERM with a SHUTDOWN event, closed sockets, removed socket files and exit status 0.
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
+import { faults, type FaultSpec } from '../faults/faults.js';
 import { registerCommands } from '../commands/index.js';
 import { Guest } from '../guest/guest.js';
 import { MigrationService } from '../migration/migration.js';
@@ -87,6 +88,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     },
   };
   registerCommands(daemon);
+  armFaults(config.faults, registry, qmp, log);
 
   // -incoming URI goes through migrate-incoming, so a later QMP call finds it started; it
   // listens before the monitors do, so whoever reaches QMP can already reach the port.
@@ -124,5 +126,28 @@ function removeQuietly(path: string): void {
     unlinkSync(path);
   } catch {
     /* gone already */
+  }
+}
+
+/**
+ * Faults fire with a log line and __org.qmigd_FAULT; those of the command line are armed now,
+ * before the first byte, each checked by fault-add's schema as the command's arguments are.
+ */
+function armFaults(specs: FaultSpec[], registry: CommandRegistry, qmp: QmpServer, log: Logger): void {
+  faults.attach({
+    fired: (id, kind, action) => {
+      log.warn({ fault: id, kind }, `fault ${id}: ${action}`);
+      qmp.events.emit('__org.qmigd_FAULT', { id, kind, action });
+    },
+    crash: () => process.kill(process.pid, 'SIGKILL'),
+  });
+  const schema = registry.schemas.commands.get('__org.qmigd_fault-add')!;
+  for (const spec of specs) {
+    if (!schema.validateArguments(spec)) throw new Error(`--fault ${JSON.stringify(spec)}: ${registry.schemas.describeErrors(schema.validateArguments)}`);
+    try {
+      faults.add(spec);
+    } catch (err) {
+      throw new Error(`--fault ${JSON.stringify(spec)}: ${(err as Error).message}`);
+    }
   }
 }

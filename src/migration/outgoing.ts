@@ -26,6 +26,7 @@ import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
 import { MappedRamWriter } from './ram/mapped-ram.js';
 import { PageThread } from './ram/page-thread.js';
+import { faults } from '../faults/faults.js';
 import type { Failover } from './colo/failover.js';
 import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
@@ -122,6 +123,7 @@ export class OutgoingMigration {
   async run(uri: MigrationUri): Promise<void> {
     try {
       this.channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
+      this.channel.markFaultable();
     } catch (err) {
       this.abortConnect = undefined;
       // migrate_fd_error(): setup → failed; a cancel during connect ends as cancelled instead.
@@ -310,7 +312,8 @@ export class OutgoingMigration {
     try {
       this.ram = this.ramSaver();
       // Started now, ready by the first pass; COLO's checkpoints stay on this thread (they stop halfway).
-      if (env.pageThread && this.ram.plain && !env.caps['x-colo']) this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap);
+      // A fault on the channel's bytes needs them to pass this thread (src/faults).
+      if (env.pageThread && this.ram.plain && !env.caps['x-colo'] && !faults.channelArmed) this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap);
       if (this.multifd?.greetingBytes) {
         this.multifd.bytes += this.multifd.greetingBytes;
         this.countMultifd(this.multifd.greetingBytes);

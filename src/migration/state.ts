@@ -3,6 +3,8 @@
  * migrate_set_state(): a compare-and-swap that announces every successful change, so a
  * transition that lost a race (cancel against completion) is simply not taken.
  */
+import { faults } from '../faults/faults.js';
+
 export type MigrationStatus =
   | 'none' | 'setup' | 'cancelling' | 'cancelled' | 'active' | 'postcopy-active' | 'postcopy-paused'
   | 'postcopy-recover' | 'completed' | 'failed' | 'colo' | 'pre-switchover' | 'device' | 'wait-unplug';
@@ -25,6 +27,7 @@ export class MigrationStateCell {
     if (this.status !== from) return false;
     this.status = to;
     this.announce(to);
+    faults.reached(to);
     return true;
   }
 

@@ -3,6 +3,7 @@
  * checked in QDict order, as QEMU walks them), the command lookup, OOB permission, the
  * arguments, the handler, and the `id` copied into whatever comes back.
  */
+import { faults } from '../faults/faults.js';
 import { Errors, QmpError } from '../errors.js';
 import { PreSerialized, qdictOrder, type JsonValue } from './json-writer.js';
 import { QNum, toPlain, type QObject } from './qobject.js';
@@ -46,6 +47,7 @@ export async function dispatch(
     if (oob && !cmd.schema.allowOob) throw Errors.noOob(command);
     const rawArgs = request.get('arguments') ?? new Map<string, QObject>();
     const args = checkArguments(registry, cmd.schema, rawArgs as Map<string, QObject>);
+    if (faults.any) await faults.beforeCommand(command);
     const ret = await cmd.handler(args, ctx);
     if (opts.validateReplies && !cmd.schema.validateReturn(forValidation(ret))) {
       throw new QmpError('GenericError', `qmigd bug: reply to ${command} does not match its schema: ${registry.schemas.describeErrors(cmd.schema.validateReturn)}`);

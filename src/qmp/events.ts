@@ -3,6 +3,7 @@
  * capabilities negotiation (QEMU drops events for the others). `data` is omitted for events
  * without members, as QEMU does.
  */
+import { faults } from '../faults/faults.js';
 import type { JsonValue } from './json-writer.js';
 import { forValidation } from './dispatcher.js';
 import type { SchemaSet } from './schema.js';
@@ -46,7 +47,11 @@ export class EventBus {
       timestamp: { seconds: Math.floor(micros / 1e6), microseconds: micros % 1e6 },
     };
     if (data && Object.keys(data).length > 0) message.data = data;
-    for (const sink of this.sinks) if (sink.negotiated) sink.sendEvent(message);
-    for (const l of this.listeners) l(name, data);
+    const send = (): void => {
+      for (const sink of this.sinks) if (sink.negotiated) sink.sendEvent(message);
+      for (const l of this.listeners) l(name, data);
+    };
+    if (faults.any) faults.onEvent(name, send);
+    else send();
   }
 }

@@ -66,6 +66,7 @@ function configOf(cl: QemuCommandLine, profile: QemuProfile, env: NodeJS.Process
     memPrealloc: cl.memPrealloc,
     ramHugePages: DEFAULT_HUGE_PAGE_ADVICE,
     pageThread: false,
+    faults: [],
     machine: cl.machine.name,
     migrationGlobals: cl.migrationGlobals,
     incoming: cl.incoming,

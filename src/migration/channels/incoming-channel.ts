@@ -115,6 +115,7 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       const close = (): void => {
         server.close();
       };
+      let first: net.Socket | undefined;
       server.on('connection', (accepted) => {
         accepted.setNoDelay(true);
         if (!SocketInput.canTakeOver(accepted)) {
@@ -123,6 +124,8 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
           return;
         }
         const input = new SocketInput(accepted);
+        // The main channel connects first; multifd's channels after it (src/faults: side receive).
+        if (accepted === (first ??= accepted)) input.markFaultable();
         const { socket } = input;
         socket.on('error', () => undefined); // reported by the reader as an end of stream
         let detached = false;

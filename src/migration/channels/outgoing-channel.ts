@@ -9,12 +9,16 @@ import { spawn } from 'node:child_process';
 import { close, closeSync, constants as fsc, createWriteStream, fstatSync, ftruncateSync, openSync, writev } from 'node:fs';
 import net from 'node:net';
 import { Readable, Writable } from 'node:stream';
+import { faults } from '../../faults/faults.js';
 import { errnoOf, strerror } from '../errno.js';
 import type { OwnedFd } from './owned-fd.js';
 import type { MigrationUri } from './uri.js';
 
 /** Bytes we let the transport hold before waiting for it to drain. */
 const IN_FLIGHT = 8 << 20;
+
+/** How often a stalled channel looks whether its stall is over. */
+const FAULT_POLL_MS = 10;
 
 /** What a channel writes to, in QEMU's error texts ("Unable to write to socket: ..."). */
 export type ChannelKind = 'socket' | 'command' | 'file';
@@ -23,6 +27,7 @@ export class OutgoingChannel {
   /** The first error seen; after it nothing more is written. */
   error?: string;
   private closed = false;
+  private faultable = false;
   private readonly brokenPipe: string;
   private waiters: Array<() => void> = [];
   /** The positioned writes of a file: channel, chained in the order they were asked for. */
@@ -197,6 +202,13 @@ export class OutgoingChannel {
    */
   async write(pieces: Buffer[], written?: () => void): Promise<void> {
     const out = this.out;
+    if (this.faultable && faults.any) {
+      pieces = [...pieces]; // a corrupt fault replaces a piece with a flipped copy
+      if (await this.sufferFaults(pieces)) {
+        this.error ??= this.writeError;
+        return;
+      }
+    }
     out.cork();
     try {
       for (let i = 0; i < pieces.length; i++) {
@@ -218,6 +230,29 @@ export class OutgoingChannel {
       out.uncork();
     }
     if (out.writableLength > IN_FLIGHT) await this.whenWritable();
+  }
+
+  /**
+   * This is a migration's main channel: the faults of side `send` apply to it (src/faults). Its
+   * connection is what close and reset faults break.
+   */
+  markFaultable(): void {
+    this.faultable = true;
+    const socket = this.out instanceof net.Socket ? this.out : undefined;
+    faults.channelOpened('send', {
+      close: () => this.out.destroy(),
+      reset: () => (socket ? socket.resetAndDestroy() : this.out.destroy()),
+    });
+  }
+
+  /** Waits out the faults in force on the pieces about to go; true once the channel is broken. */
+  private async sufferFaults(pieces: Buffer[]): Promise<boolean> {
+    while (faults.stalled('send') > 0 && this.usable) await sleep(FAULT_POLL_MS);
+    const { waitMs, broken } = faults.onChannel('send', pieces);
+    if (waitMs > 0) await sleep(waitMs);
+    // A close or reset takes effect as the socket's close event, a turn later.
+    if (broken) await sleep(0);
+    return !this.usable;
   }
 
   /** Resolves once everything written has left our buffers, or the channel is dead. */
@@ -334,3 +369,5 @@ async function writeFully(fd: number, pieces: Uint8Array[], pos: number): Promis
     if (left > 0) bufs = [Buffer.concat(bufs).subarray(n)];
   }
 }
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

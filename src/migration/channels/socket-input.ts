@@ -12,6 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { faults } from '../../faults/faults.js';
 import type { ByteSource } from '../stream/reader.js';
 
 const BLOCK = 1 << 20;
@@ -35,6 +36,10 @@ export class SocketInput extends EventEmitter implements ByteSource {
   private readonly outstanding: Block[] = [];
   private current: Block;
   private filled = 0;
+  private faultable = false;
+  /** A fault holds the reads (stall, latency, throttle on the receiving side). */
+  private held = false;
+  private pausedByReader = true;
 
   /**
    * Takes over `from`: a connection accepted by a server created with pauseOnConnect and not
@@ -74,12 +79,14 @@ export class SocketInput extends EventEmitter implements ByteSource {
   }
 
   pause(): this {
+    this.pausedByReader = true;
     this.socket.pause();
     return this;
   }
 
   resume(): this {
-    this.socket.resume();
+    this.pausedByReader = false;
+    if (!this.held) this.socket.resume();
     return this;
   }
 
@@ -97,7 +104,31 @@ export class SocketInput extends EventEmitter implements ByteSource {
     this.filled += n;
     this.current.out++;
     this.outstanding.push(this.current);
-    this.emit('data', Buffer.from(buf.buffer, buf.byteOffset, n));
+    const chunk = [Buffer.from(buf.buffer, buf.byteOffset, n)];
+    if (this.faultable && faults.any) this.sufferFaults(chunk);
+    this.emit('data', chunk[0]!);
+  }
+
+  /**
+   * This is a migration's main channel: the faults of side `receive` apply to it (src/faults).
+   */
+  markFaultable(): void {
+    this.faultable = true;
+    faults.channelOpened('receive', { close: () => this.socket.destroy(), reset: () => this.socket.resetAndDestroy() });
+  }
+
+  /** Applies the faults in force to a chunk just read: a corrupt flips its byte, a stall or delay holds the next reads. */
+  private sufferFaults(chunk: Buffer[]): void {
+    const { waitMs } = faults.onChannel('receive', chunk);
+    if (waitMs <= 0 && faults.stalled('receive') === 0) return;
+    this.held = true;
+    this.socket.pause();
+    const release = (): void => {
+      if (faults.stalled('receive') > 0) return void setTimeout(release, 10);
+      this.held = false;
+      if (!this.pausedByReader) this.socket.resume();
+    };
+    setTimeout(release, waitMs);
   }
 
   /** Where the next read goes: the rest of the current block, or a fresh one. */
