@@ -10,6 +10,8 @@ export class LoadError extends Error {
   offset?: number;
   /** For a stream that ended too early: its length. */
   streamEnd?: number;
+  /** The stream ended under the reader (StreamEnded), whatever QEMU's errno says of it. */
+  early = false;
 
   constructor(
     readonly errno: 'EINVAL' | 'EIO' | 'ENOTSUP' | 'ERANGE' | 'EPERM',
@@ -19,9 +21,18 @@ export class LoadError extends Error {
     this.lines = lines;
   }
 
+  /** The failure of a stream that ended too early. */
+  static endedEarly(errno: LoadError['errno'], ...lines: string[]): LoadError {
+    const err = new LoadError(errno, ...lines);
+    err.early = true;
+    return err;
+  }
+
   /** The same failure, with an outer line added (as each QEMU layer adds its own report). */
   wrap(line: string): LoadError {
-    return new LoadError(this.errno, ...this.lines, line);
+    const outer = new LoadError(this.errno, ...this.lines, line);
+    outer.early = this.early;
+    return outer;
   }
 
   get summary(): string {

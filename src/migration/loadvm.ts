@@ -251,7 +251,7 @@ export class VmLoader {
 function located(err: unknown, r: StreamReader): unknown {
   if (err instanceof LoadError) {
     err.offset ??= r.consumed;
-    if (err.errno === 'EIO' && r.exhausted) err.streamEnd = r.consumed + r.available;
+    if (err.early && r.exhausted) err.streamEnd = r.consumed + r.available;
   }
   return err;
 }
@@ -326,7 +326,7 @@ async function runHandler(h: Handler, r: StreamReader, version: number, context:
     await h.load(r, version);
   } catch (err) {
     if (err instanceof LoadError) throw err.wrap(context);
-    if (err instanceof StreamEnded) throw new LoadError('EIO', context);
+    if (err instanceof StreamEnded) throw LoadError.endedEarly('EIO', context);
     throw err;
   }
 }
@@ -392,7 +392,7 @@ async function eio<T>(p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (err) {
-    if (err instanceof StreamEnded) throw new LoadError('EIO');
+    if (err instanceof StreamEnded) throw LoadError.endedEarly('EIO');
     throw err;
   }
 }

@@ -270,6 +270,14 @@ export interface StreamProfile {
    * configuration/capabilities subsection, when one is on) and the destination requires to match.
    */
   readonly validatedCapabilities: readonly string[];
+  /**
+   * A stream that ends at or inside a RAM record's header, as ram_load_precopy() reports it: 7.2
+   * reads the missing bytes as zeros and fails on the flags they make (EINVAL); 10.0 checks the
+   * file's error after reading the header (EIO). Inside a page's bytes both fail with EIO. Seen
+   * with both real QEMUs fed cut streams (test/integration/qemu-faults-interop.test.ts,
+   * test/integration/migration-stream.test.ts).
+   */
+  readonly ramStreamEnd: { readonly errno: 'EINVAL' | 'EIO'; readonly line: string };
 }
 
 /**

@@ -164,6 +164,8 @@ t.test('corrupt streams: the destination exits 1 with QEMU 7.2 reasons', async (
     ['command 11 (10.0+)', insert(0x11, [0x08, 0x00, 0x0b, 0x00, 0x00]), [/MIG_CMD 0xb unknown \(len 0x0\)/]],
     ['CONTINUE before any named page', patch(0x46, [0, 0, 0, 0, 0, 0, 0, 0x28]), [/Ack, bad migration stream!/]],
     ['truncated inside a RAM section', plain.subarray(0, 5000), [/error while loading state section id 2\(ram\)/, /load of migration failed: Input\/output error/]],
+    // In a record's header 7.2 reads the missing bytes as zeros (as QEMU 7.2 does, fed the same cut).
+    ['truncated inside a RAM record header', plain.subarray(0, 0x46 + 3), [/Unknown combination of migration flags: 0x0/, /load of migration failed: Invalid argument/]],
     ['empty stream', Buffer.alloc(0), [/Not a migration stream/]],
   ];
   for (const [what, stream, patterns, memory] of cases) {

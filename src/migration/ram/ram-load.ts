@@ -8,7 +8,7 @@ import { isZeroAt, pageOffset, PAGE_SIZE, type GuestRam, type PageStore } from '
 import { activeProfile } from '../../profiles/index.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
-import type { StreamReader } from '../stream/reader.js';
+import { StreamEnded, type StreamReader } from '../stream/reader.js';
 import { loadMappedRamBlock, type MappedRamBlockInfo, type MappedRamSource } from './mapped-ram.js';
 import { xbzrleDecode } from './xbzrle.js';
 
@@ -62,7 +62,7 @@ export class RamLoader {
         await new Promise((res) => setImmediate(res));
         sliceStart = performance.now();
       }
-      if (!r.ready(8)) await r.need(8);
+      if (!r.ready(8)) await recordHeader(r);
       const word = r.be64();
       const flags = word % PAGE_SIZE;
       const addr = word - flags;
@@ -188,5 +188,19 @@ export class RamLoader {
     }
     if (out.length !== PAGE_SIZE) throw new LoadError('EINVAL', 'decompress data failed');
     page.set(out);
+  }
+}
+
+/**
+ * The next record's header, where the stream may end: ended here (not inside a record, which
+ * fails with EIO as everywhere), each release says it its own way (profile.stream.ramStreamEnd).
+ */
+async function recordHeader(r: StreamReader): Promise<void> {
+  try {
+    await r.need(8);
+  } catch (err) {
+    if (!(err instanceof StreamEnded)) throw err;
+    const { errno, line } = activeProfile().stream.ramStreamEnd;
+    throw LoadError.endedEarly(errno, line);
   }
 }

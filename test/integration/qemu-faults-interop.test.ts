@@ -1,0 +1,73 @@
+/**
+ * A fault against a real QEMU: the same failure (a destination that resets the connection after
+ * 4 MiB, armed with --fault on a qmigd destination) met once by a real QEMU source and once by a
+ * qmigd source of the same release. Both must react alike: the status sequence, the error-desc,
+ * the run state after. Per release, skipped where that QEMU is not installed.
+ */
+import t from 'tap';
+import { freePort, startDaemon } from '../helpers/daemon.js';
+import { randomRamFile } from '../helpers/migration.js';
+import { qemuSkip, startQemu } from '../helpers/qemu.js';
+import { caps, finished, MiB, runState, startEnd, statuses, type Kind, type Test } from '../helpers/interop.js';
+import type { ProfileId } from '../../src/profiles/index.js';
+
+const SIZE = 64 * MiB;
+
+interface Reaction {
+  statuses: string[];
+  errorDesc: unknown;
+  runState: string;
+}
+
+async function meetReset(t: Test, kind: Kind, release: ProfileId, ramFile: string): Promise<Reaction> {
+  const port = await freePort();
+  const dst = await startDaemon(['--qemu-version', release, '-m', String(SIZE), '--ram-id', 'm', '--incoming', `tcp:127.0.0.1:${port}`, '--fault', 'kind=reset,side=receive,after-bytes=4M']);
+  t.teardown(() => dst.stop());
+  const src = await startEnd(t, kind, release, { size: SIZE, ramFile });
+  await caps(src, ['events']);
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  const end = await finished(src);
+  t.equal((await dst.exited).code, 1, `${kind}: the destination that reset exits 1`);
+  t.match(dst.stderr(), /fault fault0: reset \(after 4194304 bytes\)/);
+  return { statuses: statuses(src), errorDesc: end['error-desc'], runState: await runState(src) };
+}
+
+for (const release of ['7.2', '10.0'] as const) {
+  t.test(`QEMU ${release} and qmigd as ${release} meet a destination that resets the connection alike`, { skip: qemuSkip(release) }, async (t) => {
+    const ramFile = await randomRamFile(SIZE);
+    const qemu = await meetReset(t, 'qemu', release, ramFile);
+    const qmigd = await meetReset(t, 'qmigd', release, ramFile);
+    t.equal(qemu.statuses.at(-1), 'failed', 'QEMU fails');
+    t.match(qemu.errorDesc, /^Unable to write to socket: (Connection reset by peer|Broken pipe)$/);
+    t.same(qmigd.statuses, qemu.statuses, 'the same statuses');
+    t.equal(qmigd.errorDesc, qemu.errorDesc, 'the same error-desc');
+    t.equal(qmigd.runState, qemu.runState, 'the same run state after');
+  });
+}
+
+/** A qmigd source closes the connection after 4 MiB: what the destination says as it exits. */
+async function meetClose(t: Test, kind: Kind, release: ProfileId, ramFile: string): Promise<string> {
+  const port = await freePort();
+  const incoming = ['-incoming', `tcp:127.0.0.1:${port}`];
+  const dst = kind === 'qemu'
+    ? await startQemu(['-M', 'none,memory-backend=m', '-object', `memory-backend-ram,id=m,size=${SIZE}`, '-m', `${SIZE / MiB}M`, ...incoming], { release })
+    : await startDaemon(['--qemu-version', release, '-m', String(SIZE), '--ram-id', 'm', '--incoming', `tcp:127.0.0.1:${port}`]);
+  t.teardown(() => dst.stop());
+  let stderr = '';
+  dst.proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => (dst.proc.exitCode !== null ? r(dst.proc.exitCode) : dst.proc.once('exit', (code) => r(code))));
+  const src = await startEnd(t, 'qmigd', release, { size: SIZE, ramFile, qmigdArgs: ['--fault', 'kind=close,after-bytes=4M'] });
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  t.equal(await exited, 1, `${kind} destination exits 1`);
+  return /load of migration failed: [^\n"]*/.exec(stderr)?.[0] ?? stderr;
+}
+
+for (const release of ['7.2', '10.0'] as const) {
+  t.test(`a QEMU ${release} destination and a qmigd one say the same of a source that closed mid-stream`, { skip: qemuSkip(release) }, async (t) => {
+    const ramFile = await randomRamFile(SIZE);
+    const qemu = await meetClose(t, 'qemu', release, ramFile);
+    const qmigd = await meetClose(t, 'qmigd', release, ramFile);
+    t.match(qemu, /^load of migration failed: /);
+    t.equal(qmigd, qemu);
+  });
+}
