@@ -36,7 +36,7 @@ interface ServeOptions {
   memPrealloc: boolean;
   ramHugepages: string;
   pageThread: string;
-  fault: string[];
+  fault?: string[];
   faults?: string;
   machine: string;
   global?: string[];
@@ -69,9 +69,9 @@ function hugePageAdviceFrom(text: string): HugePageAdvice {
   return advice;
 }
 
-function faultsFrom(specs: string[], file: string | undefined): FaultSpec[] {
+function faultsFrom(specs: string[] | undefined, file: string | undefined): FaultSpec[] {
   const out: FaultSpec[] = [];
-  for (const s of specs) {
+  for (const s of specs ?? []) {
     try {
       out.push(parseFaultSpec(s));
     } catch (err) {
@@ -202,7 +202,7 @@ function program(): Command {
     .option('--ram-hugepages <advice>', `transparent huge pages for guest RAM: on (madvise MADV_HUGEPAGE, as QEMU), off (MADV_NOHUGEPAGE) or kernel (no advice)`, DEFAULT_HUGE_PAGE_ADVICE)
     .option('--page-thread <on|off>', 'send the pages of a plain outgoing migration (no XBZRLE, multifd, mapped-ram or COLO) from a thread of their own, as QEMU\'s migration thread; off: from the thread that serves QMP (measured faster on 2 cores: README, "Where the time goes")', 'off')
     .addOption(new Option('--fault <spec>', 'arm a fault before the first byte: the JSON of __org.qmigd_fault-add, or kind=K,key=value,... (repeatable; README, "Breaking migrations on purpose")')
-      .argParser((v: string, prev: string[]) => [...prev, v]).default([]))
+      .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
     .option('--faults <file>', 'arm the faults of a JSON file (an array of fault specs, e.g. a timeline with after-ms)')
     .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
     .addOption(new Option('--global <driver.property=value>', "as QEMU's -global: migration.send-switchover-start, migration.multifd-flush-after-each-section and migration.zero-page-detection change the stream (repeatable)")

@@ -39,6 +39,7 @@ export const FAULT_KINDS = [
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 const CHANNEL_KINDS: ReadonlySet<FaultKind> = new Set(['stall', 'throttle', 'latency', 'close', 'reset', 'corrupt']);
+const QMP_KINDS: ReadonlySet<FaultKind> = new Set(['command-error', 'command-delay', 'event-drop', 'event-delay']);
 /** Kinds that last (duration-ms, or until cleared) once fired; the others act once or `count` times. */
 const LASTING: ReadonlySet<FaultKind> = new Set(['stall', 'throttle', 'latency', 'hang']);
 
@@ -251,8 +252,9 @@ export class FaultSet {
     return ms;
   }
 
-  /** Before a command runs: hang, delay or fail it. */
+  /** Before a command runs: hang, delay or fail it. The fault commands themselves always run. */
   async beforeCommand(command: string): Promise<void> {
+    if (command.startsWith('__org.qmigd_fault-')) return;
     for (;;) {
       const hang = [...this.faults.values()].find((f) => f.kind === 'hang' && f.inForce());
       if (!hang) break;
@@ -315,6 +317,14 @@ function checkSpec(spec: FaultSpec): void {
   }
   if (spec.kind === 'corrupt' && (spec.at !== undefined || spec['after-ms'] !== undefined)) {
     throw new QmpError('GenericError', "A corrupt fault is placed by 'after-bytes'");
+  }
+  // QMP faults act on the next matches, daemon faults at their trigger: no other trigger applies.
+  const qmp = QMP_KINDS.has(spec.kind);
+  if (qmp && (spec.at !== undefined || spec['after-ms'] !== undefined)) {
+    throw new QmpError('GenericError', `A ${spec.kind} fault acts on the next matches: 'at' and 'after-ms' do not apply`);
+  }
+  if (!qmp && !channel && spec.probability !== undefined) {
+    throw new QmpError('GenericError', `A ${spec.kind} fault has no chances to take: 'probability' does not apply`);
   }
 }
 

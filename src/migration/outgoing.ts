@@ -475,7 +475,8 @@ export class OutgoingMigration {
 
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
   private async sendPages(stop: () => boolean): Promise<void> {
-    const thread = await this.pageThread;
+    // Awaited only where there is one: an await on every call would reorder COLO's turns.
+    const thread = this.pageThread && (await this.pageThread);
     if (thread) return this.sendPagesOnThread(thread, stop);
     const w = this.writer;
     let slice = performance.now();

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { freePort, tempDir } from '../helpers/daemon.js';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
-import type { Msg } from '../helpers/qmp-client.js';
+import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 
 const MiB = 1 << 20;
 const HOOKS = '--test-hooks';
@@ -42,6 +42,8 @@ t.test('fault-add, fault-list, fault-clear: the model over QMP, its checks in QM
   t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'throttle' }), { error: { class: 'GenericError', desc: "Parameter 'bytes-per-second' is missing" } });
   t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'melt' }), { error: { class: 'GenericError', desc: "Parameter 'kind' does not accept value 'melt'" } });
   t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'hang', 'after-bytes': 1 }), { error: { desc: "Parameter 'after-bytes' is only for channel faults" } });
+  t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'command-error', command: 'stop', at: 'active' }), { error: { desc: "A command-error fault acts on the next matches: 'at' and 'after-ms' do not apply" } });
+  t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'crash', probability: 0.5 }), { error: { desc: "A crash fault has no chances to take: 'probability' does not apply" } });
   await s.qmp.ok('__org.qmigd_fault-clear', { id: 'slow' });
   t.same(((await s.qmp.ok('__org.qmigd_fault-list')) as Msg[]).map((f) => f.id), ['fault0']);
   t.match(await s.qmp.cmd('__org.qmigd_fault-clear', { id: 'slow' }), { error: { desc: "Fault 'slow' not found" } });
@@ -185,6 +187,15 @@ t.test('hang: QMP answers nothing for the duration while the migration runs; the
   const after = ((await p.src.qmp.ok('query-migrate')) as Msg).ram as Msg;
   t.ok(Date.now() - start >= 1000, `answered ${Date.now() - start} ms later`);
   t.ok((after.transferred as number) > (before.transferred as number), 'the migration went on meanwhile');
+  // Until cleared: the clear goes out of band, past the commands the hang holds.
+  const c = await QmpClient.at(p.src.daemon.listening[0]!);
+  t.teardown(() => c.close());
+  await c.negotiate(['oob']);
+  await p.src.qmp.ok('__org.qmigd_fault-add', { id: 'frozen', kind: 'hang' });
+  const from = c.lines.length;
+  c.send('{"execute":"query-status","id":"held"}{"exec-oob":"__org.qmigd_fault-clear","arguments":{"id":"frozen"},"id":"clear"}');
+  await c.waitLines(from + 2);
+  t.same(c.lines.slice(from).map((l) => (JSON.parse(l) as { id: string }).id), ['clear', 'held'], 'the clear overtakes the held command, which then answers');
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
   await migrationStatus(p.src, 'completed');
 });
