@@ -210,9 +210,10 @@ export class FaultSet {
   }
 
   /**
-   * The main channel is about to carry `bytes` more (send: before the write; receive: as the
-   * read arrives). Returns how long to wait first; `corrupt` flips its byte in `data` (the
-   * caller's own copy), close and reset break `conn`.
+   * The main channel is about to carry `pieces` (send: before the write; receive: as the read
+   * arrives). Returns how long to wait first, and whether a close or reset broke the channel; a
+   * corrupt replaces the piece that holds its byte with a flipped copy (`pieces` is the
+   * caller's own array).
    */
   onChannel(side: ChannelSide, pieces: Buffer[]): { waitMs: number; broken: boolean } {
     const bytes = pieces.reduce((n, b) => n + b.length, 0);
