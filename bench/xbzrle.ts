@@ -16,7 +16,7 @@ import { randomFillSync } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { xbzrleDecode, xbzrleEncode } from '../src/migration/ram/xbzrle.js';
-import { rng } from '../test/helpers/rng.js';
+import { rng } from '../src/rng.js';
 import { fmt, PAGE, table } from './common.js';
 
 const PAGES = 16384;

@@ -30,6 +30,7 @@
  * really goes away; nothing here writes a state or an error text of its own.
  */
 import { QmpError, type QmpErrorClass } from '../errors.js';
+import { rng } from '../rng.js';
 
 export const FAULT_KINDS = [
   'stall', 'throttle', 'latency', 'close', 'reset', 'corrupt',
@@ -103,7 +104,7 @@ class Fault {
     readonly spec: FaultSpec,
   ) {
     this.left = spec.count ?? 1;
-    if (spec.probability !== undefined) this.rng = mulberry32(spec.seed ?? 0);
+    if (spec.probability !== undefined) this.rng = rng(spec.seed ?? 0);
   }
 
   get kind(): FaultKind {
@@ -350,15 +351,3 @@ function flipByte(pieces: Buffer[], offset: number): void {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** A small seeded generator, so that a probability fault fires at the same chances every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

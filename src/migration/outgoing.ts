@@ -311,9 +311,11 @@ export class OutgoingMigration {
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     try {
       this.ram = this.ramSaver();
-      // Started now, ready by the first pass; COLO's checkpoints stay on this thread (they stop halfway).
-      // A fault on the channel's bytes needs them to pass this thread (src/faults).
-      if (env.pageThread && this.ram.plain && !env.caps['x-colo'] && !faults.channelArmed) this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap);
+      // Started now, ready by the first pass. Not for COLO (its checkpoints stop halfway through
+      // the pages) nor under a channel fault (the bytes must pass this thread's hooks).
+      if (env.pageThread && this.ram.plain && !env.caps['x-colo'] && !faults.channelArmed) {
+        this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap);
+      }
       if (this.multifd?.greetingBytes) {
         this.multifd.bytes += this.multifd.greetingBytes;
         this.countMultifd(this.multifd.greetingBytes);
