@@ -295,7 +295,7 @@ export class FaultSet {
   private fire(f: Fault, why: string): void {
     if (f.state === 'done' || !this.faults.has(f.id)) return;
     f.activate();
-    const action = f.kind === 'crash' ? `crash (${why})` : `${f.kind} (${why})`;
+    const action = `${f.kind} (${why})`;
     this.host.fired(f.id, f.kind, action);
     if (f.kind === 'crash') this.host.crash();
     const side = f.spec.side ?? 'send';

@@ -264,3 +264,14 @@ t.test('the connection is lost in pre-switchover (return-path, pause-before-swit
   await setCaps(p.src, { 'pause-before-switchover': false });
   await migratesAfter(t, p.src, '16M', ram);
 });
+
+t.test('after-ms: a crash armed for later fires then, not before', async (t) => {
+  const s = await side(['-m', '16M', HOOKS]);
+  t.teardown(() => s.daemon.stop());
+  const armed = (await s.qmp.ok('__org.qmigd_fault-add', { id: 'later', kind: 'crash', 'after-ms': 300 })) as Msg;
+  t.equal(armed.state, 'armed', 'armed, not fired');
+  t.same(await s.qmp.ok('query-status'), { status: 'running', singlestep: false, running: true }, 'the daemon answers meanwhile');
+  const { signal } = await s.daemon.exited;
+  t.equal(signal, 'SIGKILL');
+  t.match(s.daemon.stderr(), /fault later: crash \(after-ms\)/);
+});
