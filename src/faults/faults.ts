@@ -29,8 +29,12 @@
  * ("Unable to write to socket: Broken pipe") and the destination's load, exactly as when a peer
  * really goes away; nothing here writes a state or an error text of its own.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { QmpError, type QmpErrorClass } from '../errors.js';
 import { rng } from '../rng.js';
+
+/** How often a channel held by a stall looks whether the stall is over. */
+export const STALL_POLL_MS = 10;
 
 export const FAULT_KINDS = [
   'stall', 'throttle', 'latency', 'close', 'reset', 'corrupt',
@@ -350,4 +354,3 @@ function flipByte(pieces: Buffer[], offset: number): void {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -9,16 +9,14 @@ import { spawn } from 'node:child_process';
 import { close, closeSync, constants as fsc, createWriteStream, fstatSync, ftruncateSync, openSync, writev } from 'node:fs';
 import net from 'node:net';
 import { Readable, Writable } from 'node:stream';
-import { faults } from '../../faults/faults.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { faults, STALL_POLL_MS } from '../../faults/faults.js';
 import { errnoOf, strerror } from '../errno.js';
 import type { OwnedFd } from './owned-fd.js';
 import type { MigrationUri } from './uri.js';
 
 /** Bytes we let the transport hold before waiting for it to drain. */
 const IN_FLIGHT = 8 << 20;
-
-/** How often a stalled channel looks whether its stall is over. */
-const FAULT_POLL_MS = 10;
 
 /** What a channel writes to, in QEMU's error texts ("Unable to write to socket: ..."). */
 export type ChannelKind = 'socket' | 'command' | 'file';
@@ -247,7 +245,7 @@ export class OutgoingChannel {
 
   /** Waits out the faults in force on the pieces about to go; true once the channel is broken. */
   private async sufferFaults(pieces: Buffer[]): Promise<boolean> {
-    while (faults.stalled('send') > 0 && this.usable) await sleep(FAULT_POLL_MS);
+    while (faults.stalled('send') > 0 && this.usable) await sleep(STALL_POLL_MS);
     const { waitMs, broken } = faults.onChannel('send', pieces);
     if (waitMs > 0) await sleep(waitMs);
     // A close or reset takes effect as the socket's close event, a turn later.
@@ -370,4 +368,3 @@ async function writeFully(fd: number, pieces: Uint8Array[], pos: number): Promis
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

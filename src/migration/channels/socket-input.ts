@@ -12,7 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { faults } from '../../faults/faults.js';
+import { faults, STALL_POLL_MS } from '../../faults/faults.js';
 import type { ByteSource } from '../stream/reader.js';
 
 const BLOCK = 1 << 20;
@@ -124,7 +124,7 @@ export class SocketInput extends EventEmitter implements ByteSource {
     this.held = true;
     this.socket.pause();
     const release = (): void => {
-      if (faults.stalled('receive') > 0) return void setTimeout(release, 10);
+      if (faults.stalled('receive') > 0) return void setTimeout(release, STALL_POLL_MS);
       this.held = false;
       if (!this.pausedByReader) this.socket.resume();
     };

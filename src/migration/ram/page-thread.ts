@@ -13,7 +13,7 @@ import type { GuestRam } from '../../guest/ram.js';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { dupFd } from '../../native/dup-fd.js';
 import type { OutgoingChannel } from '../channels/outgoing-channel.js';
-import type { FromPageWorker, PageWorkerData, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
+import type { FromPageWorker, PageWorkerData, ScanPosition, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
 
 const WORKER = new URL('./page-worker.js', import.meta.url);
 
@@ -66,7 +66,7 @@ export class PageThread {
 
   /** One slice; what it did, also when the channel failed under it. */
   slice(req: SliceRequest): Promise<SliceResult> {
-    if (this.failure) return Promise.resolve({ scan: req.scan, blockSent: req.blockSent, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error: this.failure });
+    if (this.failure) return Promise.resolve(nothingSent(req, this.failure));
     return new Promise((resolve) => {
       this.pending = resolve;
       this.post({ kind: 'slice', ...req });
@@ -98,6 +98,11 @@ export class PageThread {
     this.failure ??= reason;
     const resolve = this.pending;
     this.pending = undefined;
-    resolve?.({ scan: 0, blockSent: true, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error: reason });
+    resolve?.(nothingSent({ scan: 0, blockSent: true }, reason));
   }
+}
+
+/** A slice that sent nothing because the thread cannot: the channel fails with `error`. */
+function nothingSent(at: ScanPosition, error: string): SliceResult {
+  return { scan: at.scan, blockSent: at.blockSent, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error };
 }
