@@ -4,6 +4,7 @@
  * or SIGTERM with a SHUTDOWN event, closed sockets, removed socket files and exit status 0.
  */
 import { unlinkSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pino, { type Logger } from 'pino';
 import { faults, type FaultSpec } from '../faults/faults.js';
 import { registerCommands } from '../commands/index.js';
@@ -89,6 +90,9 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   };
   registerCommands(daemon);
   armFaults(config.faults, registry, qmp, log);
+  // A QEMU slow to start: the process is there, its monitors and migration port are not yet.
+  const slow = faults.startDelay();
+  if (slow > 0) await sleep(slow);
 
   // -incoming URI goes through migrate-incoming, so a later QMP call finds it started; it
   // listens before the monitors do, so whoever reaches QMP can already reach the port.

@@ -1,17 +1,19 @@
 /**
  * Faults as the command line gives them: --fault SPEC, either the JSON object fault-add takes or
  * its short form `kind=stall,side=receive,after-bytes=4M,duration-ms=2000` (sizes take K/M/G);
- * and --faults FILE, a JSON array of such objects (a timeline: each with its trigger, such as
- * after-ms), or an object whose `faults` member is one. The schema of __org.qmigd_fault-add
+ * and --faults FILE, a list of such objects in YAML or JSON (a timeline: each with its trigger,
+ * such as after-ms), or an object whose `faults` member is one. YAML is a superset of JSON: one
+ * parser reads both. The schema of __org.qmigd_fault-add
  * checks them all (src/daemon/daemon.ts), as it checks the command's arguments.
  */
 import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import { parseSize } from '../cli/size.js';
 import type { FaultSpec } from './faults.js';
 
 /** Members whose short-form values are sizes, and those that are plain numbers. */
 const SIZES = new Set(['after-bytes', 'bytes-per-second']);
-const NUMBERS = new Set(['after-ms', 'probability', 'seed', 'duration-ms', 'count', 'delay-ms']);
+const NUMBERS = new Set(['index', 'after-ms', 'probability', 'seed', 'duration-ms', 'count', 'delay-ms']);
 
 export function parseFaultSpec(text: string): FaultSpec {
   if (text.trimStart().startsWith('{')) return JSON.parse(text) as FaultSpec;
@@ -31,8 +33,19 @@ export function parseFaultSpec(text: string): FaultSpec {
 }
 
 export function readFaultsFile(path: string): FaultSpec[] {
-  const doc = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8'), { maxAliasCount: 0 });
+  } catch (err) {
+    throw new Error(`${path}: ${(err as Error).message.split('\n')[0]}`);
+  }
   const list = Array.isArray(doc) ? doc : (doc as { faults?: unknown } | null)?.faults;
-  if (!Array.isArray(list)) throw new Error(`${path}: expected a JSON array of faults, or an object with a "faults" array`);
-  return list as FaultSpec[];
+  if (!Array.isArray(list)) throw new Error(`${path}: expected a list of faults, or a mapping with a "faults" list`);
+  // Sizes may be written as in the short form (after-bytes: 8M).
+  return list.map((spec: unknown) => {
+    if (spec === null || typeof spec !== 'object') return spec;
+    const out = { ...(spec as Record<string, unknown>) };
+    for (const key of SIZES) if (typeof out[key] === 'string') out[key] = parseSize(out[key] as string);
+    return out;
+  }) as FaultSpec[];
 }

@@ -7,16 +7,18 @@
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
 import type { MigrationGlobals } from './globals.js';
+import { ReturnPathWriter } from './channels/return-path.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
-import { VmLoader, type LoadResult } from './loadvm.js';
+import { VmLoader, type LoadObserver, type LoadResult } from './loadvm.js';
 import type { Writable } from 'node:stream';
 import type { Failover } from './colo/failover.js';
 import { ColoSecondary } from './colo/secondary.js';
 import { MultifdReceiver } from './multifd/receiver.js';
 import type { ColoStats } from './colo/stats.js';
-import { COMPARE_MAGIC, RpMessage, VM_FILE_MAGIC } from './stream/constants.js';
+import { COMPARE_MAGIC, commandPointName, RpMessage, SECTION_RECORDS, VM_FILE_MAGIC, type RecordKind } from './stream/constants.js';
+import { faults } from '../faults/faults.js';
 import { activeProfile } from '../profiles/index.js';
 import { StreamReader } from './stream/reader.js';
 import type { MigrationStateCell } from './state.js';
@@ -116,17 +118,18 @@ export class IncomingMigration {
     const channels = env.multifdChannels();
     if (channels > 0) this.multifdReceiver(channels);
     let returnPath = false;
+    const out = conn.output && new ReturnPathWriter(conn.output);
     const rpEmpty = (type: number): void => {
       const b = Buffer.alloc(4);
       b.writeUInt16BE(type, 0);
-      conn.output?.write(b);
+      out?.write(b);
     };
     const rp = (type: number, value: number): void => {
       const b = Buffer.alloc(8);
       b.writeUInt16BE(type, 0);
       b.writeUInt16BE(4, 2);
       b.writeUInt32BE(value, 4);
-      conn.output?.write(b);
+      out?.write(b);
     };
     const started = Date.now();
     this.conn = conn;
@@ -151,6 +154,7 @@ export class IncomingMigration {
       warn: (m) => env.log.warn(m),
       capability: env.capability,
       mapped: env.capability('mapped-ram') ? conn.file : undefined,
+      observer: faultPoints(input),
     });
     if (this.multifd) {
       const multifd = this.multifd;
@@ -176,7 +180,7 @@ export class IncomingMigration {
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
       env.state.change('active', 'completed');
       if (returnPath) rp(RpMessage.SHUT, 0);
-      conn.output?.end();
+      out?.end();
       this.destroy();
     } catch (err) {
       env.state.change('active', 'failed');
@@ -284,4 +288,19 @@ export class IncomingMigration {
     this.multifd?.close();
     this.socketAddress = undefined;
   }
+}
+
+/**
+ * Faults placed at a stream point (src/faults) fire as the destination reads the record; one
+ * that closes or resets the connection ends the stream right there.
+ */
+function faultPoints(input: StreamReader): LoadObserver {
+  const at = (kind: RecordKind, name: string | undefined): void => {
+    if (faults.any && faults.point('receive', kind, name, input.consumed)) input.cut();
+  };
+  return {
+    section: (s) => at(SECTION_RECORDS[s.type]!, s.idstr),
+    command: (_offset, name) => at('command', commandPointName(name)),
+    eof: () => at('eof', undefined),
+  };
 }

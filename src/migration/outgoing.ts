@@ -10,6 +10,7 @@
  * windows of max-bandwidth/10 bytes; at the end of each window the measured bandwidth times
  * downtime-limit gives the threshold below which the guest is stopped and the rest is sent.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
 import type { MigrationGlobals } from './globals.js';
@@ -19,14 +20,14 @@ import { RamSaver } from './ram/ram-save.js';
 import type { Readable } from 'node:stream';
 import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, RpMessage, Section } from './stream/constants.js';
 import { StreamEnded, StreamReader } from './stream/reader.js';
-import { sectionIds, writeCommand, writeDeviceState, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
+import { sectionIds, writeCommand, writeDeviceState, writeEof, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
 import { activeProfile } from '../profiles/index.js';
 import { StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
 import { MappedRamWriter } from './ram/mapped-ram.js';
 import { PageThread } from './ram/page-thread.js';
-import { faults } from '../faults/faults.js';
+import { faults, STALL_POLL_MS, type ChannelEnd } from '../faults/faults.js';
 import type { Failover } from './colo/failover.js';
 import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
@@ -124,6 +125,8 @@ export class OutgoingMigration {
     try {
       this.channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
       this.channel.markFaultable();
+      // Faults at a stream point learn their byte as the record is put (src/faults).
+      this.writer.onRecord = (kind, name) => faults.any && faults.point('send', kind, name, this.writer.written);
     } catch (err) {
       this.abortConnect = undefined;
       // migrate_fd_error(): setup → failed; a cancel during connect ends as cancelled instead.
@@ -249,7 +252,7 @@ export class OutgoingMigration {
     }
     await this.sendPages(() => !this.channel!.usable);
     await this.endRamSection(false);
-    w.u8(Section.EOF);
+    writeEof(w);
     await this.flush();
     if (this.channel!.error) throw new Error(this.channel!.error);
     return w.written - before;
@@ -668,16 +671,23 @@ export class OutgoingMigration {
       this.env.log.error(msg);
       this.rpError ??= msg;
     };
+    // The source's end of the return path (src/faults: channel return-path, side receive).
+    const end: ChannelEnd = { channel: 'return-path', side: 'receive' };
+    faults.channelOpened(end, this.channel!.breakable);
+    const take = async (n: number): Promise<Buffer> => {
+      await r.need(n);
+      const bytes = Buffer.from(r.view(n));
+      return faults.any ? await sufferOnReturnPath(end, bytes) : bytes;
+    };
     try {
       for (;;) {
-        await r.need(4);
-        const type = r.be16();
-        const len = r.be16();
+        const head = await take(4);
+        const type = head.readUInt16BE(0);
+        const len = head.readUInt16BE(2);
         if (type === RpMessage.INVALID || type >= activeProfile().stream.rpMessageMax || len > RP_MAX_LENGTH) {
           return bad(`RP: Received invalid message 0x${hex4(type)} length 0x${hex4(len)}`);
         }
-        await r.need(len);
-        const payload = r.view(len);
+        const payload = await take(len);
         const expect =
           type === RpMessage.SHUT || type === RpMessage.PONG || type === RpMessage.RESUME_ACK ? 4
           : type === RpMessage.REQ_PAGES ? 12
@@ -703,6 +713,25 @@ export class OutgoingMigration {
       if (err instanceof StreamEnded && !['active', 'device', 'pre-switchover'].includes(this.status)) return;
       bad('RP: the destination closed the return path before SHUT');
     }
+  }
+}
+
+/**
+ * The faults on the source's end of the return path, for the bytes of a message just read: a
+ * stall or delay holds it, a corrupt flips a byte of it, a close or reset breaks the connection
+ * (the return path then ends, as when the destination goes).
+ */
+async function sufferOnReturnPath(end: ChannelEnd, bytes: Buffer): Promise<Buffer> {
+  let done = 0; // the bytes the faults have seen
+  for (;;) {
+    while (faults.stalled(end) > 0) await sleep(STALL_POLL_MS);
+    const pieces = [bytes.subarray(done)];
+    const { waitMs, cut } = faults.onChannel(end, pieces);
+    if (waitMs > 0) await sleep(waitMs);
+    if (!cut) return done ? Buffer.concat([bytes.subarray(0, done), pieces[0]!]) : pieces[0]!;
+    cut.fire();
+    if (cut.breaks) throw new StreamEnded();
+    done += cut.bytes; // a fault that starts here holds the rest
   }
 }
 

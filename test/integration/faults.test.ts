@@ -42,7 +42,7 @@ t.test('fault-add, fault-list, fault-clear: the model over QMP, its checks in QM
   t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'throttle' }), { error: { class: 'GenericError', desc: "Parameter 'bytes-per-second' is missing" } });
   t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'melt' }), { error: { class: 'GenericError', desc: "Parameter 'kind' does not accept value 'melt'" } });
   t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'hang', 'after-bytes': 1 }), { error: { desc: "Parameter 'after-bytes' is only for channel faults" } });
-  t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'command-error', command: 'stop', at: 'active' }), { error: { desc: "A command-error fault acts on the next matches: 'at' and 'after-ms' do not apply" } });
+  t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'command-error', command: 'stop', at: 'active' }), { error: { desc: "A command-error fault acts on the next matches: 'at', 'point' and 'after-ms' do not apply" } });
   t.match(await s.qmp.cmd('__org.qmigd_fault-add', { kind: 'crash', probability: 0.5 }), { error: { desc: "A crash fault has no chances to take: 'probability' does not apply" } });
   await s.qmp.ok('__org.qmigd_fault-clear', { id: 'slow' });
   t.same(((await s.qmp.ok('__org.qmigd_fault-list')) as Msg[]).map((f) => f.id), ['fault0']);

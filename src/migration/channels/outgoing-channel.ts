@@ -10,7 +10,7 @@ import { close, closeSync, constants as fsc, createWriteStream, fstatSync, ftrun
 import net from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { faults, STALL_POLL_MS } from '../../faults/faults.js';
+import { faults, STALL_POLL_MS, type Breakable, type ChannelEnd } from '../../faults/faults.js';
 import { errnoOf, strerror } from '../errno.js';
 import type { OwnedFd } from './owned-fd.js';
 import type { MigrationUri } from './uri.js';
@@ -25,7 +25,8 @@ export class OutgoingChannel {
   /** The first error seen; after it nothing more is written. */
   error?: string;
   private closed = false;
-  private faultable = false;
+  /** The channel end the faults know this one as (src/faults), once marked. */
+  private faultEnd?: ChannelEnd;
   private readonly brokenPipe: string;
   private waiters: Array<() => void> = [];
   /** The positioned writes of a file: channel, chained in the order they were asked for. */
@@ -200,12 +201,13 @@ export class OutgoingChannel {
    */
   async write(pieces: Buffer[], written?: () => void): Promise<void> {
     const out = this.out;
-    if (this.faultable && faults.any) {
-      pieces = [...pieces]; // a corrupt fault replaces a piece with a flipped copy
-      if (await this.sufferFaults(pieces)) {
+    if (this.faultEnd && faults.any) {
+      const rest = await this.sufferFaults(this.faultEnd, [...pieces]); // a corrupt fault replaces a piece with a flipped copy
+      if (!rest) {
         this.error ??= this.writeError;
         return;
       }
+      pieces = rest;
     }
     out.cork();
     try {
@@ -231,26 +233,46 @@ export class OutgoingChannel {
   }
 
   /**
-   * This is a migration's main channel: the faults of side `send` apply to it (src/faults). Its
-   * connection is what close and reset faults break.
+   * This channel is `end` (a migration's main channel, or a multifd one, the sending side): its
+   * faults apply to it (src/faults), and its connection is what close and reset break.
    */
-  markFaultable(): void {
-    this.faultable = true;
-    const socket = this.out instanceof net.Socket ? this.out : undefined;
-    faults.channelOpened('send', {
-      close: () => this.out.destroy(),
-      reset: () => (socket ? socket.resetAndDestroy() : this.out.destroy()),
-    });
+  markFaultable(end: ChannelEnd = { channel: 'main', side: 'send' }): void {
+    this.faultEnd = end;
+    faults.channelOpened(end, this.breakable);
   }
 
-  /** Waits out the faults in force on the pieces about to go; true once the channel is broken. */
-  private async sufferFaults(pieces: Buffer[]): Promise<boolean> {
-    while (faults.stalled('send') > 0 && this.usable) await sleep(STALL_POLL_MS);
-    const { waitMs, broken } = faults.onChannel('send', pieces);
-    if (waitMs > 0) await sleep(waitMs);
-    // A close or reset takes effect as the socket's close event, a turn later.
-    if (broken) await sleep(0);
-    return !this.usable;
+  /** The connection as close and reset faults break it (the return path's too: it is the same one). */
+  get breakable(): Breakable {
+    const socket = this.out instanceof net.Socket ? this.out : undefined;
+    return {
+      close: () => this.out.destroy(),
+      reset: () => (socket ? socket.resetAndDestroy() : this.out.destroy()),
+    };
+  }
+
+  /**
+   * Waits out the faults in force on the pieces about to go, and passes the bytes before a
+   * fault's byte whole before it acts. Returns what is left to write, or undefined once a fault
+   * broke the channel.
+   */
+  private async sufferFaults(end: ChannelEnd, pieces: Buffer[]): Promise<Buffer[] | undefined> {
+    for (;;) {
+      while (faults.stalled(end) > 0 && this.usable) await sleep(STALL_POLL_MS);
+      const { waitMs, cut } = faults.onChannel(end, pieces);
+      if (waitMs > 0) await sleep(waitMs);
+      if (!cut) return this.usable ? pieces : undefined;
+      const [before, after] = split(pieces, cut.bytes);
+      if (before.length) {
+        this.out.write(Buffer.concat(before));
+        await this.drained();
+      }
+      cut.fire();
+      if (cut.breaks) {
+        await sleep(0); // a close or reset takes effect as the socket's close event, a turn later
+        return undefined;
+      }
+      pieces = after;
+    }
   }
 
   /** Resolves once everything written has left our buffers, or the channel is dead. */
@@ -368,3 +390,18 @@ async function writeFully(fd: number, pieces: Uint8Array[], pos: number): Promis
   }
 }
 
+/** The pieces cut at `bytes`: what comes before, and the rest (views, no copy). */
+function split(pieces: Buffer[], bytes: number): [Buffer[], Buffer[]] {
+  const before: Buffer[] = [];
+  const after: Buffer[] = [];
+  for (const p of pieces) {
+    if (bytes >= p.length) before.push(p);
+    else if (bytes <= 0) after.push(p);
+    else {
+      before.push(p.subarray(0, bytes));
+      after.push(p.subarray(bytes));
+    }
+    bytes -= p.length;
+  }
+  return [before, after];
+}

@@ -12,7 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { faults, STALL_POLL_MS } from '../../faults/faults.js';
+import { faults, STALL_POLL_MS, type ChannelEnd, type Cut } from '../../faults/faults.js';
 import type { ByteSource } from '../stream/reader.js';
 
 const BLOCK = 1 << 20;
@@ -36,7 +36,8 @@ export class SocketInput extends EventEmitter implements ByteSource {
   private readonly outstanding: Block[] = [];
   private current: Block;
   private filled = 0;
-  private faultable = false;
+  /** The channel end the faults know this one as (src/faults), once marked. */
+  private faultEnd?: ChannelEnd;
   /** A fault holds the reads (stall, latency, throttle on the receiving side). */
   private held = false;
   private pausedByReader = true;
@@ -105,30 +106,45 @@ export class SocketInput extends EventEmitter implements ByteSource {
     this.current.out++;
     this.outstanding.push(this.current);
     const chunk = [Buffer.from(buf.buffer, buf.byteOffset, n)];
-    if (this.faultable && faults.any) this.sufferFaults(chunk);
-    this.emit('data', chunk[0]!);
+    const cut = this.faultEnd && faults.any ? this.sufferFaults(this.faultEnd, chunk) : undefined;
+    if (!cut?.breaks) this.emit('data', chunk[0]!);
+    else if (cut.bytes > 0) this.emit('data', chunk[0]!.subarray(0, cut.bytes)); // all the reader gets
+    cut?.fire();
+    if (cut && !cut.breaks) this.hold(this.faultEnd!, 0);
   }
 
   /**
-   * This is a migration's main channel: the faults of side `receive` apply to it (src/faults).
+   * This connection is `end` (a migration's main channel or a multifd one, the receiving side):
+   * its faults apply to it (src/faults).
    */
-  markFaultable(): void {
-    this.faultable = true;
-    faults.channelOpened('receive', { close: () => this.socket.destroy(), reset: () => this.socket.resetAndDestroy() });
+  markFaultable(end: ChannelEnd = { channel: 'main', side: 'receive' }): void {
+    this.faultEnd = end;
+    faults.channelOpened(end, { close: () => this.socket.destroy(), reset: () => this.socket.resetAndDestroy() });
   }
 
-  /** Applies the faults in force to a chunk just read: a corrupt flips its byte, a stall or delay holds the next reads. */
-  private sufferFaults(chunk: Buffer[]): void {
-    const { waitMs } = faults.onChannel('receive', chunk);
-    if (waitMs <= 0 && faults.stalled('receive') === 0) return;
+  /**
+   * Applies the faults to a chunk just read: a corrupt flips its byte, a stall or delay holds
+   * the next reads. Returns where a fault acts within it: a close, reset or crash breaks the
+   * connection there; a fault that starts there holds what comes next (the chunk has been read:
+   * its bytes go on).
+   */
+  private sufferFaults(end: ChannelEnd, chunk: Buffer[]): Cut | undefined {
+    const { waitMs, cut } = faults.onChannel(end, chunk);
+    if (cut || (waitMs <= 0 && faults.stalled(end) === 0)) return cut;
+    this.hold(end, waitMs);
+    return undefined;
+  }
+
+  /** No reads for `ms`, nor while a stall is in force. */
+  private hold(end: ChannelEnd, ms: number): void {
     this.held = true;
     this.socket.pause();
     const release = (): void => {
-      if (faults.stalled('receive') > 0) return void setTimeout(release, STALL_POLL_MS);
+      if (faults.stalled(end) > 0) return void setTimeout(release, STALL_POLL_MS);
       this.held = false;
       if (!this.pausedByReader) this.socket.resume();
     };
-    setTimeout(release, waitMs);
+    setTimeout(release, ms);
   }
 
   /** Where the next read goes: the rest of the current block, or a fresh one. */

@@ -11,6 +11,8 @@
  * cores; otherwise it is read here.
  */
 import { Worker } from 'node:worker_threads';
+import { faults } from '../../faults/faults.js';
+import { shareFaults } from '../../faults/in-thread.js';
 import { isZeroAt, pageOffset, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
 import type { IncomingConnection } from '../channels/incoming-channel.js';
@@ -130,13 +132,15 @@ export class MultifdReceiver {
   private startThread(fd: number, prefix: Buffer, channel: number): void {
     const data: RecvWorkerData = {
       fd, prefix, ram: this.ram.shared, size: this.ram.size, knownZero: this.ram.knownZero, ramId: this.ram.id, channel, profile: activeProfile().id,
+      faults: faults.forThread(channel),
     };
     const worker = new Worker(WORKER, { workerData: data });
     worker.unref();
+    shareFaults(worker, channel);
     this.workers.add(worker);
     worker.on('message', (m: FromRecvWorker) => {
       if (m.kind === 'sync') void this.channelSync().then(() => worker.postMessage('go'));
-      else this.fail(m.message);
+      else if (m.kind === 'failed') this.fail(m.message);
     });
     worker.on('error', (err) => this.fail(`multifd: channel thread failed: ${err.message}`));
     worker.on('exit', () => this.workers.delete(worker));

@@ -10,6 +10,7 @@ import { StreamReader } from '../stream/reader.js';
 import { PageStore } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { receivePackets, type ChannelRam } from './receiver.js';
+import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
 
 export interface RecvWorkerData {
   fd: number;
@@ -24,21 +25,25 @@ export interface RecvWorkerData {
   /** The channel's id, and the release this daemon is (a thread starts with the default). */
   channel: number;
   profile: ProfileId;
+  /** The faults on this channel (src/faults/in-thread.ts). */
+  faults: ThreadFault[];
 }
 
-export type FromRecvWorker = { kind: 'sync' } | { kind: 'failed'; message: string };
+export type FromRecvWorker = { kind: 'sync' } | { kind: 'failed'; message: string } | { kind: 'fault-fired' };
 
 const port = parentPort!;
-const { fd, prefix, ram: shared, size, knownZero, ramId, channel, profile } = workerData as RecvWorkerData;
+const { fd, prefix, ram: shared, size, knownZero, ramId, channel, profile, faults } = workerData as RecvWorkerData;
 setActiveProfile(profile);
+followFaults(port, faults);
 const post = (m: FromRecvWorker): void => port.postMessage(m);
 const input = new SocketInput(fd);
+input.markFaultable({ channel: 'multifd', index: channel, side: 'receive' });
 input.socket.on('error', () => undefined); // reported by the reader as an end of stream
 const reader = new StreamReader(input, Buffer.from(prefix.buffer, prefix.byteOffset, prefix.byteLength));
 input.resume();
 
 let go: (() => void) | undefined;
-port.on('message', () => go?.());
+port.on('message', (m) => m === 'go' && go?.());
 try {
   const store = new PageStore(size, shared);
   const ram: ChannelRam = {

@@ -14,6 +14,7 @@ import type { MigrationUri } from '../channels/uri.js';
 import { pageOffset, PAGE_SIZE, PageStore, SEGMENT_BYTES } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { encodeHeader, encodeInit } from './format.js';
+import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
 
 export interface SendWorkerData {
   uri: MigrationUri;
@@ -24,6 +25,8 @@ export interface SendWorkerData {
   ramId: string;
   /** The release this daemon is (a thread starts with the default). */
   profile: ProfileId;
+  /** The faults on this channel (src/faults/in-thread.ts). */
+  faults: ThreadFault[];
 }
 
 export type ToSendWorker =
@@ -36,11 +39,13 @@ export type FromSendWorker =
   | { kind: 'ready' }
   | { kind: 'failed'; message: string }
   | { kind: 'sent'; bytes: number }
-  | { kind: 'drained'; error?: string };
+  | { kind: 'drained'; error?: string }
+  | { kind: 'fault-fired' };
 
 const port = parentPort!;
-const { uri, id, ram: shared, size, ramId, profile } = workerData as SendWorkerData;
+const { uri, id, ram: shared, size, ramId, profile, faults } = workerData as SendWorkerData;
 setActiveProfile(profile);
+followFaults(port, faults);
 const ram = new PageStore(size, shared);
 const post = (m: FromSendWorker): void => port.postMessage(m);
 
@@ -60,6 +65,7 @@ function pageRuns(offsets: number[]): Buffer[] {
 let channel: OutgoingChannel;
 try {
   channel = await OutgoingChannel.connect(uri, () => undefined);
+  channel.markFaultable({ channel: 'multifd', index: id, side: 'send' });
   await channel.write([encodeInit(id)]);
   post({ kind: 'ready' });
 } catch (err) {

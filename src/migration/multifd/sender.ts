@@ -12,6 +12,8 @@ import { Worker } from 'node:worker_threads';
 import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
 import type { MigrationUri } from '../channels/uri.js';
+import { faults } from '../../faults/faults.js';
+import { shareFaults } from '../../faults/in-thread.js';
 import { HEADER_BYTES, INIT_BYTES, MULTIFD_FLAG_SYNC, PAGES_PER_PACKET } from './format.js';
 import type { FromSendWorker, SendWorkerData, ToSendWorker } from './send-worker.js';
 
@@ -42,14 +44,18 @@ class ChannelThread {
   }
 
   /** Starts the thread; resolves once its connection is open and greeted. */
-  static start(data: SendWorkerData): Promise<ChannelThread> {
-    const worker = new Worker(WORKER, { workerData: data });
+  static start(data: Omit<SendWorkerData, 'faults'>): Promise<ChannelThread> {
+    const worker = new Worker(WORKER, { workerData: { ...data, faults: faults.forThread(data.id) } satisfies SendWorkerData });
     worker.unref();
+    shareFaults(worker, data.id);
     return new Promise((resolve, reject) => {
-      worker.once('message', (m: FromSendWorker) => {
+      const first = (m: FromSendWorker): void => {
+        if (m.kind === 'fault-fired') return; // shareFaults' business
+        worker.off('message', first);
         if (m.kind === 'ready') resolve(new ChannelThread(worker));
         else reject(new Error(m.kind === 'failed' ? m.message : `multifd: unexpected ${m.kind}`));
-      });
+      };
+      worker.on('message', first);
       worker.once('error', reject);
     });
   }

@@ -48,6 +48,21 @@ export const Command = {
   SWITCHOVER_START: 11,
 } as const;
 
+/** A record of the stream as a fault's `point` names it (src/faults), with its idstr or command name. */
+export type RecordKind = 'section-start' | 'section-part' | 'section-end' | 'section-full' | 'command' | 'eof';
+
+export const SECTION_RECORDS: Partial<Record<number, RecordKind>> = {
+  [Section.START]: 'section-start',
+  [Section.PART]: 'section-part',
+  [Section.END]: 'section-end',
+  [Section.FULL]: 'section-full',
+};
+
+/** A MIG_CMD_* as points name it: OPEN_RETURN_PATH is open-return-path. */
+export const commandPointName = (name: string): string => name.toLowerCase().replaceAll('_', '-');
+
+export const COMMAND_NAMES: Partial<Record<number, string>> = Object.fromEntries(Object.entries(Command).map(([k, v]) => [v, commandPointName(k)]));
+
 /** Low 12 bits of a RAM record's leading be64. */
 export const RamFlag = {
   FULL: 0x001,

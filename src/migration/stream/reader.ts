@@ -91,6 +91,20 @@ export class StreamReader {
     });
   }
 
+  /**
+   * The source breaks here (a fault closed it at a stream point): what is buffered past what
+   * has been read is dropped, and nothing more comes.
+   */
+  cut(): void {
+    this.dropHead();
+    this.head = Buffer.alloc(0);
+    this.pos = 0;
+    this.queue.length = 0;
+    this.queued = 0;
+    this.ended = true;
+    this.notify();
+  }
+
   /** The source has ended (or failed): what is buffered is all there will be. */
   get exhausted(): boolean {
     return this.ended;

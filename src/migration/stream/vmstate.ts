@@ -5,9 +5,11 @@
  */
 import { activeProfile } from '../../profiles/index.js';
 import {
+  COMMAND_NAMES,
   GLOBALSTATE_SECTION_VERSION,
   GLOBALSTATE_STATE_BYTES,
   Section,
+  SECTION_RECORDS,
   TIMER_SECTION_VERSION,
   VM_FILE_MAGIC,
   VM_FILE_VERSION,
@@ -37,6 +39,7 @@ export function writeHeader(w: StreamWriter, machine: string, caps: readonly str
 const CAPABILITIES_SUBSECTION = 'configuration/capabilities';
 
 export function writeCommand(w: StreamWriter, cmd: number, payload: Uint8Array = new Uint8Array(0)): void {
+  w.onRecord?.('command', COMMAND_NAMES[cmd]);
   w.u8(Section.COMMAND);
   w.be16(cmd);
   w.be16(payload.length);
@@ -45,6 +48,8 @@ export function writeCommand(w: StreamWriter, cmd: number, payload: Uint8Array =
 
 /** START or FULL section header (save_section_header). */
 export function writeSectionStart(w: StreamWriter, type: number, id: number, idstr: string, instance: number, version: number): void {
+  w.sectionNames.set(id, idstr);
+  w.onRecord?.(SECTION_RECORDS[type]!, idstr);
   w.u8(type);
   w.be32(id);
   w.countedString(idstr);
@@ -54,6 +59,7 @@ export function writeSectionStart(w: StreamWriter, type: number, id: number, ids
 
 /** PART or END section header. */
 export function writeSectionPart(w: StreamWriter, type: number, id: number): void {
+  w.onRecord?.(SECTION_RECORDS[type]!, w.sectionNames.get(id));
   w.u8(type);
   w.be32(id);
 }
@@ -72,6 +78,12 @@ export interface TimerState {
 /** The section ids of this release's `-M none` devices (the sender's choice, kept as QEMU's). */
 export function sectionIds(): { timer: number; ram: number; globalstate: number } {
   return activeProfile().stream.sectionIds;
+}
+
+/** The end of the sections (QEMU_VM_EOF). */
+export function writeEof(w: StreamWriter): void {
+  w.onRecord?.('eof', undefined);
+  w.u8(Section.EOF);
 }
 
 /**
@@ -95,7 +107,7 @@ export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: s
   w.bytes(state);
   writeFooter(w, ids.globalstate);
 
-  w.u8(Section.EOF);
+  writeEof(w);
   if (vmdesc) {
     const json = Buffer.from(vmDescription(machine, layout, vmDescriptionConfiguration, caps), 'latin1');
     w.u8(Section.VMDESCRIPTION);

@@ -9,6 +9,8 @@
  * qemu_file_total_transferred() count. Filled chunks come back through recycle() once sent:
  * fresh memory costs a page fault per 4 KiB and garbage-collector work, reused memory neither.
  */
+import type { RecordKind } from './constants.js';
+
 const CHUNK = 1 << 20;
 const POOL_MAX = 24;
 
@@ -20,6 +22,13 @@ export interface Batch {
 
 export class StreamWriter {
   written = 0;
+  /**
+   * Told of each record (vmstate.ts) before its first byte is put, at offset `written`: faults
+   * placed at a stream point (src/faults) learn their byte from it.
+   */
+  onRecord?: (kind: RecordKind, name: string | undefined) => void;
+  /** The idstrs of the sections started, for the records of their later parts. */
+  readonly sectionNames = new Map<number, string>();
   private chunk: Buffer = Buffer.allocUnsafeSlow(CHUNK);
   private pos = 0;
   /** Where the part of `chunk` not yet cut into a piece starts. */
