@@ -28,6 +28,7 @@ import { MultifdSender } from './multifd/sender.js';
 import { MappedRamWriter } from './ram/mapped-ram.js';
 import { PageThread } from './ram/page-thread.js';
 import { faults, STALL_POLL_MS, type ChannelEnd } from '../faults/faults.js';
+import { errnoOf, strerror } from './errno.js';
 import type { Failover } from './colo/failover.js';
 import { ColoPrimary, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
@@ -94,7 +95,8 @@ export class OutgoingMigration {
   private releasePause?: () => void;
   private wakeSleep?: () => void;
   private returnPath?: Promise<void>;
-  private rpError?: string;
+  /** The return path failed: with the error-desc to fail with ('' for none: profile stream.rpFailure). */
+  private rpBad?: string;
   /** SWITCHOVER_ACK came on the return path (switchover-ack, 8.1+). */
   private switchoverAcked = false;
   /** The COLO primary, while this migration is in state colo. */
@@ -563,8 +565,8 @@ export class OutgoingMigration {
     if (this.channel!.usable && !this.returnPath) this.channel!.end();
     this.multifd?.end();
     if (this.returnPath) await this.returnPath;
-    const error = this.channel!.error ?? this.multifd?.error ?? this.rpError;
-    if (error) return this.fail(error, current);
+    const error = this.channel!.error ?? this.multifd?.error ?? this.rpBad;
+    if (error !== undefined) return this.fail(error || undefined, current);
     env.state.change(current, 'completed');
   }
 
@@ -666,10 +668,13 @@ export class OutgoingMigration {
     const input = this.channel!.input;
     if (!input) return;
     const r = new StreamReader(input);
-    // As mark_source_rp_bad(): the migration fails when it next looks, at completion.
+    // As mark_source_rp_bad(): the migration fails when it next looks, at completion; what else
+    // follows is the release's (profile stream.rpFailure).
     const bad = (msg: string): void => {
-      this.env.log.error(msg);
-      this.rpError ??= msg;
+      this.env.log.error(`RP: ${msg}`);
+      const reported = activeProfile().stream.rpFailure === 'error-desc';
+      this.rpBad ??= reported ? msg : '';
+      if (!reported) this.channel!.closeUnder();
     };
     // The source's end of the return path (src/faults: channel return-path, side receive).
     const end: ChannelEnd = { channel: 'return-path', side: 'receive' };
@@ -685,7 +690,7 @@ export class OutgoingMigration {
         const type = head.readUInt16BE(0);
         const len = head.readUInt16BE(2);
         if (type === RpMessage.INVALID || type >= activeProfile().stream.rpMessageMax || len > RP_MAX_LENGTH) {
-          return bad(`RP: Received invalid message 0x${hex4(type)} length 0x${hex4(len)}`);
+          return bad(`Received invalid message 0x${hex4(type)} length 0x${hex4(len)}`);
         }
         const payload = await take(len);
         const expect =
@@ -694,11 +699,11 @@ export class OutgoingMigration {
           : type === RpMessage.SWITCHOVER_ACK ? 0
           : -1;
         if (expect >= 0 && len !== expect) {
-          return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) with incorrect length ${len} expecting ${expect}`);
+          return bad(`Received '${RP_NAMES[type]}' message (0x${hex4(type)}) with incorrect length ${len} expecting ${expect}`);
         }
         if (type === RpMessage.SHUT) {
           const status = payload.readUInt32BE(0);
-          if (status) bad(`RP: Sibling indicated error ${status}`);
+          if (status) bad(`Sibling indicated error ${status}`);
           return;
         }
         if (type === RpMessage.PONG) continue;
@@ -707,11 +712,13 @@ export class OutgoingMigration {
           this.switchoverAcked = true;
           continue;
         }
-        return bad(`RP: Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
+        return bad(`Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
       }
     } catch (err) {
       if (err instanceof StreamEnded && !['active', 'device', 'pre-switchover'].includes(this.status)) return;
-      bad('RP: the destination closed the return path before SHUT');
+      // qemu_file_get_error_obj(): the socket's own error, or EIO for an end with none.
+      const failure = err instanceof StreamEnded ? err.failure : (err as Error);
+      bad(failure ? `Unable to read from socket: ${strerror(errnoOf(failure))}` : 'Channel error: Input/output error');
     }
   }
 }

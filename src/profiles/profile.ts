@@ -263,6 +263,14 @@ export interface StreamProfile {
   readonly vmDescriptionConfiguration: boolean;
   /** Return-path messages this release knows: types below this are valid (MIG_RP_MSG_MAX). */
   readonly rpMessageMax: number;
+  /**
+   * What a failure of the source's return-path thread does. 'closes-channel' (7.2): it is only
+   * logged ("RP: ..."), and the thread's qemu_fclose() closes the connection it shares with the
+   * main channel, so a write still to come fails with EBADF; otherwise the migration fails at
+   * completion without error-desc. 'error-desc' (8.2+): the thread's Error, its text without
+   * "RP: ", becomes the error-desc (a read that meets the end: "Channel error: Input/output error").
+   */
+  readonly rpFailure: 'closes-channel' | 'error-desc';
   /** ENABLE_COLO is refused unless the destination has x-colo on (8.1+). */
   readonly enableColoNeedsXColo: boolean;
   /**

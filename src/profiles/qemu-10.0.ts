@@ -169,6 +169,7 @@ export const QEMU_10_0: QemuProfile = {
     globalState: { runstateBytes: 32, suspendFlags: true },
     vmDescriptionConfiguration: true,
     rpMessageMax: RpMessage.SWITCHOVER_ACK + 1,
+    rpFailure: 'error-desc',
     ramStreamEnd: { errno: 'EIO', line: 'Getting RAM address failed' },
     enableColoNeedsXColo: true,
     validatedCapabilities: ['x-ignore-shared', 'mapped-ram'],

@@ -187,6 +187,7 @@ export const QEMU_7_2: QemuProfile = {
     globalState: { runstateBytes: 100, suspendFlags: false },
     vmDescriptionConfiguration: false,
     rpMessageMax: RpMessage.RESUME_ACK + 1,
+    rpFailure: 'closes-channel',
     ramStreamEnd: { errno: 'EINVAL', line: 'Unknown combination of migration flags: 0x0' },
     enableColoNeedsXColo: false,
     validatedCapabilities: ['x-ignore-shared'],

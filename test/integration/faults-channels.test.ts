@@ -17,9 +17,9 @@ const MiB = 1 << 20;
 const HOOKS = '--test-hooks';
 
 /** A healthy destination for the migration after the fault, and the RAM it must end with. */
-async function migratesAfter(t: Test, src: Side, memory: string, ram: string): Promise<void> {
+async function migratesAfter(t: Test, src: Side, memory: string, ram: string, dstArgs: string[] = []): Promise<void> {
   const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await side(['-m', memory, '--incoming', uri]);
+  const dst = await side(['-m', memory, '--incoming', uri, ...dstArgs]);
   t.teardown(() => dst.daemon.stop());
   await setCaps(dst, { events: true });
   await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
@@ -96,18 +96,20 @@ t.test('a multifd channel stalls on the destination until cleared: the migration
   t.equal(await digest(p.dst), await digest(p.src));
 });
 
-t.test('the return path corrupts its first message: the source fails at completion, as QEMU marks its return path bad', async (t) => {
+t.test('the return path corrupts its first message: a 10.0 source fails with the return path\'s error (7.2: qemu-faults-interop)', async (t) => {
   const ramFile = await randomRamFile(16 * MiB);
-  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', ramFile], dstArgs: ['--fault', 'kind=corrupt,channel=return-path,after-bytes=0'] });
+  const v10 = ['--qemu-version', '10.0'];
+  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', ramFile, ...v10], dstArgs: ['--fault', 'kind=corrupt,channel=return-path,after-bytes=0', ...v10] });
   t.teardown(p.stop);
   const ram = await digest(p.src);
   for (const s of [p.src, p.dst]) await setCaps(s, { 'return-path': true });
   await p.src.qmp.ok('migrate', { uri: p.uri });
-  await failedAndRunning(t, p.src, ram);
-  t.same(statuses(p.src), ['setup', 'active', 'failed']);
+  const info = await failedAndRunning(t, p.src, ram);
+  t.same(statuses(p.src), ['setup', 'active', 'device', 'failed']);
   // The first message is the PONG (0x0002): its first byte flipped.
   t.match(p.src.daemon.stderr(), /RP: Received invalid message 0xff02 length 0x0004/);
-  await migratesAfter(t, p.src, '16M', ram);
+  t.equal(info['error-desc'], 'Received invalid message 0xff02 length 0x0004');
+  await migratesAfter(t, p.src, '16M', ram, v10);
 });
 
 t.test('throttle and latency on the receiving side: the destination reads slowly, the RAM arrives whole', async (t) => {

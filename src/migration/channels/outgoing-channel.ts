@@ -27,7 +27,8 @@ export class OutgoingChannel {
   private closed = false;
   /** The channel end the faults know this one as (src/faults), once marked. */
   private faultEnd?: ChannelEnd;
-  private readonly brokenPipe: string;
+  /** What the next write meets once the channel is closed: EPIPE, unless closed under us. */
+  private closedError: string;
   private waiters: Array<() => void> = [];
   /** The positioned writes of a file: channel, chained in the order they were asked for. */
   private positioned: Promise<void> = Promise.resolve();
@@ -39,7 +40,7 @@ export class OutgoingChannel {
     private readonly what: ChannelKind,
     private readonly destroy: () => void,
   ) {
-    this.brokenPipe = `Unable to write to ${what}: ${strerror('EPIPE')}`;
+    this.closedError = `Unable to write to ${what}: ${strerror('EPIPE')}`;
     out.on('error', (err) => this.fail(`Unable to write to ${what}: ${strerror(errnoOf(err))}`));
     out.on('drain', () => this.wakeAll());
     out.on('close', () => {
@@ -191,7 +192,7 @@ export class OutgoingChannel {
    * wait on a channel that will never take another byte.
    */
   get writeError(): string | undefined {
-    return this.error ?? (this.closed ? this.brokenPipe : undefined);
+    return this.error ?? (this.closed ? this.closedError : undefined);
   }
 
   /**
@@ -284,6 +285,15 @@ export class OutgoingChannel {
       return;
     }
     while (this.usable && this.out.writableLength > 0) await this.whenWritable();
+  }
+
+  /**
+   * The descriptor is closed under the channel (7.2's return-path thread, ending, closes the
+   * connection both share): a write still to come fails with EBADF; none to come, no error.
+   */
+  closeUnder(): void {
+    this.closedError = `Unable to write to ${this.what}: ${strerror('EBADF')}`;
+    this.destroy();
   }
 
   /** qemu_file_shutdown(): blocked I/O fails at once; the error is recorded unless one exists. */
