@@ -6,7 +6,8 @@
  * A fault is armed when added and fires when its trigger is met: at once (no trigger), once its
  * channel has carried `after-bytes`, when the migration reaches the state `at`, at the stream
  * `point` (a record of the main stream: `section-full`, `section-end:ram`, `command:ping`, `eof`,
- * `switchover`), `after-ms` after it was added, or, at each chance it gets, with `probability`
+ * `switchover`; or a step of a COLO checkpoint on the primary, `colo:mid-ram` and the others of
+ * colo/primary.ts's CrashPoint), `after-ms` after it was added, or, at each chance it gets, with `probability`
  * from a seeded generator. What it then does depends on its kind:
  *
  *   channel (`channel` main, return-path or multifd with its `index`; side send: the end that
@@ -295,6 +296,16 @@ export class FaultSet {
     return broken;
   }
 
+  /** A named point of a COLO checkpoint on the primary (colo/primary.ts): faults at `colo:NAME` fire. */
+  coloPoint(name: string): void {
+    for (const f of this.faults.values()) if (f.state === 'armed' && f.spec.point === `colo:${name}`) this.fire(f, `at colo:${name}`);
+  }
+
+  /** Whether a fault waits at this point (a checkpoint then stops there to give it its chance). */
+  waitsAt(point: string): boolean {
+    return [...this.faults.values()].some((f) => f.state === 'armed' && f.spec.point === point);
+  }
+
   /**
    * The channel end is about to carry `pieces` (send: before the write; receive: as the read
    * arrives). Returns how long to wait first, and where to break the channel if a close, reset
@@ -450,6 +461,7 @@ function checkSpec(spec: FaultSpec): void {
   if (spec.kind === 'corrupt' && triggers.length && triggers[0] !== 'after-bytes') {
     throw new QmpError('GenericError', "A corrupt fault is placed by 'after-bytes'");
   }
+  if (spec.point?.startsWith('colo:') && channel) throw new QmpError('GenericError', `A COLO checkpoint's point places crash and hang, not ${spec.kind}`);
   if (spec.point !== undefined && ((channel && (spec.channel ?? 'main') !== 'main') || !(channel || spec.kind === 'crash' || spec.kind === 'hang'))) {
     throw new QmpError('GenericError', `A point is a record of the main stream: it places faults on the main channel, crash and hang, not ${spec.kind}`);
   }

@@ -86,8 +86,10 @@ const STEPS: Array<[string, 'previous' | 'this']> = [
   ['before-vmstate-loaded', 'this'],
 ];
 
-for (const [point, which] of STEPS) {
-  t.test(`primary killed ${point}: the secondary takes over with the RAM of its last checkpoint`, async (t) => {
+for (const [i, [point, which]] of STEPS.entries()) {
+  // Both ways in: the older hook, and a crash fault at the checkpoint's point (src/faults).
+  const viaFault = i % 2 === 0;
+  t.test(`primary killed ${point} (${viaFault ? 'fault-add' : 'colo-crash-at'}): the secondary takes over with the RAM of its last checkpoint`, async (t) => {
     const p = await coloPair(3_600_000);
     t.teardown(p.stop);
     // Checkpoints on demand only: a delay change forces one.
@@ -98,11 +100,13 @@ for (const [point, which] of STEPS) {
     const workload = async (): Promise<number> => ((await p.src.qmp.ok('__org.qmigd_query-workload')) as Msg)['pages-dirtied'] as number;
     const dirtied = await workload();
     await until(workload, (n) => n >= dirtied + 64, '64 more dirty pages');
-    await p.src.qmp.ok('__org.qmigd_colo-crash-at', { point });
+    if (viaFault) await p.src.qmp.ok('__org.qmigd_fault-add', { kind: 'crash', point: `colo:${point}` });
+    else await p.src.qmp.ok('__org.qmigd_colo-crash-at', { point });
     // Not awaited: the checkpoint this forces may kill the primary before it answers.
     p.src.qmp.send('{"execute":"migrate-set-parameters","arguments":{"x-checkpoint-delay":3600000}}');
     const { signal } = await p.src.daemon.exited;
     t.equal(signal, 'SIGKILL', 'the primary died mid-transaction');
+    if (viaFault) t.match(p.src.daemon.stderr(), `fault fault0: crash (at colo:${point})`);
     const exit = await p.dst.qmp.waitEvent('COLO_EXIT');
     t.same(exit.data, { mode: 'secondary', reason: 'error' });
     t.same(await p.dst.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' }, 'waits for the heartbeat');

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { Guest } from '../../guest/guest.js';
 import type { Readable } from 'node:stream';
+import { faults } from '../../faults/faults.js';
 import { StreamReader } from '../stream/reader.js';
 import { ColoCompare } from './compare.js';
 import type { Failover } from './failover.js';
@@ -28,7 +29,7 @@ export interface PrimaryLink {
   deviceState(): Buffer;
 }
 
-/** Points in a transaction where a test may have the primary die (__org.qmigd_colo-crash-at). */
+/** Points in a transaction where a test may have the primary die (__org.qmigd_colo-crash-at, or a fault at colo:POINT). */
 export type CrashPoint = 'before-request' | 'after-reply' | 'mid-ram' | 'after-vmstate-received' | 'before-vmstate-loaded';
 
 export interface PrimaryEnv {
@@ -135,7 +136,8 @@ export class ColoPrimary {
     // Logged now: a test that kills us later in this transaction still learns it.
     if (digest) this.env.log.info({ checkpoint: stats.checkpoints + 1, sha256: digest }, 'COLO checkpoint RAM');
     await link.send(encodeMessage(ColoMessage.VMSTATE_SEND));
-    const ramBytes = await link.saveLiveRam(this.env.crashAt() === 'mid-ram' ? () => this.crash('mid-ram') : undefined);
+    const midRam = this.env.crashAt() === 'mid-ram' || faults.waitsAt('colo:mid-ram');
+    const ramBytes = await link.saveLiveRam(midRam ? () => this.crash('mid-ram') : undefined);
     const device = link.deviceState();
     await link.send(Buffer.concat([encodeMessage(ColoMessage.VMSTATE_SIZE, device.length), device]));
     await receiveMessage(link.input, ColoMessage.VMSTATE_RECEIVED);
@@ -158,8 +160,12 @@ export class ColoPrimary {
     this.timer.unref();
   }
 
-  /** A crash on purpose, for tests: the process dies as if killed, sockets and all. */
+  /**
+   * A crash on purpose, for tests: the process dies as if killed, sockets and all. Asked for by
+   * __org.qmigd_colo-crash-at, or by a fault at `colo:POINT` (src/faults), which may also hang.
+   */
   private crash(point: CrashPoint): void {
+    if (faults.any) faults.coloPoint(point);
     if (this.env.crashAt() !== point) return;
     this.env.log.warn({ point }, 'COLO: crashing on request');
     process.kill(process.pid, 'SIGKILL');
