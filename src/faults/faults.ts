@@ -55,7 +55,7 @@ const QMP_KINDS: ReadonlySet<FaultKind> = new Set(['command-error', 'command-del
 const LASTING: ReadonlySet<FaultKind> = new Set(['stall', 'throttle', 'latency', 'hang']);
 
 export type ChannelSide = 'send' | 'receive';
-export type ChannelName = 'main' | 'return-path' | 'multifd';
+export type ChannelName = 'main' | 'return-path' | 'multifd' | 'colo-compare';
 
 /** One end of a migration channel: which channel (multifd's by index), and whether it writes or reads. */
 export interface ChannelEnd {

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
 import type { MigrationGlobals } from './globals.js';
-import { ReturnPathWriter } from './channels/return-path.js';
+import { FaultableWriter } from '../faults/channel-io.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
@@ -118,7 +118,7 @@ export class IncomingMigration {
     const channels = env.multifdChannels();
     if (channels > 0) this.multifdReceiver(channels);
     let returnPath = false;
-    const out = conn.output && new ReturnPathWriter(conn.output);
+    const out = conn.output && new FaultableWriter(conn.output, { channel: 'return-path', side: 'send' });
     const rpEmpty = (type: number): void => {
       const b = Buffer.alloc(4);
       b.writeUInt16BE(type, 0);
@@ -239,7 +239,7 @@ export class IncomingMigration {
       return conn.close();
     }
     if (r.be32() !== COMPARE_MAGIC || !this.coloEnabled || !conn.output) return conn.close();
-    const out = conn.output;
+    const out = new FaultableWriter(conn.output, { channel: 'colo-compare', side: 'send' });
     const off = this.env.guest.output.onPacket((p) => {
       const b = Buffer.alloc(12);
       b.writeUInt32BE(p.epoch, 0);

@@ -27,10 +27,11 @@ import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
 import { MappedRamWriter } from './ram/mapped-ram.js';
 import { PageThread } from './ram/page-thread.js';
-import { faults, STALL_POLL_MS, type ChannelEnd } from '../faults/faults.js';
+import { faults, type ChannelEnd } from '../faults/faults.js';
+import { readThroughFaults } from '../faults/channel-io.js';
 import { errnoOf, strerror } from './errno.js';
 import type { Failover } from './colo/failover.js';
-import { ColoPrimary, type CrashPoint } from './colo/primary.js';
+import { ColoPrimary, COMPARE_END, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
 import type { MigrationUri } from './channels/uri.js';
 import type { MigrationStateCell, MigrationStatus } from './state.js';
@@ -95,8 +96,8 @@ export class OutgoingMigration {
   private releasePause?: () => void;
   private wakeSleep?: () => void;
   private returnPath?: Promise<void>;
-  /** The return path failed: with the error-desc to fail with ('' for none: profile stream.rpFailure). */
-  private rpBad?: string;
+  /** The return path failed (mark_source_rp_bad()): the migration fails at completion. */
+  private rpBad = false;
   /** SWITCHOVER_ACK came on the return path (switchover-ack, 8.1+). */
   private switchoverAcked = false;
   /** The COLO primary, while this migration is in state colo. */
@@ -210,6 +211,7 @@ export class OutgoingMigration {
     try {
       const channel = await OutgoingChannel.connect(uri, () => undefined);
       await channel.write([be32(COMPARE_MAGIC)]);
+      faults.channelOpened(COMPARE_END, channel.breakable);
       return channel.input;
     } catch (err) {
       this.env.log.warn({ err: (err as Error).message }, 'COLO: no compare channel; checkpoints by timer only');
@@ -565,8 +567,8 @@ export class OutgoingMigration {
     if (this.channel!.usable && !this.returnPath) this.channel!.end();
     this.multifd?.end();
     if (this.returnPath) await this.returnPath;
-    const error = this.channel!.error ?? this.multifd?.error ?? this.rpBad;
-    if (error !== undefined) return this.fail(error || undefined, current);
+    const error = this.channel!.error ?? this.multifd?.error;
+    if (error !== undefined || this.rpBad) return this.fail(activeProfile().precopy.completionErrorReported ? error : undefined, current);
     env.state.change(current, 'completed');
   }
 
@@ -598,7 +600,8 @@ export class OutgoingMigration {
   }
 
   private fail(error: string | undefined, from: MigrationStatus): void {
-    if (this.env.state.change(from, 'failed') && error) this.error = error;
+    // migrate_set_error(): the first error of the migration is the one it shows.
+    if (this.env.state.change(from, 'failed') && error) this.error ??= error;
   }
 
   /**
@@ -672,9 +675,10 @@ export class OutgoingMigration {
     // follows is the release's (profile stream.rpFailure).
     const bad = (msg: string): void => {
       this.env.log.error(`RP: ${msg}`);
-      const reported = activeProfile().stream.rpFailure === 'error-desc';
-      this.rpBad ??= reported ? msg : '';
-      if (!reported) this.channel!.closeUnder();
+      this.rpBad = true;
+      // migrate_set_error() from the thread: the first error of the migration stays.
+      if (activeProfile().stream.rpFailure === 'error-desc') this.error ??= msg;
+      else this.channel!.closeUnder();
     };
     // The source's end of the return path (src/faults: channel return-path, side receive).
     const end: ChannelEnd = { channel: 'return-path', side: 'receive' };
@@ -682,7 +686,7 @@ export class OutgoingMigration {
     const take = async (n: number): Promise<Buffer> => {
       await r.need(n);
       const bytes = Buffer.from(r.view(n));
-      return faults.any ? await sufferOnReturnPath(end, bytes) : bytes;
+      return faults.any ? await readThroughFaults(end, bytes) : bytes;
     };
     try {
       for (;;) {
@@ -720,25 +724,6 @@ export class OutgoingMigration {
       const failure = err instanceof StreamEnded ? err.failure : (err as Error);
       bad(failure ? `Unable to read from socket: ${strerror(errnoOf(failure))}` : 'Channel error: Input/output error');
     }
-  }
-}
-
-/**
- * The faults on the source's end of the return path, for the bytes of a message just read: a
- * stall or delay holds it, a corrupt flips a byte of it, a close or reset breaks the connection
- * (the return path then ends, as when the destination goes).
- */
-async function sufferOnReturnPath(end: ChannelEnd, bytes: Buffer): Promise<Buffer> {
-  let done = 0; // the bytes the faults have seen
-  for (;;) {
-    while (faults.stalled(end) > 0) await sleep(STALL_POLL_MS);
-    const pieces = [bytes.subarray(done)];
-    const { waitMs, cut } = faults.onChannel(end, pieces);
-    if (waitMs > 0) await sleep(waitMs);
-    if (!cut) return done ? Buffer.concat([bytes.subarray(0, done), pieces[0]!]) : pieces[0]!;
-    cut.fire();
-    if (cut.breaks) throw new StreamEnded();
-    done += cut.bytes; // a fault that starts here holds the rest
   }
 }
 

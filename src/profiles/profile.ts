@@ -140,6 +140,13 @@ export interface QemuProfile {
      * 10.0.0 never enter COLO). Both observed with two real QEMUs.
      */
     readonly coloFrom: 'active' | 'device';
+    /**
+     * A failure inside migration_completion() (a write that fails once the guest is stopped, the
+     * return path's end) gives an error-desc: 7.2's `fail:` only sets the state (failed, no
+     * error-desc); 8.2+ reports the channel's error there unless one is already set. Both
+     * observed with a real QEMU whose destination died in pre-switchover.
+     */
+    readonly completionErrorReported: boolean;
   };
 }
 
@@ -268,7 +275,8 @@ export interface StreamProfile {
    * logged ("RP: ..."), and the thread's qemu_fclose() closes the connection it shares with the
    * main channel, so a write still to come fails with EBADF; otherwise the migration fails at
    * completion without error-desc. 'error-desc' (8.2+): the thread's Error, its text without
-   * "RP: ", becomes the error-desc (a read that meets the end: "Channel error: Input/output error").
+   * "RP: ", becomes the error-desc unless the migration has one already (a read that meets the
+   * end: "Channel error: Input/output error").
    */
   readonly rpFailure: 'closes-channel' | 'error-desc';
   /** ENABLE_COLO is refused unless the destination has x-colo on (8.1+). */

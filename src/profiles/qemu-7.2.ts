@@ -193,7 +193,7 @@ export const QEMU_7_2: QemuProfile = {
     validatedCapabilities: ['x-ignore-shared'],
   },
   extraRunStateTransitions: {},
-  precopy: { deviceWithoutPause: false, coloFrom: 'active' },
+  precopy: { deviceWithoutPause: false, coloFrom: 'active', completionErrorReported: false },
   // 7.2 has none of these properties (-global refuses them): no SWITCHOVER_START, multifd syncs
   // at every RAM EOS, zero pages are found on the main thread.
   migrationGlobals: {

@@ -41,7 +41,7 @@ async function coloPair(delayMs = 200): Promise<Pair> {
   const p = await startPair({
     memory: '32M',
     srcArgs: ['--memory-file', await randomRamFile(32 * MiB), '--dirty-rate', '2M', '--colo-checkpoint-digest', '--test-hooks'],
-    dstArgs: ['--colo-checkpoint-digest'],
+    dstArgs: ['--colo-checkpoint-digest', '--test-hooks'],
   });
   await setCaps(p.src, { 'x-colo': true });
   await secondaryAsksForColo(p.dst);
@@ -227,4 +227,26 @@ t.test('--colo-heartbeat-timeout: a primary that lost its secondary fails over b
   await migrationStatus(src, 'completed');
   t.same(await src.qmp.ok('query-colo-status'), { mode: 'none', 'last-mode': 'primary', reason: 'request' });
   t.equal(await runState(src), 'running');
+});
+
+t.test('faults on the compare connection: stalled, colo-compare checkpoints by its timeout; closed, COLO goes on by timer', async (t) => {
+  const p = await coloPair(3_600_000);
+  t.teardown(p.stop);
+  await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 3_600_000 });
+  const start = (await checkpoints(p.src, 1)).checkpoints as number;
+  // The secondary's packets stop reaching the primary: its own wait unmatched past the
+  // compare timeout (3 s), and colo_old_packet_check() asks for a checkpoint.
+  await p.dst.qmp.ok('__org.qmigd_fault-add', { id: 'mute', kind: 'stall', channel: 'colo-compare' });
+  const stalled = Date.now();
+  await checkpoints(p.src, start + 1);
+  t.ok(Date.now() - stalled >= 2500, `a checkpoint ${Date.now() - stalled} ms into the stall, by the compare timeout`);
+  t.ok(((await stats(p.src)).miscompares as number) >= 1, 'colo-compare asked for it (the unmatched packets count as apart)');
+  await p.dst.qmp.ok('__org.qmigd_fault-clear');
+  // The primary cuts the connection: colo-compare loses the secondary's side; COLO goes on.
+  await p.src.qmp.ok('__org.qmigd_fault-add', { kind: 'close', channel: 'colo-compare', side: 'receive' });
+  await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 200 });
+  const after = (await checkpoints(p.src, start + 5)).checkpoints as number;
+  t.ok(after >= start + 5, 'checkpoints go on by timer');
+  t.same(await p.src.qmp.ok('query-colo-status'), { mode: 'primary', 'last-mode': 'none', reason: 'none' });
+  t.ok(loggedDigests(p.src).includes((await stats(p.dst))['last-checkpoint-sha256'] as string), 'the secondary still in step');
 });

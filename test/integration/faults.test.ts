@@ -243,7 +243,7 @@ t.test('event-drop and event-delay', async (t) => {
   t.same(fired, ['event-drop (dropped STOP)', 'event-delay (delayed STOP by 500 ms)']);
 });
 
-t.test('the connection is lost in pre-switchover (return-path, pause-before-switchover): migrate-continue fails it, the guest runs on', async (t) => {
+t.test('the connection is closed in pre-switchover (return-path, pause-before-switchover): migrate-continue fails it, the guest runs on', async (t) => {
   const ramFile = await randomRamFile(16 * MiB);
   const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', ramFile, '--fault', 'kind=close,at=pre-switchover'] });
   t.teardown(p.stop);
@@ -256,7 +256,8 @@ t.test('the connection is lost in pre-switchover (return-path, pause-before-swit
   await p.src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
   const info = await untilInfo(p.src, (i) => i.status === 'failed' || i.status === 'completed');
   t.equal(info.status, 'failed');
-  t.equal(info['error-desc'], 'Unable to write to socket: Broken pipe');
+  // 7.2's migration_completion() fails without error-desc (qemu-faults-interop shows it).
+  t.notOk('error-desc' in info, 'no error-desc, as 7.2');
   t.same(statuses(p.src), ['setup', 'active', 'pre-switchover', 'device', 'failed']);
   t.equal(await runState(p.src), 'running', 'the stopped guest runs again');
   t.equal(await digest(p.src), ram);

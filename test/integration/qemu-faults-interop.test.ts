@@ -9,7 +9,7 @@ import t from 'tap';
 import { freePort, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { randomRamFile } from '../helpers/migration.js';
 import { qemuSkip, startQemu } from '../helpers/qemu.js';
-import { caps, finished, MiB, runState, startEnd, statuses, type Kind, type Test } from '../helpers/interop.js';
+import { caps, delay, finished, MiB, runState, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
 import type { ProfileId } from '../../src/profiles/index.js';
 
 const SIZE = 64 * MiB;
@@ -74,6 +74,33 @@ for (const release of ['7.2', '10.0'] as const) {
       t.same(qmigd, qemu, 'qmigd: the same statuses, error-desc and run state');
     });
   }
+}
+
+/** The destination dies while the source waits in pre-switchover; then migrate-continue. */
+async function meetDeathInPreSwitchover(t: Test, kind: Kind, release: ProfileId, ramFile: string): Promise<Reaction> {
+  const port = await freePort();
+  const dst = await startDaemon(['--qemu-version', release, '-m', String(SIZE), '--ram-id', 'm', '--incoming', `tcp:127.0.0.1:${port}`]);
+  t.teardown(() => dst.stop());
+  const src = await startEnd(t, kind, release, { size: SIZE, ramFile });
+  await caps(src, ['events', 'return-path', 'pause-before-switchover']);
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  await until(src, (i) => i.status === 'pre-switchover', 'pre-switchover');
+  dst.proc.kill('SIGKILL');
+  await dst.exited;
+  await delay(300); // the source's return path meets the end meanwhile
+  await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
+  const end = await finished(src);
+  return { statuses: statuses(src), errorDesc: end['error-desc'], runState: await runState(src) };
+}
+
+for (const release of ['7.2', '10.0'] as const) {
+  t.test(`QEMU ${release} and qmigd as ${release} meet a destination that dies while they wait in pre-switchover alike`, { skip: qemuSkip(release) }, async (t) => {
+    const ramFile = await randomRamFile(SIZE);
+    const qemu = await meetDeathInPreSwitchover(t, 'qemu', release, ramFile);
+    const qmigd = await meetDeathInPreSwitchover(t, 'qmigd', release, ramFile);
+    t.equal(qemu.statuses.at(-1), 'failed', `QEMU fails (${qemu.errorDesc ?? 'no error-desc'})`);
+    t.same(qmigd, qemu, 'qmigd: the same statuses, error-desc and run state');
+  });
 }
 
 /** A qmigd source closes the connection after 4 MiB: what the destination says as it exits. */

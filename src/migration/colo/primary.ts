@@ -8,7 +8,8 @@
 import type { Logger } from 'pino';
 import type { Guest } from '../../guest/guest.js';
 import type { Readable } from 'node:stream';
-import { faults } from '../../faults/faults.js';
+import { faults, type ChannelEnd } from '../../faults/faults.js';
+import { readThroughFaults } from '../../faults/channel-io.js';
 import { StreamReader } from '../stream/reader.js';
 import { ColoCompare } from './compare.js';
 import type { Failover } from './failover.js';
@@ -28,6 +29,9 @@ export interface PrimaryLink {
   /** qemu_save_device_state(): FULL sections and EOF, no header. */
   deviceState(): Buffer;
 }
+
+/** The primary's end of the compare connection, as faults name it (src/faults). */
+export const COMPARE_END: ChannelEnd = { channel: 'colo-compare', side: 'receive' };
 
 /** Points in a transaction where a test may have the primary die (__org.qmigd_colo-crash-at, or a fault at colo:POINT). */
 export type CrashPoint = 'before-request' | 'after-reply' | 'mid-ram' | 'after-vmstate-received' | 'before-vmstate-loaded';
@@ -109,7 +113,9 @@ export class ColoPrimary {
       try {
         for (;;) {
           await reader.need(12);
-          compare.fromSecondary({ epoch: reader.be32(), seq: reader.be32(), payload: reader.be32() });
+          let packet = reader.view(12);
+          if (faults.any) packet = await readThroughFaults(COMPARE_END, Buffer.from(packet));
+          compare.fromSecondary({ epoch: packet.readUInt32BE(0), seq: packet.readUInt32BE(4), payload: packet.readUInt32BE(8) });
         }
       } catch {
         /* the secondary went away: the checkpoint loop finds out on its own */
