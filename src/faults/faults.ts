@@ -7,11 +7,11 @@
  * channel has carried `after-bytes`, when the migration reaches the state `at`, at the stream
  * `point` (a record of the main stream: `section-full`, `section-end:ram`, `command:ping`, `eof`,
  * `switchover`; or a step of a COLO checkpoint on the primary, `colo:mid-ram` and the others of
- * colo/primary.ts's CrashPoint), `after-ms` after it was added, or, at each chance it gets, with `probability`
- * from a seeded generator. What it then does depends on its kind:
+ * colo/primary.ts's CrashPoint), `after-ms` after it was added, or, at each chance it gets,
+ * with `probability` from a seeded generator. What it then does depends on its kind:
  *
- *   channel (`channel` main, return-path or multifd with its `index`; side send: the end that
- *   writes it, receive: the end that reads it; the return path runs over the main channel's
+ *   channel (`channel` main, return-path, multifd with its `index`, or colo-compare; side send:
+ *   the end that writes it, receive: the end that reads it; the return path runs over the main channel's
  *   connection, as in QEMU, so its close and reset break that; a multifd channel's faults are
  *   kept and triggered by the channel's own thread, src/faults/in-thread.ts):
  *     stall     no bytes move for duration-ms, or until cleared
@@ -63,7 +63,6 @@ export interface ChannelEnd {
   index?: number;
   side: ChannelSide;
 }
-
 
 const endKey = (e: ChannelEnd): string => `${e.channel}${e.channel === 'multifd' ? e.index ?? 0 : ''}:${e.side}`;
 const specEnd = (s: FaultSpec): ChannelEnd => ({ channel: s.channel ?? 'main', index: s.index, side: s.side ?? 'send' });

@@ -3,6 +3,7 @@
  * negotiated QMP client, plus waits on migration events (the tests turn the events capability on).
  */
 import { join } from 'node:path';
+import type { Test } from 'tap';
 import { writeRandomFile } from '../../src/cli/migration-pair.js';
 import { freePort, startDaemon, tempDir, type RunningDaemon } from './daemon.js';
 import { QmpClient, type Msg } from './qmp-client.js';
@@ -88,4 +89,18 @@ export async function until<T>(probe: () => Promise<T>, done: (v: T) => boolean,
 /** Polls query-migrate until `done(info)`. */
 export function untilInfo(s: Side, done: (info: Msg) => boolean, timeoutMs = 60000): Promise<Msg> {
   return until(async () => (await s.qmp.ok('query-migrate')) as Msg, done, 'the query-migrate condition', timeoutMs);
+}
+
+/** A healthy destination for a migration after a fault (tests of src/faults): it must end with `ram`. */
+export async function migratesAfter(t: Test, src: Side, memory: string, ram: string, dstArgs: string[] = []): Promise<void> {
+  const uri = `tcp:127.0.0.1:${await freePort()}`;
+  const dst = await side(['-m', memory, '--incoming', uri, ...dstArgs]);
+  t.teardown(() => dst.daemon.stop());
+  await setCaps(dst, { events: true });
+  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+  const from = src.qmp.events.length;
+  await src.qmp.ok('migrate', { uri });
+  await migrationStatus(src, 'completed', from);
+  await migrationStatus(dst, 'completed');
+  t.equal(await digest(dst), ram, 'a later migration to a healthy destination brings the RAM whole');
 }

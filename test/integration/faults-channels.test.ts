@@ -9,26 +9,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { freePort, startDaemon, tempDir } from '../helpers/daemon.js';
-import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
+import { startDaemon, tempDir } from '../helpers/daemon.js';
+import { digest, migratesAfter, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
 const MiB = 1 << 20;
 const HOOKS = '--test-hooks';
-
-/** A healthy destination for the migration after the fault, and the RAM it must end with. */
-async function migratesAfter(t: Test, src: Side, memory: string, ram: string, dstArgs: string[] = []): Promise<void> {
-  const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await side(['-m', memory, '--incoming', uri, ...dstArgs]);
-  t.teardown(() => dst.daemon.stop());
-  await setCaps(dst, { events: true });
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
-  const from = src.qmp.events.length;
-  await src.qmp.ok('migrate', { uri });
-  await migrationStatus(src, 'completed', from);
-  await migrationStatus(dst, 'completed');
-  t.equal(await digest(dst), ram, 'a later migration to a healthy destination brings the RAM whole');
-}
 
 /** The source's end after a fault: failed, the guest running again with its RAM. */
 async function failedAndRunning(t: Test, src: Side, ram: string): Promise<Msg> {

@@ -7,27 +7,13 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t, { type Test } from 'tap';
-import { freePort, tempDir } from '../helpers/daemon.js';
-import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
+import t from 'tap';
+import { tempDir } from '../helpers/daemon.js';
+import { digest, migratesAfter, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
 import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 
 const MiB = 1 << 20;
 const HOOKS = '--test-hooks';
-
-/** A healthy destination for the migration after the fault, and the RAM it must end with. */
-async function migratesAfter(t: Test, src: Side, memory: string, ram: string): Promise<void> {
-  const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await side(['-m', memory, '--incoming', uri]);
-  t.teardown(() => dst.daemon.stop());
-  await setCaps(dst, { events: true });
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
-  const from = src.qmp.events.length;
-  await src.qmp.ok('migrate', { uri });
-  await migrationStatus(src, 'completed', from);
-  await migrationStatus(dst, 'completed');
-  t.equal(await digest(dst), ram, 'a later migration to a healthy destination brings the RAM whole');
-}
 
 const faultEvent = (s: Side, kind: string): Promise<Msg> => s.qmp.waitEvent('__org.qmigd_FAULT', (d) => d.kind === kind);
 
