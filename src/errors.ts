@@ -88,6 +88,7 @@ export const Errors = {
   invalidFdNumber: (text: string) => generic(`Invalid file descriptor number '${text}'`),
   capabilityCombination: (text: string) => generic(text),
   capabilityNotImplemented: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd`),
+  capabilityNotImplementedAsSource: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd as a source`),
   parameterValueNotImplemented: (name: string, value: string) => generic(`Migration parameter '${name}' value '${value}' is not implemented by qmigd`),
   // migrate and migrate-incoming with channels (8.2's migration_channel_parse_input and friends)
   needUriOrChannels: () => generic("need either 'uri' or 'channels' argument"),

@@ -150,6 +150,12 @@ export class IncomingMigration {
         },
         enableColo: () => (this.coloEnabled = true),
         xColo: () => env.capability('x-colo'),
+        postcopy: {
+          postcopyRam: () => env.capability('postcopy-ram'),
+          listen: () => env.state.change('active', 'postcopy-active'),
+          // loadvm_postcopy_handle_run_bh(): the guest starts (or, with -S, waits paused).
+          run: () => (env.guest.autostart ? env.guest.runState.start() : env.guest.runState.set('paused')),
+        },
       },
       warn: (m) => env.log.warn(m),
       capability: env.capability,
@@ -176,14 +182,14 @@ export class IncomingMigration {
     try {
       const result = await loader.loadStream(input);
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
-      this.startGuest(result);
+      if (!result.postcopy) this.startGuest(result); // in postcopy it started at RUN
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
-      env.state.change('active', 'completed');
+      env.state.change(result.postcopy ? 'postcopy-active' : 'active', 'completed');
       if (returnPath) rp(RpMessage.SHUT, 0);
       out?.end();
       this.destroy();
     } catch (err) {
-      env.state.change('active', 'failed');
+      env.state.change(loader.postcopy.listening ? 'postcopy-active' : 'active', 'failed');
       if (returnPath) rp(RpMessage.SHUT, 1);
       conn.close();
       this.destroy();

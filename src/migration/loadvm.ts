@@ -20,7 +20,9 @@ import {
   VM_FILE_VERSION,
   VM_FILE_VERSION_COMPAT,
 } from './stream/constants.js';
-import { StreamEnded, type StreamReader } from './stream/reader.js';
+import { Readable } from 'node:stream';
+import { StreamEnded, StreamReader } from './stream/reader.js';
+import { PostcopyIncoming, type PostcopyHooks } from './postcopy/incoming.js';
 
 /** What the destination does for commands that need its side of the connection. */
 export interface LoadHooks {
@@ -30,6 +32,8 @@ export interface LoadHooks {
   enableColo?(): void;
   /** Whether the destination itself has x-colo on. */
   xColo?(): boolean;
+  /** Postcopy's LISTEN and RUN (absent: a stream that advises RAM postcopy is refused). */
+  postcopy?: PostcopyHooks;
 }
 
 export interface LoadResult {
@@ -41,6 +45,8 @@ export interface LoadResult {
   pages: number;
   /** The RAM the stream was loaded into (made by the factory, if one was given). */
   ram?: GuestRam;
+  /** The stream went to postcopy: the guest was started at RUN. */
+  postcopy: boolean;
 }
 
 /** Everything a stream holds, as the loader meets it: what `qmigd inspect` prints. */
@@ -86,6 +92,9 @@ interface Handler {
   load(r: StreamReader, version: number): Promise<void>;
 }
 
+/** The largest PACKAGED command taken (see processCommand). */
+const MAX_PACKAGED = 256 << 20;
+
 /** qemu_loadvm_state(): a whole stream, header to VM description. */
 export function loadVmState(r: StreamReader, opts: LoadOptions): Promise<LoadResult> {
   return new VmLoader(opts).loadStream(r);
@@ -98,6 +107,7 @@ export function loadVmState(r: StreamReader, opts: LoadOptions): Promise<LoadRes
  */
 export class VmLoader {
   readonly ramLoader: RamLoader;
+  readonly postcopy: PostcopyIncoming;
   /** The run state the source stored in `globalstate`, if it sent one. */
   globalState?: RunState;
   /** globalstate said the guest was suspended (9.0+: its flags, or the run state itself). */
@@ -108,6 +118,7 @@ export class VmLoader {
   constructor(private readonly opts: LoadOptions) {
     const obs = opts.observer;
     this.ramLoader = new RamLoader(opts.ram, obs?.ramRecord?.bind(obs));
+    this.postcopy = new PostcopyIncoming(opts.hooks.postcopy, () => this.ramLoader.ram);
     this.ramLoader.mapped = opts.capabilitiesFromStream ? undefined : opts.mapped;
     this.ramLoader.observeMapped = obs?.mappedRamBlock?.bind(obs);
     this.handlers = [
@@ -167,8 +178,11 @@ export class VmLoader {
       await this.sectionsToEof(r);
       // The VM description is optional for a 7.2 destination: anything else is only logged.
       // atEnd() false leaves the next byte ready for u8(), wherever the source's chunks end.
+      // In postcopy the listen thread reads to EOF only: the source sends none.
       const at = r.consumed;
-      if (!(await r.atEnd())) {
+      if (this.postcopy.listening) {
+        /* no VM description */
+      } else if (!(await r.atEnd())) {
         const next = r.u8();
         if (next === Section.VMDESCRIPTION) {
           await eio(r.need(4));
@@ -180,7 +194,7 @@ export class VmLoader {
         opts.warn('Expected vmdescription section, but got 0');
         obs?.vmDescription?.(at, undefined);
       }
-      return { globalState: this.globalState, wasSuspended: this.wasSuspended, bytes: r.consumed, pages: this.ramLoader.pages, ram: this.ramLoader.ram };
+      return { globalState: this.globalState, wasSuspended: this.wasSuspended, bytes: r.consumed, pages: this.ramLoader.pages, ram: this.ramLoader.ram, postcopy: this.postcopy.listening };
     } catch (err) {
       throw located(err, r);
     }
@@ -195,8 +209,9 @@ export class VmLoader {
     }
   }
 
+  /** Sections and commands up to EOF, or to a POSTCOPY_RUN (LOADVM_QUIT), which ends a package. */
   private async sectionsToEof(r: StreamReader): Promise<void> {
-    const { hooks, observer: obs } = this.opts;
+    const { observer: obs } = this.opts;
     for (;;) {
       const offset = r.consumed;
       const type = await readOr(r, 1, () => r.u8());
@@ -235,7 +250,7 @@ export class VmLoader {
           break;
         }
         case Section.COMMAND:
-          await processCommand(r, hooks, offset, obs);
+          if ((await this.processCommand(r, offset)) === 'quit') return;
           break;
         case Section.EOF:
           obs?.eof?.(offset);
@@ -243,6 +258,67 @@ export class VmLoader {
         default:
           throw new LoadError('EINVAL', `Unknown savevm section type ${type}`);
       }
+    }
+  }
+
+  /** loadvm_process_command(); 'quit' for POSTCOPY_RUN, which leaves every level of loading. */
+    private async processCommand(r: StreamReader, offset: number): Promise<'quit' | undefined> {
+      const { hooks, observer: obs } = this.opts;
+    await eio(r.need(4));
+    const cmd = r.be16();
+    const len = r.be16();
+    const args = activeProfile().stream.commands[cmd];
+    if (!args) throw new LoadError('EINVAL', `MIG_CMD 0x${cmd.toString(16)} unknown (len 0x${len.toString(16)})`);
+    if (args.len !== -1 && args.len !== len) {
+      throw new LoadError('ERANGE', `${args.name} received with bad length - expecting ${args.len}, got ${len}`);
+    }
+    await eio(r.need(len));
+    const payload = r.view(len);
+    obs?.command?.(offset, args.name, payload);
+    switch (cmd) {
+      case Command.OPEN_RETURN_PATH:
+        if (!hooks.openReturnPath()) throw new LoadError('EPERM', 'CMD_OPEN_RETURN_PATH failed');
+        return;
+      case Command.PING: {
+        const value = payload.readUInt32BE(0);
+        if (!hooks.sendPong(value)) throw new LoadError('EPERM', `CMD_PING (0x${value.toString(16)}) received with no return path`);
+        return;
+      }
+      case Command.POSTCOPY_ADVISE:
+        return void this.postcopy.advise(payload);
+      case Command.POSTCOPY_RAM_DISCARD:
+        return void this.postcopy.discard(payload);
+      case Command.POSTCOPY_LISTEN:
+        return void this.postcopy.listen();
+      case Command.POSTCOPY_RUN:
+        this.postcopy.run();
+        return 'quit';
+      case Command.PACKAGED: {
+        // loadvm_handle_cmd_packaged(): a nested stream of `length` bytes, loaded up to its RUN;
+        // then the rest of the main stream is read, as the listen thread reads it.
+        const length = payload.readUInt32BE(0);
+        // QEMU takes up to UINT32_MAX; a package is device state (kilobytes), and what a corrupt
+        // stream claims must not be held in memory, so past 256 MiB it is refused in QEMU's words.
+        if (length > MAX_PACKAGED) throw new LoadError('EINVAL', `Unreasonably large packaged state: ${length}`);
+        const packaged = await eio(r.bytes(length));
+        await this.sectionsToEof(new StreamReader(Readable.from([Buffer.from(packaged)])));
+        return;
+      }
+      case Command.SWITCHOVER_START:
+        // loadvm_postcopy_handle_switchover_start(): for the devices that want to know (VFIO);
+        // a `-M none` guest has none.
+        return;
+      case Command.ENABLE_COLO:
+        if (!hooks.enableColo) throw new LoadError('ENOTSUP', 'ENABLE_COLO command come in migration stream, but COLO module is not built in');
+        // 7.2 learns COLO from this command alone; 8.1 on (migration_incoming_enable_colo()) the
+        // destination must have asked for x-colo itself.
+        if (activeProfile().stream.enableColoNeedsXColo && !hooks.xColo?.()) {
+          throw new LoadError('EINVAL', 'ENABLE_COLO command come in migration stream, but x-colo capability is not set');
+        }
+        hooks.enableColo();
+        return;
+      default:
+        throw new LoadError('EPERM', `CMD_${args.name} in wrong postcopy state (0)`);
     }
   }
 }
@@ -339,51 +415,6 @@ async function checkFooter(r: StreamReader, h: Handler, id: number): Promise<voi
   const got = r.be32();
   if (got !== id) {
     throw new LoadError('EINVAL', `Mismatched section id in footer for ${h.idstr} - read 0x${got.toString(16)} expected 0x${id.toString(16)}`);
-  }
-}
-
-/** loadvm_process_command() */
-async function processCommand(r: StreamReader, hooks: LoadHooks, offset: number, obs: LoadObserver | undefined): Promise<void> {
-  await eio(r.need(4));
-  const cmd = r.be16();
-  const len = r.be16();
-  const args = activeProfile().stream.commands[cmd];
-  if (!args) throw new LoadError('EINVAL', `MIG_CMD 0x${cmd.toString(16)} unknown (len 0x${len.toString(16)})`);
-  if (args.len !== -1 && args.len !== len) {
-    throw new LoadError('ERANGE', `${args.name} received with bad length - expecting ${args.len}, got ${len}`);
-  }
-  await eio(r.need(len));
-  const payload = r.view(len);
-  obs?.command?.(offset, args.name, payload);
-  switch (cmd) {
-    case Command.OPEN_RETURN_PATH:
-      if (!hooks.openReturnPath()) throw new LoadError('EPERM', 'CMD_OPEN_RETURN_PATH failed');
-      return;
-    case Command.PING: {
-      const value = payload.readUInt32BE(0);
-      if (!hooks.sendPong(value)) throw new LoadError('EPERM', `CMD_PING (0x${value.toString(16)}) received with no return path`);
-      return;
-    }
-    case Command.POSTCOPY_ADVISE:
-      // Bitmap-only advice (length 0) is harmless without postcopy; RAM postcopy is not built in.
-      if (len === 0) return;
-      if (len === 16) throw new LoadError('EINVAL', 'RAM postcopy is disabled but have 16 byte advise');
-      throw new LoadError('EINVAL', `CMD_POSTCOPY_ADVISE invalid length (${len})`);
-    case Command.SWITCHOVER_START:
-      // loadvm_postcopy_handle_switchover_start(): for the devices that want to know (VFIO);
-      // a `-M none` guest has none.
-      return;
-    case Command.ENABLE_COLO:
-      if (!hooks.enableColo) throw new LoadError('ENOTSUP', 'ENABLE_COLO command come in migration stream, but COLO module is not built in');
-      // 7.2 learns COLO from this command alone; 8.1 on (migration_incoming_enable_colo()) the
-      // destination must have asked for x-colo itself.
-      if (activeProfile().stream.enableColoNeedsXColo && !hooks.xColo?.()) {
-        throw new LoadError('EINVAL', 'ENABLE_COLO command come in migration stream, but x-colo capability is not set');
-      }
-      hooks.enableColo();
-      return;
-    default:
-      throw new LoadError('EPERM', `CMD_${args.name} in wrong postcopy state (0)`);
   }
 }
 

@@ -147,6 +147,8 @@ export class MigrationService {
     const uri = target.uri ?? parsed?.text ?? '';
     if (opts.resume) throw Errors.noPausedMigration();
     if (isMigrationRunning(this.status)) throw Errors.migrationActive();
+    // Postcopy is built on the destination's side only so far (src/migration/postcopy).
+    if (this.capabilities['postcopy-ram']) throw Errors.capabilityNotImplementedAsSource('postcopy-ram');
     const runState = this.env.guest.runState.state;
     if (runState === 'inmigrate') throw Errors.guestWaitingIncoming();
     if (runState === 'postmigrate') throw Errors.pausedByPreviousMigration();

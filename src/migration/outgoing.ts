@@ -29,7 +29,6 @@ import { MappedRamWriter } from './ram/mapped-ram.js';
 import { PageThread } from './ram/page-thread.js';
 import { faults, type ChannelEnd } from '../faults/faults.js';
 import { readThroughFaults } from '../faults/channel-io.js';
-import { errnoOf, strerror } from './errno.js';
 import type { Failover } from './colo/failover.js';
 import { ColoPrimary, COMPARE_END, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
@@ -719,10 +718,10 @@ export class OutgoingMigration {
         return bad(`Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
       }
     } catch (err) {
-      if (err instanceof StreamEnded && !['active', 'device', 'pre-switchover'].includes(this.status)) return;
+      if (err instanceof StreamEnded && !['setup', 'active', 'device', 'pre-switchover'].includes(this.status)) return;
       // qemu_file_get_error_obj(): the socket's own error, or EIO for an end with none.
       const failure = err instanceof StreamEnded ? err.failure : (err as Error);
-      bad(failure ? `Unable to read from socket: ${strerror(errnoOf(failure))}` : 'Channel error: Input/output error');
+      bad(failure ? this.channel!.readError(failure) : 'Channel error: Input/output error');
     }
   }
 }

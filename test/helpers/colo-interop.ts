@@ -203,6 +203,15 @@ function settled(o: Observed, ending: Ending, primary: Kind): Observed {
   return o;
 }
 
+/** A QEMU primary's trail that took the raced path (COLO_EXIT error before completed), as the other path goes. */
+function unraced(trail: string[]): string[] {
+  const exit = trail.findIndex((e) => e.startsWith('COLO_EXIT') && e.includes('"reason":"error"'));
+  if (exit < 0) return trail;
+  const rest = trail.filter((_, i) => i !== exit);
+  rest.splice(rest.indexOf('MIGRATION completed') + 1, 0, trail[exit]!.replace('"reason":"error"', '"reason":"request"'));
+  return rest;
+}
+
 /** The return path as QEMU's was: `ref`'s messages, its repeating checkpoint part continued. */
 function samePattern(rp: number[], ref: number[]): boolean {
   if (ref.length < 4 || rp.length < 4) return false;
@@ -216,7 +225,13 @@ export function coloInteropTests(tap: typeof t, release: ProfileId): void {
     tap.test(`COLO ${release}, ending by ${ending}: qmigd answers as QEMU ${release} does on either side`, { skip }, async (t) => {
       let observed!: Observed;
       await t.test('QEMU primary → QEMU secondary', async (t) => void (observed = await observe(t, release, 'qemu', 'qemu', ending)));
-      const want = (primary: Kind): Observed => settled(observed, ending, primary);
+      const want = (primary: Kind): Observed => {
+        const ref = settled(observed, ending, primary);
+        // The reference pair's own QEMU primary races the same way; qmigd's primary is held to
+        // the answer QEMU gives when it does not: request, after its MIGRATION completed.
+        if (ending !== 'heartbeat-primary' || primary !== 'qmigd') return ref;
+        return { ...ref, trail: { ...ref.trail, primary: unraced(ref.trail.primary) } };
+      };
       t.ok(observed.rp.length >= 7, 'the QEMU pair took checkpoints');
       for (const [pk, sk] of [['qemu', 'qmigd'], ['qmigd', 'qemu']] as Array<[Kind, Kind]>) {
         await t.test(`${pk} primary → ${sk} secondary`, async (t) => {

@@ -80,13 +80,13 @@ t.test('the pre-6.0 commands are thin wrappers over the parameters', async (t) =
   t.equal(await g.qmp.raw('{"execute":"query-migrate-cache-size"}'), '{"return": 9007199254740992}');
   await g.qmp.ok('migrate_set_speed', { value: -1 });
   t.match((await g.qmp.raw('{"execute":"query-migrate-parameters"}')), /"max-bandwidth": 18446744073709551615/, 'a negative speed wraps, as 5.2 stored it');
-  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: true }] }), {
-    error: { desc: "Migration capability 'postcopy-ram' is not implemented by qmigd" },
+  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'release-ram', state: true }] }), {
+    error: { desc: "Migration capability 'release-ram' is not implemented by qmigd" },
   });
   t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'block', state: true }] }), {
     error: { desc: 'QEMU compiled without old-style (blk/-b, inc/-i) block migration' },
   });
-  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: false }] }), { return: {} });
+  t.match(await g.qmp.cmd('migrate-set-capabilities', { capabilities: [{ capability: 'release-ram', state: false }] }), { return: {} });
 });
 
 t.test('an all-zero guest travels as ZERO records, counted as duplicate pages', async (t) => {

@@ -113,7 +113,7 @@ t.test("qmigd's own refusals under 10.0: what QEMU accepts and qmigd cannot do",
   });
   const err = async (execute: string, args: Msg): Promise<unknown> => ((await s.qmp.cmd(execute, args)).error as Msg | undefined)?.desc;
   const cap = (...names: string[]): Msg => ({ capabilities: names.map((capability) => ({ capability, state: true })) });
-  t.equal(await err('migrate-set-capabilities', cap('postcopy-ram')), "Migration capability 'postcopy-ram' is not implemented by qmigd");
+  t.equal(await err('migrate-set-capabilities', cap('release-ram')), "Migration capability 'release-ram' is not implemented by qmigd");
   t.equal(await err('migrate-set-parameters', { mode: 'cpr-reboot' }), "Migration parameter 'mode' value 'cpr-reboot' is not implemented by qmigd");
   t.equal(await err('migrate-set-parameters', { 'zero-page-detection': 'none' }), undefined, 'zero-page-detection takes none');
   t.equal(await err('migrate', { channels: [{ 'channel-type': 'cpr', addr: { transport: 'exec', args: ['true'] } }] }), 'Channel list has no main entry');

@@ -65,11 +65,10 @@ export class OutgoingChannel {
       if (!owned) throw new Error('file: is opened by the caller (openOutgoingFile)');
       const out = owned.adopt(new FileAt(owned.fd, uri.offset));
       // A file has no way back: with return-path, 10.0's return path reads the descriptor it
-      // opened write-only, fails, and the migration fails with that read's error.
+      // opened write-only, fails (EBADF), and the migration fails with that read's error.
       const returnPath = new Readable({
         read() {
-          channel.fail(`Unable to read from file: ${strerror('EBADF')}`);
-          this.push(null);
+          this.destroy(Object.assign(new Error('read of a write-only file'), { code: 'EBADF' }));
         },
       });
       const channel = new OutgoingChannel(out, returnPath, 'file', () => out.destroy());
@@ -294,6 +293,11 @@ export class OutgoingChannel {
   closeUnder(): void {
     this.closedError = `Unable to write to ${this.what}: ${strerror('EBADF')}`;
     this.destroy();
+  }
+
+  /** A read of the way back failed: the error as QEMU's channel words it. */
+  readError(err: Error): string {
+    return `Unable to read from ${this.what}: ${strerror(errnoOf(err))}`;
   }
 
   /** qemu_file_shutdown(): blocked I/O fails at once; the error is recorded unless one exists. */
