@@ -149,7 +149,7 @@ t.test('scenario (YAML): the destination dies at switchover; with return-path th
   await migratesAfter(t, p.src, '16M', ram);
 });
 
-t.test('scenario: the destination dies at switchover without a return path; the source completes, as QEMU\'s does', async (t) => {
+t.test('scenario: the destination dies at switchover without a return path; the source completes, as QEMU\'s does; cont, and it migrates again', async (t) => {
   const ramFile = await randomRamFile(16 * MiB);
   const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', ramFile], dstArgs: ['--fault', 'kind=crash,point=switchover'] });
   t.teardown(p.stop);
@@ -157,6 +157,12 @@ t.test('scenario: the destination dies at switchover without a return path; the 
   t.equal((await p.dst.daemon.exited).signal, 'SIGKILL');
   await migrationStatus(p.src, 'completed');
   t.equal(await runState(p.src), 'postmigrate', 'the source believes it is done: only the orchestrator can tell');
+  // What an orchestrator does when it learns the destination is gone: the guest runs on here,
+  // nothing lost, and goes elsewhere.
+  const ram = await digest(p.src);
+  await p.src.qmp.ok('cont');
+  t.equal(await runState(p.src), 'running');
+  await migratesAfter(t, p.src, '16M', ram);
 });
 
 t.test('scenario: the link degrades, auto-converge reaches max-cpu-throttle without converging, the orchestrator cancels', async (t) => {

@@ -41,7 +41,8 @@ async function scenario(program: string, exitOnError: boolean | undefined): Prom
     sender.end(GARBAGE);
     const ended = await Promise.race([qmp.waitEvent('MIGRATION', (d) => d.status === 'failed', 0, 10000).then(() => 'failed'), exited.then(() => 'exited')]);
     if (ended === 'failed') {
-      await delay(100); // whatever follows the failure (an exit) has its moment
+      // Whatever follows the failure (an exit) has its moment; a loaded machine may take a while.
+      await Promise.race([exited, delay(2000)]);
       if (q.proc.exitCode === null) {
         for (const cmd of ['query-migrate', 'query-status']) await qmp.cmd(cmd);
         await qmp.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
