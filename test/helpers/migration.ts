@@ -104,3 +104,19 @@ export async function migratesAfter(t: Test, src: Side, memory: string, ram: str
   await migrationStatus(dst, 'completed');
   t.equal(await digest(dst), ram, 'a later migration to a healthy destination brings the RAM whole');
 }
+
+/**
+ * Two daemons with random RAM, return-path on both and pause-before-switchover on the source,
+ * migrating until the source waits in pre-switchover; and the source RAM's digest.
+ */
+export async function pairInPreSwitchover(t: Test, memory: string, srcArgs: string[] = [], dstArgs: string[] = []): Promise<{ p: Pair; ram: string }> {
+  const ramFile = await randomRamFile(parseInt(memory, 10) << 20);
+  const p = await startPair({ memory, srcArgs: ['--memory-file', ramFile, ...srcArgs], dstArgs });
+  t.teardown(p.stop);
+  const ram = await digest(p.src);
+  await setCaps(p.dst, { 'return-path': true });
+  await setCaps(p.src, { 'return-path': true, 'pause-before-switchover': true });
+  await p.src.qmp.ok('migrate', { uri: p.uri });
+  await migrationStatus(p.src, 'pre-switchover');
+  return { p, ram };
+}

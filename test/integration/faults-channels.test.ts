@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { startDaemon, tempDir } from '../helpers/daemon.js';
-import { digest, migratesAfter, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
+import { digest, migratesAfter, migrationStatus, pairInPreSwitchover, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
 const MiB = 1 << 20;
@@ -190,14 +190,7 @@ t.test('scenario: the link degrades, auto-converge reaches max-cpu-throttle with
 });
 
 t.test('scenario: the return path is lost in pre-switchover; the source waits in device until the orchestrator cancels', async (t) => {
-  const ramFile = await randomRamFile(16 * MiB);
-  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', ramFile], dstArgs: [HOOKS] });
-  t.teardown(p.stop);
-  const ram = await digest(p.src);
-  await setCaps(p.dst, { 'return-path': true });
-  await setCaps(p.src, { 'return-path': true, 'pause-before-switchover': true });
-  await p.src.qmp.ok('migrate', { uri: p.uri });
-  await migrationStatus(p.src, 'pre-switchover');
+  const { p, ram } = await pairInPreSwitchover(t, '16M', [], [HOOKS]);
   await p.dst.qmp.ok('__org.qmigd_fault-add', { id: 'rp-lost', kind: 'stall', channel: 'return-path' });
   await p.src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
   await migrationStatus(p.src, 'device');

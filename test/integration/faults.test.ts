@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { tempDir } from '../helpers/daemon.js';
-import { digest, migratesAfter, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
+import { digest, migratesAfter, migrationStatus, pairInPreSwitchover, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
 import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 
 const MiB = 1 << 20;
@@ -230,14 +230,7 @@ t.test('event-drop and event-delay', async (t) => {
 });
 
 t.test('the connection is closed in pre-switchover (return-path, pause-before-switchover): migrate-continue fails it, the guest runs on', async (t) => {
-  const ramFile = await randomRamFile(16 * MiB);
-  const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', ramFile, '--fault', 'kind=close,at=pre-switchover'] });
-  t.teardown(p.stop);
-  const ram = await digest(p.src);
-  await setCaps(p.dst, { 'return-path': true });
-  await setCaps(p.src, { 'return-path': true, 'pause-before-switchover': true });
-  await p.src.qmp.ok('migrate', { uri: p.uri });
-  await migrationStatus(p.src, 'pre-switchover');
+  const { p, ram } = await pairInPreSwitchover(t, '16M', ['--fault', 'kind=close,at=pre-switchover']);
   await p.src.qmp.waitEvent('__org.qmigd_FAULT');
   await p.src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
   const info = await untilInfo(p.src, (i) => i.status === 'failed' || i.status === 'completed');
