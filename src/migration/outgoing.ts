@@ -10,7 +10,6 @@
  * windows of max-bandwidth/10 bytes; at the end of each window the measured bandwidth times
  * downtime-limit gives the threshold below which the guest is stopped and the rest is sent.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.js';
 import type { MigrationGlobals } from './globals.js';
