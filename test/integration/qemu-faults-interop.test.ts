@@ -9,7 +9,8 @@ import t from 'tap';
 import { freePort, startDaemon, type RunningDaemon } from '../helpers/daemon.js';
 import { randomRamFile } from '../helpers/migration.js';
 import { qemuSkip, startQemu } from '../helpers/qemu.js';
-import { caps, delay, finished, MiB, runState, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
+import { caps, delay, finished, isEvent, MiB, nextEvent, runState, startEnd, statuses, until, type End, type Kind, type Test } from '../helpers/interop.js';
+import type { Msg } from '../helpers/qmp-client.js';
 import type { ProfileId } from '../../src/profiles/index.js';
 
 const SIZE = 64 * MiB;
@@ -20,6 +21,23 @@ interface Reaction {
   runState: string;
 }
 
+/** The migration's end, once its MIGRATION event is in too (QEMU may answer query-migrate first). */
+async function ended(e: End): Promise<Msg> {
+  const end = await finished(e);
+  await nextEvent(e, isEvent('MIGRATION', { status: end.status as string }));
+  return end;
+}
+
+/** The run state once a failed migration's cleanup has run (QEMU resumes the guest a moment after `failed`). */
+async function settledRunState(e: End): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const state = await runState(e);
+    if (state !== 'finish-migrate') return state;
+    await delay(20);
+  }
+  return runState(e);
+}
+
 /** A source of `kind` meets a qmigd destination armed with `fault`, the source's capabilities on. */
 async function meet(t: Test, kind: Kind, release: ProfileId, ramFile: string, fault: string, capabilities: string[]): Promise<Reaction & { dst: RunningDaemon }> {
   const port = await freePort();
@@ -28,8 +46,8 @@ async function meet(t: Test, kind: Kind, release: ProfileId, ramFile: string, fa
   const src = await startEnd(t, kind, release, { size: SIZE, ramFile });
   await caps(src, ['events', ...capabilities]);
   await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
-  const end = await finished(src);
-  return { statuses: statuses(src), errorDesc: end['error-desc'], runState: await runState(src), dst };
+  const end = await ended(src);
+  return { statuses: statuses(src), errorDesc: end['error-desc'], runState: await settledRunState(src), dst };
 }
 
 async function meetReset(t: Test, kind: Kind, release: ProfileId, ramFile: string): Promise<Reaction> {
@@ -89,8 +107,12 @@ async function meetDeathInPreSwitchover(t: Test, kind: Kind, release: ProfileId,
   await dst.exited;
   await delay(300); // the source's return path meets the end meanwhile
   await src.qmp.ok('migrate-continue', { state: 'pre-switchover' });
-  const end = await finished(src);
-  return { statuses: statuses(src), errorDesc: end['error-desc'], runState: await runState(src) };
+  const end = await ended(src);
+  // The connection's end reaches the return path as EOF or, when the dead destination left bytes
+  // unread, as a reset: QEMU words them "Channel error: Input/output error" and "Unable to read
+  // from socket: Connection reset by peer", whichever the kernel gives that run.
+  const errorDesc = String(end['error-desc']).replace(/^(Channel error: Input\/output error|Unable to read from socket: Connection reset by peer)$/, 'EOF or reset');
+  return { statuses: statuses(src), errorDesc: end['error-desc'] === undefined ? undefined : errorDesc, runState: await settledRunState(src) };
 }
 
 for (const release of ['7.2', '10.0'] as const) {

@@ -9,7 +9,7 @@
 import t from 'tap';
 import { freePort } from '../helpers/daemon.js';
 import { qemuSkip } from '../helpers/qemu.js';
-import { caps, finished, listening, MiB, mixedRam, runState, sameRam, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
+import { caps, finished, isEvent, listening, MiB, mixedRam, nextEvent, runState, sameRam, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
 import type { ProfileId } from '../../src/profiles/index.js';
 
 const SIZE = 64 * MiB;
@@ -36,6 +36,8 @@ async function postcopyInto(t: Test, dstKind: Kind, release: ProfileId): Promise
   await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
   t.equal((await finished(src)).status, 'completed', `${dstKind}: the source completes`);
   t.equal((await finished(dst)).status, 'completed', `${dstKind}: the destination completes`);
+  // The MIGRATION events may come a moment after query-migrate says so.
+  for (const end of [src, dst]) await nextEvent(end, isEvent('MIGRATION', { status: 'completed' }));
   await sameRam(t, src, dst, SIZE, image.sha);
   return { src: statuses(src), dst: statuses(dst), dstRunState: await runState(dst) };
 }
