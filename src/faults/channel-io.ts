@@ -1,8 +1,9 @@
 /**
- * The faults of a channel whose messages are few and small (the return path, the COLO compare
- * connection), applied message by message: a writer for the end that sends them, and a read
- * for the end that receives them. The main and multifd channels apply theirs to the bytes as
- * they go (channels/outgoing-channel.ts, channels/socket-input.ts).
+ * Bytes through the faults of their channel end: throughFaults(), the one loop that waits out
+ * stalls and delays and acts at a fault's byte, used by every channel that sends (OutgoingChannel)
+ * and by the channels whose messages are few and small (the return path, the COLO compare
+ * connection): a writer for the end that sends them, and a read for the end that receives them.
+ * A socket's receiving side applies its faults as reads arrive (channels/socket-input.ts).
  */
 import net from 'node:net';
 import type { Writable } from 'node:stream';
@@ -30,17 +31,9 @@ export class FaultableWriter {
   write(message: Buffer): void {
     if (!faults.any && this.held === 0) return void this.out.write(message);
     this.later(async () => {
-      let pieces = [message];
-      for (;;) {
-        while (faults.stalled(this.channel) > 0 && !this.out.destroyed) await sleep(STALL_POLL_MS);
-        const { waitMs, cut } = faults.onChannel(this.channel, pieces);
-        if (waitMs > 0) await sleep(waitMs);
-        if (!cut) return void this.out.write(pieces[0]!);
-        if (cut.bytes > 0) this.out.write(pieces[0]!.subarray(0, cut.bytes));
-        cut.fire();
-        if (cut.breaks) return;
-        pieces = [pieces[0]!.subarray(cut.bytes)]; // held now by the fault that starts here
-      }
+      const send = (pieces: Buffer[]): void => void this.out.write(Buffer.concat(pieces));
+      const rest = await throughFaults(this.channel, [message], send, () => !this.out.destroyed);
+      if (rest?.length) send(rest);
     });
   }
 
@@ -65,15 +58,50 @@ export class FaultableWriter {
  * then fails as at the connection's end.
  */
 export async function readThroughFaults(end: ChannelEnd, bytes: Buffer): Promise<Buffer> {
-  let done = 0; // the bytes the faults have seen
+  const seen: Buffer[] = []; // before a fault that starts within the message: it has come in already
+  const rest = await throughFaults(end, [bytes], (before) => void seen.push(...before));
+  if (!rest) throw new StreamEnded();
+  return seen.length ? Buffer.concat([...seen, ...rest]) : rest[0]!;
+}
+
+/**
+ * `pieces` through the faults on `end`: stalls are waited out (while `alive`), delays slept, and
+ * where a fault acts within them `pass` gets the bytes before its byte, whole, before it acts. A
+ * close, reset or crash breaks the channel there; after any other fault (a stall, say) the rest
+ * is offered again, and the fault, now in force, holds it. Returns what is still to go, or
+ * undefined once the channel is broken.
+ */
+export async function throughFaults(
+  end: ChannelEnd,
+  pieces: Buffer[],
+  pass: (before: Buffer[]) => void | Promise<void>,
+  alive: () => boolean = () => true,
+): Promise<Buffer[] | undefined> {
   for (;;) {
-    while (faults.stalled(end) > 0) await sleep(STALL_POLL_MS);
-    const pieces = [bytes.subarray(done)];
+    while (faults.stalled(end) > 0 && alive()) await sleep(STALL_POLL_MS);
     const { waitMs, cut } = faults.onChannel(end, pieces);
     if (waitMs > 0) await sleep(waitMs);
-    if (!cut) return done ? Buffer.concat([bytes.subarray(0, done), pieces[0]!]) : pieces[0]!;
+    if (!cut) return alive() ? pieces : undefined;
+    const [before, after] = split(pieces, cut.bytes);
+    if (before.length) await pass(before);
     cut.fire();
-    if (cut.breaks) throw new StreamEnded();
-    done += cut.bytes; // a fault that starts here holds the rest
+    if (cut.breaks) return undefined;
+    pieces = after;
   }
+}
+
+/** The pieces cut at `bytes`: what comes before, and the rest (views, no copy). */
+function split(pieces: Buffer[], bytes: number): [Buffer[], Buffer[]] {
+  const before: Buffer[] = [];
+  const after: Buffer[] = [];
+  for (const p of pieces) {
+    if (bytes >= p.length) before.push(p);
+    else if (bytes <= 0) after.push(p);
+    else {
+      before.push(p.subarray(0, bytes));
+      after.push(p.subarray(bytes));
+    }
+    bytes -= p.length;
+  }
+  return [before, after];
 }

@@ -129,6 +129,8 @@ class Fault {
   left: number;
   /** On the sending side, where its `point` was written: the stream offset it fires at. */
   atByte?: number;
+  /** The channel end it is on (endKey), worked out once: the hooks compare it at every write. */
+  readonly end: string;
   private until = Infinity;
   private timer?: NodeJS.Timeout;
   private rng?: () => number;
@@ -138,6 +140,7 @@ class Fault {
     readonly spec: FaultSpec,
   ) {
     this.left = spec.count ?? 1;
+    this.end = endKey(specEnd(spec));
     if (spec.probability !== undefined) this.rng = rng(spec.seed ?? 0);
   }
 
@@ -318,7 +321,7 @@ export class FaultSet {
     this.carried.set(key, start + bytes);
     let waitMs = 0;
     for (const f of this.faults.values()) {
-      if (f.state === 'done' || endKey(specEnd(f.spec)) !== key) continue;
+      if (f.state === 'done' || f.end !== key) continue;
       if (!CHANNEL_KINDS.has(f.kind) && f.atByte === undefined) continue;
       if (f.state === 'armed') {
         if (f.spec.at !== undefined || f.spec['after-ms'] !== undefined) continue;
@@ -353,7 +356,7 @@ export class FaultSet {
     const key = endKey(end);
     let ms = 0;
     for (const f of this.faults.values()) {
-      if (f.kind !== 'stall' || endKey(specEnd(f.spec)) !== key || !f.inForce()) continue;
+      if (f.kind !== 'stall' || f.end !== key || !f.inForce()) continue;
       ms = Math.max(ms, f.spec['duration-ms'] ?? Infinity);
     }
     return ms;
@@ -435,7 +438,7 @@ export class FaultSet {
     const action = `${f.kind} (${why})`;
     this.host.fired(f.id, f.kind, action);
     if (f.kind === 'crash') this.host.crash();
-    const conn = this.conns.get(endKey(specEnd(f.spec)));
+    const conn = this.conns.get(f.end);
     if (f.kind === 'close') conn?.close();
     if (f.kind === 'reset') conn?.reset();
   }

@@ -262,8 +262,8 @@ export class VmLoader {
   }
 
   /** loadvm_process_command(); 'quit' for POSTCOPY_RUN, which leaves every level of loading. */
-    private async processCommand(r: StreamReader, offset: number): Promise<'quit' | undefined> {
-      const { hooks, observer: obs } = this.opts;
+  private async processCommand(r: StreamReader, offset: number): Promise<'quit' | undefined> {
+    const { hooks, observer: obs } = this.opts;
     await eio(r.need(4));
     const cmd = r.be16();
     const len = r.be16();
@@ -301,7 +301,7 @@ export class VmLoader {
         // stream claims must not be held in memory, so past 256 MiB it is refused in QEMU's words.
         if (length > MAX_PACKAGED) throw new LoadError('EINVAL', `Unreasonably large packaged state: ${length}`);
         const packaged = await eio(r.bytes(length));
-        await this.sectionsToEof(new StreamReader(Readable.from([Buffer.from(packaged)])));
+        await this.sectionsToEof(new StreamReader(Readable.from([packaged]))); // bytes() gave a copy
         return;
       }
       case Command.SWITCHOVER_START:

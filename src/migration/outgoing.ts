@@ -683,8 +683,8 @@ export class OutgoingMigration {
     faults.channelOpened(end, this.channel!.breakable);
     const take = async (n: number): Promise<Buffer> => {
       await r.need(n);
-      const bytes = Buffer.from(r.view(n));
-      return faults.any ? await readThroughFaults(end, bytes) : bytes;
+      const bytes = r.view(n);
+      return faults.any ? await readThroughFaults(end, Buffer.from(bytes)) : bytes;
     };
     try {
       for (;;) {

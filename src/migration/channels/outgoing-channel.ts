@@ -10,7 +10,8 @@ import { close, closeSync, constants as fsc, createWriteStream, fstatSync, ftrun
 import net from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { faults, STALL_POLL_MS, type Breakable, type ChannelEnd } from '../../faults/faults.js';
+import { faults, type Breakable, type ChannelEnd } from '../../faults/faults.js';
+import { throughFaults } from '../../faults/channel-io.js';
 import { errnoOf, strerror } from '../errno.js';
 import type { OwnedFd } from './owned-fd.js';
 import type { MigrationUri } from './uri.js';
@@ -251,28 +252,17 @@ export class OutgoingChannel {
   }
 
   /**
-   * Waits out the faults in force on the pieces about to go, and passes the bytes before a
-   * fault's byte whole before it acts. Returns what is left to write, or undefined once a fault
-   * broke the channel.
+   * The pieces about to go through the faults in force (src/faults/channel-io.ts): what is left
+   * to write, or undefined once a fault broke the channel.
    */
   private async sufferFaults(end: ChannelEnd, pieces: Buffer[]): Promise<Buffer[] | undefined> {
-    for (;;) {
-      while (faults.stalled(end) > 0 && this.usable) await sleep(STALL_POLL_MS);
-      const { waitMs, cut } = faults.onChannel(end, pieces);
-      if (waitMs > 0) await sleep(waitMs);
-      if (!cut) return this.usable ? pieces : undefined;
-      const [before, after] = split(pieces, cut.bytes);
-      if (before.length) {
-        this.out.write(Buffer.concat(before));
-        await this.drained();
-      }
-      cut.fire();
-      if (cut.breaks) {
-        await sleep(0); // a close or reset takes effect as the socket's close event, a turn later
-        return undefined;
-      }
-      pieces = after;
-    }
+    const passBefore = async (before: Buffer[]): Promise<void> => {
+      this.out.write(Buffer.concat(before));
+      await this.drained();
+    };
+    const rest = await throughFaults(end, pieces, passBefore, () => this.usable);
+    if (!rest) await sleep(0); // a close or reset takes effect as the socket's close event, a turn later
+    return rest;
   }
 
   /** Resolves once everything written has left our buffers, or the channel is dead. */
@@ -402,20 +392,4 @@ async function writeFully(fd: number, pieces: Uint8Array[], pos: number): Promis
     at += n;
     if (left > 0) bufs = [Buffer.concat(bufs).subarray(n)];
   }
-}
-
-/** The pieces cut at `bytes`: what comes before, and the rest (views, no copy). */
-function split(pieces: Buffer[], bytes: number): [Buffer[], Buffer[]] {
-  const before: Buffer[] = [];
-  const after: Buffer[] = [];
-  for (const p of pieces) {
-    if (bytes >= p.length) before.push(p);
-    else if (bytes <= 0) after.push(p);
-    else {
-      before.push(p.subarray(0, bytes));
-      after.push(p.subarray(bytes));
-    }
-    bytes -= p.length;
-  }
-  return [before, after];
 }
