@@ -290,6 +290,12 @@ export class TestHost {
   private pidnsValue = '';
   private unshare?: ReturnType<typeof spawn>;
   private unshareExited?: Promise<void>;
+  /**
+   * When pid 1 ended, in clock ticks since boot. The kernel reuses a freed namespace's number, so
+   * a host another test makes a moment later may show the same `net:[N]`; its processes started
+   * after ours ended, and are not ours.
+   */
+  private endedAtTicks = Infinity;
   private stopped = false;
 
   private constructor(o: HostOptions) {
@@ -393,7 +399,12 @@ export class TestHost {
     ], { stdio: ['pipe', log, log] });
     closeSync(log);
     this.unshare = child;
-    this.unshareExited = new Promise((r) => child.on('exit', () => r()));
+    this.unshareExited = new Promise((r) =>
+      child.on('exit', () => {
+        this.endedAtTicks = bootTicks();
+        r();
+      }),
+    );
     // This process's exit closes the pipe, and so ends the host, even if stop() is never called.
     child.unref();
     (child.stdin as unknown as { unref(): void }).unref();
@@ -540,7 +551,7 @@ export class TestHost {
   /** Machine pids of every process still in this host's namespaces (pid or network). */
   processes(): number[] {
     if (!this.netnsValue) return [];
-    return processesIn(this.netnsValue, this.pidnsValue);
+    return processesIn(this.netnsValue, this.pidnsValue, this.endedAtTicks);
   }
 
   /**
@@ -615,13 +626,29 @@ function reaperOf(unsharePid: number): number | undefined {
   return undefined;
 }
 
-/** Machine pids whose network or pid namespace is one of these (`net:[N]`, `pid:[N]`). */
-function processesIn(netns: string, pidns: string): number[] {
+/** Now, in clock ticks since boot (the unit of a process's start time in /proc/PID/stat). */
+function bootTicks(): number {
+  return Math.ceil(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * CLOCK_TICKS);
+}
+const CLOCK_TICKS = 100; // USER_HZ, the same on every Linux architecture we run on
+
+/** A process's start time, in clock ticks since boot (field 22 of /proc/PID/stat). */
+function startTicks(pid: string): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+}
+
+/**
+ * Machine pids whose network or pid namespace is one of these (`net:[N]`, `pid:[N]`) and that
+ * started before `endedAtTicks` (a later one is in a new namespace that got the same number).
+ */
+function processesIn(netns: string, pidns: string, endedAtTicks: number): number[] {
   const out: number[] = [];
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     try {
-      if (readlinkSync(`/proc/${e}/ns/net`) === netns || readlinkSync(`/proc/${e}/ns/pid`) === pidns) out.push(Number(e));
+      const inOurs = readlinkSync(`/proc/${e}/ns/net`) === netns || readlinkSync(`/proc/${e}/ns/pid`) === pidns;
+      if (inOurs && startTicks(e) <= endedAtTicks) out.push(Number(e));
     } catch {
       /* raced with an exit, or a kernel thread */
     }
