@@ -4,6 +4,7 @@ import type { Daemon } from '../daemon/context.js';
 import { Errors } from '../errors.js';
 import { formatWorkloadPattern, parseWorkloadPattern, type WorkloadPattern } from '../guest/workload.js';
 import { strerror } from '../migration/errno.js';
+import type { JsonValue } from '../qmp/json-writer.js';
 
 /** pmemsave writes in pieces this big, letting the event loop run between them. */
 const PIECE = 4 << 20;
@@ -35,7 +36,7 @@ export function registerGuest(d: Daemon): void {
     return {};
   });
 
-  d.registry.register('__org.qmigd_set-workload', (a: { rate: number; pattern?: string }) => {
+  d.registry.register('__org.qmigd_set-workload', (a: { rate: number; pattern?: string; journal?: boolean }) => {
     if (!(a.rate >= 0 && a.rate <= Number.MAX_SAFE_INTEGER)) throw Errors.parameterValue('rate', 'bytes per second, from 0 to 2^53');
     let pattern: WorkloadPattern | undefined;
     if (a.pattern !== undefined) {
@@ -46,8 +47,14 @@ export function registerGuest(d: Daemon): void {
       }
     }
     workload.set(a.rate, pattern);
+    if (a.journal !== undefined) workload.journal = a.journal ? { entries: [], overflow: false } : undefined;
     return {};
   });
+
+  d.registry.register('__org.qmigd_query-workload-journal', () => ({
+    writes: (workload.journal?.entries ?? []) as unknown as JsonValue,
+    overflow: workload.journal?.overflow ?? false,
+  }));
 
   d.registry.register('__org.qmigd_query-workload', () => ({
     rate: workload.rate,
@@ -55,6 +62,8 @@ export function registerGuest(d: Daemon): void {
     running: workload.active,
     'throttle-percentage': workload.throttlePercent,
     'pages-dirtied': workload.pagesDirtied,
+    'page-faults': workload.pageFaults,
+    stalled: workload.stalled,
   }));
 
   d.registry.register('__org.qmigd_set-guest-output', (a: { diverge: boolean }) => {

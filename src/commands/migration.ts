@@ -38,15 +38,17 @@ export function registerMigration(d: Daemon): void {
   });
   r.register('query-migrate-parameters', () => m.queryParameters() as JsonValue);
 
-  // Postcopy is not implemented: the capability is refused, so these answer as 7.2 does without it.
   r.register('migrate-start-postcopy', () => {
-    throw Errors.postcopyNotEnabled();
+    m.startPostcopy();
+    return {};
   });
-  r.register('migrate-recover', () => {
-    throw Errors.recoverNotPaused();
+  r.register('migrate-recover', async (a: { uri: string }) => {
+    await m.recover(a.uri);
+    return {};
   });
   r.register('migrate-pause', () => {
-    throw Errors.migratePauseNotPostcopy();
+    m.pause();
+    return {};
   });
 
   // Removed from QEMU in 6.0; kept with their 5.2 semantics (thin wrappers over the parameters)

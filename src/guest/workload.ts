@@ -27,6 +27,24 @@ export function formatWorkloadPattern(p: WorkloadPattern): string {
 const TICK_MS = 10;
 /** Bytes changed in each page written: small, so an XBZRLE delta is small too. */
 const WRITE_BYTES = 16;
+/** Writes a journal keeps at most (a test's record of what the guest wrote). */
+const JOURNAL_MAX = 200_000;
+
+/**
+ * Postcopy on the destination: pages not here yet. The guest's vCPU stops on one it touches
+ * (userfaultfd), the page is asked for, and the vCPU goes on once it has come.
+ */
+export interface PageGate {
+  missing(page: number): boolean;
+  fault(page: number): void;
+}
+
+/** One write the guest made: 16 bytes at `offset` of `page`. */
+export interface JournalEntry {
+  page: number;
+  offset: number;
+  data: string;
+}
 
 export class Workload {
   rate = 0;
@@ -34,6 +52,14 @@ export class Workload {
   /** Auto-converge's CPU throttle, 0..99. */
   throttlePercent = 0;
   pagesDirtied = 0;
+  /** Touches of a page that was not here (postcopy's vCPU faults). */
+  pageFaults = 0;
+  /** Where the guest waits in postcopy: pages not here stop it. */
+  gate?: PageGate;
+  /** Each write, while a journal is kept (tests replay it to check that none was lost). */
+  journal?: { entries: JournalEntry[]; overflow: boolean };
+  /** The page the vCPU is stopped on, and whether it will write it once it is here. */
+  private blocked?: { page: number; write: boolean };
   private owed = 0;
   private last = performance.now();
   private cursor = 0;
@@ -76,7 +102,47 @@ export class Workload {
     this.owed += ((this.rate * (100 - this.throttlePercent)) / 100) * (ms / 1000);
     const pages = Math.floor(this.owed / PAGE_SIZE);
     this.owed -= pages * PAGE_SIZE;
-    for (let i = 0; i < pages; i++) this.write(this.nextPage());
+    if (!this.gate) {
+      for (let i = 0; i < pages; i++) this.write(this.nextPage());
+      return;
+    }
+    // Where pages can be missing, the guest also reads: a load, then a store, per write.
+    for (let i = 0; i < pages && !this.blocked; i++) {
+      if (this.touch(this.nextPage(), false)) this.touch(this.nextPage(), true);
+    }
+    if (this.blocked) this.owed = 0; // a stopped vCPU does no work meanwhile
+  }
+
+  /** Whether the vCPU is stopped on a missing page. */
+  get stalled(): boolean {
+    return this.blocked !== undefined;
+  }
+
+  /** A page came: the vCPU stopped on it does its access and goes on. */
+  pageArrived(page: number): void {
+    if (this.blocked?.page !== page) return;
+    const { write } = this.blocked;
+    this.blocked = undefined;
+    if (write) this.write(page);
+  }
+
+  /** Postcopy is over (or gone): every page is here, and a stopped vCPU runs again. */
+  openGate(): void {
+    const blocked = this.blocked;
+    this.gate = undefined;
+    if (blocked) this.pageArrived(blocked.page);
+  }
+
+  /** A read or write of `page`; false when the page is missing and the vCPU now waits for it. */
+  private touch(page: number, write: boolean): boolean {
+    if (this.gate!.missing(page)) {
+      this.pageFaults++;
+      this.blocked = { page, write };
+      this.gate!.fault(page);
+      return false;
+    }
+    if (write) this.write(page);
+    return true;
   }
 
   private nextPage(): number {
@@ -97,6 +163,10 @@ export class Workload {
     const at = pageOffset(page) + ((n * 64) % PAGE_SIZE);
     const bytes = this.ram.segment(page);
     for (let i = 0; i < WRITE_BYTES; i += 4) bytes.writeUInt32LE(this.random(), at + i);
+    const journal = this.journal;
+    if (journal && journal.entries.length < JOURNAL_MAX) {
+      journal.entries.push({ page, offset: at % PAGE_SIZE, data: bytes.toString('hex', at, at + WRITE_BYTES) });
+    } else if (journal) journal.overflow = true;
     this.ram.dirtyLog.set(page);
     this.ram.wrote(page);
   }

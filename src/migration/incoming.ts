@@ -63,6 +63,10 @@ export class IncomingMigration {
   private coloReleased?: () => void;
   private compareConn?: IncomingConnection;
   private multifd?: MultifdReceiver;
+  /** A paused postcopy waits here for the connection migrate-recover's listener takes. */
+  private recovered?: (conn: IncomingConnection) => void;
+  private recoverListener?: IncomingListener;
+  private recoverTriggered = false;
 
   constructor(private readonly env: IncomingEnv) {}
 
@@ -117,20 +121,7 @@ export class IncomingMigration {
     const { env } = this;
     const channels = env.multifdChannels();
     if (channels > 0) this.multifdReceiver(channels);
-    let returnPath = false;
-    const out = conn.output && new FaultableWriter(conn.output, { channel: 'return-path', side: 'send' });
-    const rpEmpty = (type: number): void => {
-      const b = Buffer.alloc(4);
-      b.writeUInt16BE(type, 0);
-      out?.write(b);
-    };
-    const rp = (type: number, value: number): void => {
-      const b = Buffer.alloc(8);
-      b.writeUInt16BE(type, 0);
-      b.writeUInt16BE(4, 2);
-      b.writeUInt32BE(value, 4);
-      out?.write(b);
-    };
+    const rp = new ReturnPath(conn);
     const started = Date.now();
     this.conn = conn;
     const loader = new VmLoader({
@@ -138,23 +129,33 @@ export class IncomingMigration {
       machine: env.machine,
       hooks: {
         openReturnPath: () => {
-          returnPath = conn.output !== undefined;
+          rp.open = conn.output !== undefined;
           // loadvm_process_command(): no device here needs to agree to the switchover, so the
           // ack goes as soon as there is a way back.
-          if (returnPath && env.switchoverAck()) rpEmpty(RpMessage.SWITCHOVER_ACK);
-          return returnPath;
+          if (env.switchoverAck()) rp.send(RpMessage.SWITCHOVER_ACK);
+          return rp.open;
         },
         sendPong: (v) => {
-          if (returnPath) rp(RpMessage.PONG, v);
-          return returnPath;
+          rp.send(RpMessage.PONG, be32(v));
+          return rp.open;
         },
         enableColo: () => (this.coloEnabled = true),
         xColo: () => env.capability('x-colo'),
         postcopy: {
           postcopyRam: () => env.capability('postcopy-ram'),
           listen: () => env.state.change('active', 'postcopy-active'),
-          // loadvm_postcopy_handle_run_bh(): the guest starts (or, with -S, waits paused).
-          run: () => (env.guest.autostart ? env.guest.runState.start() : env.guest.runState.set('paused')),
+          // loadvm_postcopy_handle_run_bh(): the guest starts (or, with -S, waits paused), and
+          // waits for any page it touches that is not here yet.
+          run: (gate) => {
+            env.guest.workload.gate = gate;
+            if (env.guest.autostart) env.guest.runState.start();
+            else env.guest.runState.set('paused');
+          },
+          arrived: (page) => env.guest.workload.pageArrived(page),
+          sendRp: (type, payload, raw) => rp.send(type, payload, raw),
+          recovering: () => env.state.status === 'postcopy-recover',
+          resumed: () => env.state.change('postcopy-recover', 'postcopy-active'),
+          paused: (err) => this.postcopyPaused(err, rp),
         },
       },
       warn: (m) => env.log.warn(m),
@@ -185,13 +186,13 @@ export class IncomingMigration {
       if (!result.postcopy) this.startGuest(result); // in postcopy it started at RUN
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
       env.state.change(result.postcopy ? 'postcopy-active' : 'active', 'completed');
-      if (returnPath) rp(RpMessage.SHUT, 0);
-      out?.end();
+      rp.send(RpMessage.SHUT, be32(0));
+      rp.end();
       this.destroy();
     } catch (err) {
-      env.state.change(loader.postcopy.listening ? 'postcopy-active' : 'active', 'failed');
-      if (returnPath) rp(RpMessage.SHUT, 1);
-      conn.close();
+      env.state.change(loader.postcopy.listening ? env.state.status : 'active', 'failed');
+      rp.send(RpMessage.SHUT, be32(1));
+      this.conn?.close();
       this.destroy();
       const desc = err instanceof LoadError ? err.summary : `load of migration failed: ${(err as Error).message}`;
       const lines = err instanceof LoadError ? [...err.lines, desc, err.located] : [desc];
@@ -289,7 +290,58 @@ export class IncomingMigration {
     } else guest.runState.set(globalState as never);
   }
 
+  /**
+   * postcopy_pause_incoming(): the stream failed while the guest runs here. The guest goes on
+   * with the pages it has (and waits on the others) in postcopy-paused, until migrate-recover
+   * brings the source's new connection: postcopy-recover, and loading goes on from it.
+   */
+  private async postcopyPaused(err: unknown, rp: ReturnPath): Promise<StreamReader | undefined> {
+    const { env } = this;
+    const from = env.state.status;
+    if (from !== 'postcopy-active' && from !== 'postcopy-recover') return undefined;
+    env.state.change(from, 'postcopy-paused');
+    env.log.error({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'Detected IO failure for postcopy. Migration paused.');
+    this.conn?.close();
+    rp.open = false;
+    this.recoverTriggered = false;
+    const conn = await new Promise<IncomingConnection>((r) => (this.recovered = r));
+    this.conn = conn;
+    rp.attach(conn);
+    env.state.change('postcopy-paused', 'postcopy-recover');
+    return new StreamReader(conn.input);
+  }
+
+  /** Whether migrate-recover was given since the last pause (mis->postcopy_recover_triggered). */
+  get recovering(): boolean {
+    return this.recoverTriggered;
+  }
+
+  /** migrate-recover: listen on `uri`; the first connection there resumes the paused migration. */
+  async recover(uri: MigrationUri): Promise<void> {
+    this.recoverTriggered = true;
+    try {
+      const listener = await listenIncoming(uri, (conn) => {
+        const resume = this.recovered;
+        this.recovered = undefined;
+        if (!resume || this.env.state.status !== 'postcopy-paused') return conn.close();
+        listener.close();
+        resume(conn);
+      });
+      this.recoverListener = listener;
+    } catch (err) {
+      this.recoverTriggered = false;
+      throw err;
+    }
+  }
+
+  /** migrate-pause on the destination: the channel is shut down, and postcopy pauses. */
+  pause(): void {
+    this.conn?.close();
+  }
+
   private destroy(): void {
+    this.env.guest.workload.openGate();
+    this.recoverListener?.close();
     this.listener?.close();
     this.multifd?.close();
     this.socketAddress = undefined;
@@ -309,4 +361,48 @@ function faultPoints(input: StreamReader): LoadObserver {
     command: (_offset, name) => at('command', commandPointName(name)),
     eof: () => at('eof', undefined),
   };
+}
+
+/**
+ * The destination's end of the return path (migrate_send_rp_message()): the main connection's
+ * way back once OPEN_RETURN_PATH came, a recovered postcopy's new connection after a pause.
+ */
+class ReturnPath {
+  open = false;
+  private out?: FaultableWriter;
+
+  constructor(conn: IncomingConnection) {
+    this.out = ReturnPath.writer(conn);
+  }
+
+  /** A recovery's connection: the way back is open on it at once (qemu_file_get_return_path()). */
+  attach(conn: IncomingConnection): void {
+    this.out = ReturnPath.writer(conn);
+    this.open = this.out !== undefined;
+  }
+
+  private static writer(conn: IncomingConnection): FaultableWriter | undefined {
+    return conn.output && new FaultableWriter(conn.output, { channel: 'return-path', side: 'send' });
+  }
+
+  /** be16 type, be16 length, the payload; then `raw`, outside the framing (a received bitmap). */
+  send(type: number, payload: Buffer = EMPTY, raw: Buffer = EMPTY): void {
+    if (!this.open || !this.out) return;
+    const head = Buffer.alloc(4);
+    head.writeUInt16BE(type, 0);
+    head.writeUInt16BE(payload.length, 2);
+    this.out.write(Buffer.concat([head, payload, raw]));
+  }
+
+  end(): void {
+    this.out?.end();
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function be32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v);
+  return b;
 }

@@ -22,7 +22,7 @@ import {
 } from './stream/constants.js';
 import { Readable } from 'node:stream';
 import { StreamEnded, StreamReader } from './stream/reader.js';
-import { PostcopyIncoming, type PostcopyHooks } from './postcopy/incoming.js';
+import { PostcopyIncoming, PostcopyState, type PostcopyHooks } from './postcopy/incoming.js';
 
 /** What the destination does for commands that need its side of the connection. */
 export interface LoadHooks {
@@ -118,7 +118,7 @@ export class VmLoader {
   constructor(private readonly opts: LoadOptions) {
     const obs = opts.observer;
     this.ramLoader = new RamLoader(opts.ram, obs?.ramRecord?.bind(obs));
-    this.postcopy = new PostcopyIncoming(opts.hooks.postcopy, () => this.ramLoader.ram);
+    this.postcopy = new PostcopyIncoming(opts.hooks.postcopy, this.ramLoader);
     this.ramLoader.mapped = opts.capabilitiesFromStream ? undefined : opts.mapped;
     this.ramLoader.observeMapped = obs?.mappedRamBlock?.bind(obs);
     this.handlers = [
@@ -175,7 +175,7 @@ export class VmLoader {
         if (err instanceof StreamEnded) throw new LoadError('EINVAL', 'Not a migration stream');
         throw err;
       }
-      await this.sectionsToEof(r);
+      r = await this.sectionsToEofPausing(r);
       // The VM description is optional for a 7.2 destination: anything else is only logged.
       // atEnd() false leaves the next byte ready for u8(), wherever the source's chunks end.
       // In postcopy the listen thread reads to EOF only: the source sends none.
@@ -197,6 +197,25 @@ export class VmLoader {
       return { globalState: this.globalState, wasSuspended: this.wasSuspended, bytes: r.consumed, pages: this.ramLoader.pages, ram: this.ramLoader.ram, postcopy: this.postcopy.listening };
     } catch (err) {
       throw located(err, r);
+    }
+  }
+
+  /**
+   * sectionsToEof(), where a failure while the guest runs here in postcopy pauses the migration
+   * (qemu_loadvm_state_main()'s retry): loading goes on from the channel a recovery brings.
+   * Returns the reader that reached EOF.
+   */
+  private async sectionsToEofPausing(r: StreamReader): Promise<StreamReader> {
+    for (;;) {
+      try {
+        await this.sectionsToEof(r);
+        return r;
+      } catch (err) {
+        const next = this.postcopy.state === PostcopyState.RUNNING ? await this.opts.hooks.postcopy?.paused(located(err, r)) : undefined;
+        if (!next) throw err;
+        this.postcopy.channelLost();
+        r = next;
+      }
     }
   }
 
@@ -304,6 +323,10 @@ export class VmLoader {
         await this.sectionsToEof(new StreamReader(Readable.from([packaged]))); // bytes() gave a copy
         return;
       }
+      case Command.RECV_BITMAP:
+        return void this.postcopy.recvBitmap(payload);
+      case Command.POSTCOPY_RESUME:
+        return void this.postcopy.resume();
       case Command.SWITCHOVER_START:
         // loadvm_postcopy_handle_switchover_start(): for the devices that want to know (VFIO);
         // a `-M none` guest has none.

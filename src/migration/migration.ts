@@ -145,10 +145,8 @@ export class MigrationService {
     // Pages at fixed offsets leave no room for compressed ones (10.0 checks it here, before setup).
     if (capability(this.capabilities, 'mapped-ram') && this.parameters['multifd-compression'] !== 'none') throw Errors.mappedRamCompression();
     const uri = target.uri ?? parsed?.text ?? '';
-    if (opts.resume) throw Errors.noPausedMigration();
+    if (opts.resume) return this.resume(uri, parsed);
     if (isMigrationRunning(this.status)) throw Errors.migrationActive();
-    // Postcopy is built on the destination's side only so far (src/migration/postcopy).
-    if (this.capabilities['postcopy-ram']) throw Errors.capabilityNotImplementedAsSource('postcopy-ram');
     const runState = this.env.guest.runState.state;
     if (runState === 'inmigrate') throw Errors.guestWaitingIncoming();
     if (runState === 'postmigrate') throw Errors.pausedByPreviousMigration();
@@ -211,6 +209,57 @@ export class MigrationService {
       unyank();
       owned?.release();
     });
+  }
+
+  /**
+   * migrate with resume (migrate_prepare()'s resume branch): a paused postcopy migration goes on
+   * over a new connection; the state is left as it is until that connection is there.
+   */
+  private resume(uri: string, parsed: MigrationUri | undefined): void {
+    if (this.status !== 'postcopy-paused' || !this.outgoing) throw Errors.noPausedMigration();
+    if (!parsed) {
+      try {
+        parsed = parseMigrationUri(uri);
+      } catch (err) {
+        throw Errors.migrationChannel((err as UriError).message);
+      }
+      if (!parsed) throw Errors.invalidMigrationProtocol(uri);
+    }
+    if (parsed.kind !== 'tcp' && parsed.kind !== 'unix') throw Errors.migrationChannel('postcopy recovery needs a socket (tcp: or unix:)');
+    this.outgoing.resume(parsed);
+  }
+
+  /** qmp_migrate_start_postcopy() */
+  startPostcopy(): void {
+    if (!this.capabilities['postcopy-ram']) throw Errors.postcopyNotEnabled();
+    if (this.status === 'none') throw Errors.postcopyNotStarted();
+    // Not an error once the migration has finished: that would race with the command.
+    this.outgoing?.startPostcopy();
+  }
+
+  /** qmp_migrate_pause(): the source's channel in postcopy, else the destination's. */
+  pause(): void {
+    if (this.status === 'postcopy-active') return this.outgoing!.pause();
+    if (this.incomingState.status === 'postcopy-active') return this.incoming!.pause();
+    throw Errors.migratePauseNotPostcopy();
+  }
+
+  /** qmp_migrate_recover(): the paused destination listens for the source's new connection. */
+  async recover(uri: string): Promise<void> {
+    if (this.incomingState.status !== 'postcopy-paused' || !this.incoming) throw Errors.recoverNotPaused();
+    if (this.incoming.recovering) throw Errors.recoverTriggered();
+    let parsed: MigrationUri | undefined;
+    try {
+      parsed = parseMigrationUri(uri);
+    } catch (err) {
+      throw Errors.migrationChannel((err as UriError).message);
+    }
+    if (!parsed) throw Errors.unknownMigrationProtocol(uri);
+    try {
+      await this.incoming.recover(parsed);
+    } catch (err) {
+      throw Errors.migrationChannel((err as Error).message);
+    }
   }
 
   /** migrate_fd_error() for a failure found before any channel exists. */
@@ -449,13 +498,13 @@ export class MigrationService {
       'dirty-pages-rate': completed ? 0 : c.dirtyPagesRate,
       mbps: out.mbps,
       'dirty-sync-count': c.dirtySyncCount,
-      'postcopy-requests': 0,
+      'postcopy-requests': out.requests?.count ?? 0,
       'page-size': 4096,
       'multifd-bytes': c.multifdBytes,
       'pages-per-second': Math.round(out.pagesPerSecond),
       'precopy-bytes': c.precopyBytes,
       'downtime-bytes': c.downtimeBytes,
-      'postcopy-bytes': 0,
+      'postcopy-bytes': c.postcopyBytes,
       'dirty-sync-missed-zero-copy': 0,
     };
     for (const member of activeProfile().migration.ramStatsDropped) delete (info.ram as Record<string, unknown>)[member];

@@ -33,6 +33,9 @@ import { ColoPrimary, COMPARE_END, type CrashPoint } from './colo/primary.js';
 import type { ColoStats } from './colo/stats.js';
 import type { MigrationUri } from './channels/uri.js';
 import type { MigrationStateCell, MigrationStatus } from './state.js';
+import type { DirtyBitmap } from '../guest/dirty-bitmap.js';
+import { discardPayloads, packagedState, PageRequests, postcopyAdvice } from './postcopy/outgoing.js';
+import { decodeRecvBitmap, RAMBLOCK_RECV_BITMAP_ENDING, recvBitmapBytes } from './postcopy/recv-bitmap.js';
 
 /** BUFFER_DELAY: the rate-limit window. */
 const WINDOW_MS = 100;
@@ -112,6 +115,16 @@ export class OutgoingMigration {
   private mappedChannelBytes = 0;
   /** The page thread, for a plain migration over a socket or pipe (page-thread.ts). */
   private pageThread?: Promise<PageThread | undefined>;
+  /** migrate-start-postcopy came: the next iteration switches to postcopy (start_postcopy). */
+  private postcopyAsked = false;
+  /** In postcopy: the destination's page requests, sent ahead of the background pass. */
+  requests?: PageRequests;
+  /** The destination said SHUT: it has the whole stream. */
+  private shutReceived = false;
+  /** A paused postcopy waits here for `migrate resume` (a URI) or a cancel (undefined). */
+  private resumeWith?: (uri: MigrationUri | undefined) => void;
+  /** The recovery handshake waits here for the return path's answer (undefined: it ended). */
+  private rpAnswer?: (answer: DirtyBitmap | 'resume-ack' | undefined) => void;
 
   constructor(private readonly env: OutgoingEnv) {
     this.expectedDowntime = Number(env.params()['downtime-limit']);
@@ -271,10 +284,11 @@ export class OutgoingMigration {
       // Not a running state, so no cancelling; but the return path is shut down in every state,
       // and in COLO that is the secondary's voice: the checkpoint loop ends in error (7.2).
       this.channel?.shutdown('Channel was shut down: migrate_cancel');
-    } else if (s === 'cancelling' || ['setup', 'active', 'device', 'wait-unplug'].includes(s)) {
+    } else if (s === 'cancelling' || CANCELLABLE.has(s)) {
       state.change(s, 'cancelling'); // a second cancel announces cancelling again, as 7.2
       this.abortConnect?.();
       this.shutdownChannels('Channel was shut down: migration cancelled');
+      this.resumeWith?.(undefined);
     }
     this.wakeSleep?.();
   }
@@ -305,14 +319,16 @@ export class OutgoingMigration {
     const { env, writer } = this;
     const setupStart = Date.now();
     writeHeader(writer, env.machine, this.validatedCaps);
-    if (env.caps['return-path']) {
+    // Postcopy needs the way back for the destination's page requests.
+    if (env.caps['return-path'] || env.caps['postcopy-ram']) {
       writeCommand(writer, Command.OPEN_RETURN_PATH);
       // With x-colo the way back carries COLO's messages from the start, so no PING/PONG there.
       if (!env.caps['x-colo']) {
         writeCommand(writer, Command.PING, be32(1));
-        this.returnPath = this.readReturnPath();
+        this.returnPath = this.readReturnPath(this.channel!);
       }
     }
+    if (env.caps['postcopy-ram']) writeCommand(writer, Command.POSTCOPY_ADVISE, postcopyAdvice());
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     try {
       this.ram = this.ramSaver();
@@ -356,8 +372,8 @@ export class OutgoingMigration {
     env.state.change('setup', 'active');
     this.window = { start: Date.now(), bytes: this.totalBytes, pages: 0 };
 
-    while (this.status === 'active') {
-      if (!this.rateLimited()) {
+    while (this.iterating) {
+      if (!this.rateLimited() || this.requests?.waiting) {
         if ((await this.iterationStep()) === 'done') break;
       }
       const error = this.channel!.writeError ?? this.multifd?.error;
@@ -365,9 +381,19 @@ export class OutgoingMigration {
         this.fail(error, 'active');
         break;
       }
+      // postcopy_pause(): the destination runs the guest, so the migration waits to be resumed.
+      if (error && this.status === 'postcopy-active') {
+        if (!(await this.postcopyPause())) break;
+        continue;
+      }
       this.updateCounters(Date.now());
-      if (this.rateLimited() && this.status === 'active' && this.channel!.usable) await this.sleepToWindowEnd();
+      if (this.rateLimited() && this.iterating && this.channel!.usable && !this.requests?.waiting) await this.sleepToWindowEnd();
     }
+  }
+
+  /** The states migration_thread() iterates in. */
+  private get iterating(): boolean {
+    return this.status === 'active' || this.status === 'postcopy-active';
   }
 
   /** The capabilities the configuration section names, those of them that are on. */
@@ -430,9 +456,12 @@ export class OutgoingMigration {
   private async iterationStep(): Promise<'more' | 'done'> {
     const pending = this.ram!.pending(this.thresholdSize);
     if ((pending && pending >= this.thresholdSize) || !this.canSwitchover()) {
-      await this.iterate();
+      // RAM is all postcopiable: nothing must go before the switch, so it comes at once.
+      if (this.postcopyAsked && this.status === 'active') await this.postcopyStart();
+      else await this.iterate();
       return 'more';
     }
+    if (this.status === 'postcopy-active') return this.completePostcopy();
     await this.complete();
     return 'done';
   }
@@ -451,7 +480,8 @@ export class OutgoingMigration {
     const w = this.writer;
     writeSectionPart(w, Section.PART, sectionIds().ram);
     const start = performance.now();
-    await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== 'active');
+    const status = this.status;
+    await this.sendPages(() => this.rateLimited() || performance.now() - start > MAX_ITERATE_MS || this.status !== status);
     // ram_save_iterate() flushes after its EOS; savevm's footer then waits in the buffer for the
     // next flush (the next section, or the switchover), so a pause or a rate-limit sleep sees
     // the stream without it, and 8.1+'s transferred (the bytes flushed) does not count it yet.
@@ -482,12 +512,18 @@ export class OutgoingMigration {
 
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
   private async sendPages(stop: () => boolean): Promise<void> {
-    // Awaited only where there is one: an await on every call would reorder COLO's turns.
-    const thread = this.pageThread && (await this.pageThread);
+    // Awaited only where there is one: an await on every call would reorder COLO's turns. In
+    // postcopy the pages go from here, where the page requests come in.
+    const thread = this.pageThread && !this.requests && (await this.pageThread);
     if (thread) return this.sendPagesOnThread(thread, stop);
     const w = this.writer;
+    const requests = this.requests;
     let slice = performance.now();
     for (let n = 1; ; n++) {
+      if (requests?.waiting) {
+        for (let page = requests.next(); page !== undefined; page = requests.next()) this.ram!.saveRequested(w, page);
+        await this.flush(); // a vCPU waits for these
+      }
       if ((n & 15) === 0 && stop()) return;
       if (!this.ram!.saveNext(w)) return;
       if ((n & 127) === 0 && this.multifd) await this.multifd.send();
@@ -570,6 +606,141 @@ export class OutgoingMigration {
     env.state.change(current, 'completed');
   }
 
+  /** migrate-start-postcopy: the switch comes at the next iteration (while pre-copy goes on). */
+  startPostcopy(): void {
+    this.postcopyAsked = true;
+  }
+
+  /**
+   * postcopy_start(): the guest stops here for good; the pages still dirty are discarded on the
+   * destination, which gets the devices in a package that ends with RUN and runs the guest, and
+   * asks for what it touches before the background pass brings it.
+   */
+  private async postcopyStart(): Promise<void> {
+    const { env, writer: w } = this;
+    const guest = env.guest;
+    env.state.change('active', 'postcopy-active');
+    this.downtimeStart = Date.now();
+    const globalState = guest.runState.state; // global_state_store()
+    if (!guest.runState.stop('finish-migrate')) guest.runState.set('finish-migrate');
+    if (env.caps['pause-before-switchover']) {
+      // migration_maybe_pause(), back to postcopy-active; a cancel meanwhile ends it.
+      env.state.change('postcopy-active', 'pre-switchover');
+      await new Promise<void>((r) => (this.releasePause = r));
+      this.releasePause = undefined;
+      if (!env.state.change('pre-switchover', 'postcopy-active')) return;
+    }
+    const ram = this.ram!;
+    ram.sync();
+    for (const payload of discardPayloads(ram.bitmap, guest.ram.id)) writeCommand(w, Command.POSTCOPY_RAM_DISCARD, payload);
+    ram.enterPostcopy();
+    this.requests = new PageRequests(guest.ram);
+    writeCommand(w, Command.PING, be32(2));
+    const pkg = packagedState(globalState);
+    writeCommand(w, Command.PACKAGED, be32(pkg.length));
+    w.bytes(pkg);
+    writeCommand(w, Command.PING, be32(4));
+    await this.flush();
+    // The guest's downtime ends as the destination gets the devices (migration_calculate_complete()).
+    this.downtime = Date.now() - this.downtimeStart;
+    this.window = { start: Date.now(), bytes: this.totalBytes, pages: ram.pagesSaved };
+  }
+
+  /**
+   * migration_completion() in postcopy: the last pages in an END section, EOF (no VM
+   * description), then the destination's SHUT. 'more' when the channel broke first and the
+   * migration was resumed: what the destination lacks is sent again.
+   */
+  private async completePostcopy(): Promise<'more' | 'done'> {
+    const w = this.writer;
+    writeSectionPart(w, Section.END, sectionIds().ram);
+    await this.sendPages(() => !this.channel!.usable);
+    await this.endRamSection(false);
+    writeEof(w);
+    await this.flush();
+    await this.channel!.drained();
+    await this.returnPath;
+    if (this.shutReceived && !this.rpBad) {
+      this.env.state.change('postcopy-active', 'completed');
+      return 'done';
+    }
+    if (this.rpBad || this.status !== 'postcopy-active') {
+      this.fail(undefined, 'postcopy-active');
+      return 'done';
+    }
+    return (await this.postcopyPause()) ? 'more' : 'done';
+  }
+
+  /** migrate-pause on the source: its channel is shut down, and the migration pauses. */
+  pause(): void {
+    this.channel?.shutdown();
+    this.wakeSleep?.();
+  }
+
+  /** migrate with resume: the paused migration recovers over a new connection to `uri`. */
+  resume(uri: MigrationUri): void {
+    this.resumeWith?.(uri);
+  }
+
+  /**
+   * postcopy_pause(): postcopy-paused until `migrate resume` connects again, then the recovery
+   * handshake; a failed recovery pauses again. False when the migration ended (cancel).
+   */
+  private async postcopyPause(): Promise<boolean> {
+    const { env } = this;
+    for (;;) {
+      env.state.change(this.status, 'postcopy-paused');
+      this.channel!.shutdown();
+      this.writer.take(); // unsent bytes are lost with the channel; the received bitmap says what
+      await this.returnPath;
+      env.log.warn('postcopy paused; waiting for migrate with resume');
+      const uri = await new Promise<MigrationUri | undefined>((r) => (this.resumeWith = r));
+      this.resumeWith = undefined;
+      if (!uri || this.status !== 'postcopy-paused') return false;
+      if (await this.recover(uri)) return true;
+      if (this.status !== 'postcopy-paused' && this.status !== 'postcopy-recover') return false;
+    }
+  }
+
+  /**
+   * migrate_fd_connect() with resume, then postcopy_do_resume(): the received bitmap of the
+   * block (RECV_BITMAP, answered on the return path), which becomes what is left to send, then
+   * POSTCOPY_RESUME and its RESUME_ACK. A failed connection leaves the migration paused.
+   */
+  private async recover(uri: MigrationUri): Promise<boolean> {
+    const { env } = this;
+    let channel: OutgoingChannel;
+    try {
+      channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
+    } catch (err) {
+      env.log.error(`postcopy recovery: ${(err as Error).message}`);
+      return false;
+    } finally {
+      this.abortConnect = undefined;
+    }
+    if (!env.state.change('postcopy-paused', 'postcopy-recover')) {
+      channel.shutdown();
+      return false;
+    }
+    this.channel = channel;
+    channel.markFaultable();
+    this.shutReceived = false;
+    this.rpBad = false;
+    this.returnPath = this.readReturnPath(channel);
+    const answer = (): Promise<DirtyBitmap | 'resume-ack' | undefined> => new Promise((r) => (this.rpAnswer = r));
+    const id = Buffer.from(env.guest.ram.id, 'latin1');
+    const asked = answer();
+    writeCommand(this.writer, Command.RECV_BITMAP, Buffer.concat([Buffer.from([id.length]), id]));
+    await this.flush();
+    const bitmap = await asked;
+    if (typeof bitmap !== 'object') return false;
+    this.ram!.reloadFromReceived(bitmap);
+    const acked = answer();
+    writeCommand(this.writer, Command.POSTCOPY_RESUME);
+    await this.flush();
+    return (await acked) === 'resume-ack' && env.state.change('postcopy-recover', 'postcopy-active');
+  }
+
   /** migration_iteration_finish() and migrate_fd_cleanup(). */
   private finish(): void {
     const { guest, state, log } = this.env;
@@ -582,7 +753,7 @@ export class OutgoingMigration {
       this.channel?.shutdown('COLO ended');
     } else if (state.status === 'completed') {
       this.totalTime = end - this.startTime;
-      this.downtime = end - this.downtimeStart;
+      this.downtime ||= end - this.downtimeStart; // postcopy's was taken at the switch
       const transferTime = this.totalTime - this.setupTime;
       if (transferTime) this.mbps = (this.totalBytes * 8) / transferTime / 1000;
       guest.runState.set('postmigrate');
@@ -626,7 +797,8 @@ export class OutgoingMigration {
 
   /** Bytes the rate-limit window still allows (negative once overspent; Infinity: no limit). */
   private budgetLeft(): number {
-    const budget = Number(this.env.params()['max-bandwidth']) / (1000 / WINDOW_MS);
+    // In postcopy the limit is max-postcopy-bandwidth, whose 0 means none.
+    const budget = Number(this.env.params()[this.requests ? 'max-postcopy-bandwidth' : 'max-bandwidth']) / (1000 / WINDOW_MS);
     if (this.unlimited || budget <= 0) return Infinity;
     return budget - (this.totalBytes - this.window.bytes);
   }
@@ -664,9 +836,20 @@ export class OutgoingMigration {
     if (pieces.length) await this.channel!.write(pieces, () => this.writer.recycle(retired));
   }
 
-  /** source_return_path_thread(): PONGs, and SHUT when the destination is done. */
-  private async readReturnPath(): Promise<void> {
-    const input = this.channel!.input;
+  /**
+   * source_return_path_thread(): PONGs, page requests and the recovery's answers in postcopy,
+   * and SHUT when the destination is done.
+   */
+  private async readReturnPath(channel: OutgoingChannel): Promise<void> {
+    try {
+      await this.readReturnPathMessages(channel);
+    } finally {
+      this.rpAnswer?.(undefined);
+    }
+  }
+
+  private async readReturnPathMessages(channel: OutgoingChannel): Promise<void> {
+    const input = channel.input;
     if (!input) return;
     const r = new StreamReader(input);
     // As mark_source_rp_bad(): the migration fails when it next looks, at completion; what else
@@ -676,11 +859,11 @@ export class OutgoingMigration {
       this.rpBad = true;
       // migrate_set_error() from the thread: the first error of the migration stays.
       if (activeProfile().stream.rpFailure === 'error-desc') this.error ??= msg;
-      else this.channel!.closeUnder();
+      else channel.closeUnder();
     };
     // The source's end of the return path (src/faults: channel return-path, side receive).
     const end: ChannelEnd = { channel: 'return-path', side: 'receive' };
-    faults.channelOpened(end, this.channel!.breakable);
+    faults.channelOpened(end, channel.breakable);
     const take = async (n: number): Promise<Buffer> => {
       await r.need(n);
       const bytes = r.view(n);
@@ -706,6 +889,7 @@ export class OutgoingMigration {
         if (type === RpMessage.SHUT) {
           const status = payload.readUInt32BE(0);
           if (status) bad(`Sibling indicated error ${status}`);
+          else this.shutReceived = true;
           return;
         }
         if (type === RpMessage.PONG) continue;
@@ -714,16 +898,77 @@ export class OutgoingMigration {
           this.switchoverAcked = true;
           continue;
         }
+        if (this.requests) {
+          const error = await this.postcopyMessage(type, payload, take);
+          if (error) return bad(error);
+          continue;
+        }
         return bad(`Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
       }
     } catch (err) {
+      // In postcopy a broken way back is a broken channel: the migration pauses (postcopy_pause_return_path_thread()).
+      if (POSTCOPY_RUNNING.has(this.status)) {
+        channel.shutdown();
+        this.wakeSleep?.();
+        return;
+      }
       if (err instanceof StreamEnded && !['setup', 'active', 'device', 'pre-switchover'].includes(this.status)) return;
       // qemu_file_get_error_obj(): the socket's own error, or EIO for an end with none.
       const failure = err instanceof StreamEnded ? err.failure : (err as Error);
-      bad(failure ? this.channel!.readError(failure) : 'Channel error: Input/output error');
+      bad(failure ? channel.readError(failure) : 'Channel error: Input/output error');
+    }
+  }
+
+  /**
+   * A return-path message of postcopy: a page request (REQ_PAGES names no block, and means the
+   * last one named), or in recovery the received bitmap and the resume ack. Returns an error.
+   */
+  private async postcopyMessage(type: number, payload: Buffer, take: (n: number) => Promise<Buffer>): Promise<string | undefined> {
+    const ram = this.env.guest.ram;
+    switch (type) {
+      case RpMessage.REQ_PAGES:
+      case RpMessage.REQ_PAGES_ID: {
+        let block: string | undefined;
+        if (type === RpMessage.REQ_PAGES_ID) {
+          const expected = payload.length >= 13 ? 13 + payload[12]! : 13;
+          if (payload.length !== expected) return `Req_Page_id with length ${payload.length} expecting ${expected}`;
+          block = payload.toString('latin1', 13);
+        }
+        const error = this.requests!.take(block, Number(payload.readBigUInt64BE(0)), payload.readUInt32BE(8));
+        this.wakeSleep?.();
+        return error;
+      }
+      case RpMessage.RECV_BITMAP: {
+        // ramblock_recv_bitmap_reload(): the bitmap follows the message, outside its framing.
+        const name = payload.toString('latin1', 1, 1 + payload[0]!);
+        if (name !== ram.id) return `RP: Failed to find block '${name}'`;
+        const expected = recvBitmapBytes(ram.pages);
+        const size = Number((await take(8)).readBigUInt64BE(0));
+        if (size !== expected) return `ramblock_recv_bitmap_reload: ramblock '${name}' bitmap size mismatch: 0x${size.toString(16)} != 0x${expected.toString(16)}`;
+        const words = await take(size);
+        const ending = (await take(8)).readBigUInt64BE(0);
+        if (ending !== RAMBLOCK_RECV_BITMAP_ENDING) return `ramblock_recv_bitmap_reload: ramblock '${name}' end mark incorrect: 0x${ending.toString(16)}`;
+        this.rpAnswer?.(decodeRecvBitmap(words, ram.pages));
+        return undefined;
+      }
+      case RpMessage.RESUME_ACK: {
+        const value = payload.readUInt32BE(0);
+        if (value !== 1) return `migrate_handle_rp_resume_ack: illegal resume_ack value ${value}`;
+        this.rpAnswer?.('resume-ack');
+        return undefined;
+      }
+      default:
+        return `Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during postcopy`;
     }
   }
 }
+
+/** States a postcopy migration can pause from. */
+const POSTCOPY_RUNNING: ReadonlySet<MigrationStatus> = new Set(['postcopy-active', 'postcopy-recover']);
+/** The states migrate_cancel moves to cancelling (pre-switchover and colo have their own ways). */
+const CANCELLABLE: ReadonlySet<MigrationStatus> = new Set([
+  'setup', 'active', 'device', 'wait-unplug', 'postcopy-active', 'postcopy-paused', 'postcopy-recover',
+]);
 
 const RP_NAMES = ['INVALID', 'SHUT', 'PONG', 'REQ_PAGES_ID', 'REQ_PAGES', 'RECV_BITMAP', 'RESUME_ACK', 'SWITCHOVER_ACK'];
 

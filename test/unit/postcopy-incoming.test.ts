@@ -8,6 +8,7 @@ import t from 'tap';
 import { GuestRam, PAGE_SIZE } from '../../src/guest/ram.js';
 import { LoadError } from '../../src/migration/load-error.js';
 import { PostcopyIncoming, PostcopyState } from '../../src/migration/postcopy/incoming.js';
+import { RamLoader } from '../../src/migration/ram/ram-load.js';
 
 const advice = (pageSizes = PAGE_SIZE, targetPage = PAGE_SIZE): Buffer => {
   const b = Buffer.alloc(16);
@@ -27,11 +28,24 @@ const discard = (name: string, ranges: Array<[number, number]>, version = 0, nil
   return Buffer.concat([head, pairs]);
 };
 
-function setup(postcopyRam = true): { pc: PostcopyIncoming; ram: GuestRam; calls: string[] } {
+function setup(postcopyRam = true): { pc: PostcopyIncoming; ram: GuestRam; calls: string[]; sent: Buffer[] } {
   const ram = new GuestRam('m', 64 * PAGE_SIZE);
   const calls: string[] = [];
-  const pc = new PostcopyIncoming({ postcopyRam: () => postcopyRam, listen: () => calls.push('listen'), run: () => calls.push('run') }, () => ram);
-  return { pc, ram, calls };
+  const sent: Buffer[] = [];
+  const pc = new PostcopyIncoming(
+    {
+      postcopyRam: () => postcopyRam,
+      listen: () => calls.push('listen'),
+      run: () => calls.push('run'),
+      arrived: (page) => calls.push(`arrived ${page}`),
+      sendRp: (type, payload, raw) => sent.push(Buffer.concat([Buffer.from([type >> 8, type & 255]), payload, raw ?? Buffer.alloc(0)])),
+      recovering: () => false,
+      resumed: () => calls.push('resumed'),
+      paused: async () => undefined,
+    },
+    new RamLoader(ram),
+  );
+  return { pc, ram, calls, sent };
 }
 
 const refused = (fn: () => void, errno: string, message: string): Record<string, unknown> => {

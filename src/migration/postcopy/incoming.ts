@@ -1,13 +1,19 @@
 /**
- * The destination's side of postcopy (savevm.c's loadvm_postcopy_handle_*, postcopy-ram.c), as
- * far as it is built: the commands of a postcopy stream in the states QEMU takes them in. A
- * source advises postcopy, discards the pages it will send again, and sends the device state in
- * a package that opens with LISTEN and ends with RUN; from RUN on the guest runs here while the
- * rest of RAM comes. Page requests (a guest touching a page not yet here), pause and recovery
- * are not built yet: the guest runs, and the pages still to come overwrite what it writes.
+ * The destination's side of postcopy (savevm.c's loadvm_postcopy_handle_*, postcopy-ram.c): the
+ * commands of a postcopy stream in the states QEMU takes them in. A source advises postcopy,
+ * discards the pages it will send again, and sends the device state in a package that opens
+ * with LISTEN and ends with RUN; from RUN on the guest runs here while the rest of RAM comes.
+ * A page the guest touches before it came is asked for on the return path (its vCPU waits);
+ * the received bitmap says which are here, and is what a recovery after a pause sends back.
  */
-import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
+import { PAGE_SIZE } from '../../guest/ram.js';
+import type { PageGate } from '../../guest/workload.js';
 import { LoadError } from '../load-error.js';
+import type { RamLoader } from '../ram/ram-load.js';
+import type { StreamReader } from '../stream/reader.js';
+import { RpMessage } from '../stream/constants.js';
+import { encodeRecvBitmap } from './recv-bitmap.js';
 
 /** PostcopyState (savevm.c): the numbers QEMU prints in "in wrong postcopy state (N)". */
 export const PostcopyState = { NONE: 0, ADVISE: 1, DISCARD: 2, LISTENING: 3, RUNNING: 4, END: 5 } as const;
@@ -19,16 +25,35 @@ export interface PostcopyHooks {
   postcopyRam(): boolean;
   /** LISTEN: the migration is postcopy-active from here. */
   listen(): void;
-  /** RUN: the guest starts here while its pages still come. */
-  run(): void;
+  /** RUN: the guest starts here while its pages still come; `gate` says which pages are missing. */
+  run(gate: PageGate): void;
+  /** A page came (the guest's vCPU may be waiting for it). */
+  arrived(page: number): void;
+  /** A return-path message, and raw bytes that follow it outside the framing. */
+  sendRp(type: number, payload: Buffer, raw?: Buffer): void;
+  /** The incoming state is postcopy-recover, where RECV_BITMAP and RESUME belong. */
+  recovering(): boolean;
+  /** POSTCOPY_RESUME: postcopy-recover → postcopy-active. */
+  resumed(): void;
+  /**
+   * The stream failed while the guest runs here (postcopy_pause_incoming()): postcopy-paused
+   * until migrate-recover brings a new channel, whose reader this gives; undefined fails.
+   */
+  paused(err: unknown): Promise<StreamReader | undefined>;
 }
 
-export class PostcopyIncoming {
+export class PostcopyIncoming implements PageGate {
   state: State = PostcopyState.NONE;
+  /** Pages asked for and not yet here (mis->page_requested), in the order asked. */
+  private readonly requested = new Set<number>();
+  /** REQ_PAGES_ID named the block on this channel, so REQ_PAGES may follow (mis->last_rb). */
+  private blockNamed = false;
+  /** Page requests sent (the destination's count of its vCPUs' faults). */
+  requestsSent = 0;
 
   constructor(
     private readonly hooks: PostcopyHooks | undefined,
-    private readonly ram: () => GuestRam | undefined,
+    private readonly loader: RamLoader,
   ) {}
 
   /** Past LISTEN: the rest of the stream is read as the listen thread reads it (no VM description). */
@@ -55,6 +80,9 @@ export class PostcopyIncoming {
       throw new LoadError('EINVAL', `Postcopy needs matching target page sizes (s=${remoteTargetPage} d=${PAGE_SIZE})`);
     }
     this.state = PostcopyState.ADVISE;
+    // ramblock_recv_bitmap_set() from the first page on: the block list comes after the advice.
+    const pages = this.loader.ram?.pages;
+    if (pages) this.loader.received = new DirtyBitmap(pages);
   }
 
   /** loadvm_postcopy_ram_handle_discard(): the byte ranges are sent again, so they go now. */
@@ -69,14 +97,17 @@ export class PostcopyIncoming {
     if ((len - (1 + 1 + 1 + nameLen)) % 16 !== 0) throw new LoadError('EINVAL', `CMD_POSTCOPY_RAM_DISCARD invalid length (${len})`);
     const nil = payload[2 + nameLen];
     if (nil !== 0) throw new LoadError('EINVAL', `CMD_POSTCOPY_RAM_DISCARD missing nil (${nil})`);
-    const ram = this.ram();
+    const ram = this.loader.ram;
     for (let at = 3 + nameLen; at < len; at += 16) {
       const start = Number(payload.readBigUInt64BE(at));
       const length = Number(payload.readBigUInt64BE(at + 8));
       if (!ram || start + length > ram.size || start % PAGE_SIZE || length % PAGE_SIZE) {
         throw new LoadError('EINVAL', `ram_discard_range: Bad range start=${start.toString(16)} length=${length.toString(16)}`);
       }
-      for (let page = start / PAGE_SIZE; page < (start + length) / PAGE_SIZE; page++) ram.page(page).fill(0);
+      for (let page = start / PAGE_SIZE; page < (start + length) / PAGE_SIZE; page++) {
+        ram.page(page).fill(0);
+        this.loader.received?.clear(page); // ram_discard_range() clears the received bits
+      }
     }
   }
 
@@ -91,7 +122,70 @@ export class PostcopyIncoming {
   run(): void {
     this.expect('POSTCOPY_RUN', PostcopyState.LISTENING);
     this.state = PostcopyState.RUNNING;
-    this.hooks?.run();
+    this.loader.received ??= new DirtyBitmap(this.loader.ram!.pages);
+    this.loader.onPlaced = (page) => {
+      if (this.requested.delete(page)) this.hooks?.arrived(page);
+    };
+    this.hooks?.run(this);
+  }
+
+  /** PageGate: whether the guest would fault on `page`. */
+  missing(page: number): boolean {
+    return !this.loader.received!.test(page);
+  }
+
+  /** PageGate: the guest touched a missing page; it is asked for unless it was already. */
+  fault(page: number): void {
+    if (this.requested.has(page)) return;
+    this.requested.add(page);
+    this.request(page);
+  }
+
+  /**
+   * migrate_send_rp_req_pages(): REQ_PAGES_ID names the block the first time on a channel,
+   * REQ_PAGES means the same block again; one target page at a time.
+   */
+  private request(page: number): void {
+    const id = Buffer.from(this.loader.ram!.id, 'latin1');
+    const payload = Buffer.alloc(this.blockNamed ? 12 : 13 + id.length);
+    payload.writeBigUInt64BE(BigInt(page * PAGE_SIZE), 0);
+    payload.writeUInt32BE(PAGE_SIZE, 8);
+    if (!this.blockNamed) {
+      payload[12] = id.length;
+      id.copy(payload, 13);
+    }
+    this.hooks?.sendRp(this.blockNamed ? RpMessage.REQ_PAGES : RpMessage.REQ_PAGES_ID, payload);
+    this.blockNamed = true;
+    this.requestsSent++;
+  }
+
+  /** The stream broke: the next channel starts afresh (its first request names the block). */
+  channelLost(): void {
+    this.blockNamed = false;
+    this.loader.newChannel();
+  }
+
+  /** loadvm_handle_recv_bitmap(): RP RECV_BITMAP naming the block, then the bitmap itself. */
+  recvBitmap(payload: Buffer): void {
+    if (!this.hooks?.recovering()) throw new LoadError('EINVAL', 'loadvm_handle_recv_bitmap: Only reasonable to receive this command during postcopy-recover');
+    const len = payload[0]!;
+    if (payload.length !== len + 1) throw new LoadError('EINVAL', `CMD_RECV_BITMAP: invalid length (${payload.length})`);
+    const name = payload.toString('latin1', 1);
+    if (name !== this.loader.ram?.id) throw new LoadError('EINVAL', `loadvm_handle_recv_bitmap: block '${name}' not found`);
+    this.hooks.sendRp(RpMessage.RECV_BITMAP, payload, encodeRecvBitmap(this.loader.received!));
+  }
+
+  /**
+   * loadvm_postcopy_handle_resume(): the source is ready again; postcopy-active, RESUME_ACK, and
+   * the pages the guest still waits for are asked for again on this channel.
+   */
+  resume(): void {
+    if (!this.hooks?.recovering()) return; // "illegal resume received": reported, not fatal
+    this.hooks.resumed();
+    const ack = Buffer.alloc(4);
+    ack.writeUInt32BE(1);
+    this.hooks.sendRp(RpMessage.RESUME_ACK, ack);
+    for (const page of this.requested) this.request(page);
   }
 
   private expect(command: string, ...states: State[]): void {

@@ -43,6 +43,12 @@ export class RamLoader {
   mapped?: MappedRamSource;
   /** Told what each block's mapped-ram header and bitmap say. */
   observeMapped?: (info: MappedRamBlockInfo) => void;
+  /**
+   * With postcopy advised: the pages that are here (ramblock_recv_bitmap_set()), and who waits
+   * for one (a vCPU the guest stopped on it, in postcopy).
+   */
+  received?: DirtyBitmap;
+  onPlaced?: (page: number) => void;
 
   constructor(
     private readonly target: GuestRam | RamFactory,
@@ -113,6 +119,7 @@ export class RamLoader {
           // nothing has written is zero without reading it).
           if (fill === 0 && ((!this.colo && ram.surelyZero(page)) || isZeroAt(target, at))) {
             this.pages++;
+            this.placed(page);
             continue;
           }
           target.fill(fill, at, at + PAGE_SIZE);
@@ -127,7 +134,19 @@ export class RamLoader {
       }
       if (!this.colo) ram.wrote(page);
       this.pages++;
+      this.placed(page);
     }
+  }
+
+  /** A new channel (a recovered postcopy): its first record names its block again. */
+  newChannel(): void {
+    this.blockKnown = false;
+  }
+
+  private placed(page: number): void {
+    if (!this.received) return;
+    this.received.set(page);
+    this.onPlaced?.(page);
   }
 
   /** MEM_SIZE: the source's block list must name our block with our size. */

@@ -23,6 +23,8 @@ export interface RamCounters {
   dirtyPagesRate: number;
   precopyBytes: number;
   downtimeBytes: number;
+  /** Bytes sent in postcopy (the guest stopped here, running on the destination). */
+  postcopyBytes: number;
   multifdBytes: number;
 }
 
@@ -68,7 +70,7 @@ export class RamSaver {
   /** Pages saved (target_page_count), for the per-period rates. */
   pagesSaved = 0;
   readonly counters: RamCounters = {
-    transferred: 0, duplicate: 0, normal: 0, dirtySyncCount: 0, dirtyPagesRate: 0, precopyBytes: 0, downtimeBytes: 0, multifdBytes: 0,
+    transferred: 0, duplicate: 0, normal: 0, dirtySyncCount: 0, dirtyPagesRate: 0, precopyBytes: 0, downtimeBytes: 0, postcopyBytes: 0, multifdBytes: 0,
   };
   readonly xbzrleCounters: XbzrleCounters = { bytes: 0, pages: 0, cacheMiss: 0, cacheMissRate: 0, encodingRate: 0, overflow: 0 };
   private cache?: PageCache;
@@ -80,6 +82,8 @@ export class RamSaver {
   private scan = 0;
   /** Once the VM is stopped for the final pass, the cache is no longer updated (last_stage). */
   private lastStage = false;
+  /** In postcopy every page goes whole or as a zero page on the main channel (no XBZRLE, multifd). */
+  private inPostcopy = false;
   private readonly period = {
     start: 0, dirtyPages: 0, bytesXferPrev: 0, pagesPrev: 0, highCount: 0, xbzrleMissPrev: 0, xbzrlePagesPrev: 0, xbzrleBytesPrev: 0,
   };
@@ -150,6 +154,47 @@ export class RamSaver {
   }
 
   /**
+   * ram_postcopy_send_discard_bitmap()'s reset: the pass starts again at the start of RAM, and
+   * the first page record names its block.
+   */
+  enterPostcopy(): void {
+    this.inPostcopy = true;
+    this.scan = 0;
+    this.blockSent = false;
+  }
+
+  /**
+   * get_queued_page(): a page the destination asked for goes now if it is still to be sent (one
+   * sent already is on its way); the background pass then goes on after it, as QEMU's does.
+   */
+  saveRequested(w: StreamWriter, page: number): boolean {
+    if (!this.bitmap.test(page)) return false;
+    this.bitmap.clear(page);
+    this.dirtyPages--;
+    this.scan = page + 1;
+    this.savePage(w, page);
+    this.pagesSaved++;
+    return true;
+  }
+
+  /**
+   * ram_dirty_bitmap_reload() after a paused postcopy recovers: what the destination has not
+   * received is what remains to send, from the start of RAM, naming the block again.
+   */
+  reloadFromReceived(received: { test(page: number): boolean }): void {
+    this.bitmap.clearAll();
+    let dirty = 0;
+    for (let page = 0; page < this.ram.pages; page++) {
+      if (received.test(page)) continue;
+      this.bitmap.set(page);
+      dirty++;
+    }
+    this.dirtyPages = dirty;
+    this.scan = 0;
+    this.blockSent = false;
+  }
+
+  /**
    * ram_find_and_save_block(): saves the next dirty page after the scan position, wrapping
    * round once. Returns false when no page is dirty. A page XBZRLE finds unchanged costs
    * nothing on the wire but still counts as handled.
@@ -197,7 +242,7 @@ export class RamSaver {
       this.counters.normal++;
       return;
     }
-    const multifd = this.opts.multifd;
+    const multifd = this.inPostcopy ? undefined : this.opts.multifd;
     if (multifd && detection !== 'legacy') {
       multifd.queue(offset, zero);
       if (zero) this.counters.duplicate++;
@@ -219,7 +264,7 @@ export class RamSaver {
     }
     const inRam = this.ram.page(page);
     let data: Uint8Array = inRam;
-    if (this.xbzrleActive) {
+    if (this.xbzrleActive && !this.inPostcopy) {
       const result = this.saveXbzrle(w, offset, data);
       if (result.done) return;
       data = result.data;
@@ -296,9 +341,10 @@ export class RamSaver {
     this.sent(slice.bytes);
   }
 
-  /** ram_transferred_add(): precopy-bytes while the guest runs, downtime-bytes once it is stopped. */
+  /** ram_transferred_add(): precopy-bytes while the guest runs, then postcopy- or downtime-bytes. */
   sent(bytes: number): void {
     if (this.opts.guestRunning()) this.counters.precopyBytes += bytes;
+    else if (this.inPostcopy) this.counters.postcopyBytes += bytes;
     else this.counters.downtimeBytes += bytes;
     this.counters.transferred += bytes;
   }

@@ -91,7 +91,20 @@ export function writeEof(w: StreamWriter): void {
  * describes the configuration section too in 9.0+, hence the machine).
  */
 export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: string, vmdesc = true, machine = 'none', caps: readonly string[] = []): void {
-  const { sectionIds: ids, globalState: layout, vmDescriptionConfiguration } = activeProfile().stream;
+  const { globalState: layout, vmDescriptionConfiguration } = activeProfile().stream;
+  writeDevices(w, timer, runState);
+  writeEof(w);
+  if (vmdesc) {
+    const json = Buffer.from(vmDescription(machine, layout, vmDescriptionConfiguration, caps), 'latin1');
+    w.u8(Section.VMDESCRIPTION);
+    w.be32(json.length);
+    w.bytes(json);
+  }
+}
+
+/** The non-iterable devices' FULL sections: timer, globalstate (in postcopy, inside the package). */
+export function writeDevices(w: StreamWriter, timer: TimerState, runState: string): void {
+  const { sectionIds: ids, globalState: layout } = activeProfile().stream;
   writeSectionStart(w, Section.FULL, ids.timer, 'timer', 0, TIMER_SECTION_VERSION);
   w.be64(timer.cpuTicksOffset);
   w.be64(0n); // the unused 8-byte buffer
@@ -106,14 +119,6 @@ export function writeDeviceState(w: StreamWriter, timer: TimerState, runState: s
   w.be32(Buffer.byteLength(runState, 'latin1') + 1);
   w.bytes(state);
   writeFooter(w, ids.globalstate);
-
-  writeEof(w);
-  if (vmdesc) {
-    const json = Buffer.from(vmDescription(machine, layout, vmDescriptionConfiguration, caps), 'latin1');
-    w.u8(Section.VMDESCRIPTION);
-    w.be32(json.length);
-    w.bytes(json);
-  }
 }
 
 /** What QEMU describes for `-M none`: the two devices above, in QEMU's JSON spacing. */

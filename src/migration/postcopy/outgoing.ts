@@ -1,0 +1,111 @@
+/**
+ * The source's side of postcopy (postcopy_start() in migration.c, the discard and page-request
+ * parts of ram.c and postcopy-ram.c): what goes on the wire when the migration switches to
+ * postcopy, and the queue of pages the destination asks for over the return path, which are
+ * sent ahead of the background pass.
+ */
+import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
+import { PAGE_SIZE } from '../../guest/ram.js';
+import { Command } from '../stream/constants.js';
+import { writeCommand, writeDevices } from '../stream/vmstate.js';
+import { StreamWriter } from '../stream/writer.js';
+
+/** MAX_DISCARDS_PER_COMMAND (postcopy-ram.c): byte ranges in one POSTCOPY_RAM_DISCARD. */
+const MAX_DISCARDS_PER_COMMAND = 12;
+
+/** POSTCOPY_ADVISE with postcopy-ram: the OR of the blocks' page sizes, then the target page size. */
+export function postcopyAdvice(): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64BE(BigInt(PAGE_SIZE), 0);
+  b.writeBigUInt64BE(BigInt(PAGE_SIZE), 8);
+  return b;
+}
+
+/**
+ * ram_postcopy_send_discard_bitmap(): every run of pages still dirty (never sent, or dirtied
+ * since) is stale on the destination, which drops it and waits for it to come again. Each
+ * command names the block and carries up to 12 (start, length) byte ranges.
+ */
+export function discardPayloads(bitmap: DirtyBitmap, blockId: string): Buffer[] {
+  const name = Buffer.from(blockId, 'latin1');
+  const head = Buffer.concat([Buffer.from([0, name.length]), name, Buffer.from([0])]); // version 0, name, NUL
+  const payloads: Buffer[] = [];
+  let ranges: Buffer[] = [];
+  const flush = (): void => {
+    if (ranges.length) payloads.push(Buffer.concat([head, ...ranges]));
+    ranges = [];
+  };
+  for (let start = bitmap.nextSet(0); start >= 0; ) {
+    let end = start + 1;
+    while (end < bitmap.pages && bitmap.test(end)) end++;
+    const range = Buffer.alloc(16);
+    range.writeBigUInt64BE(BigInt(start * PAGE_SIZE), 0);
+    range.writeBigUInt64BE(BigInt((end - start) * PAGE_SIZE), 8);
+    ranges.push(range);
+    if (ranges.length === MAX_DISCARDS_PER_COMMAND) flush();
+    start = bitmap.nextSet(end);
+  }
+  flush();
+  return payloads;
+}
+
+/**
+ * The package postcopy_start() sends in one PACKAGED command: LISTEN, the devices' state, PING 3
+ * and RUN, so that the destination starts listening before it loads the devices, and runs the
+ * guest once they are loaded.
+ */
+export function packagedState(runState: string): Buffer {
+  const w = new StreamWriter();
+  writeCommand(w, Command.POSTCOPY_LISTEN);
+  writeDevices(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, runState);
+  const ping = Buffer.alloc(4);
+  ping.writeUInt32BE(3);
+  writeCommand(w, Command.PING, ping);
+  writeCommand(w, Command.POSTCOPY_RUN);
+  return Buffer.concat(w.take().pieces);
+}
+
+/**
+ * migrate_handle_rp_req_pages() and ram_save_queue_pages(): the destination's page requests,
+ * checked as QEMU checks them (a bad one is an error of the return path), queued in order.
+ */
+export class PageRequests {
+  /** postcopy-requests in query-migrate: every request taken, served or not. */
+  count = 0;
+  private readonly queue: number[] = [];
+  /** The block of the last request that named one (REQ_PAGES names none). */
+  private lastBlock?: string;
+
+  constructor(private readonly block: { id: string; size: number }) {}
+
+  /** A request for `len` bytes at `start` of `blockId` (undefined: the last one named). Returns an error, or nothing. */
+  take(blockId: string | undefined, start: number, len: number): string | undefined {
+    let id = blockId;
+    if (id === undefined) {
+      if (this.lastBlock === undefined) return 'migrate_handle_rp_req_pages: no previous block';
+      id = this.lastBlock;
+    } else {
+      if (id !== this.block.id) return `migrate_handle_rp_req_pages: invalid block name: ${id}`;
+      this.lastBlock = id;
+    }
+    if (start % PAGE_SIZE || len % PAGE_SIZE) {
+      return `migrate_handle_rp_req_pages: misaligned start 0x${start.toString(16)} len 0x${len.toString(16)}`;
+    }
+    this.count++;
+    if (len === 0 || start + len - 1 >= this.block.size) {
+      const addr = (n: number): string => `0x${n.toString(16)}`;
+      return `ram_save_queue_pages request overrun start=${addr(start)} len=${addr(len)} blocklen=${addr(this.block.size)}`;
+    }
+    for (let page = start / PAGE_SIZE; page < (start + len) / PAGE_SIZE; page++) this.queue.push(page);
+    return undefined;
+  }
+
+  get waiting(): boolean {
+    return this.queue.length > 0;
+  }
+
+  /** The oldest page asked for and not yet taken. */
+  next(): number | undefined {
+    return this.queue.shift();
+  }
+}
