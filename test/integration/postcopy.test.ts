@@ -88,3 +88,40 @@ t.test('postcopy completes while the destination guest reads and writes; its fau
   t.equal((await workload(p.dst)).stalled, false, 'no vCPU waits once every page is there');
   await nothingLost(t, p);
 });
+
+/** Recovery: the destination listens anew, the source resumes to it; both are postcopy-active again. */
+async function recover(p: Pair): Promise<void> {
+  const uri = `tcp:127.0.0.1:${await freePort()}`;
+  const [src, dst] = [p.src.qmp.events.length, p.dst.qmp.events.length];
+  await p.dst.qmp.ok('migrate-recover', { uri });
+  await p.src.qmp.ok('migrate', { uri, resume: true });
+  await migrationStatus(p.src, 'postcopy-recover', src);
+  await migrationStatus(p.dst, 'postcopy-recover', dst);
+  await migrationStatus(p.src, 'postcopy-active', src);
+  await migrationStatus(p.dst, 'postcopy-active', dst);
+}
+
+async function bothPaused(p: Pair, from: [number, number]): Promise<void> {
+  await migrationStatus(p.src, 'postcopy-paused', from[0]);
+  await migrationStatus(p.dst, 'postcopy-paused', from[1]);
+}
+
+for (const where of ['src', 'dst'] as const) {
+  t.test(`migrate-pause on the ${where === 'src' ? 'source' : 'destination'}: both pause, the guest runs on, recovery finishes the migration`, async (t) => {
+    const p = await postcopyPair(t);
+    await switchToPostcopy(p);
+    const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
+    await p[where].qmp.ok('migrate-pause');
+    await bothPaused(p, from);
+    t.equal(await runState(p.dst), 'running', 'the destination\'s guest runs on with the pages it has');
+    const paused = await ramStats(p.src);
+    t.ok(paused.remaining > 0, `pages are still on the source (${paused.remaining} bytes)`);
+    t.match(await p.dst.qmp.cmd('migrate-pause'), { error: { class: 'GenericError' } }, 'a paused migration cannot be paused again');
+    await recover(p);
+    await migrationStatus(p.src, 'completed', from[0]);
+    await migrationStatus(p.dst, 'completed', from[1]);
+    t.same(statuses(p.src).slice(-4), ['postcopy-paused', 'postcopy-recover', 'postcopy-active', 'completed']);
+    t.same(statuses(p.dst).slice(-4), ['postcopy-paused', 'postcopy-recover', 'postcopy-active', 'completed']);
+    await nothingLost(t, p);
+  });
+}
