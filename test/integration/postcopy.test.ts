@@ -23,7 +23,8 @@ const BANDWIDTH = 16 << 20;
 /** A pair with random RAM, postcopy-ram on both ends, the source migrating slowly. */
 async function postcopyPair(t: Test, srcCaps: Record<string, boolean> = {}): Promise<Pair> {
   const ramFile = await randomRamFile(MEMORY_MB << 20);
-  const p = await startPair({ memory: `${MEMORY_MB}M`, srcArgs: ['--memory-file', ramFile] });
+  // --test-hooks: the fault API, to break the migration where a test says.
+  const p = await startPair({ memory: `${MEMORY_MB}M`, srcArgs: ['--memory-file', ramFile, '--test-hooks'], dstArgs: ['--test-hooks'] });
   t.teardown(p.stop);
   await setCaps(p.dst, { 'postcopy-ram': true });
   await setCaps(p.src, { 'postcopy-ram': true, ...srcCaps });
@@ -125,3 +126,34 @@ for (const where of ['src', 'dst'] as const) {
     await nothingLost(t, p);
   });
 }
+
+t.test('a killed connection in postcopy pauses both; a recovery to nowhere leaves the source paused; a break during recovery pauses again; the next recovery finishes', async (t) => {
+  const p = await postcopyPair(t);
+  await switchToPostcopy(p);
+  let from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
+  await p.src.qmp.ok('__org.qmigd_fault-add', { id: 'kill', kind: 'reset', channel: 'main', 'after-ms': 200 });
+  await bothPaused(p, from);
+  t.equal(await runState(p.dst), 'running');
+
+  // The destination listens; the source first tries an address where nobody does, and stays paused.
+  const uri = `tcp:127.0.0.1:${await freePort()}`;
+  await p.dst.qmp.ok('migrate-recover', { uri });
+  t.same(await p.dst.qmp.cmd('migrate-recover', { uri }), { error: { class: 'GenericError', desc: 'Migrate recovery is triggered already' } });
+  await p.src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${await freePort()}`, resume: true });
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(((await p.src.qmp.ok('query-migrate')) as Msg).status, 'postcopy-paused', 'a connection that fails leaves the migration paused');
+
+  // Then the right address, but the destination breaks the connection as the bitmap is asked for.
+  await p.dst.qmp.ok('__org.qmigd_fault-add', { id: 'again', kind: 'reset', channel: 'main', side: 'receive', point: 'command:recv-bitmap' });
+  from = [p.src.qmp.events.length, p.dst.qmp.events.length];
+  await p.src.qmp.ok('migrate', { uri, resume: true });
+  await migrationStatus(p.src, 'postcopy-recover', from[0]);
+  await bothPaused(p, from);
+  t.same(statuses(p.dst).slice(-2), ['postcopy-recover', 'postcopy-paused'], 'the destination went back to paused from recover');
+  t.same(statuses(p.src).slice(-2), ['postcopy-recover', 'postcopy-paused'], 'and so did the source');
+
+  await recover(p);
+  await migrationStatus(p.src, 'completed', from[0]);
+  await migrationStatus(p.dst, 'completed', from[1]);
+  await nothingLost(t, p);
+});
