@@ -86,7 +86,21 @@ export async function inspectStream(input: ByteSource, print: (line: string) => 
         if (size <= 0 || size > MAX_RAM || size % 4096 !== 0) throw new LoadError('EINVAL', `RAM block "${id}" of ${size} bytes is too large to inspect`);
         return new GuestRam(id, size);
       },
-      hooks: { openReturnPath: () => true, sendPong: () => true }, // a file has no way back: accept
+      // A recording has no way back, and no guest: what needs one is accepted and goes nowhere.
+      hooks: {
+        openReturnPath: () => true,
+        sendPong: () => true,
+        postcopy: {
+          postcopyRam: () => true,
+          listen: () => undefined,
+          run: () => undefined,
+          arrived: () => undefined,
+          sendRp: () => undefined,
+          recovering: () => true,
+          resumed: () => undefined,
+          paused: async () => undefined,
+        },
+      },
       warn: (m) => print(`warning: ${m}`),
       observer,
       mapped: file,

@@ -248,6 +248,8 @@ export class MigrationService {
   async recover(uri: string): Promise<void> {
     if (this.incomingState.status !== 'postcopy-paused' || !this.incoming) throw Errors.recoverNotPaused();
     if (this.incoming.recovering) throw Errors.recoverTriggered();
+    // qemu_start_incoming_migration(), as for migrate-incoming: 7.2 announces setup first.
+    if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
     let parsed: MigrationUri | undefined;
     try {
       parsed = parseMigrationUri(uri);

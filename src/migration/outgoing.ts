@@ -619,17 +619,19 @@ export class OutgoingMigration {
   private async postcopyStart(): Promise<void> {
     const { env, writer: w } = this;
     const guest = env.guest;
-    env.state.change('active', 'postcopy-active');
+    const via = activeProfile().postcopy.switchoverState;
+    env.state.change('active', via);
     this.downtimeStart = Date.now();
     const globalState = guest.runState.state; // global_state_store()
     if (!guest.runState.stop('finish-migrate')) guest.runState.set('finish-migrate');
     if (env.caps['pause-before-switchover']) {
-      // migration_maybe_pause(), back to postcopy-active; a cancel meanwhile ends it.
-      env.state.change('postcopy-active', 'pre-switchover');
+      // migration_maybe_pause(), back to where it was; a cancel meanwhile ends it.
+      env.state.change(via, 'pre-switchover');
       await new Promise<void>((r) => (this.releasePause = r));
       this.releasePause = undefined;
-      if (!env.state.change('pre-switchover', 'postcopy-active')) return;
+      if (!env.state.change('pre-switchover', via)) return;
     }
+    if (env.globals['send-switchover-start']) writeCommand(w, Command.SWITCHOVER_START);
     const ram = this.ram!;
     ram.sync();
     for (const payload of discardPayloads(ram.bitmap, guest.ram.id)) writeCommand(w, Command.POSTCOPY_RAM_DISCARD, payload);
@@ -641,6 +643,7 @@ export class OutgoingMigration {
     w.bytes(pkg);
     writeCommand(w, Command.PING, be32(4));
     await this.flush();
+    if (via !== 'postcopy-active') env.state.change(via, 'postcopy-active');
     // The guest's downtime ends as the destination gets the devices (migration_calculate_complete()).
     this.downtime = Date.now() - this.downtimeStart;
     this.window = { start: Date.now(), bytes: this.totalBytes, pages: ram.pagesSaved };
@@ -679,6 +682,7 @@ export class OutgoingMigration {
 
   /** migrate with resume: the paused migration recovers over a new connection to `uri`. */
   resume(uri: MigrationUri): void {
+    if (activeProfile().postcopy.resumeSetupState) this.env.state.change('postcopy-paused', 'postcopy-recover-setup');
     this.resumeWith?.(uri);
   }
 
@@ -689,15 +693,16 @@ export class OutgoingMigration {
   private async postcopyPause(): Promise<boolean> {
     const { env } = this;
     for (;;) {
-      env.state.change(this.status, 'postcopy-paused');
+      if (this.status !== 'postcopy-paused') env.state.change(this.status, 'postcopy-paused');
       this.channel!.shutdown();
       this.writer.take(); // unsent bytes are lost with the channel; the received bitmap says what
       await this.returnPath;
       env.log.warn('postcopy paused; waiting for migrate with resume');
       const uri = await new Promise<MigrationUri | undefined>((r) => (this.resumeWith = r));
       this.resumeWith = undefined;
-      if (!uri || this.status !== 'postcopy-paused') return false;
+      if (!uri || !RESUMING.has(this.status)) return false;
       if (await this.recover(uri)) return true;
+      // Paused again: the connection failed, or the handshake did (then from postcopy-recover).
       if (this.status !== 'postcopy-paused' && this.status !== 'postcopy-recover') return false;
     }
   }
@@ -713,12 +718,15 @@ export class OutgoingMigration {
     try {
       channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
     } catch (err) {
+      // migrate_fd_error() on a resume: reported; the migration waits for another (9.0+: paused again).
       env.log.error(`postcopy recovery: ${(err as Error).message}`);
+      env.state.change('postcopy-recover-setup', 'postcopy-paused');
       return false;
     } finally {
       this.abortConnect = undefined;
     }
-    if (!env.state.change('postcopy-paused', 'postcopy-recover')) {
+    const from = this.status;
+    if (!RESUMING.has(from) || !env.state.change(from, 'postcopy-recover')) {
       channel.shutdown();
       return false;
     }
@@ -963,6 +971,8 @@ export class OutgoingMigration {
   }
 }
 
+/** A paused postcopy's states until its new connection is there. */
+const RESUMING: ReadonlySet<MigrationStatus> = new Set(['postcopy-paused', 'postcopy-recover-setup']);
 /** States a postcopy migration can pause from. */
 const POSTCOPY_RUNNING: ReadonlySet<MigrationStatus> = new Set(['postcopy-active', 'postcopy-recover']);
 /** The states migrate_cancel moves to cancelling (pre-switchover and colo have their own ways). */

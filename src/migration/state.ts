@@ -7,10 +7,12 @@ import { faults } from '../faults/faults.js';
 
 export type MigrationStatus =
   | 'none' | 'setup' | 'cancelling' | 'cancelled' | 'active' | 'postcopy-active' | 'postcopy-paused'
-  | 'postcopy-recover' | 'completed' | 'failed' | 'colo' | 'pre-switchover' | 'device' | 'wait-unplug';
+  | 'postcopy-recover' | 'completed' | 'failed' | 'colo' | 'pre-switchover' | 'device' | 'wait-unplug'
+  /** 9.0+: a paused postcopy's source between `migrate resume` and its connection. */
+  | 'postcopy-recover-setup';
 
 const RUNNING: ReadonlySet<MigrationStatus> = new Set([
-  'setup', 'active', 'postcopy-active', 'postcopy-paused', 'postcopy-recover', 'pre-switchover', 'device',
+  'setup', 'active', 'postcopy-active', 'postcopy-paused', 'postcopy-recover-setup', 'postcopy-recover', 'pre-switchover', 'device',
   'wait-unplug', 'cancelling',
 ]);
 

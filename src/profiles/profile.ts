@@ -148,6 +148,19 @@ export interface QemuProfile {
      */
     readonly completionErrorReported: boolean;
   };
+  readonly postcopy: {
+    /**
+     * The state postcopy_start() leaves `active` for: 7.2 `postcopy-active` at once (and
+     * pause-before-switchover returns to it); 10.0 `device` while the guest stops and the
+     * package goes, then `postcopy-active`. Both observed with two real QEMUs.
+     */
+    readonly switchoverState: 'postcopy-active' | 'device';
+    /**
+     * migrate with resume: 9.0+ goes `postcopy-recover-setup` at once (back to paused if the
+     * connection fails), then `postcopy-recover` once connected; 7.2 stays paused until then.
+     */
+    readonly resumeSetupState: boolean;
+  };
 }
 
 /** A parameter's value as qmigd keeps it: uint64 and size values as bigints. */

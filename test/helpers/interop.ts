@@ -219,6 +219,8 @@ export interface Recording {
   mainToDst: () => Buffer;
   /** Both sides of the first proxied connection have closed. */
   closed: Promise<void>;
+  /** The network fails: every proxied connection is reset, both ways. */
+  cut: () => void;
 }
 
 /** A TCP proxy to 127.0.0.1:`target` that records both directions of each connection. */
@@ -256,6 +258,7 @@ export async function recordingProxy(t: Test, target: number): Promise<Recording
     toSrc: () => joined(0, 'toSrc'),
     mainToDst: () => conns.map((_, i) => joined(i, 'toDst')).find((b) => b.subarray(0, 4).toString('latin1') === 'QEVM') ?? Buffer.alloc(0),
     closed,
+    cut: () => sockets.forEach((s) => s.resetAndDestroy()),
   };
 }
 

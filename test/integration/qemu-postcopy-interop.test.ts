@@ -1,54 +1,105 @@
 /**
- * Postcopy from a real QEMU source into a qmigd destination (issue 16, first part: the
- * destination's side of the stream, without page requests): the source advises postcopy,
- * switches with migrate-start-postcopy while pages are still to go, discards, sends the device
- * state in a package (LISTEN … RUN); the destination runs the guest from RUN and takes the rest
- * of RAM as it comes. The same run into a QEMU destination gives the statuses and run states
- * qmigd must show. Per release, skipped where that QEMU is not installed.
+ * Postcopy between qmigd and a real QEMU (issue 16), per release, skipped where that QEMU is not
+ * installed. Each run goes the same way with QEMU at both ends and with qmigd at one: migrate
+ * slowly, switch with migrate-start-postcopy while most of RAM is still on the source, break the
+ * network (a proxy between the two resets the connection both ways), see both sides pause,
+ * recover with migrate-recover and migrate resume over a new connection, and complete. qmigd
+ * must show the statuses and run states QEMU shows, and the RAM must come whole.
+ *
+ * A qmigd destination runs a guest that reads and writes: its page requests go to the real
+ * QEMU source, which must serve them (its postcopy-requests count them); nothing is lost when
+ * the source's RAM, frozen since the switch, with the guest's journaled writes replayed, is the
+ * destination's.
  */
 import t from 'tap';
 import { freePort } from '../helpers/daemon.js';
 import { qemuSkip } from '../helpers/qemu.js';
-import { caps, finished, isEvent, listening, MiB, mixedRam, nextEvent, runState, sameRam, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
+import { caps, delay, type End, finished, isEvent, listening, MiB, mixedRam, nextEvent, ramSha, recordingProxy, runState, sha256, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
+import type { Msg } from '../helpers/qmp-client.js';
 import type { ProfileId } from '../../src/profiles/index.js';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 const SIZE = 64 * MiB;
 
 interface Run {
   src: string[];
   dst: string[];
+  srcRunState: string;
   dstRunState: string;
+  requests: number;
 }
 
-async function postcopyInto(t: Test, dstKind: Kind, release: ProfileId): Promise<Run> {
+const waitStatus = (e: End, want: string, from: number): Promise<Msg> => nextEvent(e, isEvent('MIGRATION', { status: want }), from);
+
+async function dump(e: End): Promise<Buffer> {
+  const file = join(e.dir, `ram-${Date.now()}.dump`);
+  await e.qmp.ok('pmemsave', { val: 0, size: SIZE, filename: file }, 60000);
+  const b = readFileSync(file);
+  rmSync(file, { force: true });
+  return b;
+}
+
+async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release: ProfileId): Promise<Run> {
   const image = mixedRam(SIZE);
-  const uri = `tcp:127.0.0.1:${await freePort()}`;
+  const port = await freePort();
   const dst = await startEnd(t, dstKind, release, { size: SIZE, incoming: 'defer' });
-  const src = await startEnd(t, 'qemu', release, { size: SIZE, ramFile: image.path });
+  const src = await startEnd(t, srcKind, release, { size: SIZE, ramFile: image.path });
   for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram']);
-  await dst.qmp.ok('migrate-incoming', { uri });
+  await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   await listening(dst);
-  // Slow enough that the switch comes with most of RAM still on the source.
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
-  await src.qmp.ok('migrate', { uri });
+  if (dstKind === 'qmigd') await dst.qmp.ok('__org.qmigd_set-workload', { rate: 4 * MiB, journal: true });
+  const proxy = await recordingProxy(t, port);
+  // Slow enough that the switch, the break and the recovery all come with pages still to go.
+  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB, 'max-postcopy-bandwidth': 8 * MiB });
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${proxy.port}` });
   await until(src, (i) => ((i.ram as Record<string, number> | undefined)?.transferred ?? 0) > 4 * MiB, 'some pages gone');
   await src.qmp.ok('migrate-start-postcopy');
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
-  t.equal((await finished(src)).status, 'completed', `${dstKind}: the source completes`);
-  t.equal((await finished(dst)).status, 'completed', `${dstKind}: the destination completes`);
-  // The MIGRATION events may come a moment after query-migrate says so.
+  await waitStatus(src, 'postcopy-active', 0);
+  await waitStatus(dst, 'postcopy-active', 0);
+  await delay(500);
+
+  const from = [src.qmp.events.length, dst.qmp.events.length] as const;
+  proxy.cut();
+  await waitStatus(src, 'postcopy-paused', from[0]);
+  await waitStatus(dst, 'postcopy-paused', from[1]);
+  t.equal(await runState(dst), 'running', `${srcKind} → ${dstKind}: the destination runs on, paused`);
+  const remaining = ((await src.qmp.ok('query-migrate')) as { ram?: { remaining: number } }).ram?.remaining ?? 0;
+  t.ok(remaining > 0, `${srcKind} → ${dstKind}: pages still on the source (${remaining} bytes)`);
+
+  const again = `tcp:127.0.0.1:${await freePort()}`;
+  await dst.qmp.ok('migrate-recover', { uri: again });
+  await src.qmp.ok('migrate', { uri: again, resume: true });
+  t.equal((await finished(src)).status, 'completed', `${srcKind} → ${dstKind}: the source completes`);
+  t.equal((await finished(dst)).status, 'completed', `${srcKind} → ${dstKind}: the destination completes`);
   for (const end of [src, dst]) await nextEvent(end, isEvent('MIGRATION', { status: 'completed' }));
-  await sameRam(t, src, dst, SIZE, image.sha);
-  return { src: statuses(src), dst: statuses(dst), dstRunState: await runState(dst) };
+  const requests = ((await src.qmp.ok('query-migrate')) as { ram: { 'postcopy-requests': number } }).ram['postcopy-requests'];
+
+  if (dstKind === 'qmigd') {
+    // The destination's guest wrote: the source's RAM with its writes replayed is the destination's.
+    await dst.qmp.ok('__org.qmigd_set-workload', { rate: 0 });
+    const journal = (await dst.qmp.ok('__org.qmigd_query-workload-journal')) as { writes: Array<{ page: number; offset: number; data: string }> };
+    const expected = await dump(src);
+    t.equal(sha256(expected), image.sha, 'the source still holds the image it started from');
+    for (const w of journal.writes) Buffer.from(w.data, 'hex').copy(expected, w.page * 4096 + w.offset);
+    t.equal(sha256(await dump(dst)), sha256(expected), `${srcKind} → qmigd: the source's RAM with the guest's ${journal.writes.length} writes on it; nothing lost`);
+    t.ok(requests > 0, `the ${srcKind} source served the destination's page requests (${requests})`);
+  } else {
+    t.equal(await ramSha(t, dst, SIZE), image.sha, `${srcKind} → ${dstKind}: RAM whole`);
+  }
+  return { src: statuses(src), dst: statuses(dst), srcRunState: await runState(src), dstRunState: await runState(dst), requests };
 }
 
 for (const release of ['7.2', '10.0'] as const) {
-  t.test(`postcopy from QEMU ${release} into qmigd as ${release}: RAM whole, the statuses QEMU's destination shows`, { skip: qemuSkip(release) }, async (t) => {
-    const qemu = await postcopyInto(t, 'qemu', release);
-    const qmigd = await postcopyInto(t, 'qmigd', release);
-    t.ok(qemu.src.includes('postcopy-active'), `the QEMU source went to postcopy: ${qemu.src.join(' → ')}`);
-    t.same(qmigd.src, qemu.src, 'the source goes the same way with either destination');
-    t.same(qmigd.dst, qemu.dst, `qmigd's destination statuses are QEMU's: ${qemu.dst.join(' → ')}`);
-    t.equal(qmigd.dstRunState, qemu.dstRunState, 'and so is its run state after');
+  t.test(`postcopy with QEMU ${release}, broken and recovered: qmigd at either end behaves as QEMU`, { skip: qemuSkip(release) }, async (t) => {
+    const qemu = await postcopyRecovered(t, 'qemu', 'qemu', release);
+    t.ok(qemu.src.includes('postcopy-paused') && qemu.src.includes('postcopy-recover'), `QEMU's source paused and recovered: ${qemu.src.join(' → ')}`);
+    for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu']] as const) {
+      const run = await postcopyRecovered(t, srcKind, dstKind, release);
+      t.same(run.src, qemu.src, `${srcKind} → ${dstKind}: the source's statuses are QEMU's: ${qemu.src.join(' → ')}`);
+      t.same(run.dst, qemu.dst, `${srcKind} → ${dstKind}: the destination's statuses are QEMU's: ${qemu.dst.join(' → ')}`);
+      t.equal(run.srcRunState, qemu.srcRunState, `${srcKind} → ${dstKind}: the source's run state after`);
+      t.equal(run.dstRunState, qemu.dstRunState, `${srcKind} → ${dstKind}: the destination's run state after`);
+    }
   });
 }
