@@ -85,12 +85,12 @@ export const Errors = {
   postcopyNotEnabled: () => generic('Enable postcopy with migrate_set_capability before the start of migration'),
   recoverNotPaused: () => generic('Migrate recover can only be run when postcopy is paused.'),
   recoverTriggered: () => generic('Migrate recovery is triggered already'),
+  postcopyCannotCancel: () => generic('Postcopy migration in progress, cannot cancel.'),
   postcopyNotStarted: () => generic('Postcopy must be started after migration has been started'),
   fdNotFound: (name: string) => generic(`File descriptor named '${name}' has not been found`),
   invalidFdNumber: (text: string) => generic(`Invalid file descriptor number '${text}'`),
   capabilityCombination: (text: string) => generic(text),
   capabilityNotImplemented: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd`),
-  capabilityNotImplementedAsSource: (cap: string) => generic(`Migration capability '${cap}' is not implemented by qmigd as a source`),
   parameterValueNotImplemented: (name: string, value: string) => generic(`Migration parameter '${name}' value '${value}' is not implemented by qmigd`),
   // migrate and migrate-incoming with channels (8.2's migration_channel_parse_input and friends)
   needUriOrChannels: () => generic("need either 'uri' or 'channels' argument"),

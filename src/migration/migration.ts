@@ -32,6 +32,9 @@ import { isMigrationRunning, MigrationStateCell, type MigrationStatus } from './
 
 export type ColoMode = 'none' | 'primary' | 'secondary';
 
+/** migration_in_postcopy()'s states. */
+const IN_POSTCOPY: ReadonlySet<MigrationStatus> = new Set(['postcopy-active', 'postcopy-paused', 'postcopy-recover-setup', 'postcopy-recover']);
+
 /** Where `migrate` and `migrate-incoming` go: a URI, or (from 8.2) a channel list. */
 export interface MigrationTarget {
   uri?: string;
@@ -272,7 +275,9 @@ export class MigrationService {
     return err;
   }
 
+  /** qmp_migrate_cancel() */
   cancel(): void {
+    if (IN_POSTCOPY.has(this.status) && activeProfile().postcopy.cancel === 'refused') throw Errors.postcopyCannotCancel();
     this.outgoing?.cancel();
   }
 

@@ -288,7 +288,8 @@ export class OutgoingMigration {
       state.change(s, 'cancelling'); // a second cancel announces cancelling again, as 7.2
       this.abortConnect?.();
       this.shutdownChannels('Channel was shut down: migration cancelled');
-      this.resumeWith?.(undefined);
+      // 7.2's cancel does not wake a paused postcopy: it stays in cancelling (profile postcopy.cancel).
+      if (activeProfile().postcopy.cancel !== 'stuck-when-paused') this.resumeWith?.(undefined);
     }
     this.wakeSleep?.();
   }

@@ -160,6 +160,13 @@ export interface QemuProfile {
      * connection fails), then `postcopy-recover` once connected; 7.2 stays paused until then.
      */
     readonly resumeSetupState: boolean;
+    /**
+     * migrate_cancel in a postcopy state: 10.0 refuses it ("Postcopy migration in progress,
+     * cannot cancel."); 7.2 cancels a running one (the guest stays stopped: it runs on the
+     * destination), but one paused stays in `cancelling`, as its thread waits for a resume that
+     * cancel does not give. Both observed with real QEMUs.
+     */
+    readonly cancel: 'refused' | 'stuck-when-paused';
   };
 }
 

@@ -103,3 +103,52 @@ for (const release of ['7.2', '10.0'] as const) {
     }
   });
 }
+
+interface Cancelled {
+  answer: unknown;
+  src: string[];
+  dst: string[];
+  srcRunState: string;
+  dstRunState: string;
+}
+
+/** migrate_cancel on the source in postcopy-active or postcopy-paused: the answer, and where both sides end. */
+async function postcopyCancelled(t: Test, srcKind: Kind, release: ProfileId, when: 'postcopy-active' | 'postcopy-paused'): Promise<Cancelled> {
+  const image = mixedRam(SIZE);
+  const port = await freePort();
+  const dst = await startEnd(t, 'qemu', release, { size: SIZE, incoming: 'defer' });
+  const src = await startEnd(t, srcKind, release, { size: SIZE, ramFile: image.path });
+  for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram']);
+  await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+  await listening(dst);
+  const proxy = await recordingProxy(t, port);
+  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB, 'max-postcopy-bandwidth': 8 * MiB });
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${proxy.port}` });
+  await until(src, (i) => ((i.ram as Record<string, number> | undefined)?.transferred ?? 0) > 4 * MiB, 'some pages gone');
+  await src.qmp.ok('migrate-start-postcopy');
+  await waitStatus(src, 'postcopy-active', 0);
+  await waitStatus(dst, 'postcopy-active', 0);
+  if (when === 'postcopy-paused') {
+    const from = [src.qmp.events.length, dst.qmp.events.length] as const;
+    proxy.cut();
+    await waitStatus(src, 'postcopy-paused', from[0]);
+    await waitStatus(dst, 'postcopy-paused', from[1]);
+  }
+  const answer = await src.qmp.cmd('migrate_cancel');
+  await delay(1500);
+  return { answer, src: statuses(src), dst: statuses(dst), srcRunState: await runState(src), dstRunState: await runState(dst) };
+}
+
+for (const release of ['7.2', '10.0'] as const) {
+  for (const when of ['postcopy-active', 'postcopy-paused'] as const) {
+    t.test(`migrate_cancel in ${when}, QEMU ${release}: a qmigd source answers and ends as QEMU's`, { skip: qemuSkip(release) }, async (t) => {
+      const qemu = await postcopyCancelled(t, 'qemu', release, when);
+      const qmigd = await postcopyCancelled(t, 'qmigd', release, when);
+      t.same(qmigd.answer, qemu.answer, `the answer: ${JSON.stringify(qemu.answer)}`);
+      t.same(qmigd.src, qemu.src, `the source's statuses: ${qemu.src.join(' → ')}`);
+      t.same(qmigd.dst, qemu.dst, `the destination's: ${qemu.dst.join(' → ')}`);
+      t.equal(qmigd.srcRunState, qemu.srcRunState, `the source's run state: ${qemu.srcRunState}`);
+      t.equal(qmigd.dstRunState, qemu.dstRunState, `the destination's run state: ${qemu.dstRunState}`);
+    });
+  }
+}
