@@ -242,8 +242,9 @@ export class MigrationService {
 
   /** qmp_migrate_pause(): the source's channel in postcopy, else the destination's. */
   pause(): void {
-    if (this.status === 'postcopy-active') return this.outgoing!.pause();
-    if (this.incomingState.status === 'postcopy-active') return this.incoming!.pause();
+    const from = activeProfile().postcopy.pauseFrom;
+    if (from.includes(this.status)) return this.outgoing!.pause();
+    if (from.includes(this.incomingState.status)) return this.incoming!.pause();
     throw Errors.migratePauseNotPostcopy();
   }
 

@@ -639,7 +639,8 @@ export class OutgoingMigration {
     ram.enterPostcopy();
     this.requests = new PageRequests(guest.ram);
     writeCommand(w, Command.PING, be32(2));
-    const pkg = packagedState(globalState);
+    const base = w.written + 9; // the package follows its command: u8, be16, be16, be32
+    const pkg = packagedState(globalState, (kind, name, at) => faults.any && faults.point('send', kind, name, base + at));
     writeCommand(w, Command.PACKAGED, be32(pkg.length));
     w.bytes(pkg);
     writeCommand(w, Command.PING, be32(4));

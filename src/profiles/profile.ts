@@ -167,6 +167,8 @@ export interface QemuProfile {
      * cancel does not give. Both observed with real QEMUs.
      */
     readonly cancel: 'refused' | 'stuck-when-paused';
+    /** The states migrate-pause breaks the channel in (on either side): 10.0 adds postcopy-recover. */
+    readonly pauseFrom: readonly string[];
   };
 }
 

@@ -160,3 +160,28 @@ t.test('a killed connection in postcopy pauses both; a recovery to nowhere leave
   await migrationStatus(p.dst, 'completed', from[1]);
   await nothingLost(t, p);
 });
+
+t.test('faults at postcopy points: a break at the last section pauses both and recovery resends what was lost; a break inside the package, before RUN, is fatal to the destination and pauses the source', async (t) => {
+  await t.test('the destination breaks the connection as the last RAM section arrives', async (t) => {
+    const p = await postcopyPair(t);
+    await p.dst.qmp.ok('__org.qmigd_fault-add', { kind: 'reset', side: 'receive', point: 'section-end:ram' });
+    await switchToPostcopy(p);
+    await bothPaused(p, [0, 0]);
+    t.equal(await runState(p.src), 'finish-migrate', 'the source sent everything, and waits paused');
+    await recover(p);
+    await migrationStatus(p.src, 'completed');
+    await migrationStatus(p.dst, 'completed');
+    await nothingLost(t, p);
+  });
+  await t.test('the source\'s connection is reset as it sends POSTCOPY_RUN', async (t) => {
+    const p = await postcopyPair(t);
+    await p.src.qmp.ok('__org.qmigd_fault-add', { kind: 'reset', point: 'command:postcopy-run' });
+    await p.src.qmp.ok('migrate', { uri: p.uri });
+    await migrationStatus(p.src, 'active');
+    await p.src.qmp.ok('migrate-start-postcopy');
+    await migrationStatus(p.src, 'postcopy-paused');
+    const exit = await p.dst.daemon.exited;
+    t.equal(exit.code, 1, 'the destination, which never ran the guest, fails and exits as QEMU does');
+    t.equal(await runState(p.src), 'finish-migrate', 'the source keeps the guest stopped, paused: the orchestrator decides');
+  });
+});

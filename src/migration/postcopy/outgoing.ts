@@ -6,7 +6,7 @@
  */
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { PAGE_SIZE } from '../../guest/ram.js';
-import { Command } from '../stream/constants.js';
+import { Command, type RecordKind } from '../stream/constants.js';
 import { writeCommand, writeDevices } from '../stream/vmstate.js';
 import { StreamWriter } from '../stream/writer.js';
 
@@ -54,8 +54,10 @@ export function discardPayloads(bitmap: DirtyBitmap, blockId: string): Buffer[] 
  * and RUN, so that the destination starts listening before it loads the devices, and runs the
  * guest once they are loaded.
  */
-export function packagedState(runState: string): Buffer {
+export function packagedState(runState: string, onRecord?: (kind: RecordKind, name: string | undefined, offset: number) => void): Buffer {
   const w = new StreamWriter();
+  // Its records are points of the stream too (src/faults), at their offset in the package.
+  if (onRecord) w.onRecord = (kind, name) => onRecord(kind, name, w.written);
   writeCommand(w, Command.POSTCOPY_LISTEN);
   writeDevices(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, runState);
   const ping = Buffer.alloc(4);
