@@ -84,7 +84,6 @@ export const Errors = {
   migrationNotInState: (state: string) => generic(`Migration not in expected state: ${state}`),
   postcopyNotEnabled: () => generic('Enable postcopy with migrate_set_capability before the start of migration'),
   recoverNotPaused: () => generic('Migrate recover can only be run when postcopy is paused.'),
-  recoverTriggered: () => generic('Migrate recovery is triggered already'),
   postcopyCannotCancel: () => generic('Postcopy migration in progress, cannot cancel.'),
   postcopyNotStarted: () => generic('Postcopy must be started after migration has been started'),
   fdNotFound: (name: string) => generic(`File descriptor named '${name}' has not been found`),

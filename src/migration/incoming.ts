@@ -66,7 +66,6 @@ export class IncomingMigration {
   /** A paused postcopy waits here for the connection migrate-recover's listener takes. */
   private recovered?: (conn: IncomingConnection) => void;
   private recoverListener?: IncomingListener;
-  private recoverTriggered = false;
 
   constructor(private readonly env: IncomingEnv) {}
 
@@ -299,11 +298,15 @@ export class IncomingMigration {
     const { env } = this;
     const from = env.state.status;
     if (from !== 'postcopy-active' && from !== 'postcopy-recover') return undefined;
+    if (from === 'postcopy-recover' && activeProfile().postcopy.failedRecovery === 'source-stuck-destination-crashes') {
+      // 7.2's listen thread goes on with no channel and crashes; the orchestrator sees that.
+      env.log.fatal('QEMU 7.2 crashes here (SIGSEGV: a failure during postcopy recovery, fixed in 8.2); so does this daemon in its profile');
+      process.kill(process.pid, 'SIGSEGV');
+    }
     env.state.change(from, 'postcopy-paused');
     env.log.error({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'Detected IO failure for postcopy. Migration paused.');
     this.conn?.close();
     rp.open = false;
-    this.recoverTriggered = false;
     const conn = await new Promise<IncomingConnection>((r) => (this.recovered = r));
     this.conn = conn;
     rp.attach(conn);
@@ -311,27 +314,20 @@ export class IncomingMigration {
     return new StreamReader(conn.input);
   }
 
-  /** Whether migrate-recover was given since the last pause (mis->postcopy_recover_triggered). */
-  get recovering(): boolean {
-    return this.recoverTriggered;
-  }
-
-  /** migrate-recover: listen on `uri`; the first connection there resumes the paused migration. */
+  /**
+   * migrate-recover: listen on `uri` (in place of any earlier recovery listener: it may be given
+   * again while paused); the first connection there resumes the paused migration.
+   */
   async recover(uri: MigrationUri): Promise<void> {
-    this.recoverTriggered = true;
-    try {
-      const listener = await listenIncoming(uri, (conn) => {
-        const resume = this.recovered;
-        this.recovered = undefined;
-        if (!resume || this.env.state.status !== 'postcopy-paused') return conn.close();
-        listener.close();
-        resume(conn);
-      });
-      this.recoverListener = listener;
-    } catch (err) {
-      this.recoverTriggered = false;
-      throw err;
-    }
+    this.recoverListener?.close();
+    this.recoverListener = undefined;
+    const listener = await listenIncoming(uri, (conn) => {
+      const resume = this.recovered;
+      this.recovered = undefined;
+      if (!resume || this.env.state.status !== 'postcopy-paused') return conn.close();
+      resume(conn);
+    });
+    this.recoverListener = listener;
   }
 
   /** migrate-pause on the destination: the channel is shut down, and postcopy pauses. */

@@ -251,7 +251,6 @@ export class MigrationService {
   /** qmp_migrate_recover(): the paused destination listens for the source's new connection. */
   async recover(uri: string): Promise<void> {
     if (this.incomingState.status !== 'postcopy-paused' || !this.incoming) throw Errors.recoverNotPaused();
-    if (this.incoming.recovering) throw Errors.recoverTriggered();
     // qemu_start_incoming_migration(), as for migrate-incoming: 7.2 announces setup first.
     if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
     let parsed: MigrationUri | undefined;
@@ -486,12 +485,16 @@ export class MigrationService {
     if (!out?.ram) return info;
     const completed = s === 'completed';
     info['setup-time'] = out.setupTime;
+    // 10.0 shows postcopy's downtime (0 until completion) and why it paused, while in postcopy.
+    const postcopyShown = IN_POSTCOPY.has(s) && activeProfile().postcopy.downtime === 'until-completion';
+    if (postcopyShown && out.pauseError) info['error-desc'] = out.pauseError;
     if (completed) {
       info['total-time'] = out.totalTime;
       info.downtime = out.downtime;
     } else {
       info['total-time'] = Date.now() - out.startTime;
-      info['expected-downtime'] = Math.round(out.expectedDowntime);
+      if (postcopyShown) info.downtime = out.downtime;
+      else info['expected-downtime'] = Math.round(out.expectedDowntime);
     }
     const ram = out.ram;
     const c = ram.counters;

@@ -84,6 +84,8 @@ export class OutgoingMigration {
   pagesPerSecond = 0;
   /** The error query-migrate shows as error-desc. */
   error?: string;
+  /** Why postcopy paused (10.0 shows it as error-desc until a resume). */
+  pauseError?: string;
   ram?: RamSaver;
 
   private channel?: OutgoingChannel;
@@ -384,6 +386,7 @@ export class OutgoingMigration {
       }
       // postcopy_pause(): the destination runs the guest, so the migration waits to be resumed.
       if (error && this.status === 'postcopy-active') {
+        this.pauseError ??= error;
         if (!(await this.postcopyPause())) break;
         continue;
       }
@@ -620,11 +623,13 @@ export class OutgoingMigration {
   private async postcopyStart(): Promise<void> {
     const { env, writer: w } = this;
     const guest = env.guest;
+    // 7.2 announces postcopy-active, then stops the guest; 10.0 stops it, then announces device.
     const via = activeProfile().postcopy.switchoverState;
-    env.state.change('active', via);
+    if (via === 'postcopy-active') env.state.change('active', via);
     this.downtimeStart = Date.now();
     const globalState = guest.runState.state; // global_state_store()
     if (!guest.runState.stop('finish-migrate')) guest.runState.set('finish-migrate');
+    if (via === 'device') env.state.change('active', via);
     if (env.caps['pause-before-switchover']) {
       // migration_maybe_pause(), back to where it was; a cancel meanwhile ends it.
       env.state.change(via, 'pre-switchover');
@@ -646,8 +651,8 @@ export class OutgoingMigration {
     writeCommand(w, Command.PING, be32(4));
     await this.flush();
     if (via !== 'postcopy-active') env.state.change(via, 'postcopy-active');
-    // The guest's downtime ends as the destination gets the devices (migration_calculate_complete()).
-    this.downtime = Date.now() - this.downtimeStart;
+    // 7.2: the guest's downtime ends as the destination gets the devices (profile postcopy.downtime).
+    if (activeProfile().postcopy.downtime === 'at-switch') this.downtime = Date.now() - this.downtimeStart;
     this.window = { start: Date.now(), bytes: this.totalBytes, pages: ram.pagesSaved };
   }
 
@@ -678,12 +683,14 @@ export class OutgoingMigration {
 
   /** migrate-pause on the source: its channel is shut down, and the migration pauses. */
   pause(): void {
+    this.pauseError ??= 'Postcopy migration is paused by the user';
     this.channel?.shutdown();
     this.wakeSleep?.();
   }
 
   /** migrate with resume: the paused migration recovers over a new connection to `uri`. */
   resume(uri: MigrationUri): void {
+    this.pauseError = undefined;
     if (activeProfile().postcopy.resumeSetupState) this.env.state.change('postcopy-paused', 'postcopy-recover-setup');
     this.resumeWith?.(uri);
   }
@@ -743,12 +750,22 @@ export class OutgoingMigration {
     writeCommand(this.writer, Command.RECV_BITMAP, Buffer.concat([Buffer.from([id.length]), id]));
     await this.flush();
     const bitmap = await asked;
-    if (typeof bitmap !== 'object') return false;
+    if (typeof bitmap !== 'object') return this.recoveryFailed();
     this.ram!.reloadFromReceived(bitmap);
     const acked = answer();
     writeCommand(this.writer, Command.POSTCOPY_RESUME);
     await this.flush();
-    return (await acked) === 'resume-ack' && env.state.change('postcopy-recover', 'postcopy-active');
+    if ((await acked) !== 'resume-ack') return this.recoveryFailed();
+    return env.state.change('postcopy-recover', 'postcopy-active');
+  }
+
+  /**
+   * The return path failed during the handshake: 8.2+ pauses again; 7.2's migration thread is
+   * never woken, and stays in postcopy-recover (a cancel leaves it in cancelling).
+   */
+  private async recoveryFailed(): Promise<false> {
+    if (activeProfile().postcopy.failedRecovery === 'source-stuck-destination-crashes') await new Promise<never>(() => undefined);
+    return false;
   }
 
   /** migration_iteration_finish() and migrate_fd_cleanup(). */
@@ -763,7 +780,7 @@ export class OutgoingMigration {
       this.channel?.shutdown('COLO ended');
     } else if (state.status === 'completed') {
       this.totalTime = end - this.startTime;
-      this.downtime ||= end - this.downtimeStart; // postcopy's was taken at the switch
+      this.downtime = this.completionDowntime(end);
       const transferTime = this.totalTime - this.setupTime;
       if (transferTime) this.mbps = (this.totalBytes * 8) / transferTime / 1000;
       guest.runState.set('postmigrate');
@@ -776,6 +793,13 @@ export class OutgoingMigration {
     state.change('cancelling', 'cancelled');
     if (this.error && state.status === 'failed') log.error(this.error);
     log.info({ status: state.status, transferred: this.transferred, totalMs: end - this.startTime }, 'migration finished');
+  }
+
+  /** migration_calculate_complete()'s downtime (postcopy: profile postcopy.downtime). */
+  private completionDowntime(end: number): number {
+    if (!this.requests || activeProfile().postcopy.downtime === 'until-completion') return end - this.downtimeStart;
+    // 7.2: measured at the switch; if that was 0 ms, end - a downtime_start never set (0), on QEMU's monotonic clock.
+    return this.downtime || Number(process.hrtime.bigint() / 1_000_000n);
   }
 
   private fail(error: string | undefined, from: MigrationStatus): void {
@@ -918,6 +942,8 @@ export class OutgoingMigration {
     } catch (err) {
       // In postcopy a broken way back is a broken channel: the migration pauses (postcopy_pause_return_path_thread()).
       if (POSTCOPY_RUNNING.has(this.status)) {
+        const failure = err instanceof StreamEnded ? err.failure : (err as Error);
+        this.pauseError ??= failure ? channel.readError(failure) : 'Channel error: Input/output error';
         channel.shutdown();
         this.wakeSleep?.();
         return;

@@ -169,6 +169,19 @@ export interface QemuProfile {
     readonly cancel: 'refused' | 'stuck-when-paused';
     /** The states migrate-pause breaks the channel in (on either side): 10.0 adds postcopy-recover. */
     readonly pauseFrom: readonly string[];
+    /**
+     * A channel that fails during the recovery handshake: 8.2+ pauses both sides again; 7.2's
+     * source stays in postcopy-recover for good (its return-path thread pauses without waking
+     * the migration thread) and its destination crashes (SIGSEGV). Both seen with QEMU 7.2.
+     */
+    readonly failedRecovery: 'pauses' | 'source-stuck-destination-crashes';
+    /**
+     * query-migrate's `downtime`: 7.2 measures it at the switch (postcopy_start(); when that took
+     * 0 ms, completion falls back to a downtime_start never set, and reports the monotonic clock);
+     * 10.0 from the switch to completion, and shows it (0 until then) in every postcopy state in
+     * place of expected-downtime. Both seen with real QEMUs.
+     */
+    readonly downtime: 'at-switch' | 'until-completion';
   };
 }
 

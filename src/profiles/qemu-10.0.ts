@@ -177,7 +177,8 @@ export const QEMU_10_0: QemuProfile = {
   // 9.0: a guest suspended at its source goes from paused straight back to suspended on cont.
   extraRunStateTransitions: { paused: ['suspended'] },
   precopy: { deviceWithoutPause: true, coloFrom: 'device', completionErrorReported: true },
-  postcopy: { switchoverState: 'device', resumeSetupState: true, cancel: 'refused', pauseFrom: ['postcopy-active', 'postcopy-recover'] },
+  postcopy: { switchoverState: 'device', resumeSetupState: true, cancel: 'refused', pauseFrom: ['postcopy-active', 'postcopy-recover'],
+    failedRecovery: 'pauses', downtime: 'until-completion' },
   migrationGlobals: {
     defaults: { 'send-switchover-start': true, 'multifd-flush-after-each-section': false, 'zero-page-detection': 'multifd' },
     settable: ['send-switchover-start', 'multifd-flush-after-each-section', 'zero-page-detection'],

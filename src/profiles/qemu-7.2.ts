@@ -194,7 +194,8 @@ export const QEMU_7_2: QemuProfile = {
   },
   extraRunStateTransitions: {},
   precopy: { deviceWithoutPause: false, coloFrom: 'active', completionErrorReported: false },
-  postcopy: { switchoverState: 'postcopy-active', resumeSetupState: false, cancel: 'stuck-when-paused', pauseFrom: ['postcopy-active'] },
+  postcopy: { switchoverState: 'postcopy-active', resumeSetupState: false, cancel: 'stuck-when-paused', pauseFrom: ['postcopy-active'],
+    failedRecovery: 'source-stuck-destination-crashes', downtime: 'at-switch' },
   // 7.2 has none of these properties (-global refuses them): no SWITCHOVER_START, multifd syncs
   // at every RAM EOS, zero pages are found on the main thread.
   migrationGlobals: {

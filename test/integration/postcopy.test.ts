@@ -21,15 +21,15 @@ const MEMORY_MB = 64;
 const BANDWIDTH = 16 << 20;
 
 /** A pair with random RAM, postcopy-ram on both ends, the source migrating slowly. */
-async function postcopyPair(t: Test, srcCaps: Record<string, boolean> = {}): Promise<Pair> {
+async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2'): Promise<Pair> {
   const ramFile = await randomRamFile(MEMORY_MB << 20);
-  // QEMU 7.2's statuses (test/integration/qemu-postcopy-interop.test.ts holds both releases to
-  // real QEMU); --test-hooks: the fault API, to break the migration where a test says.
-  const both = ['--qemu-version', '7.2', '--test-hooks'];
+  // QEMU 7.2's statuses unless a test says (test/integration/qemu-postcopy-interop.test.ts holds
+  // both releases to real QEMU); --test-hooks: the fault API, to break the migration where a test says.
+  const both = ['--qemu-version', release, '--test-hooks'];
   const p = await startPair({ memory: `${MEMORY_MB}M`, srcArgs: ['--memory-file', ramFile, ...both], dstArgs: both });
   t.teardown(p.stop);
   await setCaps(p.dst, { 'postcopy-ram': true });
-  await setCaps(p.src, { 'postcopy-ram': true, ...srcCaps });
+  await setCaps(p.src, { 'postcopy-ram': true });
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': BANDWIDTH, 'max-postcopy-bandwidth': BANDWIDTH });
   // The destination's guest writes (and reads) from the moment it runs; a journal keeps its writes.
   await p.dst.qmp.ok('__org.qmigd_set-workload', { rate: 8 << 20, journal: true });
@@ -130,8 +130,8 @@ for (const where of ['src', 'dst'] as const) {
   });
 }
 
-t.test('a killed connection in postcopy pauses both; a recovery to nowhere leaves the source paused; a break during recovery pauses again; the next recovery finishes', async (t) => {
-  const p = await postcopyPair(t);
+t.test('QEMU 10.0: a killed connection in postcopy pauses both; a recovery to nowhere leaves the source paused; a break during recovery pauses again; the next recovery finishes', async (t) => {
+  const p = await postcopyPair(t, '10.0');
   await switchToPostcopy(p);
   let from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
   await p.src.qmp.ok('__org.qmigd_fault-add', { id: 'kill', kind: 'reset', channel: 'main', 'after-ms': 200 });
@@ -141,7 +141,8 @@ t.test('a killed connection in postcopy pauses both; a recovery to nowhere leave
   // The destination listens; the source first tries an address where nobody does, and stays paused.
   const uri = `tcp:127.0.0.1:${await freePort()}`;
   await p.dst.qmp.ok('migrate-recover', { uri });
-  t.same(await p.dst.qmp.cmd('migrate-recover', { uri }), { error: { class: 'GenericError', desc: 'Migrate recovery is triggered already' } });
+  await p.dst.qmp.ok('migrate-recover', { uri: `tcp:127.0.0.1:${await freePort()}` });
+  await p.dst.qmp.ok('migrate-recover', { uri }); // given again while paused, it listens there instead
   await p.src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${await freePort()}`, resume: true });
   await new Promise((r) => setTimeout(r, 300));
   t.equal(((await p.src.qmp.ok('query-migrate')) as Msg).status, 'postcopy-paused', 'a connection that fails leaves the migration paused');
@@ -184,4 +185,20 @@ t.test('faults at postcopy points: a break at the last section pauses both and r
     t.equal(exit.code, 1, 'the destination, which never ran the guest, fails and exits as QEMU does');
     t.equal(await runState(p.src), 'finish-migrate', 'the source keeps the guest stopped, paused: the orchestrator decides');
   });
+});
+
+t.test('QEMU 7.2: a break during the recovery handshake leaves the source in postcopy-recover for good, and crashes the destination, as 7.2 does', async (t) => {
+  const p = await postcopyPair(t, '7.2');
+  await switchToPostcopy(p);
+  const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
+  await p.src.qmp.ok('migrate-pause');
+  await bothPaused(p, from);
+  await p.dst.qmp.ok('__org.qmigd_fault-add', { kind: 'reset', side: 'receive', point: 'command:recv-bitmap' });
+  const uri = `tcp:127.0.0.1:${await freePort()}`;
+  await p.dst.qmp.ok('migrate-recover', { uri });
+  await p.src.qmp.ok('migrate', { uri, resume: true });
+  t.same(await p.dst.daemon.exited, { code: null, signal: 'SIGSEGV' }, 'the destination dies of a segmentation fault');
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(((await p.src.qmp.ok('query-migrate')) as Msg).status, 'postcopy-recover', 'the source waits in postcopy-recover');
+  t.same(await p.src.qmp.cmd('migrate', { uri, resume: true }), { error: { class: 'GenericError', desc: 'Cannot resume if there is no paused migration' } });
 });

@@ -14,7 +14,7 @@
 import t from 'tap';
 import { freePort } from '../helpers/daemon.js';
 import { qemuSkip } from '../helpers/qemu.js';
-import { caps, delay, type End, finished, isEvent, listening, MiB, mixedRam, nextEvent, ramSha, recordingProxy, runState, sha256, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
+import { caps, delay, type End, finished, isEvent, listening, MiB, mixedRam, nextEvent, eventTrail, ramSha, recordingProxy, runState, sha256, startEnd, statuses, until, type Kind, type Test } from '../helpers/interop.js';
 import type { Msg } from '../helpers/qmp-client.js';
 import type { ProfileId } from '../../src/profiles/index.js';
 import { readFileSync, rmSync } from 'node:fs';
@@ -25,6 +25,9 @@ const SIZE = 64 * MiB;
 interface Run {
   src: string[];
   dst: string[];
+  /** query-migrate's members while paused, on each side. */
+  pausedSrc: string[];
+  pausedDst: string[];
   srcRunState: string;
   dstRunState: string;
   requests: number;
@@ -57,6 +60,7 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   await src.qmp.ok('migrate-start-postcopy');
   await waitStatus(src, 'postcopy-active', 0);
   await waitStatus(dst, 'postcopy-active', 0);
+  const activeSrc = (await src.qmp.ok('query-migrate')) as Msg;
   await delay(500);
 
   const from = [src.qmp.events.length, dst.qmp.events.length] as const;
@@ -64,8 +68,12 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   await waitStatus(src, 'postcopy-paused', from[0]);
   await waitStatus(dst, 'postcopy-paused', from[1]);
   t.equal(await runState(dst), 'running', `${srcKind} → ${dstKind}: the destination runs on, paused`);
-  const remaining = ((await src.qmp.ok('query-migrate')) as { ram?: { remaining: number } }).ram?.remaining ?? 0;
+  const paused = (await src.qmp.ok('query-migrate')) as { ram?: Record<string, number> };
+  const remaining = paused.ram?.remaining ?? 0;
   t.ok(remaining > 0, `${srcKind} → ${dstKind}: pages still on the source (${remaining} bytes)`);
+  const members = (m: Msg): string[] => Object.entries(m).flatMap(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.keys(v).map((kk) => `${k}.${kk}`) : [k])).sort();
+  const pausedSrc = members(paused);
+  const pausedDst = members((await dst.qmp.ok('query-migrate')) as Msg);
 
   const again = `tcp:127.0.0.1:${await freePort()}`;
   await dst.qmp.ok('migrate-recover', { uri: again });
@@ -87,17 +95,19 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   } else {
     t.equal(await ramSha(t, dst, SIZE), image.sha, `${srcKind} → ${dstKind}: RAM whole`);
   }
-  return { src: statuses(src), dst: statuses(dst), srcRunState: await runState(src), dstRunState: await runState(dst), requests };
+  return { src: eventTrail(src), dst: eventTrail(dst), pausedSrc, pausedDst, srcRunState: await runState(src), dstRunState: await runState(dst), requests };
 }
 
 for (const release of ['7.2', '10.0'] as const) {
   t.test(`postcopy with QEMU ${release}, broken and recovered: qmigd at either end behaves as QEMU`, { skip: qemuSkip(release) }, async (t) => {
     const qemu = await postcopyRecovered(t, 'qemu', 'qemu', release);
-    t.ok(qemu.src.includes('postcopy-paused') && qemu.src.includes('postcopy-recover'), `QEMU's source paused and recovered: ${qemu.src.join(' → ')}`);
+    t.ok(qemu.src.includes('MIGRATION postcopy-paused') && qemu.src.includes('MIGRATION postcopy-recover'), `QEMU's source paused and recovered: ${qemu.src.join(' → ')}`);
     for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu']] as const) {
       const run = await postcopyRecovered(t, srcKind, dstKind, release);
-      t.same(run.src, qemu.src, `${srcKind} → ${dstKind}: the source's statuses are QEMU's: ${qemu.src.join(' → ')}`);
-      t.same(run.dst, qemu.dst, `${srcKind} → ${dstKind}: the destination's statuses are QEMU's: ${qemu.dst.join(' → ')}`);
+      t.same(run.src, qemu.src, `${srcKind} → ${dstKind}: the source's events are QEMU's: ${qemu.src.join(' → ')}`);
+      t.same(run.dst, qemu.dst, `${srcKind} → ${dstKind}: the destination's events are QEMU's: ${qemu.dst.join(' → ')}`);
+      t.same(run.pausedSrc, qemu.pausedSrc, `${srcKind} → ${dstKind}: query-migrate on the paused source has QEMU's members`);
+      t.same(run.pausedDst, qemu.pausedDst, `${srcKind} → ${dstKind}: and on the paused destination`);
       t.equal(run.srcRunState, qemu.srcRunState, `${srcKind} → ${dstKind}: the source's run state after`);
       t.equal(run.dstRunState, qemu.dstRunState, `${srcKind} → ${dstKind}: the destination's run state after`);
     }
