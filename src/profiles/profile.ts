@@ -270,6 +270,13 @@ export interface ProfileErrors {
   readonly coloNotEnabled: string;
   /** A URI with an unknown scheme, on `migrate` (migrate-incoming always said unknown migration protocol). */
   readonly migrateUnknownProtocol: (uri: string) => string;
+  /** A bad page request on the return path (migrate_handle_rp_req_pages(), ram_save_queue_pages()); hex without 0x. */
+  readonly reqPages: {
+    readonly misaligned: (start: string, len: number) => string;
+    readonly noPreviousBlock: string;
+    readonly noBlock: (name: string) => string;
+    readonly overrun: (start: string, len: string, blocklen: string) => string;
+  };
 }
 
 export interface ProfileHmp {

@@ -139,6 +139,12 @@ export const QEMU_10_0: QemuProfile = {
   },
   errors: {
     migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active or postcopy-recover state',
+    reqPages: {
+      misaligned: (start, len) => `MIG_RP_MSG_REQ_PAGES: Misaligned page request, start:${start} len: ${len}`,
+      noPreviousBlock: 'MIG_RP_MSG_REQ_PAGES has no previous block',
+      noBlock: (name) => `MIG_RP_MSG_REQ_PAGES has no block '${name}'`,
+      overrun: (start, len, blocklen) => `MIG_RP_MSG_REQ_PAGES request overrun, start=${start} len=${len} blocklen=${blocklen}`,
+    },
     coloNotEnabled: 'VM is not in COLO mode',
     migrateUnknownProtocol: (uri) => `unknown migration protocol: ${uri}`,
   },

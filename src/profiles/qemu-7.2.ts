@@ -155,6 +155,12 @@ export const QEMU_7_2: QemuProfile = {
   },
   errors: {
     migratePauseNotPostcopy: 'migrate-pause is currently only supported during postcopy-active state',
+    reqPages: {
+      misaligned: (start, len) => `migrate_handle_rp_req_pages: Misaligned page request, start: ${start} len: ${len}`,
+      noPreviousBlock: 'ram_save_queue_pages no previous block',
+      noBlock: (name) => `ram_save_queue_pages no block '${name}'`,
+      overrun: (start, len, blocklen) => `ram_save_queue_pages request overrun start=${start} len=${len} blocklen=${blocklen}`,
+    },
     coloNotEnabled: "The feature 'colo' is not enabled",
     migrateUnknownProtocol: () => "Parameter 'uri' expects a valid migration protocol",
   },

@@ -6,6 +6,7 @@
  */
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { PAGE_SIZE } from '../../guest/ram.js';
+import { activeProfile } from '../../profiles/index.js';
 import { Command, type RecordKind } from '../stream/constants.js';
 import { writeCommand, writeDevices } from '../stream/vmstate.js';
 import { StreamWriter } from '../stream/writer.js';
@@ -82,22 +83,19 @@ export class PageRequests {
 
   /** A request for `len` bytes at `start` of `blockId` (undefined: the last one named). Returns an error, or nothing. */
   take(blockId: string | undefined, start: number, len: number): string | undefined {
-    let id = blockId;
-    if (id === undefined) {
-      if (this.lastBlock === undefined) return 'migrate_handle_rp_req_pages: no previous block';
-      id = this.lastBlock;
+    const text = activeProfile().errors.reqPages;
+    const hex = (n: number): string => n.toString(16);
+    if (start % PAGE_SIZE || len % PAGE_SIZE) return text.misaligned(hex(start), len);
+    this.count++; // every aligned request, good or not
+    if (blockId === undefined) {
+      if (this.lastBlock === undefined) return text.noPreviousBlock;
     } else {
-      if (id !== this.block.id) return `migrate_handle_rp_req_pages: invalid block name: ${id}`;
-      this.lastBlock = id;
+      if (blockId !== this.block.id) return text.noBlock(blockId);
+      this.lastBlock = blockId;
     }
-    if (start % PAGE_SIZE || len % PAGE_SIZE) {
-      return `migrate_handle_rp_req_pages: misaligned start 0x${start.toString(16)} len 0x${len.toString(16)}`;
-    }
-    this.count++;
-    if (len === 0 || start + len - 1 >= this.block.size) {
-      const addr = (n: number): string => `0x${n.toString(16)}`;
-      return `ram_save_queue_pages request overrun start=${addr(start)} len=${addr(len)} blocklen=${addr(this.block.size)}`;
-    }
+    // offset_in_ramblock(start + len - 1), in unsigned arithmetic: 0 + 0 - 1 is past the end too.
+    const last = start + len - 1;
+    if (last < 0 || last >= this.block.size) return text.overrun(hex(start), hex(len), hex(this.block.size));
     for (let page = start / PAGE_SIZE; page < (start + len) / PAGE_SIZE; page++) this.queue.push(page);
     return undefined;
   }
