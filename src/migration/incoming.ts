@@ -63,6 +63,8 @@ export class IncomingMigration {
   private coloReleased?: () => void;
   private compareConn?: IncomingConnection;
   private multifd?: MultifdReceiver;
+  /** postcopy-blocktime's total, where that capability was on as postcopy began (completed only). */
+  blocktime?: () => number;
   /** A paused postcopy waits here for the connection migrate-recover's listener takes. */
   private recovered?: (conn: IncomingConnection) => void;
   private recoverListener?: IncomingListener;
@@ -122,6 +124,8 @@ export class IncomingMigration {
     if (channels > 0) this.multifdReceiver(channels);
     const rp = new ReturnPath(conn);
     const started = Date.now();
+    // mis->blocktime_ctx: made when postcopy starts listening, if postcopy-blocktime is on then.
+    let blocktime: (() => number) | undefined;
     this.conn = conn;
     const loader = new VmLoader({
       ram: env.guest.ram,
@@ -142,7 +146,10 @@ export class IncomingMigration {
         xColo: () => env.capability('x-colo'),
         postcopy: {
           postcopyRam: () => env.capability('postcopy-ram'),
-          listen: () => env.state.change('active', 'postcopy-active'),
+          listen: () => {
+            if (env.capability('postcopy-blocktime')) blocktime = () => loader.postcopy.blocktime;
+            env.state.change('active', 'postcopy-active');
+          },
           // loadvm_postcopy_handle_run_bh(): the guest starts (or, with -S, waits paused), and
           // waits for any page it touches that is not here yet.
           run: (gate) => {
@@ -184,6 +191,7 @@ export class IncomingMigration {
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
       if (!result.postcopy) this.startGuest(result); // in postcopy it started at RUN
       env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
+      this.blocktime = blocktime;
       env.state.change(result.postcopy ? 'postcopy-active' : 'active', 'completed');
       rp.send(RpMessage.SHUT, be32(0));
       rp.end();

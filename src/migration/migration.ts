@@ -463,6 +463,12 @@ export class MigrationService {
     if (inc?.socketAddress) info['socket-address'] = [inc.socketAddress];
     if (this.incomingState.status !== 'none') info.status = this.incomingState.status;
     if (this.incomingError) info['error-desc'] = this.incomingError;
+    // fill_destination_postcopy_migration_info(): in completed, per vCPU (the one) and in all.
+    const blocktime = this.incomingState.status === 'completed' ? inc?.blocktime?.() : undefined;
+    if (blocktime !== undefined) {
+      info['postcopy-blocktime'] = blocktime;
+      info['postcopy-vcpu-blocktime'] = [blocktime];
+    }
     const s = this.status;
     const out = this.outgoing;
     switch (s) {

@@ -87,7 +87,7 @@ export const QEMU_10_0: QemuProfile = {
     ],
     implementedCapabilities: [
       'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
-      'late-block-activate', 'postcopy-ram', 'switchover-ack', 'mapped-ram',
+      'late-block-activate', 'postcopy-ram', 'switchover-ack', 'mapped-ram', 'postcopy-blocktime',
     ],
     // QEMU 10.0's defaults, as its query-migrate-parameters answers on a fresh -M none.
     parameterDefaults: {

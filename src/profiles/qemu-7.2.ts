@@ -106,7 +106,7 @@ export const QEMU_7_2: QemuProfile = {
     // destination): qmigd has none, so doing it is doing nothing.
     implementedCapabilities: [
       'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
-      'late-block-activate', 'postcopy-ram',
+      'late-block-activate', 'postcopy-ram', 'postcopy-blocktime',
     ],
     // MAX_THROTTLE, DEFAULT_MIGRATE_SET_DOWNTIME and the rest of migration.c's defaults.
     parameterDefaults: {

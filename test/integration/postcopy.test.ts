@@ -28,7 +28,7 @@ async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2'): Promise<P
   const both = ['--qemu-version', release, '--test-hooks'];
   const p = await startPair({ memory: `${MEMORY_MB}M`, srcArgs: ['--memory-file', ramFile, ...both], dstArgs: both });
   t.teardown(p.stop);
-  await setCaps(p.dst, { 'postcopy-ram': true });
+  await setCaps(p.dst, { 'postcopy-ram': true, 'postcopy-blocktime': true });
   await setCaps(p.src, { 'postcopy-ram': true });
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': BANDWIDTH, 'max-postcopy-bandwidth': BANDWIDTH });
   // The destination's guest writes (and reads) from the moment it runs; a journal keeps its writes.
@@ -89,6 +89,9 @@ t.test('postcopy completes while the destination guest reads and writes; its fau
   t.equal(await runState(p.src), 'postmigrate');
   t.equal(await runState(p.dst), 'running');
   t.equal((await workload(p.dst)).stalled, false, 'no vCPU waits once every page is there');
+  const dstInfo = (await p.dst.qmp.ok('query-migrate')) as { 'postcopy-blocktime': number; 'postcopy-vcpu-blocktime': number[] };
+  t.ok(dstInfo['postcopy-blocktime'] > 0, `postcopy-blocktime: the vCPU waited ${dstInfo['postcopy-blocktime']} ms in all`);
+  t.same(dstInfo['postcopy-vcpu-blocktime'], [dstInfo['postcopy-blocktime']], 'one vCPU, so its time is the total');
   await nothingLost(t, p);
 });
 

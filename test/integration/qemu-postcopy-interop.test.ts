@@ -28,12 +28,17 @@ interface Run {
   /** query-migrate's members while paused, on each side. */
   pausedSrc: string[];
   pausedDst: string[];
+  /** And on the destination once completed (postcopy-blocktime on there). */
+  completedDst: string[];
   srcRunState: string;
   dstRunState: string;
   requests: number;
 }
 
 const waitStatus = (e: End, want: string, from: number): Promise<Msg> => nextEvent(e, isEvent('MIGRATION', { status: want }), from);
+
+/** query-migrate's members, one level into objects. */
+const members = (m: Msg): string[] => Object.entries(m).flatMap(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.keys(v).map((kk) => `${k}.${kk}`) : [k])).sort();
 
 async function dump(e: End): Promise<Buffer> {
   const file = join(e.dir, `ram-${Date.now()}.dump`);
@@ -49,6 +54,7 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   const dst = await startEnd(t, dstKind, release, { size: SIZE, incoming: 'defer' });
   const src = await startEnd(t, srcKind, release, { size: SIZE, ramFile: image.path });
   for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram']);
+  await caps(dst, ['postcopy-blocktime']);
   await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   await listening(dst);
   if (dstKind === 'qmigd') await dst.qmp.ok('__org.qmigd_set-workload', { rate: 4 * MiB, journal: true });
@@ -71,7 +77,6 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   const paused = (await src.qmp.ok('query-migrate')) as { ram?: Record<string, number> };
   const remaining = paused.ram?.remaining ?? 0;
   t.ok(remaining > 0, `${srcKind} → ${dstKind}: pages still on the source (${remaining} bytes)`);
-  const members = (m: Msg): string[] => Object.entries(m).flatMap(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.keys(v).map((kk) => `${k}.${kk}`) : [k])).sort();
   const pausedSrc = members(paused);
   const pausedDst = members((await dst.qmp.ok('query-migrate')) as Msg);
 
@@ -82,6 +87,7 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   t.equal((await finished(dst)).status, 'completed', `${srcKind} → ${dstKind}: the destination completes`);
   for (const end of [src, dst]) await nextEvent(end, isEvent('MIGRATION', { status: 'completed' }));
   const requests = ((await src.qmp.ok('query-migrate')) as { ram: { 'postcopy-requests': number } }).ram['postcopy-requests'];
+  const completedDst = members((await dst.qmp.ok('query-migrate')) as Msg);
 
   if (dstKind === 'qmigd') {
     // The destination's guest wrote: the source's RAM with its writes replayed is the destination's.
@@ -95,7 +101,7 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   } else {
     t.equal(await ramSha(t, dst, SIZE), image.sha, `${srcKind} → ${dstKind}: RAM whole`);
   }
-  return { src: eventTrail(src), dst: eventTrail(dst), pausedSrc, pausedDst, srcRunState: await runState(src), dstRunState: await runState(dst), requests };
+  return { src: eventTrail(src), dst: eventTrail(dst), pausedSrc, pausedDst, completedDst, srcRunState: await runState(src), dstRunState: await runState(dst), requests };
 }
 
 for (const release of ['7.2', '10.0'] as const) {
@@ -108,6 +114,7 @@ for (const release of ['7.2', '10.0'] as const) {
       t.same(run.dst, qemu.dst, `${srcKind} → ${dstKind}: the destination's events are QEMU's: ${qemu.dst.join(' → ')}`);
       t.same(run.pausedSrc, qemu.pausedSrc, `${srcKind} → ${dstKind}: query-migrate on the paused source has QEMU's members`);
       t.same(run.pausedDst, qemu.pausedDst, `${srcKind} → ${dstKind}: and on the paused destination`);
+      t.same(run.completedDst, qemu.completedDst, `${srcKind} → ${dstKind}: and on the completed destination: ${qemu.completedDst.join(' ')}`);
       t.equal(run.srcRunState, qemu.srcRunState, `${srcKind} → ${dstKind}: the source's run state after`);
       t.equal(run.dstRunState, qemu.dstRunState, `${srcKind} → ${dstKind}: the destination's run state after`);
     }

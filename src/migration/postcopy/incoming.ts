@@ -50,6 +50,12 @@ export class PostcopyIncoming implements PageGate {
   private blockNamed = false;
   /** Page requests sent (the destination's count of its vCPUs' faults). */
   requestsSent = 0;
+  /**
+   * postcopy-blocktime: milliseconds the guest's one vCPU spent stopped on missing pages (with
+   * one vCPU, also the time all of them were), and the page it waits on now.
+   */
+  blocktime = 0;
+  private blocked?: { page: number; since: number };
 
   constructor(
     private readonly hooks: PostcopyHooks | undefined,
@@ -124,7 +130,12 @@ export class PostcopyIncoming implements PageGate {
     this.state = PostcopyState.RUNNING;
     this.loader.received ??= new DirtyBitmap(this.loader.ram!.pages);
     this.loader.onPlaced = (page) => {
-      if (this.requested.delete(page)) this.hooks?.arrived(page);
+      if (!this.requested.delete(page)) return;
+      if (this.blocked?.page === page) {
+        this.blocktime += Math.round(performance.now() - this.blocked.since);
+        this.blocked = undefined;
+      }
+      this.hooks?.arrived(page);
     };
     this.hooks?.run(this);
   }
@@ -136,6 +147,7 @@ export class PostcopyIncoming implements PageGate {
 
   /** PageGate: the guest touched a missing page; it is asked for unless it was already. */
   fault(page: number): void {
+    this.blocked ??= { page, since: performance.now() };
     if (this.requested.has(page)) return;
     this.requested.add(page);
     this.request(page);
