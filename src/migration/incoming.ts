@@ -17,10 +17,11 @@ import type { Failover } from './colo/failover.js';
 import { ColoSecondary } from './colo/secondary.js';
 import { MultifdReceiver } from './multifd/receiver.js';
 import type { ColoStats } from './colo/stats.js';
-import { COMPARE_MAGIC, commandPointName, RpMessage, SECTION_RECORDS, VM_FILE_MAGIC, type RecordKind } from './stream/constants.js';
+import { COMPARE_MAGIC, commandPointName, RAM_SECTION_VERSION, RpMessage, SECTION_RECORDS, VM_FILE_MAGIC, type RecordKind } from './stream/constants.js';
 import { faults } from '../faults/faults.js';
 import { activeProfile } from '../profiles/index.js';
 import { StreamReader } from './stream/reader.js';
+import { RamLoader } from './ram/ram-load.js';
 import type { MigrationStateCell } from './state.js';
 
 /** What a COLO secondary shares with the daemon. */
@@ -63,8 +64,28 @@ export class IncomingMigration {
   private coloReleased?: () => void;
   private compareConn?: IncomingConnection;
   private multifd?: MultifdReceiver;
+  /**
+   * postcopy-preempt's channel (postcopy_preempt_thread()): bare RAM records, the pages the guest
+   * asked for, placed as the main channel's are, until an EOS (7.2's layout) or its end. A
+   * broken one just ends: the main channel's failure is what pauses the migration.
+   */
+  private async attachPreempt(conn: IncomingConnection): Promise<void> {
+    const main = this.loader?.ramLoader;
+    if (!main) return conn.close();
+    this.preemptConn?.close();
+    this.preemptConn = conn;
+    try {
+      await new RamLoader(this.env.guest.ram, undefined, main).load(new StreamReader(conn.input), RAM_SECTION_VERSION);
+    } catch (err) {
+      this.env.log.info({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'postcopy preempt channel ended');
+    }
+    conn.close();
+  }
+
   /** postcopy-blocktime's total, where that capability was on as postcopy began (completed only). */
   blocktime?: () => number;
+  private loader?: VmLoader;
+  private preemptConn?: IncomingConnection;
   /** A paused postcopy waits here for the connection migrate-recover's listener takes. */
   private recovered?: (conn: IncomingConnection) => void;
   private recoverListener?: IncomingListener;
@@ -97,6 +118,8 @@ export class IncomingMigration {
     if (this.conn) {
       // 7.2: the first connection is the main channel, every later one a multifd channel.
       if (this.multifd) return this.multifd.addChannel(conn);
+      // With postcopy-preempt, the second one is its channel (no magic tells: the order does).
+      if (this.env.capability('postcopy-preempt')) return this.attachPreempt(conn);
       return this.attachCompare(conn);
     }
     return this.receiveMain(conn, new StreamReader(conn.input));
@@ -169,6 +192,7 @@ export class IncomingMigration {
       mapped: env.capability('mapped-ram') ? conn.file : undefined,
       observer: faultPoints(input),
     });
+    this.loader = loader;
     if (this.multifd) {
       const multifd = this.multifd;
       // ram_load_precopy(): with multifd-flush-after-each-section (7.2 always) the channels sync
@@ -314,6 +338,7 @@ export class IncomingMigration {
     env.state.change(from, 'postcopy-paused');
     env.log.error({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'Detected IO failure for postcopy. Migration paused.');
     this.conn?.close();
+    this.preemptConn?.close();
     rp.open = false;
     const conn = await new Promise<IncomingConnection>((r) => (this.recovered = r));
     this.conn = conn;
@@ -332,8 +357,9 @@ export class IncomingMigration {
     const listener = await listenIncoming(uri, (conn) => {
       const resume = this.recovered;
       this.recovered = undefined;
-      if (!resume || this.env.state.status !== 'postcopy-paused') return conn.close();
-      resume(conn);
+      if (resume && this.env.state.status === 'postcopy-paused') return resume(conn);
+      if (this.env.capability('postcopy-preempt') && this.env.state.status === 'postcopy-recover') return void this.attachPreempt(conn);
+      conn.close();
     });
     this.recoverListener = listener;
   }
@@ -345,6 +371,7 @@ export class IncomingMigration {
 
   private destroy(): void {
     this.env.guest.workload.openGate();
+    this.preemptConn?.close();
     this.recoverListener?.close();
     this.listener?.close();
     this.multifd?.close();

@@ -125,6 +125,9 @@ export class OutgoingMigration {
   private shutReceived = false;
   /** A paused postcopy waits here for `migrate resume` (a URI) or a cancel (undefined). */
   private resumeWith?: (uri: MigrationUri | undefined) => void;
+  /** postcopy-preempt's channel, where the pages the destination asks for go. */
+  private preempt?: { channel: OutgoingChannel; writer: StreamWriter; cursor: { blockSent: boolean } };
+  private uri?: MigrationUri;
   /** The recovery handshake waits here for the return path's answer (undefined: it ended). */
   private rpAnswer?: (answer: DirtyBitmap | 'resume-ack' | undefined) => void;
 
@@ -138,6 +141,7 @@ export class OutgoingMigration {
 
   /** Connects and runs; every failure ends in a state, never in a rejected promise. */
   async run(uri: MigrationUri): Promise<void> {
+    this.uri = uri;
     try {
       this.channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
       this.channel.markFaultable();
@@ -159,6 +163,11 @@ export class OutgoingMigration {
         this.channel.shutdown();
         return this.finish();
       }
+    }
+    if (this.preemptFrom('with-migration') && this.status === 'setup' && !(await this.openPreempt())) {
+      if (this.env.state.change('setup', 'failed')) this.error = 'postcopy preempt: the second channel did not connect';
+      this.channel.shutdown();
+      return this.finish();
     }
     if (this.status === 'cancelling') {
       this.shutdownChannels();
@@ -306,9 +315,10 @@ export class OutgoingMigration {
     this.wakeSleep?.();
   }
 
-  /** The main channel and any multifd channels, shut with the same reason. */
+  /** The main channel and any multifd or preempt channels, shut with the same reason. */
   private shutdownChannels(reason?: string): void {
     this.channel?.shutdown(reason);
+    this.preempt?.channel.shutdown(reason);
     this.multifd?.shutdown(reason);
     void this.pageThread?.then((t) => t?.shutdown());
   }
@@ -379,7 +389,7 @@ export class OutgoingMigration {
       if (!this.rateLimited() || this.requests?.waiting) {
         if ((await this.iterationStep()) === 'done') break;
       }
-      const error = this.channel!.writeError ?? this.multifd?.error;
+      const error = this.channel!.writeError ?? this.multifd?.error ?? this.preempt?.channel.writeError;
       if (error && this.status === 'active') {
         this.fail(error, 'active');
         break;
@@ -524,10 +534,7 @@ export class OutgoingMigration {
     const requests = this.requests;
     let slice = performance.now();
     for (let n = 1; ; n++) {
-      if (requests?.waiting) {
-        for (let page = requests.next(); page !== undefined; page = requests.next()) this.ram!.saveRequested(w, page);
-        await this.flush(); // a vCPU waits for these
-      }
+      if (requests?.waiting) await this.sendRequested(requests);
       if ((n & 15) === 0 && stop()) return;
       if (!this.ram!.saveNext(w)) return;
       if ((n & 127) === 0 && this.multifd) await this.multifd.send();
@@ -537,6 +544,34 @@ export class OutgoingMigration {
         slice = performance.now();
         if (!this.channel!.usable) return;
       }
+    }
+  }
+
+  /** The pages asked for, now: on the preempt channel where there is one (a vCPU waits for them). */
+  private async sendRequested(requests: PageRequests): Promise<void> {
+    const preempt = this.preempt;
+    const w = preempt?.writer ?? this.writer;
+    for (let page = requests.next(); page !== undefined; page = requests.next()) this.ram!.saveRequested(w, page, preempt?.cursor);
+    if (!preempt) return this.flush();
+    await preempt.channel.write(w.take().pieces);
+  }
+
+  /** Whether postcopy-preempt is on and its channel connects at this moment of the release's. */
+  private preemptFrom(moment: 'with-migration' | 'at-switch'): boolean {
+    return capability(this.env.caps, 'postcopy-preempt') && activeProfile().postcopy.preemptChannel === moment;
+  }
+
+  /** Connects postcopy-preempt's channel to the migration's address; false if it cannot. */
+  private async openPreempt(uri = this.uri!): Promise<boolean> {
+    try {
+      const channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
+      this.preempt = { channel, writer: new StreamWriter(), cursor: { blockSent: false } };
+      return true;
+    } catch (err) {
+      this.env.log.error(`postcopy preempt: ${(err as Error).message}`);
+      return false;
+    } finally {
+      this.abortConnect = undefined;
     }
   }
 
@@ -623,6 +658,7 @@ export class OutgoingMigration {
   private async postcopyStart(): Promise<void> {
     const { env, writer: w } = this;
     const guest = env.guest;
+    if (this.preemptFrom('at-switch') && !(await this.openPreempt())) return this.fail('postcopy_start: Failed to establish preempt channel', 'active');
     // 7.2 announces postcopy-active, then stops the guest; 10.0 stops it, then announces device.
     const via = activeProfile().postcopy.switchoverState;
     if (via === 'postcopy-active') env.state.change('active', via);
@@ -669,8 +705,16 @@ export class OutgoingMigration {
     writeEof(w);
     await this.flush();
     await this.channel!.drained();
+    const preempt = this.preempt;
+    if (preempt) {
+      // 7.2's layout ends the preempt channel with an EOS (postcopy_preempt_shutdown_file()).
+      if (activeProfile().postcopy.preemptChannel === 'with-migration') preempt.writer.be64(RamFlag.EOS);
+      await preempt.channel.write(preempt.writer.take().pieces);
+      await preempt.channel.drained();
+    }
     await this.returnPath;
     if (this.shutReceived && !this.rpBad) {
+      preempt?.channel.end();
       this.env.state.change('postcopy-active', 'completed');
       return 'done';
     }
@@ -704,6 +748,8 @@ export class OutgoingMigration {
     for (;;) {
       if (this.status !== 'postcopy-paused') env.state.change(this.status, 'postcopy-paused');
       this.channel!.shutdown();
+      this.preempt?.channel.shutdown();
+      this.preempt = undefined;
       this.writer.take(); // unsent bytes are lost with the channel; the received bitmap says what
       await this.returnPath;
       env.log.warn('postcopy paused; waiting for migrate with resume');
@@ -734,6 +780,12 @@ export class OutgoingMigration {
     } finally {
       this.abortConnect = undefined;
     }
+    // 7.2's layout connects the preempt channel as the main one does, before postcopy-recover.
+    if (this.preemptFrom('with-migration') && !(await this.openPreempt(uri))) {
+      channel.shutdown();
+      env.state.change('postcopy-recover-setup', 'postcopy-paused');
+      return false;
+    }
     const from = this.status;
     if (!RESUMING.has(from) || !env.state.change(from, 'postcopy-recover')) {
       channel.shutdown();
@@ -752,6 +804,8 @@ export class OutgoingMigration {
     const bitmap = await asked;
     if (typeof bitmap !== 'object') return this.recoveryFailed();
     this.ram!.reloadFromReceived(bitmap);
+    // 8.0+'s layout connects it after the bitmap, so the destination sees the main channel first.
+    if (this.preemptFrom('at-switch') && !(await this.openPreempt(uri))) return false;
     const acked = answer();
     writeCommand(this.writer, Command.POSTCOPY_RESUME);
     await this.flush();

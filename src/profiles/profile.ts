@@ -182,6 +182,13 @@ export interface QemuProfile {
      * place of expected-downtime. Both seen with real QEMUs.
      */
     readonly downtime: 'at-switch' | 'until-completion';
+    /**
+     * postcopy-preempt's second connection, which carries the pages the destination asks for:
+     * 7.2 connects it with the migration (and again as a recovery connects) and ends it with an
+     * EOS; 8.0+ connects it as postcopy starts (and in a recovery, before RESUME), and just
+     * closes it (postcopy_preempt_establish_channel(), x-preempt-pre-7-2).
+     */
+    readonly preemptChannel: 'with-migration' | 'at-switch';
   };
 }
 

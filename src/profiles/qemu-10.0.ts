@@ -87,7 +87,7 @@ export const QEMU_10_0: QemuProfile = {
     ],
     implementedCapabilities: [
       'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
-      'late-block-activate', 'postcopy-ram', 'switchover-ack', 'mapped-ram', 'postcopy-blocktime',
+      'late-block-activate', 'postcopy-ram', 'switchover-ack', 'mapped-ram', 'postcopy-blocktime', 'postcopy-preempt',
     ],
     // QEMU 10.0's defaults, as its query-migrate-parameters answers on a fresh -M none.
     parameterDefaults: {
@@ -184,7 +184,7 @@ export const QEMU_10_0: QemuProfile = {
   extraRunStateTransitions: { paused: ['suspended'] },
   precopy: { deviceWithoutPause: true, coloFrom: 'device', completionErrorReported: true },
   postcopy: { switchoverState: 'device', resumeSetupState: true, cancel: 'refused', pauseFrom: ['postcopy-active', 'postcopy-recover'],
-    failedRecovery: 'pauses', downtime: 'until-completion' },
+    failedRecovery: 'pauses', downtime: 'until-completion', preemptChannel: 'at-switch' },
   migrationGlobals: {
     defaults: { 'send-switchover-start': true, 'multifd-flush-after-each-section': false, 'zero-page-detection': 'multifd' },
     settable: ['send-switchover-start', 'multifd-flush-after-each-section', 'zero-page-detection'],

@@ -106,7 +106,7 @@ export const QEMU_7_2: QemuProfile = {
     // destination): qmigd has none, so doing it is doing nothing.
     implementedCapabilities: [
       'xbzrle', 'auto-converge', 'zero-blocks', 'events', 'return-path', 'pause-before-switchover', 'x-colo', 'multifd',
-      'late-block-activate', 'postcopy-ram', 'postcopy-blocktime',
+      'late-block-activate', 'postcopy-ram', 'postcopy-blocktime', 'postcopy-preempt',
     ],
     // MAX_THROTTLE, DEFAULT_MIGRATE_SET_DOWNTIME and the rest of migration.c's defaults.
     parameterDefaults: {
@@ -201,7 +201,7 @@ export const QEMU_7_2: QemuProfile = {
   extraRunStateTransitions: {},
   precopy: { deviceWithoutPause: false, coloFrom: 'active', completionErrorReported: false },
   postcopy: { switchoverState: 'postcopy-active', resumeSetupState: false, cancel: 'stuck-when-paused', pauseFrom: ['postcopy-active'],
-    failedRecovery: 'source-stuck-destination-crashes', downtime: 'at-switch' },
+    failedRecovery: 'source-stuck-destination-crashes', downtime: 'at-switch', preemptChannel: 'with-migration' },
   // 7.2 has none of these properties (-global refuses them): no SWITCHOVER_START, multifd syncs
   // at every RAM EOS, zero pages are found on the main thread.
   migrationGlobals: {

@@ -21,15 +21,15 @@ const MEMORY_MB = 64;
 const BANDWIDTH = 16 << 20;
 
 /** A pair with random RAM, postcopy-ram on both ends, the source migrating slowly. */
-async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2'): Promise<Pair> {
+async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2', caps: Record<string, boolean> = {}): Promise<Pair> {
   const ramFile = await randomRamFile(MEMORY_MB << 20);
   // QEMU 7.2's statuses unless a test says (test/integration/qemu-postcopy-interop.test.ts holds
   // both releases to real QEMU); --test-hooks: the fault API, to break the migration where a test says.
   const both = ['--qemu-version', release, '--test-hooks'];
   const p = await startPair({ memory: `${MEMORY_MB}M`, srcArgs: ['--memory-file', ramFile, ...both], dstArgs: both });
   t.teardown(p.stop);
-  await setCaps(p.dst, { 'postcopy-ram': true, 'postcopy-blocktime': true });
-  await setCaps(p.src, { 'postcopy-ram': true });
+  await setCaps(p.dst, { 'postcopy-ram': true, 'postcopy-blocktime': true, ...caps });
+  await setCaps(p.src, { 'postcopy-ram': true, ...caps });
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': BANDWIDTH, 'max-postcopy-bandwidth': BANDWIDTH });
   // The destination's guest writes (and reads) from the moment it runs; a journal keeps its writes.
   await p.dst.qmp.ok('__org.qmigd_set-workload', { rate: 8 << 20, journal: true });
@@ -205,3 +205,20 @@ t.test('QEMU 7.2: a break during the recovery handshake leaves the source in pos
   t.equal(((await p.src.qmp.ok('query-migrate')) as Msg).status, 'postcopy-recover', 'the source waits in postcopy-recover');
   t.same(await p.src.qmp.cmd('migrate', { uri, resume: true }), { error: { class: 'GenericError', desc: 'Cannot resume if there is no paused migration' } });
 });
+
+for (const release of ['7.2', '10.0'] as const) {
+  t.test(`postcopy-preempt, QEMU ${release}'s way: the asked-for pages take the second channel; paused and recovered, nothing lost`, async (t) => {
+    const p = await postcopyPair(t, release, { 'postcopy-preempt': true });
+    await switchToPostcopy(p);
+    await new Promise((r) => setTimeout(r, 300));
+    const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
+    await p.src.qmp.ok('migrate-pause');
+    await bothPaused(p, from);
+    await recover(p);
+    await migrationStatus(p.src, 'completed', from[0]);
+    await migrationStatus(p.dst, 'completed', from[1]);
+    const faults = (await workload(p.dst))['page-faults'] as number;
+    t.ok(faults > 50, `the guest's faults were served at once (${faults})`);
+    await nothingLost(t, p);
+  });
+}

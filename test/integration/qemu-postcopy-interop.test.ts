@@ -48,12 +48,12 @@ async function dump(e: End): Promise<Buffer> {
   return b;
 }
 
-async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release: ProfileId): Promise<Run> {
+async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release: ProfileId, preempt: boolean): Promise<Run> {
   const image = mixedRam(SIZE);
   const port = await freePort();
   const dst = await startEnd(t, dstKind, release, { size: SIZE, incoming: 'defer' });
   const src = await startEnd(t, srcKind, release, { size: SIZE, ramFile: image.path });
-  for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram']);
+  for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram', ...(preempt ? ['postcopy-preempt'] : [])]);
   await caps(dst, ['postcopy-blocktime']);
   await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   await listening(dst);
@@ -104,12 +104,13 @@ async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release:
   return { src: eventTrail(src), dst: eventTrail(dst), pausedSrc, pausedDst, completedDst, srcRunState: await runState(src), dstRunState: await runState(dst), requests };
 }
 
-for (const release of ['7.2', '10.0'] as const) {
-  t.test(`postcopy with QEMU ${release}, broken and recovered: qmigd at either end behaves as QEMU`, { skip: qemuSkip(release) }, async (t) => {
-    const qemu = await postcopyRecovered(t, 'qemu', 'qemu', release);
+for (const release of ['7.2', '10.0'] as const) for (const preempt of [false, true]) {
+  const how = preempt ? ' with postcopy-preempt (the asked-for pages on a second connection)' : '';
+  t.test(`postcopy with QEMU ${release}${how}, broken and recovered: qmigd at either end behaves as QEMU`, { skip: qemuSkip(release) }, async (t) => {
+    const qemu = await postcopyRecovered(t, 'qemu', 'qemu', release, preempt);
     t.ok(qemu.src.includes('MIGRATION postcopy-paused') && qemu.src.includes('MIGRATION postcopy-recover'), `QEMU's source paused and recovered: ${qemu.src.join(' → ')}`);
     for (const [srcKind, dstKind] of [['qemu', 'qmigd'], ['qmigd', 'qemu']] as const) {
-      const run = await postcopyRecovered(t, srcKind, dstKind, release);
+      const run = await postcopyRecovered(t, srcKind, dstKind, release, preempt);
       t.same(run.src, qemu.src, `${srcKind} → ${dstKind}: the source's events are QEMU's: ${qemu.src.join(' → ')}`);
       t.same(run.dst, qemu.dst, `${srcKind} → ${dstKind}: the destination's events are QEMU's: ${qemu.dst.join(' → ')}`);
       t.same(run.pausedSrc, qemu.pausedSrc, `${srcKind} → ${dstKind}: query-migrate on the paused source has QEMU's members`);

@@ -121,6 +121,9 @@ export class PostcopyIncoming implements PageGate {
   listen(): void {
     this.expect('POSTCOPY_LISTEN', PostcopyState.ADVISE, PostcopyState.DISCARD);
     this.state = PostcopyState.LISTENING;
+    // postcopy_ram_incoming_setup(): RAM is registered with userfaultfd; pages are placed once.
+    this.loader.received ??= new DirtyBitmap(this.loader.ram!.pages);
+    this.loader.postcopyPlacing = true;
     this.hooks?.listen();
   }
 

@@ -49,11 +49,16 @@ export class RamLoader {
    */
   received?: DirtyBitmap;
   onPlaced?: (page: number) => void;
+  /** From postcopy's LISTEN on, a page is placed once (see placedOnce()). */
+  postcopyPlacing = false;
+  private scratch?: Buffer;
 
   constructor(
     private readonly target: GuestRam | RamFactory,
     /** Told the type of every record (ZERO, PAGE, XBZRLE, COMPRESS_PAGE, MEM_SIZE). */
     private readonly observe?: (type: number) => void,
+    /** postcopy-preempt's channel: its pages are marked received, and announced, by the main loader. */
+    private readonly main?: RamLoader,
   ) {
     if (typeof target !== 'function') this.ram = target;
   }
@@ -104,6 +109,12 @@ export class RamLoader {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
       const page = addr / PAGE_SIZE;
+      if (this.placedOnce(page)) {
+        // Postcopy places a page once (UFFDIO_COPY): a copy that comes again, on the other
+        // channel with postcopy-preempt, is read and dropped (10.0 takes EEXIST as done).
+        await this.drop(r, type);
+        continue;
+      }
       const target = (this.colo ? this.colo.cache : ram).segment(page);
       const at = pageOffset(page);
       this.colo?.received.set(page);
@@ -138,15 +149,35 @@ export class RamLoader {
     }
   }
 
+  /** Whether `page` is in place for good: postcopy (from LISTEN) has it already. */
+  private placedOnce(page: number): boolean {
+    const owner = this.main ?? this;
+    return owner.postcopyPlacing && owner.received!.test(page);
+  }
+
+  /** Reads a record's payload into a scratch page, leaving RAM as it is. */
+  private async drop(r: StreamReader, type: number): Promise<void> {
+    const scratch = (this.scratch ??= Buffer.alloc(PAGE_SIZE));
+    if (type === RamFlag.PAGE) {
+      await r.need(PAGE_SIZE);
+      r.copyTo(scratch, 0, PAGE_SIZE);
+    } else if (type === RamFlag.ZERO) {
+      await r.need(1);
+      r.u8();
+    } else if (type === RamFlag.COMPRESS_PAGE) await this.loadCompressed(r, scratch);
+    else await this.loadXbzrle(r, scratch);
+  }
+
   /** A new channel (a recovered postcopy): its first record names its block again. */
   newChannel(): void {
     this.blockKnown = false;
   }
 
   private placed(page: number): void {
-    if (!this.received) return;
-    this.received.set(page);
-    this.onPlaced?.(page);
+    const owner = this.main ?? this;
+    if (!owner.received) return;
+    owner.received.set(page);
+    owner.onPlaced?.(page);
   }
 
   /** MEM_SIZE: the source's block list must name our block with our size. */

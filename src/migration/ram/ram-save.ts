@@ -167,12 +167,19 @@ export class RamSaver {
    * get_queued_page(): a page the destination asked for goes now if it is still to be sent (one
    * sent already is on its way); the background pass then goes on after it, as QEMU's does.
    */
-  saveRequested(w: StreamWriter, page: number): boolean {
+  saveRequested(w: StreamWriter, page: number, preempt?: { blockSent: boolean }): boolean {
     if (!this.bitmap.test(page)) return false;
     this.bitmap.clear(page);
     this.dirtyPages--;
     this.scan = page + 1;
-    this.savePage(w, page);
+    if (preempt) {
+      // postcopy-preempt's channel names its block on its own (its own last_sent_block).
+      const main = this.blockSent;
+      this.blockSent = preempt.blockSent;
+      this.savePage(w, page);
+      preempt.blockSent = this.blockSent;
+      this.blockSent = main;
+    } else this.savePage(w, page);
     this.pagesSaved++;
     return true;
   }
