@@ -113,7 +113,7 @@ const socketUri = (a: Info): string => SOCKET_URIS[a.type as string]?.(a) ?? 'un
 
 /**
  * hmp_info_migrate(): query-migrate in words, section by section. (qmigd's query-migrate never
- * has blocked-reasons, disk, compression, postcopy blocktimes or vfio, so neither has this.)
+ * has blocked-reasons, disk, compression or vfio, so neither has this.)
  */
 export function formatInfoMigrate(info: Info, globals: MigrationGlobals): string {
   // migration_global_dump(): the migration object's properties.
@@ -127,6 +127,9 @@ export function formatInfoMigrate(info: Info, globals: MigrationGlobals): string
   if (info.ram) out += lines(info.ram as Info, RAM_LINES);
   if (info['xbzrle-cache']) out += lines(info['xbzrle-cache'] as Info, XBZRLE_LINES);
   out += lines(info, THROTTLE_LINES);
+  if (info['postcopy-blocktime'] !== undefined) out += `postcopy blocktime: ${String(info['postcopy-blocktime'])}\n`;
+  // The string output visitor's list: one vCPU, one number.
+  if (info['postcopy-vcpu-blocktime'] !== undefined) out += `postcopy vcpu blocktime: ${(info['postcopy-vcpu-blocktime'] as number[]).join(',')}\n`;
   const addresses = info['socket-address'] as Info[] | undefined;
   if (addresses) out += `socket address: [\n${addresses.map((a) => `\t${socketUri(a)}\n`).join('')}]\n`;
   return out;
@@ -190,6 +193,15 @@ export const MIGRATION_COMMANDS: HmpCommand[] = [
   {
     name: 'migrate_cancel', argsType: '', params: '', help: 'cancel the current VM migration',
     run: (d) => (d.migration.cancel(), ''),
+  },
+  {
+    name: 'migrate_pause', argsType: '', params: '', help: 'Pause an ongoing migration (postcopy-only)',
+    run: (d) => (d.migration.pause(), ''),
+  },
+  {
+    name: 'migrate_start_postcopy', argsType: '', params: '',
+    help: 'Followup to a migration command to switch the migration to postcopy mode. The postcopy-ram capability must be set on both source and destination before the original migration command .',
+    run: (d) => (d.migration.startPostcopy(), ''),
   },
 ];
 

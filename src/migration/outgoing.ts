@@ -34,8 +34,7 @@ import type { ColoStats } from './colo/stats.js';
 import type { MigrationUri } from './channels/uri.js';
 import type { MigrationStateCell, MigrationStatus } from './state.js';
 import type { DirtyBitmap } from '../guest/dirty-bitmap.js';
-import { discardPayloads, packagedState, PageRequests, postcopyAdvice } from './postcopy/outgoing.js';
-import { decodeRecvBitmap, RAMBLOCK_RECV_BITMAP_ENDING, recvBitmapBytes } from './postcopy/recv-bitmap.js';
+import { discardPayloads, packagedState, PageRequests, postcopyAdvice, readPostcopyMessage } from './postcopy/outgoing.js';
 
 /** BUFFER_DELAY: the rate-limit window. */
 const WINDOW_MS = 100;
@@ -987,8 +986,11 @@ export class OutgoingMigration {
           continue;
         }
         if (this.requests) {
-          const error = await this.postcopyMessage(type, payload, take);
-          if (error) return bad(error);
+          const answer = await readPostcopyMessage(type, payload, take, this.env.guest.ram, this.requests);
+          if (answer === 'unexpected') return bad(`Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during postcopy`);
+          if ('error' in answer) return bad(answer.error);
+          if ('requested' in answer) this.wakeSleep?.();
+          else this.rpAnswer?.('bitmap' in answer ? answer.bitmap : 'resume-ack');
           continue;
         }
         return bad(`Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
@@ -1006,49 +1008,6 @@ export class OutgoingMigration {
       // qemu_file_get_error_obj(): the socket's own error, or EIO for an end with none.
       const failure = err instanceof StreamEnded ? err.failure : (err as Error);
       bad(failure ? channel.readError(failure) : 'Channel error: Input/output error');
-    }
-  }
-
-  /**
-   * A return-path message of postcopy: a page request (REQ_PAGES names no block, and means the
-   * last one named), or in recovery the received bitmap and the resume ack. Returns an error.
-   */
-  private async postcopyMessage(type: number, payload: Buffer, take: (n: number) => Promise<Buffer>): Promise<string | undefined> {
-    const ram = this.env.guest.ram;
-    switch (type) {
-      case RpMessage.REQ_PAGES:
-      case RpMessage.REQ_PAGES_ID: {
-        let block: string | undefined;
-        if (type === RpMessage.REQ_PAGES_ID) {
-          const expected = payload.length >= 13 ? 13 + payload[12]! : 13;
-          if (payload.length !== expected) return `Req_Page_id with length ${payload.length} expecting ${expected}`;
-          block = payload.toString('latin1', 13);
-        }
-        const error = this.requests!.take(block, Number(payload.readBigUInt64BE(0)), payload.readUInt32BE(8));
-        this.wakeSleep?.();
-        return error;
-      }
-      case RpMessage.RECV_BITMAP: {
-        // ramblock_recv_bitmap_reload(): the bitmap follows the message, outside its framing.
-        const name = payload.toString('latin1', 1, 1 + payload[0]!);
-        if (name !== ram.id) return `RP: Failed to find block '${name}'`;
-        const expected = recvBitmapBytes(ram.pages);
-        const size = Number((await take(8)).readBigUInt64BE(0));
-        if (size !== expected) return `ramblock_recv_bitmap_reload: ramblock '${name}' bitmap size mismatch: 0x${size.toString(16)} != 0x${expected.toString(16)}`;
-        const words = await take(size);
-        const ending = (await take(8)).readBigUInt64BE(0);
-        if (ending !== RAMBLOCK_RECV_BITMAP_ENDING) return `ramblock_recv_bitmap_reload: ramblock '${name}' end mark incorrect: 0x${ending.toString(16)}`;
-        this.rpAnswer?.(decodeRecvBitmap(words, ram.pages));
-        return undefined;
-      }
-      case RpMessage.RESUME_ACK: {
-        const value = payload.readUInt32BE(0);
-        if (value !== 1) return `migrate_handle_rp_resume_ack: illegal resume_ack value ${value}`;
-        this.rpAnswer?.('resume-ack');
-        return undefined;
-      }
-      default:
-        return `Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during postcopy`;
     }
   }
 }

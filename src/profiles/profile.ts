@@ -284,6 +284,13 @@ export interface ProfileErrors {
     readonly noBlock: (name: string) => string;
     readonly overrun: (start: string, len: string, blocklen: string) => string;
   };
+  /** A recovery's bad received bitmap or resume ack on the return path (ram_dirty_bitmap_reload(), ...); hex without 0x. */
+  readonly recovery: {
+    readonly invalidBlock: (name: string) => string;
+    readonly sizeMismatch: (name: string, size: string, local: string) => string;
+    readonly endMark: (name: string, mark: string) => string;
+    readonly resumeAck: (value: number) => string;
+  };
 }
 
 export interface ProfileHmp {

@@ -145,6 +145,12 @@ export const QEMU_10_0: QemuProfile = {
       noBlock: (name) => `MIG_RP_MSG_REQ_PAGES has no block '${name}'`,
       overrun: (start, len, blocklen) => `MIG_RP_MSG_REQ_PAGES request overrun, start=${start} len=${len} blocklen=${blocklen}`,
     },
+    recovery: {
+      invalidBlock: (name) => `MIG_RP_MSG_RECV_BITMAP has invalid block name '${name}'`,
+      sizeMismatch: (name, size, local) => `ramblock '${name}' bitmap size mismatch (0x${size} != 0x${local})`,
+      endMark: (name, mark) => `ramblock '${name}' end mark incorrect: 0x${mark}`,
+      resumeAck: (value) => `illegal resume_ack value ${value}`,
+    },
     coloNotEnabled: 'VM is not in COLO mode',
     migrateUnknownProtocol: (uri) => `unknown migration protocol: ${uri}`,
   },

@@ -161,6 +161,12 @@ export const QEMU_7_2: QemuProfile = {
       noBlock: (name) => `ram_save_queue_pages no block '${name}'`,
       overrun: (start, len, blocklen) => `ram_save_queue_pages request overrun start=${start} len=${len} blocklen=${blocklen}`,
     },
+    recovery: {
+      invalidBlock: (name) => `migrate_handle_rp_recv_bitmap: invalid block name '${name}'`,
+      sizeMismatch: (name, size, local) => `ram_dirty_bitmap_reload: ramblock '${name}' bitmap size mismatch (0x${size} != 0x${local})`,
+      endMark: (name, mark) => `ram_dirty_bitmap_reload: ramblock '${name}' end mark incorrect: 0x${mark}`,
+      resumeAck: (value) => `migrate_handle_rp_resume_ack: illegal resume_ack value ${value}`,
+    },
     coloNotEnabled: "The feature 'colo' is not enabled",
     migrateUnknownProtocol: () => "Parameter 'uri' expects a valid migration protocol",
   },

@@ -16,7 +16,7 @@ import type { Msg } from '../helpers/qmp-client.js';
 
 import type { Test } from '../helpers/interop.js';
 
-const MEMORY_MB = 64;
+const MEMORY_MB = 32;
 /** Slow enough that the switch finds most of RAM still on the source. */
 const BANDWIDTH = 16 << 20;
 

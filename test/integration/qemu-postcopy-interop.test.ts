@@ -20,7 +20,7 @@ import type { ProfileId } from '../../src/profiles/index.js';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-const SIZE = 64 * MiB;
+const SIZE = 32 * MiB;
 
 interface Run {
   src: string[];

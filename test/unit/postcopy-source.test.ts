@@ -11,7 +11,7 @@ import { DirtyBitmap } from '../../src/guest/dirty-bitmap.js';
 import { GuestRam, PAGE_SIZE } from '../../src/guest/ram.js';
 import { loadVmState } from '../../src/migration/loadvm.js';
 import { PostcopyIncoming } from '../../src/migration/postcopy/incoming.js';
-import { discardPayloads, packagedState, PageRequests } from '../../src/migration/postcopy/outgoing.js';
+import { discardPayloads, packagedState, PageRequests, readPostcopyMessage } from '../../src/migration/postcopy/outgoing.js';
 import { decodeRecvBitmap, encodeRecvBitmap, RAMBLOCK_RECV_BITMAP_ENDING } from '../../src/migration/postcopy/recv-bitmap.js';
 import { RamLoader } from '../../src/migration/ram/ram-load.js';
 import { RpMessage } from '../../src/migration/stream/constants.js';
@@ -167,4 +167,39 @@ t.test('a postcopy stream the inspector reads: the package is loaded and the res
   });
   t.equal(result.postcopy, true, 'the stream went to postcopy at RUN');
   t.equal(result.globalState, 'running', 'the package\'s devices were loaded');
+});
+
+t.test('the source reads the return path\'s postcopy messages, and refuses bad ones in each release\'s words', async (t) => {
+  const block = { id: 'm', pages: 100 };
+  const bitmap = new DirtyBitmap(100);
+  bitmap.set(3);
+  const blob = encodeRecvBitmap(bitmap);
+  const reader = (bytes: Buffer) => {
+    let at = 0;
+    return async (n: number): Promise<Buffer> => bytes.subarray(at, (at += n));
+  };
+  const named = Buffer.from('\x01m', 'latin1');
+  for (const [release, words] of [
+    ['7.2', { block: "migrate_handle_rp_recv_bitmap: invalid block name 'x'", size: "ram_dirty_bitmap_reload: ramblock 'm' bitmap size mismatch (0x8 != 0x10)", end: "ram_dirty_bitmap_reload: ramblock 'm' end mark incorrect: 0x0", ack: 'migrate_handle_rp_resume_ack: illegal resume_ack value 2' }],
+    ['10.0', { block: "MIG_RP_MSG_RECV_BITMAP has invalid block name 'x'", size: "ramblock 'm' bitmap size mismatch (0x8 != 0x10)", end: "ramblock 'm' end mark incorrect: 0x0", ack: 'illegal resume_ack value 2' }],
+  ] as const) {
+    setActiveProfile(release);
+    const requests = new PageRequests({ id: 'm', size: 100 * PAGE_SIZE });
+    const got = await readPostcopyMessage(RpMessage.RECV_BITMAP, named, reader(blob), block, requests);
+    t.ok(typeof got === 'object' && 'bitmap' in got && got.bitmap.test(3) && got.bitmap.count() === 1, `${release}: the bitmap`);
+    t.same(await readPostcopyMessage(RpMessage.RECV_BITMAP, Buffer.from('\x01x', 'latin1'), reader(blob), block, requests), { error: words.block });
+    const small = Buffer.from(blob);
+    small.writeBigUInt64BE(8n, 0);
+    t.same(await readPostcopyMessage(RpMessage.RECV_BITMAP, named, reader(small), block, requests), { error: words.size }, 'a size that is not the block\'s is refused before its bytes are read');
+    const unmarked = Buffer.from(blob);
+    unmarked.writeBigUInt64BE(0n, 24);
+    t.same(await readPostcopyMessage(RpMessage.RECV_BITMAP, named, reader(unmarked), block, requests), { error: words.end });
+    t.same(await readPostcopyMessage(RpMessage.RESUME_ACK, Buffer.from('00000002', 'hex'), reader(Buffer.alloc(0)), block, requests), { error: words.ack });
+    t.same(await readPostcopyMessage(RpMessage.RESUME_ACK, Buffer.from('00000001', 'hex'), reader(Buffer.alloc(0)), block, requests), { resumeAck: true });
+    t.same(await readPostcopyMessage(RpMessage.REQ_PAGES_ID, Buffer.from('00000000000010000000100002', 'hex'), reader(Buffer.alloc(0)), block, requests), { error: 'Req_Page_id with length 13 expecting 15' });
+    t.same(await readPostcopyMessage(RpMessage.REQ_PAGES_ID, Buffer.concat([Buffer.from('00000000000010000000100001', 'hex'), Buffer.from('m')]), reader(Buffer.alloc(0)), block, requests), { requested: true });
+    t.equal(requests.next(), 1);
+    t.equal(await readPostcopyMessage(RpMessage.SHUT, Buffer.alloc(4), reader(Buffer.alloc(0)), block, requests), 'unexpected');
+  }
+  setActiveProfile('7.2');
 });

@@ -5,9 +5,10 @@
  * sent ahead of the background pass.
  */
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
+import { decodeRecvBitmap, RAMBLOCK_RECV_BITMAP_ENDING, recvBitmapBytes } from './recv-bitmap.js';
 import { PAGE_SIZE } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
-import { Command, type RecordKind } from '../stream/constants.js';
+import { Command, RpMessage, type RecordKind } from '../stream/constants.js';
 import { writeCommand, writeDevices } from '../stream/vmstate.js';
 import { StreamWriter } from '../stream/writer.js';
 
@@ -107,5 +108,54 @@ export class PageRequests {
   /** The oldest page asked for and not yet taken. */
   next(): number | undefined {
     return this.queue.shift();
+  }
+}
+
+/** What a postcopy message on the return path comes to for the source. */
+export type PostcopyMessage = { error: string } | { requested: true } | { bitmap: DirtyBitmap } | { resumeAck: true } | 'unexpected';
+
+/**
+ * source_return_path_thread()'s postcopy messages: a page request (REQ_PAGES names no block and
+ * means the last one named), or in a recovery the received bitmap (which follows its message,
+ * outside the framing: ramblock_recv_bitmap_reload()) and the resume ack. `take(n)` reads n
+ * more bytes of the return path.
+ */
+export async function readPostcopyMessage(
+  type: number,
+  payload: Buffer,
+  take: (n: number) => Promise<Buffer>,
+  block: { id: string; pages: number },
+  requests: PageRequests,
+): Promise<PostcopyMessage> {
+  switch (type) {
+    case RpMessage.REQ_PAGES:
+    case RpMessage.REQ_PAGES_ID: {
+      let name: string | undefined;
+      if (type === RpMessage.REQ_PAGES_ID) {
+        const expected = payload.length >= 13 ? 13 + payload[12]! : 13;
+        if (payload.length !== expected) return { error: `Req_Page_id with length ${payload.length} expecting ${expected}` };
+        name = payload.toString('latin1', 13);
+      }
+      const error = requests.take(name, Number(payload.readBigUInt64BE(0)), payload.readUInt32BE(8));
+      return error ? { error } : { requested: true };
+    }
+    case RpMessage.RECV_BITMAP: {
+      const text = activeProfile().errors.recovery;
+      const name = payload.toString('latin1', 1, 1 + payload[0]!);
+      if (name !== block.id) return { error: text.invalidBlock(name) };
+      const expected = recvBitmapBytes(block.pages);
+      const size = Number((await take(8)).readBigUInt64BE(0));
+      if (size !== expected) return { error: text.sizeMismatch(name, size.toString(16), expected.toString(16)) };
+      const words = await take(size);
+      const ending = (await take(8)).readBigUInt64BE(0);
+      if (ending !== RAMBLOCK_RECV_BITMAP_ENDING) return { error: text.endMark(name, ending.toString(16)) };
+      return { bitmap: decodeRecvBitmap(words, block.pages) };
+    }
+    case RpMessage.RESUME_ACK: {
+      const value = payload.readUInt32BE(0);
+      return value === 1 ? { resumeAck: true } : { error: activeProfile().errors.recovery.resumeAck(value) };
+    }
+    default:
+      return 'unexpected';
   }
 }
