@@ -751,7 +751,7 @@ export class OutgoingMigration {
       this.preempt = undefined;
       this.writer.take(); // unsent bytes are lost with the channel; the received bitmap says what
       await this.returnPath;
-      env.log.warn('postcopy paused; waiting for migrate with resume');
+      env.log.error('Detected IO failure for postcopy. Migration paused.'); // as QEMU reports it
       const uri = await new Promise<MigrationUri | undefined>((r) => (this.resumeWith = r));
       this.resumeWith = undefined;
       if (!uri || !RESUMING.has(this.status)) return false;
