@@ -32,6 +32,18 @@ import { isMigrationRunning, MigrationStateCell, type MigrationStatus } from './
 
 export type ColoMode = 'none' | 'primary' | 'secondary';
 
+/** A URI in QMP's terms: one that does not parse is a channel error, an unknown scheme `unknown`'s. */
+function parseUri(uri: string, unknown: (uri: string) => QmpError): MigrationUri {
+  let parsed: MigrationUri | undefined;
+  try {
+    parsed = parseMigrationUri(uri);
+  } catch (err) {
+    throw Errors.migrationChannel((err as Error).message);
+  }
+  if (!parsed) throw unknown(uri);
+  return parsed;
+}
+
 /** migration_in_postcopy()'s states. */
 const IN_POSTCOPY: ReadonlySet<MigrationStatus> = new Set(['postcopy-active', 'postcopy-paused', 'postcopy-recover-setup', 'postcopy-recover']);
 
@@ -220,14 +232,7 @@ export class MigrationService {
    */
   private resume(uri: string, parsed: MigrationUri | undefined): void {
     if (this.status !== 'postcopy-paused' || !this.outgoing) throw Errors.noPausedMigration();
-    if (!parsed) {
-      try {
-        parsed = parseMigrationUri(uri);
-      } catch (err) {
-        throw Errors.migrationChannel((err as UriError).message);
-      }
-      if (!parsed) throw Errors.invalidMigrationProtocol(uri);
-    }
+    parsed ??= parseUri(uri, Errors.invalidMigrationProtocol);
     if (parsed.kind !== 'tcp' && parsed.kind !== 'unix') throw Errors.migrationChannel('postcopy recovery needs a socket (tcp: or unix:)');
     this.outgoing.resume(parsed);
   }
@@ -253,13 +258,7 @@ export class MigrationService {
     if (this.incomingState.status !== 'postcopy-paused' || !this.incoming) throw Errors.recoverNotPaused();
     // qemu_start_incoming_migration(), as for migrate-incoming: 7.2 announces setup first.
     if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
-    let parsed: MigrationUri | undefined;
-    try {
-      parsed = parseMigrationUri(uri);
-    } catch (err) {
-      throw Errors.migrationChannel((err as UriError).message);
-    }
-    if (!parsed) throw Errors.unknownMigrationProtocol(uri);
+    const parsed = parseUri(uri, Errors.unknownMigrationProtocol);
     try {
       await this.incoming.recover(parsed);
     } catch (err) {
@@ -300,14 +299,7 @@ export class MigrationService {
     if (parsed) this.checkTransport(parsed);
     const uri = target.uri ?? parsed?.text ?? '';
     if (!activeProfile().migration.incomingEntersSetup) this.env.emit('MIGRATION', { status: 'setup' });
-    if (!parsed) {
-      try {
-        parsed = parseMigrationUri(uri);
-      } catch (err) {
-        throw Errors.migrationChannel((err as Error).message);
-      }
-      if (!parsed) throw Errors.unknownMigrationProtocol(uri);
-    }
+    parsed ??= parseUri(uri, Errors.unknownMigrationProtocol);
     if (activeProfile().migration.incomingEntersSetup) {
       // A failed attempt leaves setup behind, and QEMU then refuses another one.
       if (this.incomingState.status !== 'none') throw Errors.illegalIncomingState(this.incomingState.status);

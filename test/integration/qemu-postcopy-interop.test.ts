@@ -48,24 +48,36 @@ async function dump(e: End): Promise<Buffer> {
   return b;
 }
 
-async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release: ProfileId, preempt: boolean): Promise<Run> {
+/**
+ * Two ends with postcopy-ram (and `extraCaps`), the destination listening behind a proxy the
+ * test can cut, the source migrating slowly enough that the switch, a break and a recovery all
+ * come with pages still to go; returns once both are postcopy-active. `prepare` readies the
+ * destination before the migration starts.
+ */
+async function inPostcopy(t: Test, srcKind: Kind, dstKind: Kind, release: ProfileId, extraCaps: string[] = [], prepare?: (dst: End) => Promise<void>) {
   const image = mixedRam(SIZE);
   const port = await freePort();
   const dst = await startEnd(t, dstKind, release, { size: SIZE, incoming: 'defer' });
   const src = await startEnd(t, srcKind, release, { size: SIZE, ramFile: image.path });
-  for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram', ...(preempt ? ['postcopy-preempt'] : [])]);
-  await caps(dst, ['postcopy-blocktime']);
+  for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram', ...extraCaps]);
+  await prepare?.(dst);
   await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   await listening(dst);
-  if (dstKind === 'qmigd') await dst.qmp.ok('__org.qmigd_set-workload', { rate: 4 * MiB, journal: true });
   const proxy = await recordingProxy(t, port);
-  // Slow enough that the switch, the break and the recovery all come with pages still to go.
   await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB, 'max-postcopy-bandwidth': 8 * MiB });
   await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${proxy.port}` });
   await until(src, (i) => ((i.ram as Record<string, number> | undefined)?.transferred ?? 0) > 4 * MiB, 'some pages gone');
   await src.qmp.ok('migrate-start-postcopy');
   await waitStatus(src, 'postcopy-active', 0);
   await waitStatus(dst, 'postcopy-active', 0);
+  return { image, src, dst, proxy };
+}
+
+async function postcopyRecovered(t: Test, srcKind: Kind, dstKind: Kind, release: ProfileId, preempt: boolean): Promise<Run> {
+  const { image, src, dst, proxy } = await inPostcopy(t, srcKind, dstKind, release, preempt ? ['postcopy-preempt'] : [], async (dst) => {
+    await caps(dst, ['postcopy-blocktime']);
+    if (dstKind === 'qmigd') await dst.qmp.ok('__org.qmigd_set-workload', { rate: 4 * MiB, journal: true });
+  });
   const activeSrc = (await src.qmp.ok('query-migrate')) as Msg;
   await delay(500);
 
@@ -132,20 +144,7 @@ interface Cancelled {
 
 /** migrate_cancel on the source in postcopy-active or postcopy-paused: the answer, and where both sides end. */
 async function postcopyCancelled(t: Test, srcKind: Kind, release: ProfileId, when: 'postcopy-active' | 'postcopy-paused'): Promise<Cancelled> {
-  const image = mixedRam(SIZE);
-  const port = await freePort();
-  const dst = await startEnd(t, 'qemu', release, { size: SIZE, incoming: 'defer' });
-  const src = await startEnd(t, srcKind, release, { size: SIZE, ramFile: image.path });
-  for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram']);
-  await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
-  await listening(dst);
-  const proxy = await recordingProxy(t, port);
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB, 'max-postcopy-bandwidth': 8 * MiB });
-  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${proxy.port}` });
-  await until(src, (i) => ((i.ram as Record<string, number> | undefined)?.transferred ?? 0) > 4 * MiB, 'some pages gone');
-  await src.qmp.ok('migrate-start-postcopy');
-  await waitStatus(src, 'postcopy-active', 0);
-  await waitStatus(dst, 'postcopy-active', 0);
+  const { src, dst, proxy } = await inPostcopy(t, srcKind, 'qemu', release);
   if (when === 'postcopy-paused') {
     const from = [src.qmp.events.length, dst.qmp.events.length] as const;
     proxy.cut();
