@@ -222,3 +222,22 @@ for (const release of ['7.2', '10.0'] as const) {
     await nothingLost(t, p);
   });
 }
+
+t.test('migrate_cancel in postcopy, where each release allows it: 7.2 cancels (its guest stays stopped: it runs on the destination, paused there); 10.0 refuses', async (t) => {
+  for (const release of ['7.2', '10.0'] as const) {
+    const p = await postcopyPair(t, release);
+    await switchToPostcopy(p);
+    const from = p.dst.qmp.events.length;
+    const answer = await p.src.qmp.cmd('migrate_cancel');
+    if (release === '10.0') {
+      t.same(answer, { error: { class: 'GenericError', desc: 'Postcopy migration in progress, cannot cancel.' } }, '10.0 refuses');
+      await migrationStatus(p.src, 'completed');
+      continue;
+    }
+    t.same(answer, { return: {} });
+    await migrationStatus(p.src, 'cancelled');
+    await migrationStatus(p.dst, 'postcopy-paused', from);
+    t.equal(await runState(p.src), 'postmigrate', '7.2: the source\'s guest is not started again');
+    t.equal(await runState(p.dst), 'running', 'the destination\'s runs on, paused, with what it has');
+  }
+});
