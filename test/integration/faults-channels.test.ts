@@ -71,11 +71,15 @@ t.test('a multifd channel stalls on the destination until cleared: the migration
   await p.src.qmp.ok('migrate-set-parameters', { 'multifd-channels': 2, 'max-bandwidth': 0 });
   await p.src.qmp.ok('migrate', { uri: p.uri });
   await p.dst.qmp.waitEvent('__org.qmigd_FAULT');
+  // The other channel may go on until the next sync waits for the stalled one (at most a
+  // section's pages, and the sockets' buffers); from then on nothing moves.
+  await new Promise((r) => setTimeout(r, 500));
   const held = (((await p.src.qmp.ok('query-migrate')) as Msg).ram as Msg).transferred as number;
   await new Promise((r) => setTimeout(r, 700));
   const info = (await p.src.qmp.ok('query-migrate')) as Msg;
   t.equal(info.status, 'active', 'still active while the channel is stalled');
-  t.ok(((info.ram as Msg).transferred as number) - held < 24 * MiB, 'the migration is held up by the stalled channel');
+  const moved = ((info.ram as Msg).transferred as number) - held;
+  t.ok(moved < 4 * MiB, `the migration is held up by the stalled channel (${moved} bytes in 700 ms)`);
   await p.dst.qmp.ok('__org.qmigd_fault-clear');
   await migrationStatus(p.src, 'completed');
   await migrationStatus(p.dst, 'completed');

@@ -36,13 +36,15 @@ async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2', caps: Reco
   return p;
 }
 
-/** Starts the migration and switches to postcopy once it is active. */
+/** Starts the migration and switches to postcopy once it is active; returns once the destination's guest runs. */
 async function switchToPostcopy(p: Pair): Promise<void> {
   await p.src.qmp.ok('migrate', { uri: p.uri });
   await migrationStatus(p.src, 'active');
   await p.src.qmp.ok('migrate-start-postcopy');
   await migrationStatus(p.src, 'postcopy-active');
   await migrationStatus(p.dst, 'postcopy-active');
+  // postcopy-active comes at LISTEN; a break before RUN is fatal to the destination (QEMU's too).
+  await p.dst.qmp.waitEvent('RESUME');
 }
 
 async function ram(s: Side): Promise<Buffer> {

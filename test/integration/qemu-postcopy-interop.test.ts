@@ -51,7 +51,8 @@ async function dump(e: End): Promise<Buffer> {
 /**
  * Two ends with postcopy-ram (and `extraCaps`), the destination listening behind a proxy the
  * test can cut, the source migrating slowly enough that the switch, a break and a recovery all
- * come with pages still to go; returns once both are postcopy-active. `prepare` readies the
+ * come with pages still to go; returns once both are postcopy-active and the destination's guest
+ * runs (RUN came). `prepare` readies the
  * destination before the migration starts.
  */
 async function inPostcopy(t: Test, srcKind: Kind, dstKind: Kind, release: ProfileId, extraCaps: string[] = [], prepare?: (dst: End) => Promise<void>) {
@@ -70,6 +71,8 @@ async function inPostcopy(t: Test, srcKind: Kind, dstKind: Kind, release: Profil
   await src.qmp.ok('migrate-start-postcopy');
   await waitStatus(src, 'postcopy-active', 0);
   await waitStatus(dst, 'postcopy-active', 0);
+  // postcopy-active comes at LISTEN; a break before RUN is fatal to the destination (QEMU's too).
+  await nextEvent(dst, isEvent('RESUME'));
   return { image, src, dst, proxy };
 }
 
