@@ -21,6 +21,7 @@ import { COMPARE_MAGIC, commandPointName, RAM_SECTION_VERSION, RpMessage, SECTIO
 import { faults } from '../faults/faults.js';
 import { activeProfile } from '../profiles/index.js';
 import { StreamReader } from './stream/reader.js';
+import { be32 } from './stream/writer.js';
 import { RamLoader } from './ram/ram-load.js';
 import type { MigrationStateCell } from './state.js';
 
@@ -64,24 +65,6 @@ export class IncomingMigration {
   private coloReleased?: () => void;
   private compareConn?: IncomingConnection;
   private multifd?: MultifdReceiver;
-  /**
-   * postcopy-preempt's channel (postcopy_preempt_thread()): bare RAM records, the pages the guest
-   * asked for, placed as the main channel's are, until an EOS (7.2's layout) or its end. A
-   * broken one just ends: the main channel's failure is what pauses the migration.
-   */
-  private async attachPreempt(conn: IncomingConnection): Promise<void> {
-    const main = this.loader?.ramLoader;
-    if (!main) return conn.close();
-    this.preemptConn?.close();
-    this.preemptConn = conn;
-    try {
-      await new RamLoader(this.env.guest.ram, undefined, main).load(new StreamReader(conn.input), RAM_SECTION_VERSION);
-    } catch (err) {
-      this.env.log.info({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'postcopy preempt channel ended');
-    }
-    conn.close();
-  }
-
   /** postcopy-blocktime's total, where that capability was on as postcopy began (completed only). */
   blocktime?: () => number;
   private loader?: VmLoader;
@@ -289,6 +272,24 @@ export class IncomingMigration {
     this.compareConn = conn;
   }
 
+  /**
+   * postcopy-preempt's channel (postcopy_preempt_thread()): bare RAM records, the pages the guest
+   * asked for, placed as the main channel's are, until an EOS (7.2's layout) or its end. A
+   * broken one just ends: the main channel's failure is what pauses the migration.
+   */
+  private async attachPreempt(conn: IncomingConnection): Promise<void> {
+    const main = this.loader?.ramLoader;
+    if (!main) return conn.close();
+    this.preemptConn?.close();
+    this.preemptConn = conn;
+    try {
+      await new RamLoader(this.env.guest.ram, undefined, main).load(new StreamReader(conn.input), RAM_SECTION_VERSION);
+    } catch (err) {
+      this.env.log.info({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'postcopy preempt channel ended');
+    }
+    conn.close();
+  }
+
   /** secondary_vm_do_failover() */
   failoverSecondary(): void {
     const { env } = this;
@@ -431,9 +432,3 @@ class ReturnPath {
 }
 
 const EMPTY = Buffer.alloc(0);
-
-function be32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v);
-  return b;
-}

@@ -28,7 +28,7 @@ import {
   type Capability,
   type MigrationParameters,
 } from './params.js';
-import { isMigrationRunning, MigrationStateCell, type MigrationStatus } from './state.js';
+import { isInPostcopy, isMigrationRunning, MigrationStateCell, type MigrationStatus } from './state.js';
 
 export type ColoMode = 'none' | 'primary' | 'secondary';
 
@@ -43,9 +43,6 @@ function parseUri(uri: string, unknown: (uri: string) => QmpError): MigrationUri
   if (!parsed) throw unknown(uri);
   return parsed;
 }
-
-/** migration_in_postcopy()'s states. */
-const IN_POSTCOPY: ReadonlySet<MigrationStatus> = new Set(['postcopy-active', 'postcopy-paused', 'postcopy-recover-setup', 'postcopy-recover']);
 
 /** Where `migrate` and `migrate-incoming` go: a URI, or (from 8.2) a channel list. */
 export interface MigrationTarget {
@@ -276,7 +273,7 @@ export class MigrationService {
 
   /** qmp_migrate_cancel() */
   cancel(): void {
-    if (IN_POSTCOPY.has(this.status) && activeProfile().postcopy.cancel === 'refused') throw Errors.postcopyCannotCancel();
+    if (isInPostcopy(this.status) && activeProfile().postcopy.cancel === 'refused') throw Errors.postcopyCannotCancel();
     this.outgoing?.cancel();
   }
 
@@ -484,7 +481,7 @@ export class MigrationService {
     const completed = s === 'completed';
     info['setup-time'] = out.setupTime;
     // 10.0 shows postcopy's downtime (0 until completion) and why it paused, while in postcopy.
-    const postcopyShown = IN_POSTCOPY.has(s) && activeProfile().postcopy.downtime === 'until-completion';
+    const postcopyShown = isInPostcopy(s) && activeProfile().postcopy.downtime === 'until-completion';
     if (postcopyShown && out.pauseError) info['error-desc'] = out.pauseError;
     if (completed) {
       info['total-time'] = out.totalTime;

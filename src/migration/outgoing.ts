@@ -21,7 +21,7 @@ import { COMPARE_MAGIC, Command, RAM_SECTION_VERSION, RamFlag, RP_MAX_LENGTH, Rp
 import { StreamEnded, StreamReader } from './stream/reader.js';
 import { sectionIds, writeCommand, writeDeviceState, writeEof, writeFooter, writeHeader, writeSectionPart, writeSectionStart } from './stream/vmstate.js';
 import { activeProfile } from '../profiles/index.js';
-import { StreamWriter } from './stream/writer.js';
+import { be32, StreamWriter } from './stream/writer.js';
 import { OutgoingChannel } from './channels/outgoing-channel.js';
 import { MultifdSender } from './multifd/sender.js';
 import { MappedRamWriter } from './ram/mapped-ram.js';
@@ -996,18 +996,18 @@ export class OutgoingMigration {
         return bad(`Received '${RP_NAMES[type]}' message (0x${hex4(type)}) during precopy`);
       }
     } catch (err) {
+      // qemu_file_get_error_obj(): the socket's own error, or EIO for an end with none.
+      const failure = err instanceof StreamEnded ? err.failure : (err as Error);
+      const why = failure ? channel.readError(failure) : 'Channel error: Input/output error';
       // In postcopy a broken way back is a broken channel: the migration pauses (postcopy_pause_return_path_thread()).
       if (POSTCOPY_RUNNING.has(this.status)) {
-        const failure = err instanceof StreamEnded ? err.failure : (err as Error);
-        this.pauseError ??= failure ? channel.readError(failure) : 'Channel error: Input/output error';
+        this.pauseError ??= why;
         channel.shutdown();
         this.wakeSleep?.();
         return;
       }
       if (err instanceof StreamEnded && !['setup', 'active', 'device', 'pre-switchover'].includes(this.status)) return;
-      // qemu_file_get_error_obj(): the socket's own error, or EIO for an end with none.
-      const failure = err instanceof StreamEnded ? err.failure : (err as Error);
-      bad(failure ? channel.readError(failure) : 'Channel error: Input/output error');
+      bad(why);
     }
   }
 }
@@ -1028,12 +1028,6 @@ export function capability(caps: Capabilities, name: string): boolean {
   return (caps as Record<string, boolean | undefined>)[name] === true;
 }
 const hex4 = (n: number): string => n.toString(16).padStart(4, '0');
-
-function be32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v);
-  return b;
-}
 
 function yieldToLoop(): Promise<void> {
   return new Promise((r) => setImmediate(r));

@@ -19,6 +19,11 @@ const RUNNING: ReadonlySet<MigrationStatus> = new Set([
 /** migration_is_running() */
 export const isMigrationRunning = (s: MigrationStatus): boolean => RUNNING.has(s);
 
+const IN_POSTCOPY: ReadonlySet<MigrationStatus> = new Set(['postcopy-active', 'postcopy-paused', 'postcopy-recover-setup', 'postcopy-recover']);
+
+/** migration_in_postcopy() */
+export const isInPostcopy = (s: MigrationStatus): boolean => IN_POSTCOPY.has(s);
+
 export class MigrationStateCell {
   status: MigrationStatus = 'none';
 

@@ -12,6 +12,7 @@ import type { PageGate } from '../../guest/workload.js';
 import { LoadError } from '../load-error.js';
 import type { RamLoader } from '../ram/ram-load.js';
 import type { StreamReader } from '../stream/reader.js';
+import { be32 } from '../stream/writer.js';
 import { RpMessage } from '../stream/constants.js';
 import { encodeRecvBitmap } from './recv-bitmap.js';
 
@@ -48,8 +49,6 @@ export class PostcopyIncoming implements PageGate {
   private readonly requested = new Set<number>();
   /** REQ_PAGES_ID named the block on this channel, so REQ_PAGES may follow (mis->last_rb). */
   private blockNamed = false;
-  /** Page requests sent (the destination's count of its vCPUs' faults). */
-  requestsSent = 0;
   /**
    * postcopy-blocktime: milliseconds the guest's one vCPU spent stopped on missing pages (with
    * one vCPU, also the time all of them were), and the page it waits on now.
@@ -131,7 +130,6 @@ export class PostcopyIncoming implements PageGate {
   run(): void {
     this.expect('POSTCOPY_RUN', PostcopyState.LISTENING);
     this.state = PostcopyState.RUNNING;
-    this.loader.received ??= new DirtyBitmap(this.loader.ram!.pages);
     this.loader.onPlaced = (page) => {
       if (!this.requested.delete(page)) return;
       if (this.blocked?.page === page) {
@@ -171,7 +169,6 @@ export class PostcopyIncoming implements PageGate {
     }
     this.hooks?.sendRp(this.blockNamed ? RpMessage.REQ_PAGES : RpMessage.REQ_PAGES_ID, payload);
     this.blockNamed = true;
-    this.requestsSent++;
   }
 
   /** The stream broke: the next channel starts afresh (its first request names the block). */
@@ -197,9 +194,7 @@ export class PostcopyIncoming implements PageGate {
   resume(): void {
     if (!this.hooks?.recovering()) return; // "illegal resume received": reported, not fatal
     this.hooks.resumed();
-    const ack = Buffer.alloc(4);
-    ack.writeUInt32BE(1);
-    this.hooks.sendRp(RpMessage.RESUME_ACK, ack);
+    this.hooks.sendRp(RpMessage.RESUME_ACK, be32(1)); // MIGRATION_RESUME_ACK_VALUE
     for (const page of this.requested) this.request(page);
   }
 

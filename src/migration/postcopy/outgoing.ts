@@ -10,7 +10,7 @@ import { PAGE_SIZE } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
 import { Command, RpMessage, type RecordKind } from '../stream/constants.js';
 import { writeCommand, writeDevices } from '../stream/vmstate.js';
-import { StreamWriter } from '../stream/writer.js';
+import { be32, StreamWriter } from '../stream/writer.js';
 
 /** MAX_DISCARDS_PER_COMMAND (postcopy-ram.c): byte ranges in one POSTCOPY_RAM_DISCARD. */
 const MAX_DISCARDS_PER_COMMAND = 12;
@@ -62,9 +62,7 @@ export function packagedState(runState: string, onRecord?: (kind: RecordKind, na
   if (onRecord) w.onRecord = (kind, name) => onRecord(kind, name, w.written);
   writeCommand(w, Command.POSTCOPY_LISTEN);
   writeDevices(w, { cpuTicksOffset: 0n, cpuClockOffset: 0n }, runState);
-  const ping = Buffer.alloc(4);
-  ping.writeUInt32BE(3);
-  writeCommand(w, Command.PING, ping);
+  writeCommand(w, Command.PING, be32(3));
   writeCommand(w, Command.POSTCOPY_RUN);
   return Buffer.concat(w.take().pieces);
 }

@@ -109,14 +109,11 @@ export class RamLoader {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
       const page = addr / PAGE_SIZE;
-      if (this.placedOnce(page)) {
-        // Postcopy places a page once (UFFDIO_COPY): a copy that comes again, on the other
-        // channel with postcopy-preempt, is read and dropped (10.0 takes EEXIST as done).
-        await this.drop(r, type);
-        continue;
-      }
-      const target = (this.colo ? this.colo.cache : ram).segment(page);
-      const at = pageOffset(page);
+      // Postcopy places a page once (UFFDIO_COPY): a copy that comes again, on the other channel
+      // with postcopy-preempt, is read into a scratch page and dropped (10.0 takes EEXIST as done).
+      const dropped = this.placedOnce(page);
+      const target = dropped ? (this.scratch ??= Buffer.alloc(PAGE_SIZE)) : (this.colo ? this.colo.cache : ram).segment(page);
+      const at = dropped ? 0 : pageOffset(page);
       this.colo?.received.set(page);
       switch (type) {
         case RamFlag.PAGE:
@@ -128,7 +125,7 @@ export class RamLoader {
           const fill = r.u8();
           // ram_handle_compressed(): a zero fill skips pages that are zero already (and RAM
           // nothing has written is zero without reading it).
-          if (fill === 0 && ((!this.colo && ram.surelyZero(page)) || isZeroAt(target, at))) {
+          if (fill === 0 && !dropped && ((!this.colo && ram.surelyZero(page)) || isZeroAt(target, at))) {
             this.pages++;
             this.placed(page);
             continue;
@@ -143,6 +140,7 @@ export class RamLoader {
           await this.loadCompressed(r, target.subarray(at, at + PAGE_SIZE));
           break;
       }
+      if (dropped) continue;
       if (!this.colo) ram.wrote(page);
       this.pages++;
       this.placed(page);
@@ -153,19 +151,6 @@ export class RamLoader {
   private placedOnce(page: number): boolean {
     const owner = this.main ?? this;
     return owner.postcopyPlacing && owner.received!.test(page);
-  }
-
-  /** Reads a record's payload into a scratch page, leaving RAM as it is. */
-  private async drop(r: StreamReader, type: number): Promise<void> {
-    const scratch = (this.scratch ??= Buffer.alloc(PAGE_SIZE));
-    if (type === RamFlag.PAGE) {
-      await r.need(PAGE_SIZE);
-      r.copyTo(scratch, 0, PAGE_SIZE);
-    } else if (type === RamFlag.ZERO) {
-      await r.need(1);
-      r.u8();
-    } else if (type === RamFlag.COMPRESS_PAGE) await this.loadCompressed(r, scratch);
-    else await this.loadXbzrle(r, scratch);
   }
 
   /** A new channel (a recovered postcopy): its first record names its block again. */

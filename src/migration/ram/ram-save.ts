@@ -188,15 +188,11 @@ export class RamSaver {
    * ram_dirty_bitmap_reload() after a paused postcopy recovers: what the destination has not
    * received is what remains to send, from the start of RAM, naming the block again.
    */
-  reloadFromReceived(received: { test(page: number): boolean }): void {
-    this.bitmap.clearAll();
-    let dirty = 0;
-    for (let page = 0; page < this.ram.pages; page++) {
-      if (received.test(page)) continue;
-      this.bitmap.set(page);
-      dirty++;
-    }
-    this.dirtyPages = dirty;
+  reloadFromReceived(received: DirtyBitmap): void {
+    this.bitmap.setAll(); // every page, none past the end
+    const words = this.bitmap.words;
+    received.words.forEach((w, i) => (words[i]! &= ~w));
+    this.dirtyPages = this.bitmap.count();
     this.scan = 0;
     this.blockSent = false;
   }

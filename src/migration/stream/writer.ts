@@ -12,6 +12,13 @@
 import type { RecordKind } from './constants.js';
 
 const CHUNK = 1 << 20;
+
+/** A be32 on its own: a command's or return-path message's payload. */
+export function be32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v);
+  return b;
+}
 const POOL_MAX = 24;
 
 /** What take() hands the channel: the pieces in order, and the chunks to recycle once written. */
