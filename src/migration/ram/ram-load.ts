@@ -109,6 +109,10 @@ export class RamLoader {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
       const page = addr / PAGE_SIZE;
+      // A page's or a fill byte's payload is read in before deciding where it goes: with
+      // postcopy-preempt the other channel may place this page while this one waits for it.
+      const payload = type === RamFlag.PAGE ? PAGE_SIZE : type === RamFlag.ZERO ? 1 : 0;
+      if (payload && !r.ready(payload)) await r.need(payload);
       // Postcopy places a page once (UFFDIO_COPY): a copy that comes again, on the other channel
       // with postcopy-preempt, is read into a scratch page and dropped (10.0 takes EEXIST as done).
       const dropped = this.placedOnce(page);
@@ -117,11 +121,9 @@ export class RamLoader {
       this.colo?.received.set(page);
       switch (type) {
         case RamFlag.PAGE:
-          if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
           r.copyTo(target, at, PAGE_SIZE);
           break;
         case RamFlag.ZERO: {
-          if (!r.ready(1)) await r.need(1);
           const fill = r.u8();
           // ram_handle_compressed(): a zero fill skips pages that are zero already (and RAM
           // nothing has written is zero without reading it).
