@@ -555,9 +555,9 @@ export class OutgoingMigration {
     await preempt.channel.write(w.take().pieces);
   }
 
-  /** Whether postcopy-preempt is on and its channel connects at this moment of the release's. */
+  /** Whether postcopy-preempt is on and its channel connects at this moment (x-preempt-pre-7-2). */
   private preemptFrom(moment: 'with-migration' | 'at-switch'): boolean {
-    return capability(this.env.caps, 'postcopy-preempt') && activeProfile().postcopy.preemptChannel === moment;
+    return capability(this.env.caps, 'postcopy-preempt') && this.env.globals['x-preempt-pre-7-2'] === (moment === 'with-migration');
   }
 
   /** Connects postcopy-preempt's channel to the migration's address; false if it cannot. */
@@ -707,7 +707,7 @@ export class OutgoingMigration {
     const preempt = this.preempt;
     if (preempt) {
       // 7.2's layout ends the preempt channel with an EOS (postcopy_preempt_shutdown_file()).
-      if (activeProfile().postcopy.preemptChannel === 'with-migration') preempt.writer.be64(RamFlag.EOS);
+      if (this.env.globals['x-preempt-pre-7-2']) preempt.writer.be64(RamFlag.EOS);
       await preempt.channel.write(preempt.writer.take().pieces);
       await preempt.channel.drained();
     }

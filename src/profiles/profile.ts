@@ -182,13 +182,6 @@ export interface QemuProfile {
      * place of expected-downtime. Both seen with real QEMUs.
      */
     readonly downtime: 'at-switch' | 'until-completion';
-    /**
-     * postcopy-preempt's second connection, which carries the pages the destination asks for:
-     * 7.2 connects it with the migration (and again as a recovery connects) and ends it with an
-     * EOS; 8.0+ connects it as postcopy starts (and in a recovery, before RESUME), and just
-     * closes it (postcopy_preempt_establish_channel(), x-preempt-pre-7-2).
-     */
-    readonly preemptChannel: 'with-migration' | 'at-switch';
   };
 }
 
@@ -367,6 +360,13 @@ export interface MigrationGlobals {
   readonly 'multifd-flush-after-each-section': boolean;
   /** The zero-page-detection parameter's starting value (9.0+; 7.2 detects zero pages as `legacy`). */
   readonly 'zero-page-detection': ZeroPageDetection;
+  /**
+   * postcopy-preempt's second connection, which carries the pages the destination asks for: on
+   * (7.2's only way), it connects with the migration (and again as a recovery connects) and ends
+   * with an EOS; off (8.0+), it connects as postcopy starts (and in a recovery, before RESUME)
+   * and just closes (postcopy_preempt_establish_channel()).
+   */
+  readonly 'x-preempt-pre-7-2': boolean;
 }
 
 /** hw_compat_X_Y's entries for the migration object: what machine types up to `upTo` set. */

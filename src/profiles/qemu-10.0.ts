@@ -190,18 +190,18 @@ export const QEMU_10_0: QemuProfile = {
   extraRunStateTransitions: { paused: ['suspended'] },
   precopy: { deviceWithoutPause: true, coloFrom: 'device', completionErrorReported: true },
   postcopy: { switchoverState: 'device', resumeSetupState: true, cancel: 'refused', pauseFrom: ['postcopy-active', 'postcopy-recover'],
-    failedRecovery: 'pauses', downtime: 'until-completion', preemptChannel: 'at-switch' },
+    failedRecovery: 'pauses', downtime: 'until-completion' },
   migrationGlobals: {
-    defaults: { 'send-switchover-start': true, 'multifd-flush-after-each-section': false, 'zero-page-detection': 'multifd' },
-    settable: ['send-switchover-start', 'multifd-flush-after-each-section', 'zero-page-detection'],
-    // hw/core/machine.c's hw_compat_X_Y, the migration object's entries that change the precopy
-    // stream, as 10.0's query-machines lists them under compat-props. Left out: 9.2's
-    // multifd-clean-tls-termination (TLS, which qmigd has not) and 7.2's x-preempt-pre-7-2
-    // (postcopy preempt, which qmigd has not).
+    defaults: { 'send-switchover-start': true, 'multifd-flush-after-each-section': false, 'zero-page-detection': 'multifd', 'x-preempt-pre-7-2': false },
+    settable: ['send-switchover-start', 'multifd-flush-after-each-section', 'zero-page-detection', 'x-preempt-pre-7-2'],
+    // hw/core/machine.c's hw_compat_X_Y, the migration object's entries that change the stream,
+    // as 10.0's query-machines lists them under compat-props. Left out: 9.2's
+    // multifd-clean-tls-termination (TLS, which qmigd has not).
     compat: [
       { upTo: '9.2', set: { 'send-switchover-start': false } },
       { upTo: '8.2', set: { 'zero-page-detection': 'legacy' } },
       { upTo: '8.0', set: { 'multifd-flush-after-each-section': true } },
+      { upTo: '7.2', set: { 'x-preempt-pre-7-2': true } },
     ],
   },
   multifd: {

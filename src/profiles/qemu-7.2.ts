@@ -207,11 +207,12 @@ export const QEMU_7_2: QemuProfile = {
   extraRunStateTransitions: {},
   precopy: { deviceWithoutPause: false, coloFrom: 'active', completionErrorReported: false },
   postcopy: { switchoverState: 'postcopy-active', resumeSetupState: false, cancel: 'stuck-when-paused', pauseFrom: ['postcopy-active'],
-    failedRecovery: 'source-stuck-destination-crashes', downtime: 'at-switch', preemptChannel: 'with-migration' },
+    failedRecovery: 'source-stuck-destination-crashes', downtime: 'at-switch' },
   // 7.2 has none of these properties (-global refuses them): no SWITCHOVER_START, multifd syncs
-  // at every RAM EOS, zero pages are found on the main thread.
+  // at every RAM EOS, zero pages are found on the main thread, the preempt channel opens with the
+  // migration.
   migrationGlobals: {
-    defaults: { 'send-switchover-start': false, 'multifd-flush-after-each-section': true, 'zero-page-detection': 'legacy' },
+    defaults: { 'send-switchover-start': false, 'multifd-flush-after-each-section': true, 'zero-page-detection': 'legacy', 'x-preempt-pre-7-2': true },
     settable: [],
     compat: [],
   },

@@ -172,3 +172,30 @@ for (const release of ['7.2', '10.0'] as const) {
     });
   }
 }
+
+/**
+ * A 10.0 source as a machine type up to 7.2 (x-preempt-pre-7-2 on, as hw_compat_7_2 sets it)
+ * opens its preempt channel with the migration, as 7.2 did: a real QEMU 7.2 destination waits
+ * for that channel before it loads anything, so with 10.0's own layout the migration would never
+ * start. Held to a real QEMU 10.0 source doing the same.
+ */
+t.test('postcopy-preempt from 10.0 with x-preempt-pre-7-2 to a QEMU 7.2 destination: qmigd as QEMU 10.0', { skip: qemuSkip('7.2') || qemuSkip('10.0') }, async (t) => {
+  // 7.2 knows no SWITCHOVER_START either (hw_compat_9_2).
+  const asOld = ['-global', 'migration.x-preempt-pre-7-2=on', '-global', 'migration.send-switchover-start=off'];
+  for (const srcKind of ['qemu', 'qmigd'] as const) {
+    const image = mixedRam(SIZE);
+    const port = await freePort();
+    const dst = await startEnd(t, 'qemu', '7.2', { size: SIZE, incoming: 'defer' });
+    const src = await startEnd(t, srcKind, '10.0', { size: SIZE, ramFile: image.path, qemuArgs: asOld, qmigdArgs: asOld.map((a) => (a === '-global' ? '--global' : a)) });
+    for (const end of [src, dst]) await caps(end, ['events', 'postcopy-ram', 'postcopy-preempt']);
+    await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+    await listening(dst);
+    await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB, 'max-postcopy-bandwidth': 8 * MiB });
+    await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    await until(src, (i) => ((i.ram as Record<string, number> | undefined)?.transferred ?? 0) > 4 * MiB, `${srcKind}: some pages gone`);
+    await src.qmp.ok('migrate-start-postcopy');
+    t.equal((await finished(src)).status, 'completed', `${srcKind} 10.0 → QEMU 7.2: the source completes`);
+    t.equal((await finished(dst)).status, 'completed', `${srcKind} 10.0 → QEMU 7.2: the destination completes`);
+    t.equal(await ramSha(t, dst, SIZE), image.sha, `${srcKind} 10.0 → QEMU 7.2: RAM whole`);
+  }
+});
