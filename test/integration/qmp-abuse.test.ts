@@ -97,7 +97,8 @@ t.test('2,000 pipelined requests: the migration and the other clients go on mean
   const ram = await randomRamFile(128 * MiB);
   const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', ram] });
   t.teardown(p.stop);
-  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
+  // 8 MiB/s: 16 s for the RAM, longer than the flood takes on a quiet machine.
+  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
   await p.src.qmp.ok('migrate', { uri: p.uri });
   const before = ((await untilInfo(p.src, (i) => i.status === 'active')).ram as Msg).transferred as number;
   const probe = await prober(p.src.daemon.listening[0]!, 'query-migrate');
@@ -111,7 +112,8 @@ t.test('2,000 pipelined requests: the migration and the other clients go on mean
   const last = replies.at(-1)!.return as Msg;
   t.ok(answers.every((l) => l.startsWith('{"return": [')), 'all 2,000 answered');
   t.ok(slowestMs < 500, `query-migrate on another connection: slowest ${Math.round(slowestMs)} ms`);
-  t.equal(last.status, 'active', 'still migrating at 16 MiB/s');
+  // On a loaded machine the flood may outlast the migration, which may then have completed.
+  t.ok(['active', 'completed'].includes(last.status as string), `the migration neither failed nor stopped (${String(last.status)})`);
   t.ok(((last.ram as Msg).transferred as number) > before, 'the migration moved on during the flood');
   flood.close();
   await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
