@@ -27,6 +27,7 @@
 
 #include "ram_advice.h"
 #include "fd_dup.h"
+#include "ram_map.h"
 
 #define READ_SIZE (64 * 1024)
 /* QEMU's SOCKET_MAX_FDS: a message's descriptors beyond these are dropped by the kernel. */
@@ -367,5 +368,6 @@ NAPI_MODULE_INIT() {
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   if (ram_advice_init(env, exports) != napi_ok) return NULL;
   if (fd_dup_init(env, exports) != napi_ok) return NULL;
+  if (ram_map_init(env, exports) != napi_ok) return NULL;
   return exports;
 }

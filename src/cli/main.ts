@@ -33,6 +33,7 @@ interface ServeOptions {
   memory: string;
   ramId: string;
   memoryFile?: string;
+  memoryShare: string;
   memPrealloc: boolean;
   ramHugepages: string;
   pageThread: string;
@@ -164,6 +165,7 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
     memoryBytes,
     ramId: opts.ramId,
     memoryFile: opts.memoryFile,
+    memoryShare: memoryShareFrom(opts),
     memPrealloc: opts.memPrealloc,
     ramHugePages: hugePageAdviceFrom(opts.ramHugepages),
     pageThread: onOff('--page-thread', opts.pageThread),
@@ -187,6 +189,13 @@ export function configFrom(opts: ServeOptions, env: NodeJS.ProcessEnv = process.
   };
 }
 
+/** --memory-share on needs the file it maps. */
+function memoryShareFrom(opts: ServeOptions): boolean {
+  const share = onOff('--memory-share', opts.memoryShare);
+  if (share && opts.memoryFile === undefined) throw new UsageError('--memory-share on: needs --memory-file, the file that is the RAM');
+  return share;
+}
+
 function program(): Command {
   const p = new Command('qmigd')
     .description('A QMP-compatible daemon (QEMU 7.2 or 10.0) with a live-migration engine')
@@ -198,14 +207,15 @@ function program(): Command {
     .option('-m, --memory <size>', 'guest RAM size: bytes, or with a K/M/G/T suffix', '128M')
     .option('--ram-id <name>', 'name of the RAM block in the migration stream', 'ram')
     .option('--memory-file <path>', 'initial RAM contents (size must equal --memory)')
+    .option('--memory-share <on|off>', 'on: the --memory-file is the RAM, mapped shared (QEMU\'s memory-backend-file share=on): created or grown from empty to --memory, and what the guest or a migration writes is in the file', 'off')
     .option('--mem-prealloc', 'fault in all of RAM at start-up, as QEMU\'s -mem-prealloc (faster incoming migration)', false)
     .option('--ram-hugepages <advice>', `transparent huge pages for guest RAM: on (madvise MADV_HUGEPAGE, as QEMU), off (MADV_NOHUGEPAGE) or kernel (no advice)`, DEFAULT_HUGE_PAGE_ADVICE)
     .option('--page-thread <on|off>', 'send the pages of a plain outgoing migration (no XBZRLE, multifd, mapped-ram or COLO) from a thread of their own, as QEMU\'s migration thread; off: from the thread that serves QMP (README, "QMP latency during a migration")', 'off')
     .addOption(new Option('--fault <spec>', 'arm a fault before the first byte: the JSON of __org.qmigd_fault-add, or kind=K,key=value,... (repeatable; README, "Breaking migrations on purpose")')
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
-    .option('--faults <file>', 'arm the faults of a JSON file (an array of fault specs, e.g. a timeline with after-ms)')
+    .option('--faults <file>', 'arm the faults of a YAML or JSON file (a list of fault specs, e.g. a timeline with after-ms)')
     .option('--machine <name>', 'machine type name carried in the migration stream', 'none')
-    .addOption(new Option('--global <driver.property=value>', "as QEMU's -global: migration.send-switchover-start, migration.multifd-flush-after-each-section and migration.zero-page-detection change the stream (repeatable)")
+    .addOption(new Option('--global <driver.property=value>', "as QEMU's -global: migration.send-switchover-start, migration.multifd-flush-after-each-section, migration.zero-page-detection and migration.x-preempt-pre-7-2 change the stream (repeatable)")
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
     .option('--incoming <uri>', 'wait for an incoming migration on URI, or "defer" for migrate-incoming')
     .option('-S, --paused', 'start the guest stopped (run state prelaunch) until cont', false)

@@ -16,6 +16,8 @@ export interface DaemonConfig {
   memoryBytes: number;
   ramId: string;
   memoryFile?: string;
+  /** memoryFile is the RAM itself, mapped shared (memory-backend-file share=on), not its first contents. */
+  memoryShare: boolean;
   /** -mem-prealloc: fault every RAM page in at start-up. */
   memPrealloc: boolean;
   /** Transparent huge pages for guest RAM: madvise'd on (as QEMU), off, or left to the kernel. */

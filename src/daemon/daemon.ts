@@ -30,6 +30,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   const guest = new Guest({
     ramId: config.ramId,
     memoryBytes: config.memoryBytes,
+    sharedFile: config.memoryShare ? config.memoryFile : undefined,
     incoming: config.incoming !== undefined,
     autostart: !config.paused,
     power: {
@@ -44,7 +45,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   if ('error' in advised) log.warn(`--ram-hugepages ${config.ramHugePages}: ${advised.error}; guest RAM keeps the kernel's default pages`);
   // Pre-allocation first: loading a file leaves its zero pages untouched.
   if (config.memPrealloc) guest.ram.prealloc();
-  if (config.memoryFile) await guest.ram.loadFile(config.memoryFile);
+  if (config.memoryFile) await (config.memoryShare ? guest.ram.scanZeroPages() : guest.ram.loadFile(config.memoryFile));
   guest.workload.set(config.dirtyRate, config.dirtyPattern);
   guest.runState.onEvent((event) => qmp.events.emit(event));
   const yank = new YankRegistry();

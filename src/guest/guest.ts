@@ -19,8 +19,9 @@ export class Guest {
   readonly power: Power;
   autostart: boolean;
 
-  constructor(opts: { ramId: string; memoryBytes: number; incoming: boolean; autostart: boolean; power: Omit<PowerOptions, 'runState'> }) {
-    this.ram = new GuestRam(opts.ramId, opts.memoryBytes);
+  /** `sharedFile`: the RAM is that file, mapped shared (GuestRam.sharedFile). */
+  constructor(opts: { ramId: string; memoryBytes: number; sharedFile?: string; incoming: boolean; autostart: boolean; power: Omit<PowerOptions, 'runState'> }) {
+    this.ram = opts.sharedFile ? GuestRam.sharedFile(opts.ramId, opts.memoryBytes, opts.sharedFile) : new GuestRam(opts.ramId, opts.memoryBytes);
     this.runState = new RunStateMachine(opts.incoming ? 'inmigrate' : 'prelaunch');
     this.workload = new Workload(this.ram, () => this.runState.running);
     this.output = new GuestOutput(() => this.runState.running);

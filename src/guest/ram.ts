@@ -7,9 +7,16 @@
  * segments come from calloc, so an untouched guest costs only the pages written so far. Being
  * shared, they let multifd's channel threads send pages straight from them and copy pages into
  * them. A page never straddles two segments; copies into them go through copyInto().
+ *
+ * With `--memory-share on` (QEMU's memory-backend-file share=on) the segments are the file,
+ * mapped shared instead: every thread maps the same descriptor, and the page cache is what they
+ * share.
  */
 import { createHash } from 'node:crypto';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { mapShared } from '../native/ram-map.js';
+import { activeProfile } from '../profiles/index.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 
 export const PAGE_SIZE = 4096;
@@ -43,6 +50,12 @@ export function pageOffset(index: number): number {
 const SLICE_BYTES = 8 << 20;
 
 /**
+ * Where a store's pages are, as another thread needs to know to reach the same pages: shared
+ * memory, or a file open read-write as `fd` (the process's descriptor, valid in every thread).
+ */
+export type RamBacking = { readonly kind: 'memory'; readonly segments: readonly SharedArrayBuffer[] } | { readonly kind: 'file'; readonly fd: number };
+
+/**
  * Pages in segments: guest RAM, and stores laid out like it (a COLO secondary's checkpoint
  * cache). `segment(page)` and pageOffset(page) locate a page for the hot loops.
  */
@@ -50,13 +63,16 @@ export class PageStore {
   readonly segments: Buffer[];
   readonly pages: number;
 
-  /** A store of `size` zero bytes, or one over segments another thread shares with us. */
+  /** A store of `size` zero bytes, or one over the pages of a backing another thread made. */
   constructor(
     readonly size: number,
-    readonly shared: SharedArrayBuffer[] = PageStore.allocate(size),
+    readonly backing: RamBacking = { kind: 'memory', segments: PageStore.allocate(size) },
   ) {
     if (size <= 0 || size % PAGE_SIZE !== 0) throw new Error(`RAM size ${size} is not a positive multiple of ${PAGE_SIZE}`);
-    this.segments = shared.map((s) => Buffer.from(s));
+    this.segments =
+      backing.kind === 'memory'
+        ? backing.segments.map((s) => Buffer.from(s))
+        : Array.from({ length: Math.ceil(size / SEGMENT_BYTES) }, (_, i) => mapShared(backing.fd, i * SEGMENT_BYTES, Math.min(SEGMENT_BYTES, size - i * SEGMENT_BYTES)));
     this.pages = size / PAGE_SIZE;
   }
 
@@ -128,10 +144,32 @@ export class GuestRam extends PageStore {
   constructor(
     readonly id: string,
     size: number,
+    backing?: RamBacking,
   ) {
-    super(size);
+    super(size, backing);
     this.dirtyLog = new DirtyBitmap(this.pages);
     this.knownZero = new Uint8Array(new SharedArrayBuffer(this.pages)).fill(1);
+  }
+
+  /**
+   * RAM that is the file at `path`, mapped shared (memory-backend-file share=on): created, or
+   * grown from empty, to `size`, as QEMU's file_ram_alloc() does; a shorter file is refused
+   * with QEMU's words. Its zero pages are found by scanZeroPages().
+   */
+  static sharedFile(id: string, size: number, path: string): GuestRam {
+    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
+    try {
+      const fileSize = fstatSync(fd).size;
+      if (fileSize > 0 && fileSize < size) {
+        throw new Error(activeProfile().errors.backingStoreTooSmall(id, fileSize.toString(16), size.toString(16)));
+      }
+      if (fileSize === 0) ftruncateSync(fd, size);
+      // The descriptor stays open for the daemon's life: threads map the RAM through it.
+      return new GuestRam(id, size, { kind: 'file', fd });
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
   }
 
   /** A writer of page `index` says so (see knownZero). */
@@ -165,15 +203,31 @@ export class GuestRam extends PageStore {
             if (bytesRead === 0) throw new Error(`--memory-file: '${path}' ended early at byte ${i * SEGMENT_BYTES + off + got}`);
             got += bytesRead;
           }
-          if (knownZero) {
-            for (let at = off; at < off + want; at += PAGE_SIZE) knownZero[i * SEGMENT_PAGES + at / PAGE_SIZE] = isZeroAt(s, at) ? 1 : 0;
-          }
+          this.markZeroPages(i, off, off + want);
           off += want;
         }
       }
     } finally {
       await file.close();
     }
+  }
+
+  /** Marks which pages of a shared file's RAM are zero, in slices so QMP keeps answering. */
+  async scanZeroPages(): Promise<void> {
+    for (const [i, s] of this.segments.entries()) {
+      for (let off = 0; off < s.length; off += SLICE_BYTES) {
+        this.markZeroPages(i, off, Math.min(off + SLICE_BYTES, s.length));
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+  }
+
+  /** knownZero for bytes [from, to) of segment `i`, from what they hold. */
+  private markZeroPages(i: number, from: number, to: number): void {
+    const knownZero = this.knownZero;
+    if (!knownZero) return;
+    const s = this.segments[i]!;
+    for (let at = from; at < to; at += PAGE_SIZE) knownZero[i * SEGMENT_PAGES + at / PAGE_SIZE] = isZeroAt(s, at) ? 1 : 0;
   }
 
   /** Writes all of RAM to a file (qmigd inspect --ram). */
@@ -192,6 +246,11 @@ export class GuestRam extends PageStore {
    */
   prealloc(): void {
     for (const s of this.segments) {
+      if (this.backing.kind === 'file') {
+        // The file's bytes are the guest's: touch each page for writing without changing it.
+        for (let off = 0; off < s.length; off += PAGE_SIZE) s[off] = s[off]!;
+        continue;
+      }
       for (let off = 0; off < s.length; off += SLICE_BYTES) s.fill(0, off, Math.min(off + SLICE_BYTES, s.length));
     }
   }

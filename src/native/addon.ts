@@ -17,6 +17,8 @@ export interface Binding {
   hugepages(view: Uint8Array, on: boolean): number;
   /** fcntl(F_DUPFD_CLOEXEC): the new descriptor, or -errno. */
   dupFd(fd: number): number;
+  /** mmap(MAP_SHARED) of [offset, offset + length) of the file open as fd: its bytes, or -errno. */
+  mapShared(fd: number, offset: number, length: number): ArrayBuffer | number;
 }
 
 /** Where node-gyp leaves the addon (this module runs from dist/src/native). */

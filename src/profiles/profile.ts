@@ -270,6 +270,8 @@ export interface ProfileErrors {
   readonly coloNotEnabled: string;
   /** A URI with an unknown scheme, on `migrate` (migrate-incoming always said unknown migration protocol). */
   readonly migrateUnknownProtocol: (uri: string) => string;
+  /** file_ram_alloc(): a shared memory-backend-file shorter than the RAM (sizes in hex). */
+  readonly backingStoreTooSmall: (id: string, fileSize: string, size: string) => string;
   /** A bad page request on the return path (migrate_handle_rp_req_pages(), ram_save_queue_pages()); hex without 0x. */
   readonly reqPages: {
     readonly misaligned: (start: string, len: number) => string;

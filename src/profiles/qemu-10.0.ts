@@ -153,6 +153,7 @@ export const QEMU_10_0: QemuProfile = {
     },
     coloNotEnabled: 'VM is not in COLO mode',
     migrateUnknownProtocol: (uri) => `unknown migration protocol: ${uri}`,
+    backingStoreTooSmall: (id, fileSize, size) => `${id} backing store size 0x${fileSize} is too small for 'size' option 0x${size} plus 'offset' option 0x0`,
   },
   hmp: {
     migrateGlobals: (g) =>

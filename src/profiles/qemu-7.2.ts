@@ -169,6 +169,7 @@ export const QEMU_7_2: QemuProfile = {
     },
     coloNotEnabled: "The feature 'colo' is not enabled",
     migrateUnknownProtocol: () => "Parameter 'uri' expects a valid migration protocol",
+    backingStoreTooSmall: (_id, fileSize, size) => `backing store size 0x${fileSize} does not match 'size' option 0x${size}`,
   },
   hmp: {
     migrateGlobals: () =>

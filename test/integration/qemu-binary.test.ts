@@ -7,7 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { REPO, tempDir } from '../helpers/daemon.js';
@@ -35,7 +35,11 @@ function differential(profile: QemuProfile): void {
   const defaultPc = profile.machines.find((m) => m.isDefault)!.name;
 
   t.test(`QEMU ${release}: a bad command line gets QEMU's message and status`, { skip: qemuSkip(release) }, async (t) => {
+    // A shared memory-backend-file shorter than the RAM.
+    const short = join(tempDir(), 'short.ram');
+    writeFileSync(short, Buffer.alloc(1 << 20));
     const bad = [
+      ['-M', 'none,memory-backend=m', '-object', `memory-backend-file,id=m,size=64M,mem-path=${short},share=on`, '-m', '64M'],
       ['-bogus'], ['-m'], ['-m', '64x'], ['-M', 'nope'], ['-uuid', 'abc'], ['-smp', '300'], ['-accel', 'xen'],
       ['-machine', 'pc,memory-backend=foo'], ['-mon', 'chardev=x,mode=control'], ['-object', 'memory-backend-ram,size=64M'],
       ['-M', 'pc', '-m', '64', '-object', 'memory-backend-ram,id=r,size=32M', '-machine', 'memory-backend=r'],

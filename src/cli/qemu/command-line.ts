@@ -34,6 +34,8 @@ export interface QemuCommandLine {
   ramId: string;
   /** A memory-backend-file's mem-path: the guest's RAM starts as its contents when it exists. */
   memoryFile?: string;
+  /** The memory-backend-file has share=on: memoryFile is the RAM, mapped shared. */
+  memoryShare: boolean;
   memPrealloc: boolean;
   cpus: CpuTopology;
   qmp: QmpSpec[];
@@ -77,6 +79,8 @@ interface Backend {
   id: string;
   size: number;
   memPath?: string;
+  /** share=on of a memory-backend-file: the RAM is the file, mapped shared. */
+  share: boolean;
   prealloc: boolean;
 }
 
@@ -86,7 +90,7 @@ interface Backend {
  */
 export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () => string | undefined } = { kvmUnavailable }): QemuCommandLine {
   const out: Omit<QemuCommandLine, 'machine' | 'migrationGlobals' | 'memoryBytes' | 'ramId' | 'cpus' | 'acpi' | 'accelerator' | 'messages'> = {
-    action: 'run', paused: false, uuid: ZERO_UUID, memPrealloc: false, qmp: [], sandbox: NO_SANDBOX,
+    action: 'run', paused: false, uuid: ZERO_UUID, memPrealloc: false, memoryShare: false, qmp: [], sandbox: NO_SANDBOX,
     daemonize: false, noShutdown: false, ignored: [],
   };
   let acpi = true;
@@ -168,7 +172,9 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
           if (type?.startsWith('memory-backend-')) {
             const id = o.get('id');
             if (!id) throw new QemuCliError(`${where}: Parameter 'id' is missing`);
-            backends.set(id, { id, size: sizeBytes('size', o.get('size') ?? '0'), memPath: o.get('mem-path'), prealloc: optBool('prealloc', o.get('prealloc'), false) });
+            const memPath = o.get('mem-path');
+            const share = type === 'memory-backend-file' && memPath !== undefined && optBool('share', o.get('share'), false);
+            backends.set(id, { id, size: sizeBytes('size', o.get('size') ?? '0'), memPath, share, prealloc: optBool('prealloc', o.get('prealloc'), false) });
           } else out.ignored.push(where);
           break;
         }
@@ -228,6 +234,7 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
     memoryBytes = backend.size;
     ramId = backend.id;
     out.memoryFile = backend.memPath;
+    out.memoryShare = backend.share;
     out.memPrealloc ||= backend.prealloc;
   }
   const cpus = smpTopology(smp, machine);

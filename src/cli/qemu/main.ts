@@ -61,8 +61,10 @@ function configOf(cl: QemuCommandLine, profile: QemuProfile, env: NodeJS.Process
     qmp: cl.qmp,
     memoryBytes: cl.memoryBytes,
     ramId: cl.ramId,
-    // A memory-backend-file's contents, when it holds a whole guest (QEMU creates it otherwise).
-    memoryFile: cl.memoryFile !== undefined && sizeOf(cl.memoryFile) === cl.memoryBytes ? cl.memoryFile : undefined,
+    // A memory-backend-file's contents, when it holds a whole guest (QEMU creates it otherwise);
+    // with share=on the file is the RAM, created or grown as QEMU does.
+    memoryFile: cl.memoryFile !== undefined && (cl.memoryShare || sizeOf(cl.memoryFile) === cl.memoryBytes) ? cl.memoryFile : undefined,
+    memoryShare: cl.memoryShare,
     memPrealloc: cl.memPrealloc,
     ramHugePages: DEFAULT_HUGE_PAGE_ADVICE,
     pageThread: false,

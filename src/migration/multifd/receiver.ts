@@ -131,7 +131,7 @@ export class MultifdReceiver {
 
   private startThread(fd: number, prefix: Buffer, channel: number): void {
     const data: RecvWorkerData = {
-      fd, prefix, ram: this.ram.shared, size: this.ram.size, knownZero: this.ram.knownZero, ramId: this.ram.id, channel, profile: activeProfile().id,
+      fd, prefix, ram: this.ram.backing, size: this.ram.size, knownZero: this.ram.knownZero, ramId: this.ram.id, channel, profile: activeProfile().id,
       faults: faults.forThread(channel),
     };
     const worker = new Worker(WORKER, { workerData: data });

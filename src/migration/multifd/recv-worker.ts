@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SocketInput } from '../channels/socket-input.js';
 import { StreamReader } from '../stream/reader.js';
-import { PageStore } from '../../guest/ram.js';
+import { PageStore, type RamBacking } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { receivePackets, type ChannelRam } from './receiver.js';
 import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
@@ -16,8 +16,8 @@ export interface RecvWorkerData {
   fd: number;
   /** What was read past the greeting before the hand-over. */
   prefix: Buffer | Uint8Array;
-  /** Guest RAM's segments (GuestRam.shared) and its size. */
-  ram: SharedArrayBuffer[];
+  /** Where guest RAM is (GuestRam.backing) and its size. */
+  ram: RamBacking;
   size: number;
   /** GuestRam.knownZero, which this thread's writes clear. */
   knownZero?: Uint8Array;
@@ -32,7 +32,7 @@ export interface RecvWorkerData {
 export type FromRecvWorker = { kind: 'sync' } | { kind: 'failed'; message: string } | { kind: 'fault-fired' };
 
 const port = parentPort!;
-const { fd, prefix, ram: shared, size, knownZero, ramId, channel, profile, faults } = workerData as RecvWorkerData;
+const { fd, prefix, ram: backing, size, knownZero, ramId, channel, profile, faults } = workerData as RecvWorkerData;
 setActiveProfile(profile);
 followFaults(port, faults);
 const post = (m: FromRecvWorker): void => port.postMessage(m);
@@ -45,7 +45,7 @@ input.resume();
 let go: (() => void) | undefined;
 port.on('message', (m) => m === 'go' && go?.());
 try {
-  const store = new PageStore(size, shared);
+  const store = new PageStore(size, backing);
   const ram: ChannelRam = {
     segment: (page) => store.segment(page),
     id: ramId,

@@ -11,7 +11,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MigrationUri } from '../channels/uri.js';
-import { pageOffset, PAGE_SIZE, PageStore, SEGMENT_BYTES } from '../../guest/ram.js';
+import { pageOffset, PAGE_SIZE, PageStore, type RamBacking, SEGMENT_BYTES } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { encodeHeader, encodeInit } from './format.js';
 import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
@@ -19,8 +19,8 @@ import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
 export interface SendWorkerData {
   uri: MigrationUri;
   id: number;
-  /** Guest RAM's segments (GuestRam.shared) and its size. */
-  ram: SharedArrayBuffer[];
+  /** Where guest RAM is (GuestRam.backing) and its size. */
+  ram: RamBacking;
   size: number;
   ramId: string;
   /** The release this daemon is (a thread starts with the default). */
@@ -43,10 +43,10 @@ export type FromSendWorker =
   | { kind: 'fault-fired' };
 
 const port = parentPort!;
-const { uri, id, ram: shared, size, ramId, profile, faults } = workerData as SendWorkerData;
+const { uri, id, ram: backing, size, ramId, profile, faults } = workerData as SendWorkerData;
 setActiveProfile(profile);
 followFaults(port, faults);
-const ram = new PageStore(size, shared);
+const ram = new PageStore(size, backing);
 const post = (m: FromSendWorker): void => port.postMessage(m);
 
 /** The pages as views of RAM, pages adjacent in one segment of RAM joined into one piece. */

@@ -129,7 +129,7 @@ export class MultifdSender {
     try {
       // One after another: the destination numbers the connections in the order they arrive.
       const profile = activeProfile().id;
-      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.shared, size: ram.size, ramId: ram.id, profile }));
+      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.backing, size: ram.size, ramId: ram.id, profile }));
     } catch (err) {
       for (const ch of channels) ch.shutdown();
       throw err;

@@ -42,7 +42,7 @@ export class PageThread {
     const data: PageWorkerData = {
       fd,
       what: target.what,
-      ram: ram.shared,
+      ram: ram.backing,
       size: ram.size,
       ramId: ram.id,
       bitmap: bitmap.words.buffer as SharedArrayBuffer,

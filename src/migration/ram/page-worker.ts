@@ -10,7 +10,7 @@
  * ready, then a SliceResult per slice, in order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { PAGE_SIZE, PageStore } from '../../guest/ram.js';
+import { PAGE_SIZE, PageStore, type RamBacking } from '../../guest/ram.js';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { OutgoingChannel, type ChannelKind } from '../channels/outgoing-channel.js';
 import { StreamWriter } from '../stream/writer.js';
@@ -20,8 +20,8 @@ export interface PageWorkerData {
   /** The thread's own duplicate of the main channel's descriptor; it closes it. */
   fd: number;
   what: ChannelKind;
-  /** Guest RAM's segments (GuestRam.shared), its size and block name. */
-  ram: SharedArrayBuffer[];
+  /** Where guest RAM is (GuestRam.backing), its size and block name. */
+  ram: RamBacking;
   size: number;
   ramId: string;
   /** The migration bitmap's words, and GuestRam.knownZero. */
