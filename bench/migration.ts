@@ -176,8 +176,8 @@ export function scenarios(): Scenario[] {
     { id: 'qemu-random-paused-thpoff', impl: 'qemu', group: 'random-paused', content: 'random', paused: true, channels: 1, thpOff: true },
     // Faults armed but idle (issue 15): a channel fault that never fires and a QMP fault on a command never sent.
     { id: 'qmigd-random-paused-faults', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1, srcArgs: ['--fault', 'kind=close,after-bytes=1T', '--fault', 'kind=command-error,command=query-uuid'], dstArgs: ['--fault', 'kind=stall,side=receive,after-bytes=1T'] },
-    // The page loop on a thread of its own (--page-thread on), beside the default (off).
-    { id: 'qmigd-random-paused-thread', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1, srcArgs: ['--page-thread', 'on'] },
+    // The page and load loops on threads of their own (--page-thread on at both ends), beside the default (off).
+    { id: 'qmigd-random-paused-thread', impl: 'qmigd', group: 'random-paused', release: q, content: 'random', paused: true, channels: 1, srcArgs: ['--page-thread', 'on'], dstArgs: ['--page-thread', 'on'] },
     { id: 'qmigd-random-paused-prealloc', impl: 'qmigd', group: 'prealloc', release: q, content: 'random', paused: true, channels: 1, prealloc: true },
     { id: 'qemu-random-paused-prealloc', impl: 'qemu', group: 'prealloc', content: 'random', paused: true, channels: 1, prealloc: true },
     { id: 'qmigd-random-paused-multifd2', impl: 'qmigd', group: 'multifd2', release: q, content: 'random', paused: true, channels: 2 },

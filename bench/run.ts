@@ -224,7 +224,7 @@ function summary(
   for (const [label, qi, ei] of [
     ['random RAM, paused, single channel', 'qmigd-random-paused', 'qemu-random-paused'],
     ['(control) the same, QEMU with THP off', undefined, 'qemu-random-paused-thpoff'],
-    ['the same, qmigd --page-thread on', 'qmigd-random-paused-thread', undefined],
+    ['the same, qmigd --page-thread on at both ends', 'qmigd-random-paused-thread', undefined],
     ['random RAM, paused, single channel, destination RAM pre-allocated', 'qmigd-random-paused-prealloc', 'qemu-random-paused-prealloc'],
     ['random RAM, paused, multifd 2 channels', 'qmigd-random-paused-multifd2', 'qemu-random-paused-multifd2'],
     ['all-zero RAM, paused, single channel', 'qmigd-zero-paused', 'qemu-zero-paused'],
@@ -248,7 +248,7 @@ function summary(
   };
   qrow(`query-status, idle qmigd (${IDLE_SAMPLES.toLocaleString('en')}, back to back)`, idle);
   qrow(`query-migrate on the qmigd source during random paused migrations (one every ${SAMPLE_EVERY_MS} ms, all runs)`, by('qmigd-random-paused')?.qmp);
-  qrow(`query-migrate on the qmigd source during random paused migrations with --page-thread on (same)`, by('qmigd-random-paused-thread')?.qmp);
+  qrow(`query-migrate on the qmigd source during random paused migrations with --page-thread on at both ends (same)`, by('qmigd-random-paused-thread')?.qmp);
   qrow(`query-migrate on the qmigd source during random running migrations (same)`, by('qmigd-random-running')?.qmp);
   qrow(`query-migrate on the QEMU ${COMPARED_RELEASE} source during random paused single-channel migrations (same)`, by('qemu-random-paused')?.qmp);
   qrow(`query-migrate on the qmigd source during random paused multifd migrations (same)`, by('qmigd-random-paused-multifd2')?.qmp);

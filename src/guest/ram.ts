@@ -141,14 +141,16 @@ export class GuestRam extends PageStore {
    */
   knownZero?: Uint8Array;
 
+  /** `backing` and `knownZero`: another thread's view of the same guest RAM (the load thread's). */
   constructor(
     readonly id: string,
     size: number,
     backing?: RamBacking,
+    knownZero?: Uint8Array,
   ) {
     super(size, backing);
     this.dirtyLog = new DirtyBitmap(this.pages);
-    this.knownZero = new Uint8Array(new SharedArrayBuffer(this.pages)).fill(1);
+    this.knownZero = knownZero ?? new Uint8Array(new SharedArrayBuffer(this.pages)).fill(1);
   }
 
   /**

@@ -11,6 +11,7 @@ import { FaultableWriter } from '../faults/channel-io.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
+import { LoadThread } from './ram/load-thread.js';
 import { VmLoader, type LoadObserver, type LoadResult } from './loadvm.js';
 import type { Writable } from 'node:stream';
 import type { Failover } from './colo/failover.js';
@@ -46,6 +47,8 @@ export interface IncomingEnv {
   machine: string;
   /** The migration object's properties: multifd-flush-after-each-section says when channels sync. */
   globals: MigrationGlobals;
+  /** --page-thread: plain RAM sections load on a thread of their own (ram/load-thread.ts). */
+  pageThread: boolean;
   state: MigrationStateCell;
   log: Logger;
   /**
@@ -176,6 +179,12 @@ export class IncomingMigration {
       observer: faultPoints(input),
     });
     this.loader = loader;
+    // The thread takes the RAM sections once it is up; until then they load here.
+    const loadThread = env.pageThread ? LoadThread.start(conn.input, env.guest.ram) : undefined;
+    void loadThread?.then((t) => {
+      loader.loadThread = t;
+      if (t) env.log.info('RAM sections load on the load thread from here on');
+    });
     if (this.multifd) {
       const multifd = this.multifd;
       // ram_load_precopy(): with multifd-flush-after-each-section (7.2 always) the channels sync
@@ -194,10 +203,10 @@ export class IncomingMigration {
     // From setup where migrate-incoming entered it (8.2 on), else from none (7.2).
     env.state.change(env.state.status === 'setup' ? 'setup' : 'none', 'active');
     try {
-      const result = await loader.loadStream(input);
+      const result = await loader.loadStream(input).finally(() => void loadThread?.then((t) => t?.close()));
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
       if (!result.postcopy) this.startGuest(result); // in postcopy it started at RUN
-      env.log.info({ bytes: result.bytes, pages: result.pages, ms: Date.now() - started }, 'incoming migration completed');
+      env.log.info({ bytes: result.bytes, pages: result.pages, loadThreadPages: loader.loadThread?.pages, ms: Date.now() - started }, 'incoming migration completed');
       this.blocktime = blocktime;
       env.state.change(result.postcopy ? 'postcopy-active' : 'active', 'completed');
       rp.send(RpMessage.SHUT, be32(0));

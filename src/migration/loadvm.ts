@@ -9,6 +9,7 @@ import { RUN_STATES, type RunState } from '../guest/run-state.js';
 import { activeProfile } from '../profiles/index.js';
 import { LoadError } from './load-error.js';
 import type { MappedRamBlockInfo, MappedRamSource } from './ram/mapped-ram.js';
+import type { LoadThread } from './ram/load-thread.js';
 import { RamLoader, type RamFactory } from './ram/ram-load.js';
 import {
   Command,
@@ -112,6 +113,8 @@ export class VmLoader {
   globalState?: RunState;
   /** globalstate said the guest was suspended (9.0+: its flags, or the run state itself). */
   wasSuspended = false;
+  /** --page-thread: plain RAM sections of the main channel load on this thread (load-thread.ts). */
+  loadThread?: LoadThread;
   private readonly handlers: Handler[];
   private readonly bySectionId = new Map<number, Handler>();
 
@@ -123,7 +126,7 @@ export class VmLoader {
     this.ramLoader.observeMapped = obs?.mappedRamBlock?.bind(obs);
     this.handlers = [
       // ram_load() itself refuses any version but 4, with no message of its own.
-      { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: 0, load: (rr, v) => this.ramLoader.load(rr, v) },
+      { idstr: 'ram', version: RAM_SECTION_VERSION, minVersion: 0, load: (rr, v) => this.loadRam(rr, v) },
       {
         idstr: 'timer', version: TIMER_SECTION_VERSION, minVersion: 1,
         // The guest clock offsets mean nothing to an emulated guest: read, shown to an observer, dropped.
@@ -217,6 +220,12 @@ export class VmLoader {
         r = next;
       }
     }
+  }
+
+  /** A RAM section: on the load thread where it can take it, else here. */
+  private loadRam(r: StreamReader, version: number): Promise<void> {
+    const thread = this.loadThread;
+    return thread?.usable(this.ramLoader, r) ? thread.load(r, this.ramLoader, version) : this.ramLoader.load(r, version);
   }
 
   /** qemu_loadvm_state_main(): sections and commands up to EOF, no header. */

@@ -313,6 +313,7 @@ export class MigrationService {
       capability: (name) => capability(this.capabilities, name),
       machine: this.env.machine,
       globals: this.env.globals,
+      pageThread: this.env.pageThread,
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),
       onFailed: (lines, desc) => {

@@ -46,18 +46,20 @@ t.test('the page thread writes the records the main thread writes, and the same 
 
 const withoutSize = (l: string): string => l.replace(/^\d+ bytes: \d+ sections/, 'N bytes: N sections');
 
-t.test('with --page-thread on a plain migration runs a thread more; with off it does not', async (t) => {
+t.test('with --page-thread on a plain migration runs a thread more at each end; with off it does not', async (t) => {
   const ram = await randomRamFile(128 * MiB);
   for (const thread of ['on', 'off']) {
-    const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', ram, '--page-thread', thread] });
+    const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', ram, '--page-thread', thread], dstArgs: ['--page-thread', thread] });
     t.teardown(p.stop);
-    const before = threads(p.src.daemon.proc.pid!);
+    const before = [threads(p.src.daemon.proc.pid!), threads(p.dst.daemon.proc.pid!)];
     await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
     await p.src.qmp.ok('migrate', { uri: p.uri });
     await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.transferred as number) > 4 * MiB);
-    const during = threads(p.src.daemon.proc.pid!);
-    if (thread === 'on') t.ok(during > before, `a thread more during the migration (${before} → ${during})`);
-    else t.equal(during, before, `no thread more (${before} → ${during})`);
+    const during = [threads(p.src.daemon.proc.pid!), threads(p.dst.daemon.proc.pid!)];
+    for (const [i, end] of ['source', 'destination'].entries()) {
+      if (thread === 'on') t.ok(during[i]! > before[i]!, `${end}: a thread more during the migration (${before[i]} → ${during[i]})`);
+      else t.equal(during[i], before[i], `${end}: no thread more (${before[i]} → ${during[i]})`);
+    }
     await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
     await migrationStatus(p.src, 'completed');
     await migrationStatus(p.dst, 'completed');
@@ -130,4 +132,49 @@ t.test('the destination goes away under the page thread: failed with QEMU\'s wor
   await migrationStatus(p.src, 'completed');
   await migrationStatus(p.dst, 'completed');
   t.equal(await digest(p.dst), before, 'then a healthy destination gets the RAM whole');
+});
+
+t.test('the load thread: a running guest\'s passes arrive whole, plain and with XBZRLE', async (t) => {
+  const ram = await randomRamFile(64 * MiB);
+  for (const xbzrle of [false, true]) {
+    const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', ram, '--dirty-rate', '16M'], dstArgs: ['--page-thread', 'on'] });
+    t.teardown(p.stop);
+    if (xbzrle) for (const s of [p.src, p.dst]) await setCaps(s, { xbzrle: true });
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 32 * MiB, 'downtime-limit': 50 });
+    await p.src.qmp.ok('migrate', { uri: p.uri });
+    // Passes go on until XBZRLE pages have gone (with it), or a few passes (without); then it ends.
+    const enough = (i: Msg): boolean =>
+      xbzrle ? ((i['xbzrle-cache'] as Record<string, number> | undefined)?.pages ?? 0) > 100 : ((i.ram as Record<string, number> | undefined)?.['dirty-sync-count'] ?? 0) > 3;
+    await untilInfo(p.src, (i) => enough(i) || i.status === 'completed');
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+    await migrationStatus(p.src, 'completed');
+    await migrationStatus(p.dst, 'completed');
+    const info = (await p.src.qmp.ok('query-migrate')) as Msg;
+    t.ok(enough(info), `${xbzrle ? 'XBZRLE pages went' : 'more passes went'} (${JSON.stringify(xbzrle ? info['xbzrle-cache'] : (info.ram as Msg)['dirty-sync-count'])})`);
+    t.equal(await digest(p.dst), await digest(p.src), `${xbzrle ? 'XBZRLE' : 'plain'}: destination RAM equals the source's at its stop`);
+    const done = p.dst.daemon.stderr().split('\n').find((l) => l.includes('incoming migration completed'));
+    const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages ?? 0;
+    t.ok(onThread > 0, `the load thread loaded ${onThread} of its pages`);
+  }
+});
+
+t.test('the load thread: a source that stops mid-section fails the destination with the same report as without it', async (t) => {
+  const ram = await randomRamFile(32 * MiB);
+  const reports: string[] = [];
+  for (const thread of ['on', 'off']) {
+    const p = await startPair({ memory: '32M', srcArgs: ['--memory-file', ram, '--fault', 'kind=close,after-bytes=12M'], dstArgs: ['--page-thread', thread] });
+    t.teardown(p.stop);
+    // Slowly enough for the thread to be up before the cut.
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
+    await p.src.qmp.ok('migrate', { uri: p.uri });
+    await migrationStatus(p.src, 'failed');
+    const { code } = await p.dst.daemon.exited;
+    t.equal(code, 1, `thread ${thread}: the destination exits 1`);
+    t.equal(p.dst.daemon.stderr().includes('RAM sections load on the load thread'), thread === 'on', `thread ${thread}: the load thread ${thread === 'on' ? 'took' : 'took no'} sections`);
+    const lines = p.dst.daemon.stderr().split('\n').filter((l) => /load of migration failed|invalid migration stream/.test(l));
+    // Where the cut section began depends on when the source cut its sections, not on the thread.
+    reports.push(lines.map((l) => (JSON.parse(l) as { msg: string }).msg.replace(/that began at byte offset \d+ \(0x[0-9a-f]+\)/, 'that began at byte offset N')).join('\n'));
+  }
+  t.match(reports[0], /load of migration failed: Input\/output error/, `the report: ${reports[0]}`);
+  t.equal(reports[0], reports[1], 'the same lines, offsets included, with the thread and without');
 });

@@ -73,6 +73,12 @@ export class SocketInput extends EventEmitter implements ByteSource {
     return (handleOf(this.socket) as { fd: number }).fd;
   }
 
+  /** The connection's descriptor, for a thread that reads it through a duplicate while this one is paused. */
+  get fd(): number | undefined {
+    const fd = (handleOf(this.socket) as { fd?: unknown } | undefined)?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
   /** Whether `accepted` can be taken over (a handle Node exposes as expected). */
   static canTakeOver(accepted: net.Socket): boolean {
     const handle = handleOf(accepted) as { useUserBuffer?: unknown; fd?: unknown } | undefined;

@@ -23,8 +23,11 @@ const SLICE_MS = 4;
 export type RamFactory = (id: string, size: number) => GuestRam;
 
 export class RamLoader {
-  /** The per-channel "last block" of ram_block_from_stream(): set by the first named record. */
-  private blockKnown = false;
+  /**
+   * The per-channel "last block" of ram_block_from_stream(): set by the first named record (the
+   * load thread carries it to its loader and back).
+   */
+  blockKnown = false;
   pages = 0;
   ram?: GuestRam;
   /**
@@ -147,6 +150,15 @@ export class RamLoader {
       this.pages++;
       this.placed(page);
     }
+  }
+
+  /**
+   * Whether this loader's records are only pages to copy into guest RAM, as the load thread
+   * (load-thread.ts) can copy them too: no COLO cache, postcopy, mapped-ram, multifd syncs,
+   * observer, or second channel.
+   */
+  get plain(): boolean {
+    return this.ram !== undefined && !this.colo && !this.received && !this.mapped && !this.onEos && !this.onFlush && !this.observe && !this.main;
   }
 
   /** Whether `page` is in place for good: postcopy (from LISTEN) has it already. */

@@ -65,7 +65,7 @@ export class StreamReader {
 
   /** `prefix`: bytes already read from the source elsewhere (another thread's greeting read). */
   constructor(
-    private readonly source: ByteSource,
+    readonly source: ByteSource,
     prefix?: Buffer,
   ) {
     // The head, not a queued chunk: it is no chunk of this source's, so nothing goes back for it.
@@ -293,16 +293,35 @@ export class StreamReader {
 
   /**
    * Everything buffered and not yet read, copied, for whoever reads the rest of the source
-   * (a multifd channel handed to its thread once its greeting was read here). The source must
-   * be paused first, so that nothing more arrives here.
+   * (a multifd channel handed to its thread once its greeting was read here; the main channel
+   * lent to the load thread for a RAM section). The source must be paused first, so that
+   * nothing more arrives here; its chunks go back to it.
    */
   takeBuffered(): Buffer {
     const rest = Buffer.concat([this.head.subarray(this.pos), ...this.queue]);
     this.consumed += this.head.length - this.pos + this.queued;
-    this.pos = this.head.length;
+    this.dropHead();
+    this.head = Buffer.alloc(0);
+    this.pos = 0;
+    for (let i = 0; i < this.queue.length; i++) this.source.recycle?.();
     this.queue.length = 0;
     this.queued = 0;
     return rest;
+  }
+
+  /**
+   * The bytes another reader of the source read past its part (the load thread, at a RAM
+   * section's EOS) come first again; `consumed` is the stream offset they start at; `ended`: the
+   * other reader met the source's end, and they are all there will be. Only right after
+   * takeBuffered(), with nothing buffered here.
+   */
+  putBack(rest: Buffer, consumed: number, ended = false): void {
+    if (this.available > 0) throw new Error('putBack() with bytes still buffered');
+    this.head = rest;
+    this.headIsChunk = false;
+    this.pos = 0;
+    this.consumed = consumed;
+    if (ended) this.ended = true;
   }
 
   /** Copies the next n bytes (already ready) into `target` (guest RAM, say) at `at`. */

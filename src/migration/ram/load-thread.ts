@@ -1,0 +1,124 @@
+/**
+ * The main thread's handle on the load thread (load-worker.ts): for each RAM section of a plain
+ * incoming migration it stops reading the main channel, lends the thread what it had read
+ * ahead, and waits while the thread copies the section's pages; then it reads on from what the
+ * thread read past the section. Meanwhile the main thread is free: QMP, events, timers.
+ *
+ * Where the thread cannot be had (the addon is not built, the channel is no socket the main
+ * thread reads with SocketInput) the sections load on the main thread, as they do for a
+ * migration that is not plain (RamLoader.plain) or while faults are armed.
+ */
+import { closeSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { faults } from '../../faults/faults.js';
+import type { GuestRam } from '../../guest/ram.js';
+import { dupFd } from '../../native/dup-fd.js';
+import { activeProfile } from '../../profiles/index.js';
+import type { ByteSource } from '../stream/reader.js';
+import { SocketInput } from '../channels/socket-input.js';
+import { LoadError } from '../load-error.js';
+import { StreamEnded, type StreamReader } from '../stream/reader.js';
+import type { RamLoader } from './ram-load.js';
+import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, ToLoadWorker } from './load-worker.js';
+
+const WORKER = new URL('./load-worker.js', import.meta.url);
+
+export class LoadThread {
+  /** Pages the thread has loaded (the destination's log says how many at the end). */
+  pages = 0;
+  private pending?: { resolve: (r: LoadReply) => void; reject: (e: Error) => void };
+  private failure?: Error;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly input: SocketInput,
+  ) {
+    worker.on('message', (m: FromLoadWorker) => {
+      if (m.kind === 'loaded') this.settle(m);
+    });
+    worker.on('error', (err) => this.crashed(new Error(`load thread failed: ${err.message}`)));
+    worker.on('exit', () => this.crashed(new Error('load thread ended')));
+  }
+
+  /** Starts the thread for the main channel read by `input`; undefined where it cannot be had. */
+  static async start(input: ByteSource, ram: GuestRam): Promise<LoadThread | undefined> {
+    const fd = input instanceof SocketInput ? input.fd : undefined;
+    if (fd === undefined || !ram.knownZero) return undefined;
+    let own: number;
+    try {
+      own = dupFd(fd);
+    } catch {
+      return undefined;
+    }
+    const data: LoadWorkerData = { fd: own, ram: ram.backing, size: ram.size, ramId: ram.id, knownZero: ram.knownZero, profile: activeProfile().id };
+    const worker = new Worker(WORKER, { workerData: data });
+    worker.unref();
+    return new Promise((resolve) => {
+      const failed = (): void => {
+        // The thread never took the descriptor (it posts ready once its socket holds it).
+        try {
+          closeSync(own);
+        } catch {
+          /* already closed */
+        }
+        resolve(undefined);
+      };
+      worker.once('message', (m: FromLoadWorker) => (m.kind === 'ready' ? resolve(new LoadThread(worker, input as SocketInput)) : failed()));
+      worker.once('error', failed);
+    });
+  }
+
+  /** Whether the next RAM section, read by `r`, may load on the thread. */
+  usable(loader: RamLoader, r: StreamReader): boolean {
+    return !this.failure && r.source === this.input && loader.plain && !faults.any;
+  }
+
+  /** One RAM section (up to its EOS) loaded by the thread, `r` reading on after it. */
+  async load(r: StreamReader, loader: RamLoader, version: number): Promise<void> {
+    this.input.pause();
+    const start = r.consumed;
+    const ahead = new Uint8Array(r.takeBuffered());
+    const reply = await new Promise<LoadReply>((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.post({ kind: 'load', version, ahead, blockKnown: loader.blockKnown }, [ahead.buffer as ArrayBuffer]);
+    });
+    r.putBack(Buffer.from(reply.rest.buffer, reply.rest.byteOffset, reply.rest.byteLength), start + reply.consumed, reply.ended);
+    loader.blockKnown = reply.blockKnown;
+    loader.pages += reply.pages;
+    this.pages += reply.pages;
+    if (reply.failure) throw rebuild(reply.failure);
+  }
+
+  /** After the migration: the thread closes its descriptor and ends. */
+  close(): void {
+    this.post({ kind: 'close' });
+  }
+
+  private post(m: ToLoadWorker, transfer: ArrayBuffer[] = []): void {
+    if (!this.failure) this.worker.postMessage(m, transfer);
+  }
+
+  private settle(r: LoadReply): void {
+    const p = this.pending;
+    this.pending = undefined;
+    p?.resolve(r);
+  }
+
+  private crashed(err: Error): void {
+    this.failure ??= err;
+    const p = this.pending;
+    this.pending = undefined;
+    p?.reject(err);
+  }
+}
+
+/** The failure the thread met, as the main thread's loader would have thrown it. */
+function rebuild(f: LoadFailure): Error {
+  if (f.kind === 'load-error') {
+    const err = new LoadError(f.errno, ...f.lines);
+    err.early = f.early;
+    return err;
+  }
+  if (f.kind === 'ended') return new StreamEnded(f.failure === undefined ? undefined : new Error(f.failure));
+  return new Error(f.message);
+}

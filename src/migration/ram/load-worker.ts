@@ -1,0 +1,101 @@
+/**
+ * The destination's load thread (QEMU's incoming migration coroutine, for the pages): while the
+ * main thread has stopped reading the main channel, it reads a RAM section's records through
+ * its own duplicate of the channel's descriptor and copies the pages into the shared guest RAM,
+ * with the same RamLoader the main thread uses, up to the section's EOS. What it read past the
+ * EOS goes back to the main thread with its reply, which reads on from there.
+ *
+ * Messages in: load (a section's version, the bytes the main thread had read ahead, the block
+ * the last record named); close. Out: ready, then one LoadReply per load.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { GuestRam, type RamBacking } from '../../guest/ram.js';
+import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
+import { SocketInput } from '../channels/socket-input.js';
+import { LoadError } from '../load-error.js';
+import { StreamEnded, StreamReader } from '../stream/reader.js';
+import { RamLoader } from './ram-load.js';
+
+export interface LoadWorkerData {
+  /** The thread's own duplicate of the main channel's descriptor; it closes it. */
+  fd: number;
+  /** Where guest RAM is (GuestRam.backing), its size and block name, and GuestRam.knownZero. */
+  ram: RamBacking;
+  size: number;
+  ramId: string;
+  knownZero: Uint8Array;
+  /** The release this daemon is (a thread starts with the default). */
+  profile: ProfileId;
+}
+
+export interface LoadRequest {
+  kind: 'load';
+  version: number;
+  /** What the main thread had read of the channel and not yet parsed. */
+  ahead: Uint8Array;
+  blockKnown: boolean;
+}
+
+/** How a section's load failed, to be thrown again on the main thread as it was here. */
+export type LoadFailure =
+  | { kind: 'load-error'; errno: LoadError['errno']; lines: string[]; early: boolean }
+  | { kind: 'ended'; failure?: string }
+  | { kind: 'other'; message: string };
+
+export interface LoadReply {
+  kind: 'loaded';
+  /** Bytes of the stream this section took, the prefetched ones included. */
+  consumed: number;
+  /** Read past the section's EOS (or the failure), for the main thread to read first. */
+  rest: Uint8Array;
+  /** The source ended under this thread: `rest` is all there is. */
+  ended: boolean;
+  pages: number;
+  blockKnown: boolean;
+  failure?: LoadFailure;
+}
+
+export type ToLoadWorker = LoadRequest | { kind: 'close' };
+export type FromLoadWorker = { kind: 'ready' } | LoadReply;
+
+const port = parentPort!;
+const data = workerData as LoadWorkerData;
+setActiveProfile(data.profile);
+const input = new SocketInput(data.fd);
+input.socket.on('error', () => undefined); // the reader reports it as the stream's end
+const reader = new StreamReader(input);
+const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero));
+
+port.on('message', (m: ToLoadWorker) => {
+  if (m.kind === 'close') {
+    input.socket.destroy();
+    port.close();
+    return;
+  }
+  void load(m).then((reply) => port.postMessage(reply, [reply.rest.buffer as ArrayBuffer]));
+});
+port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
+
+async function load(req: LoadRequest): Promise<LoadReply> {
+  reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
+  loader.blockKnown = req.blockKnown;
+  loader.pages = 0;
+  let failure: LoadFailure | undefined;
+  try {
+    await loader.load(reader, req.version);
+  } catch (err) {
+    failure = describe(err);
+  }
+  // Nothing more is read here until the next section: the main thread reads on.
+  input.pause();
+  const consumed = reader.consumed;
+  const ended = reader.exhausted;
+  const rest = new Uint8Array(reader.takeBuffered());
+  return { kind: 'loaded', consumed, rest, ended, pages: loader.pages, blockKnown: loader.blockKnown, failure };
+}
+
+function describe(err: unknown): LoadFailure {
+  if (err instanceof LoadError) return { kind: 'load-error', errno: err.errno, lines: err.lines, early: err.early };
+  if (err instanceof StreamEnded) return { kind: 'ended', failure: err.failure?.message };
+  return { kind: 'other', message: (err as Error).message };
+}
