@@ -114,6 +114,12 @@ export interface MigrationRun {
   qmp?: Quantiles;
 }
 
+/** query-migrate round trips during a run: on the source, and on the destination meanwhile. */
+interface RunSamples {
+  src: number[];
+  dst: number[];
+}
+
 export interface ScenarioResult {
   scenario: Scenario;
   label: string;
@@ -129,6 +135,8 @@ export interface ScenarioResult {
   dstPeakRss?: number;
   /** query-migrate round trips on the source, all runs pooled. */
   qmp?: Quantiles;
+  /** The same on the destination. */
+  dstQmp?: Quantiles;
 }
 
 export interface MigrationContext {
@@ -200,6 +208,19 @@ export function roundOrder<T extends { scenario: Scenario }>(results: T[], round
   return groups.flatMap((g) => (round % 2 ? [...g].reverse() : g));
 }
 
+/** Samples query-migrate on the destination at the same pace until `stop` says the source's sampling ended. */
+async function sampleDestination(qmp: QmpClient, stopped: () => boolean): Promise<number[]> {
+  const samples: number[] = [];
+  while (!stopped()) {
+    const start = performance.now();
+    await within(qmp.execute('query-migrate'), QMP_TIMEOUT_MS, 'query-migrate on the destination');
+    if (!stopped()) samples.push(performance.now() - start);
+    const wait = start + SAMPLE_EVERY_MS - performance.now();
+    if (wait > 0) await sleep(wait);
+  }
+  return samples;
+}
+
 /** Samples query-migrate until the migration reaches a final state; returns the round trips (ms). */
 async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promise<{ samples: number[]; final: MigrateInfo }> {
   const samples: number[] = [];
@@ -268,7 +289,7 @@ async function verify(s: Scenario, ctx: MigrationContext, src: End, dst: End): P
   }
 }
 
-export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boolean): Promise<{ run: MigrationRun; samples: number[] }> {
+export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boolean): Promise<{ run: MigrationRun; samples: RunSamples }> {
   const dir = makeTempDir('qmigd-bench-mig-');
   let ends: { src: End; dst: End } | undefined;
   try {
@@ -293,7 +314,10 @@ export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boo
     const cpu0 = [cpuMs(src.pid), cpuMs(dst.pid)];
     const wallStart = performance.now();
     await src.qmp.execute('migrate', { uri });
-    const { samples } = await sampleQueryMigrate(src.qmp, () => void src.qmp.execute('migrate_cancel').catch(() => undefined));
+    let srcDone = false;
+    const dstSampling = sampleDestination(dst.qmp, () => srcDone);
+    const { samples } = await sampleQueryMigrate(src.qmp, () => void src.qmp.execute('migrate_cancel').catch(() => undefined)).finally(() => (srcDone = true));
+    const dstSamples = await dstSampling;
     const wallMs = performance.now() - wallStart;
     const info = await src.qmp.execute<MigrateInfo>('query-migrate'); // once more, after the end
     const incoming = info.status === 'completed' ? await waitIncomingDone(dst.qmp) : 'not checked';
@@ -329,7 +353,7 @@ export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boo
       verified,
       qmp: quantiles(samples),
     };
-    return { run, samples };
+    return { run, samples: { src: samples, dst: dstSamples } };
   } catch (err) {
     if (!(err instanceof Unsupported) && ends) {
       for (const e of [ends.src, ends.dst]) {
@@ -358,7 +382,7 @@ export async function migrationBench(
 ): Promise<ScenarioResult[]> {
   const started = performance.now();
   const results: ScenarioResult[] = scenarios().map((scenario) => ({ scenario, label: describe(scenario), runs: [] }));
-  const pooled = new Map<string, number[]>();
+  const pooled = new Map<string, RunSamples>();
   const thpOff = qemu && thpOffAvailable();
   for (const r of results) {
     if (r.scenario.impl === 'qemu' && !qemu) r.notRun = 'QEMU (qemu-system-x86_64) is not installed';
@@ -381,7 +405,8 @@ export async function migrationBench(
         const check = !r.runs.some((x) => x.status === 'completed');
         const { run, samples } = await migrateOnce(s, ctx, check);
         r.runs.push(run);
-        pooled.set(s.id, [...(pooled.get(s.id) ?? []), ...samples]);
+        const before = pooled.get(s.id) ?? { src: [], dst: [] };
+        pooled.set(s.id, { src: [...before.src, ...samples.src], dst: [...before.dst, ...samples.dst] });
         progress(`  ${run.status}: total-time ${run.totalTimeMs} ms, ${fmt(run.mibPerSec)} MiB/s, verified ${run.verified}`);
       } catch (err) {
         if (err instanceof Unsupported) {
@@ -408,7 +433,8 @@ export async function migrationBench(
     };
     r.srcPeakRss = peak((x) => x.srcPeakRss);
     r.dstPeakRss = peak((x) => x.dstPeakRss);
-    r.qmp = quantiles(pooled.get(r.scenario.id) ?? []);
+    r.qmp = quantiles(pooled.get(r.scenario.id)?.src ?? []);
+    r.dstQmp = quantiles(pooled.get(r.scenario.id)?.dst ?? []);
   }
   printDetails(ctx.size, results, rounds);
   return results;

@@ -252,6 +252,9 @@ function summary(
   qrow(`query-migrate on the qmigd source during random running migrations (same)`, by('qmigd-random-running')?.qmp);
   qrow(`query-migrate on the QEMU ${COMPARED_RELEASE} source during random paused single-channel migrations (same)`, by('qemu-random-paused')?.qmp);
   qrow(`query-migrate on the qmigd source during random paused multifd migrations (same)`, by('qmigd-random-paused-multifd2')?.qmp);
+  qrow(`query-migrate on the qmigd destination during random paused migrations (same pace)`, by('qmigd-random-paused')?.dstQmp);
+  qrow(`query-migrate on the qmigd destination, --page-thread on at both ends (same)`, by('qmigd-random-paused-thread')?.dstQmp);
+  qrow(`query-migrate on the QEMU ${COMPARED_RELEASE} destination during random paused single-channel migrations (same)`, by('qemu-random-paused')?.dstQmp);
   table(['QMP', 'p50', 'p99', 'max', 'samples'], qrows);
 
   {
