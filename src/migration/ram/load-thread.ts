@@ -8,16 +8,14 @@
  * thread reads with SocketInput) the sections load on the main thread, as they do for a
  * migration that is not plain (RamLoader.plain) or while faults are armed.
  */
-import { closeSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { faults } from '../../faults/faults.js';
 import type { GuestRam } from '../../guest/ram.js';
-import { dupFd } from '../../native/dup-fd.js';
 import { activeProfile } from '../../profiles/index.js';
-import type { ByteSource } from '../stream/reader.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
-import { StreamEnded, type StreamReader } from '../stream/reader.js';
+import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
+import { startWithDuplicate } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
 import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, ToLoadWorker } from './load-worker.js';
 
@@ -43,29 +41,12 @@ export class LoadThread {
   /** Starts the thread for the main channel read by `input`; undefined where it cannot be had. */
   static async start(input: ByteSource, ram: GuestRam): Promise<LoadThread | undefined> {
     const fd = input instanceof SocketInput ? input.fd : undefined;
-    if (fd === undefined || !ram.knownZero) return undefined;
-    let own: number;
-    try {
-      own = dupFd(fd);
-    } catch {
-      return undefined;
-    }
-    const data: LoadWorkerData = { fd: own, ram: ram.backing, size: ram.size, ramId: ram.id, knownZero: ram.knownZero, profile: activeProfile().id };
-    const worker = new Worker(WORKER, { workerData: data });
-    worker.unref();
-    return new Promise((resolve) => {
-      const failed = (): void => {
-        // The thread never took the descriptor (it posts ready once its socket holds it).
-        try {
-          closeSync(own);
-        } catch {
-          /* already closed */
-        }
-        resolve(undefined);
-      };
-      worker.once('message', (m: FromLoadWorker) => (m.kind === 'ready' ? resolve(new LoadThread(worker, input as SocketInput)) : failed()));
-      worker.once('error', failed);
-    });
+    const knownZero = ram.knownZero;
+    if (fd === undefined || !knownZero) return undefined;
+    const worker = await startWithDuplicate(WORKER, fd, (own) => ({
+      fd: own, ram: ram.backing, size: ram.size, ramId: ram.id, knownZero, profile: activeProfile().id,
+    }) satisfies LoadWorkerData);
+    return worker && new LoadThread(worker, input as SocketInput);
   }
 
   /** Whether the next RAM section, read by `r`, may load on the thread. */

@@ -7,12 +7,11 @@
  * duplicated) the migration keeps its page loop on the main thread; so does a migration that is
  * not plain (RamSaver.plain) or whose channel is a file.
  */
-import { closeSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { GuestRam } from '../../guest/ram.js';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { dupFd } from '../../native/dup-fd.js';
 import type { OutgoingChannel } from '../channels/outgoing-channel.js';
+import { startWithDuplicate } from './descriptor-worker.js';
 import type { FromPageWorker, PageWorkerData, ScanPosition, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
 
 const WORKER = new URL('./page-worker.js', import.meta.url);
@@ -32,36 +31,18 @@ export class PageThread {
   /** Starts the thread for `channel`; undefined where it cannot write that channel. */
   static async start(channel: OutgoingChannel, ram: GuestRam, bitmap: DirtyBitmap): Promise<PageThread | undefined> {
     const target = channel.descriptor;
-    if (!target || !ram.knownZero) return undefined;
-    let fd: number;
-    try {
-      fd = dupFd(target.fd);
-    } catch {
-      return undefined;
-    }
-    const data: PageWorkerData = {
+    const knownZero = ram.knownZero;
+    if (!target || !knownZero) return undefined;
+    const worker = await startWithDuplicate(WORKER, target.fd, (fd) => ({
       fd,
       what: target.what,
       ram: ram.backing,
       size: ram.size,
       ramId: ram.id,
       bitmap: bitmap.words.buffer as SharedArrayBuffer,
-      knownZero: ram.knownZero.buffer as SharedArrayBuffer,
-    };
-    const worker = new Worker(WORKER, { workerData: data });
-    worker.unref();
-    return new Promise((resolve) => {
-      const failed = (): void => {
-        try {
-          closeSync(fd);
-        } catch {
-          /* the thread had closed it */
-        }
-        resolve(undefined);
-      };
-      worker.once('message', (m: FromPageWorker) => (m.kind === 'ready' ? resolve(new PageThread(worker)) : failed()));
-      worker.once('error', failed);
-    });
+      knownZero: knownZero.buffer as SharedArrayBuffer,
+    }) satisfies PageWorkerData);
+    return worker && new PageThread(worker);
   }
 
   /** One slice; what it did, also when the channel failed under it. */
