@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { startDaemon, tempDir } from '../helpers/daemon.js';
 import { side } from '../helpers/migration.js';
-import { qemuInstalled, startQemu } from '../helpers/qemu.js';
+import { qemuInstalled, qemuSkip, startQemu } from '../helpers/qemu.js';
 import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 
 const HAVE_QEMU = qemuInstalled();
@@ -89,4 +89,29 @@ t.test('a migrate-incoming that fails announces setup too, and may be tried agai
   t.same(c.events.slice(0).map((e) => (e.data as Msg).status), ['setup', 'setup', 'setup'], 'one setup before each answer');
   t.ok(c.lines.slice(from).findIndex((l) => l.includes('"setup"')) < c.lines.slice(from).findIndex((l) => l.includes('unknown migration protocol')));
   c.close();
+});
+
+t.test('migrate-incoming on a unix socket in a missing directory: QEMU 7.2\'s and 10.0\'s refusal', async (t) => {
+  const path = join(tempDir(), 'missing', 'in.sock');
+  const answers: Msg[] = [];
+  for (const release of ['7.2', '10.0'] as const) {
+    const d = await startDaemon(['--qemu-version', release, '--incoming', 'defer']);
+    t.teardown(() => d.stop());
+    const c = await QmpClient.at(d.listening[0]!);
+    t.teardown(() => c.close());
+    await c.negotiate();
+    answers.push(await c.cmd('migrate-incoming', { uri: `unix:${path}` }));
+  }
+  // bind() says ENOENT; Node's libuv says EACCES for it, which QEMU never does.
+  const want = { error: { class: 'GenericError', desc: `Failed to bind socket to ${path}: No such file or directory` } };
+  t.same(answers, [want, want], 'qmigd as 7.2 and as 10.0');
+  for (const release of ['7.2', '10.0'] as const) {
+    if (qemuSkip(release)) continue;
+    const q = await startQemu(['-incoming', 'defer'], { release });
+    t.teardown(() => q.stop());
+    const c = await QmpClient.unix(q.socket);
+    t.teardown(() => c.close());
+    await c.negotiate();
+    t.same(await c.cmd('migrate-incoming', { uri: `unix:${path}` }), want, `QEMU ${release} says the same`);
+  }
 });

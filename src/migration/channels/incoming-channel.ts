@@ -5,8 +5,9 @@
  * stream; a socket's writable half is the return path.
  */
 import { spawn } from 'node:child_process';
-import { close as closeFd, createReadStream, fstatSync, openSync, read, unlinkSync } from 'node:fs';
+import { close as closeFd, createReadStream, existsSync, fstatSync, openSync, read, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import { dirname } from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, strerror } from '../errno.js';
 import type { ByteSource } from '../stream/reader.js';
@@ -100,7 +101,8 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
         server.once('error', (err) => {
           const where = uri.kind === 'tcp' ? `${uri.host}:${uri.port}` : uri.path;
           // inet_listen_saddr() tries its port range and reports that; unix_listen_saddr() the bind.
-          reject(new Error(`${uri.kind === 'tcp' ? 'Failed to find an available port' : 'Failed to bind socket to ' + where}: ${strerror(errnoOf(err))}`));
+          const code = uri.kind === 'unix' ? unixBindErrno(errnoOf(err), uri.path) : errnoOf(err);
+          reject(new Error(`${uri.kind === 'tcp' ? 'Failed to find an available port' : 'Failed to bind socket to ' + where}: ${strerror(code)}`));
         });
         if (uri.kind === 'tcp') server.listen(uri.port, uri.host || undefined, resolve);
         else {
@@ -172,4 +174,12 @@ export function preadSource(fd: number, base: number): MappedRamSource {
     base,
     readAt: (into, at, length, position) => new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
   };
+}
+
+/**
+ * bind()'s errno for a unix socket path: libuv reports a missing directory as EACCES
+ * (uv_pipe_bind() maps ENOENT so for Windows' sake), where QEMU's bind() says ENOENT.
+ */
+function unixBindErrno(code: string | undefined, path: string): string | undefined {
+  return code === 'EACCES' && !existsSync(dirname(path)) ? 'ENOENT' : code;
 }
