@@ -164,9 +164,13 @@ t.test('the load thread: a source that stops mid-section fails the destination w
   for (const thread of ['on', 'off']) {
     const p = await startPair({ memory: '32M', srcArgs: ['--memory-file', ram, '--fault', 'kind=close,after-bytes=12M'], dstArgs: ['--page-thread', thread] });
     t.teardown(p.stop);
-    // Slowly enough for the thread to be up before the cut.
-    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
+    // Slowly until the thread is up (on a loaded machine that can take a while), then on to the cut.
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 2 * MiB });
     await p.src.qmp.ok('migrate', { uri: p.uri });
+    for (const deadline = Date.now() + 30_000; thread === 'on' && !p.dst.daemon.stderr().includes('RAM sections load on the load thread') && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
     await migrationStatus(p.src, 'failed');
     const { code } = await p.dst.daemon.exited;
     t.equal(code, 1, `thread ${thread}: the destination exits 1`);
