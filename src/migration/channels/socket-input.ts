@@ -70,10 +70,10 @@ export class SocketInput extends EventEmitter implements ByteSource {
    * descriptor under the other thread.
    */
   detach(): number {
-    return (handleOf(this.socket) as { fd: number }).fd;
+    return this.fd!; // canTakeOver() made sure there is one
   }
 
-  /** The connection's descriptor, for a thread that reads it through a duplicate while this one is paused. */
+  /** The connection's descriptor: detach() gives it away; the load thread reads a duplicate while this one is paused. */
   get fd(): number | undefined {
     const fd = (handleOf(this.socket) as { fd?: unknown } | undefined)?.fd;
     return typeof fd === 'number' && fd >= 0 ? fd : undefined;

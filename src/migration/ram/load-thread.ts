@@ -40,13 +40,14 @@ export class LoadThread {
 
   /** Starts the thread for the main channel read by `input`; undefined where it cannot be had. */
   static async start(input: ByteSource, ram: GuestRam): Promise<LoadThread | undefined> {
-    const fd = input instanceof SocketInput ? input.fd : undefined;
+    if (!(input instanceof SocketInput)) return undefined;
+    const { fd } = input;
     const knownZero = ram.knownZero;
     if (fd === undefined || !knownZero) return undefined;
     const worker = await startWithDuplicate(WORKER, fd, (own) => ({
       fd: own, ram: ram.backing, size: ram.size, ramId: ram.id, knownZero, profile: activeProfile().id,
     }) satisfies LoadWorkerData);
-    return worker && new LoadThread(worker, input as SocketInput);
+    return worker && new LoadThread(worker, input);
   }
 
   /** Whether the next RAM section, read by `r`, may load on the thread. */
