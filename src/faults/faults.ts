@@ -10,7 +10,7 @@
  * colo/primary.ts's CrashPoint), `after-ms` after it was added, or, at each chance it gets,
  * with `probability` from a seeded generator. What it then does depends on its kind:
  *
- *   channel (`channel` main, return-path, multifd with its `index`, or colo-compare; side send:
+ *   channel (`channel` main, return-path, multifd with its `index`, postcopy-preempt, or colo-compare; side send:
  *   the end that writes it, receive: the end that reads it; the return path runs over the main channel's
  *   connection, as in QEMU, so its close and reset break that; a multifd channel's faults are
  *   kept and triggered by the channel's own thread, src/faults/in-thread.ts):
@@ -55,7 +55,7 @@ const QMP_KINDS: ReadonlySet<FaultKind> = new Set(['command-error', 'command-del
 const LASTING: ReadonlySet<FaultKind> = new Set(['stall', 'throttle', 'latency', 'hang']);
 
 export type ChannelSide = 'send' | 'receive';
-export type ChannelName = 'main' | 'return-path' | 'multifd' | 'colo-compare';
+export type ChannelName = 'main' | 'return-path' | 'multifd' | 'postcopy-preempt' | 'colo-compare';
 
 /** One end of a migration channel: which channel (multifd's by index), and whether it writes or reads. */
 export interface ChannelEnd {

@@ -9,6 +9,7 @@ import type { Guest } from '../guest/guest.js';
 import type { MigrationGlobals } from './globals.js';
 import { FaultableWriter } from '../faults/channel-io.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
+import { SocketInput } from './channels/socket-input.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
 import { LoadThread } from './ram/load-thread.js';
@@ -72,6 +73,8 @@ export class IncomingMigration {
   blocktime?: () => number;
   private loader?: VmLoader;
   private preemptConn?: IncomingConnection;
+  /** The preempt channel's loading, until its EOS, its end or its failure. */
+  private preemptLoad?: Promise<void>;
   /** A paused postcopy waits here for the connection migrate-recover's listener takes. */
   private recovered?: (conn: IncomingConnection) => void;
   private recoverListener?: IncomingListener;
@@ -205,7 +208,8 @@ export class IncomingMigration {
     try {
       const result = await loader.loadStream(input).finally(() => void loadThread?.then((t) => t?.close()));
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
-      if (!result.postcopy) this.startGuest(result); // in postcopy it started at RUN
+      if (result.postcopy) await this.preemptEnded(loader);
+      else this.startGuest(result); // in postcopy it started at RUN
       env.log.info({ bytes: result.bytes, pages: result.pages, loadThreadPages: loader.loadThread?.pages, ms: Date.now() - started }, 'incoming migration completed');
       this.blocktime = blocktime;
       env.state.change(result.postcopy ? 'postcopy-active' : 'active', 'completed');
@@ -286,17 +290,33 @@ export class IncomingMigration {
    * asked for, placed as the main channel's are, until an EOS (7.2's layout) or its end. A
    * broken one just ends: the main channel's failure is what pauses the migration.
    */
-  private async attachPreempt(conn: IncomingConnection): Promise<void> {
+  private attachPreempt(conn: IncomingConnection): void {
     const main = this.loader?.ramLoader;
     if (!main) return conn.close();
     this.preemptConn?.close();
     this.preemptConn = conn;
-    try {
-      await new RamLoader(this.env.guest.ram, undefined, main).load(new StreamReader(conn.input), RAM_SECTION_VERSION);
-    } catch (err) {
-      this.env.log.info({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'postcopy preempt channel ended');
-    }
-    conn.close();
+    if (conn.input instanceof SocketInput) conn.input.markFaultable({ channel: 'postcopy-preempt', side: 'receive' });
+    this.preemptLoad = (async () => {
+      try {
+        await new RamLoader(this.env.guest.ram, undefined, main).load(new StreamReader(conn.input), RAM_SECTION_VERSION);
+      } catch (err) {
+        this.env.log.info({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'postcopy preempt channel ended');
+      }
+      conn.close();
+    })();
+  }
+
+  /**
+   * postcopy_ram_incoming_cleanup(): the main channel's EOF does not end a postcopy while the
+   * preempt channel may still carry pages. 7.2's layout waits for that channel's EOS; 8.0+'s
+   * for every page the guest asked for, then shuts the channel.
+   */
+  private async preemptEnded(loader: VmLoader): Promise<void> {
+    const load = this.preemptLoad;
+    if (!load) return;
+    if (!this.env.globals['x-preempt-pre-7-2']) await Promise.race([loader.postcopy.requestsServed(), load]);
+    else await load;
+    this.preemptConn?.close();
   }
 
   /** secondary_vm_do_failover() */
@@ -367,8 +387,12 @@ export class IncomingMigration {
     const listener = await listenIncoming(uri, (conn) => {
       const resume = this.recovered;
       this.recovered = undefined;
-      if (resume && this.env.state.status === 'postcopy-paused') return resume(conn);
-      if (this.env.capability('postcopy-preempt') && this.env.state.status === 'postcopy-recover') return void this.attachPreempt(conn);
+      const { status } = this.env.state;
+      if (resume && status === 'postcopy-paused') return resume(conn);
+      // migration_ioc_process_incoming(): with the main channel back, the next is preempt's,
+      // whatever the recovery reached meanwhile (8.0+'s source connects it after the bitmap,
+      // and this side may have taken the RESUME before it takes the connection).
+      if (this.env.capability('postcopy-preempt') && (status === 'postcopy-recover' || status === 'postcopy-active')) return this.attachPreempt(conn);
       conn.close();
     });
     this.recoverListener = listener;

@@ -564,6 +564,7 @@ export class OutgoingMigration {
   private async openPreempt(uri = this.uri!): Promise<boolean> {
     try {
       const channel = await OutgoingChannel.connect(uri, (abort) => (this.abortConnect = abort));
+      channel.markFaultable({ channel: 'postcopy-preempt', side: 'send' });
       this.preempt = { channel, writer: new StreamWriter(), cursor: { blockSent: false } };
       return true;
     } catch (err) {

@@ -223,6 +223,24 @@ for (const release of ['7.2', '10.0'] as const) {
     t.ok(faults > 50, `the guest's faults were served at once (${faults})`);
     await nothingLost(t, p);
   });
+
+  t.test(`postcopy-preempt, QEMU ${release}'s way: the main channel's end waits for the asked-for pages still on the preempt channel`, async (t) => {
+    const p = await postcopyPair(t, release, { 'postcopy-preempt': true });
+    await switchToPostcopy(p);
+    await until(() => workload(p.dst), (w) => (w['pages-dirtied'] as number) > 0, 'a write by the destination\'s guest');
+    // From here the guest's faults are served on a channel that does not move, so the main
+    // channel (which never carries a page sent on the other) runs out first.
+    await p.dst.qmp.ok('__org.qmigd_fault-add', { id: 'held', kind: 'stall', channel: 'postcopy-preempt', side: 'receive' });
+    await until(() => workload(p.dst), (w) => w.stalled === true, 'the guest waiting on a page');
+    await until(() => ramStats(p.src), (ram) => ram.remaining === 0, 'the source with nothing left for the main channel');
+    await new Promise((r) => setTimeout(r, 1000));
+    t.equal(((await p.dst.qmp.ok('query-migrate')) as Msg).status, 'postcopy-active', 'the destination waits for the page its guest waits on');
+    t.equal((await workload(p.dst)).stalled, true, 'its guest still waits');
+    await p.dst.qmp.ok('__org.qmigd_fault-clear', { id: 'held' });
+    await migrationStatus(p.dst, 'completed');
+    await migrationStatus(p.src, 'completed');
+    await nothingLost(t, p);
+  });
 }
 
 t.test('migrate_cancel in postcopy, where each release allows it: 7.2 cancels (its guest stays stopped: it runs on the destination, paused there); 10.0 refuses', async (t) => {

@@ -55,6 +55,8 @@ export class PostcopyIncoming implements PageGate {
    */
   blocktime = 0;
   private blocked?: { page: number; since: number };
+  /** Told when the last page asked for has come (mis->page_request_cond). */
+  private allArrived?: () => void;
 
   constructor(
     private readonly hooks: PostcopyHooks | undefined,
@@ -137,8 +139,19 @@ export class PostcopyIncoming implements PageGate {
         this.blocked = undefined;
       }
       this.hooks?.arrived(page);
+      if (this.requested.size === 0) this.allArrived?.();
     };
     this.hooks?.run(this);
+  }
+
+  /**
+   * postcopy_ram_incoming_cleanup() in 8.0+: the pages the guest asked for may still be on
+   * their way over the preempt channel after the main one ended; the end waits for them.
+   */
+  async requestsServed(): Promise<void> {
+    if (this.requested.size === 0) return;
+    await new Promise<void>((r) => (this.allArrived = r));
+    this.allArrived = undefined;
   }
 
   /** PageGate: whether the guest would fault on `page`. */
