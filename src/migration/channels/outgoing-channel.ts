@@ -18,6 +18,7 @@ import type { MigrationUri } from './uri.js';
 
 /** Bytes we let the transport hold before waiting for it to drain. */
 const IN_FLIGHT = 8 << 20;
+const EMPTY = Buffer.alloc(0);
 
 /** What a channel writes to, in QEMU's error texts ("Unable to write to socket: ..."). */
 export type ChannelKind = 'socket' | 'command' | 'file';
@@ -267,13 +268,14 @@ export class OutgoingChannel {
 
   /** Resolves once everything written has left our buffers, or the channel is dead. */
   async drained(): Promise<void> {
-    if (!(this.out instanceof net.Socket)) {
-      // A file stream below its high-water mark never emits 'drain': an empty write's callback
-      // comes once everything before it is written.
-      if (this.usable && this.out.writableLength > 0) await new Promise<void>((r) => this.out.write(Buffer.alloc(0), () => r()));
-      return;
-    }
-    while (this.usable && this.out.writableLength > 0) await this.whenWritable();
+    if (!this.usable || this.out.writableLength === 0) return;
+    // Not 'drain': a stream emits it only after a write that took it past its high-water mark,
+    // and a few bytes queued behind a full socket buffer (the page thread's duplicate may have
+    // filled it) never do. An empty write's callback comes once everything before it is written.
+    await new Promise<void>((r) => {
+      this.waiters.push(r); // or the channel dies first
+      this.out.write(EMPTY, () => r());
+    });
   }
 
   /**

@@ -1,0 +1,72 @@
+/**
+ * OutgoingChannel.drained() over a real socket: it must resolve once the bytes left, however few
+ * they were. A stream emits 'drain' only after a write that took it past its high-water mark, so
+ * a few bytes queued behind a full socket buffer (the page thread's duplicate descriptor can fill
+ * it) never bring one; a migration waiting for it hung in `active` for good.
+ */
+import net from 'node:net';
+import t from 'tap';
+import { OutgoingChannel } from '../../src/migration/channels/outgoing-channel.js';
+import { parseMigrationUri } from '../../src/migration/channels/uri.js';
+
+/** 'drained' if `p` settles within `ms`, else 'timeout'. */
+async function within(p: Promise<unknown>, ms: number): Promise<'drained' | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), ms)));
+  try {
+    return await Promise.race([p.then(() => 'drained' as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+t.test('drained() resolves for a small write queued behind a full socket buffer once the peer reads', async (t) => {
+  let peer: net.Socket | undefined;
+  const server = net.createServer((s) => {
+    peer = s;
+    s.pause(); // reads nothing yet: the socket buffers fill
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    peer?.destroy();
+    server.close();
+  });
+  const { port } = server.address() as net.AddressInfo;
+  const channel = await OutgoingChannel.connect(parseMigrationUri(`tcp:127.0.0.1:${port}`)!, () => undefined);
+  t.teardown(() => channel.shutdown());
+
+  // Small writes (each under the high-water mark) until one stays queued: the kernel's buffers are full.
+  let queued = false;
+  for (let i = 0; i < 100_000 && !queued; i++) {
+    await channel.write([Buffer.alloc(8192, i & 0xff)]);
+    await new Promise((r) => setTimeout(r, 1));
+    queued = (channel as unknown as { out: net.Socket }).out.writableLength > 0;
+  }
+  t.ok(queued, 'a write is queued behind the full socket buffer');
+  t.notOk((channel as unknown as { out: net.Socket }).out.writableNeedDrain, "the stream will emit no 'drain' for it");
+
+  let done = false;
+  const drained = channel.drained().then(() => (done = true));
+  await new Promise((r) => setTimeout(r, 200));
+  t.notOk(done, 'not drained while the peer reads nothing');
+  peer!.on('data', () => undefined);
+  peer!.resume();
+  t.equal(await within(drained, 10_000), 'drained', 'drained once the peer read it');
+  t.ok(channel.usable, 'the channel is still usable');
+});
+
+t.test('drained() resolves when the channel is shut down under it', async (t) => {
+  const server = net.createServer((s) => s.pause());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const { port } = server.address() as net.AddressInfo;
+  const channel = await OutgoingChannel.connect(parseMigrationUri(`tcp:127.0.0.1:${port}`)!, () => undefined);
+  for (let i = 0; i < 100_000 && (channel as unknown as { out: net.Socket }).out.writableLength === 0; i++) {
+    await channel.write([Buffer.alloc(8192)]);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  const drained = channel.drained();
+  channel.shutdown();
+  t.equal(await within(drained, 5000), 'drained');
+  t.notOk(channel.usable);
+});
