@@ -70,7 +70,13 @@ export interface Scenario {
   /** qmigd only: further arguments for each end (bench/ram-mapping.ts: --ram-hugepages). */
   srcArgs?: string[];
   dstArgs?: string[];
+  /** qmigd only: arguments for node itself at each end (bench/profile.ts: --cpu-prof). */
+  srcNodeArgs?: string[];
+  dstNodeArgs?: string[];
 }
+
+/** Told the processes just before `migrate`; what it returns is awaited once the destination is done (bench/profile.ts: perf). */
+export type AroundMigration = (src: End, dst: End) => Promise<() => Promise<void>>;
 
 /** Which program and release a scenario runs, e.g. "qmigd as 7.2" or "QEMU 7.2". */
 export function implName(s: Scenario): string {
@@ -247,7 +253,7 @@ async function sampleQueryMigrate(qmp: QmpClient, onTimeout: () => void): Promis
 /** Starts both ends; stops whichever started if the other did not. */
 async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promise<{ src: End; dst: End }> {
   const started = await Promise.allSettled([
-    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, release: s.release, qmigdArgs: s.dstArgs }),
+    startEnd({ kind: s.impl, name: 'destination', dir, size: ctx.size, deferIncoming: true, thpOff: s.thpOff, prealloc: s.prealloc, release: s.release, qmigdArgs: s.dstArgs, nodeArgs: s.dstNodeArgs }),
     startEnd({
       kind: s.impl,
       name: 'source',
@@ -258,6 +264,7 @@ async function startPair(s: Scenario, ctx: MigrationContext, dir: string): Promi
       thpOff: s.thpOff,
       release: s.release,
       qmigdArgs: [...(s.workload ? ['--dirty-rate', s.workload.rate, '--dirty-pattern', s.workload.pattern] : []), ...(s.srcArgs ?? [])],
+      nodeArgs: s.srcNodeArgs,
     }),
   ]);
   const [d, r] = started;
@@ -289,7 +296,7 @@ async function verify(s: Scenario, ctx: MigrationContext, src: End, dst: End): P
   }
 }
 
-export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boolean): Promise<{ run: MigrationRun; samples: RunSamples }> {
+export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boolean, around?: AroundMigration): Promise<{ run: MigrationRun; samples: RunSamples }> {
   const dir = makeTempDir('qmigd-bench-mig-');
   let ends: { src: End; dst: End } | undefined;
   try {
@@ -311,6 +318,7 @@ export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boo
     await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': MAX_BANDWIDTH });
     const downtimeLimitMs = (await src.qmp.execute<{ 'downtime-limit'?: number }>('query-migrate-parameters'))['downtime-limit'];
 
+    const after = await around?.(src, dst);
     const cpu0 = [cpuMs(src.pid), cpuMs(dst.pid)];
     const wallStart = performance.now();
     await src.qmp.execute('migrate', { uri });
@@ -322,6 +330,7 @@ export async function migrateOnce(s: Scenario, ctx: MigrationContext, check: boo
     const info = await src.qmp.execute<MigrateInfo>('query-migrate'); // once more, after the end
     const incoming = info.status === 'completed' ? await waitIncomingDone(dst.qmp) : 'not checked';
     const cpu1 = [cpuMs(src.pid), cpuMs(dst.pid)];
+    await after?.();
     const used = (i: number): number | undefined => (cpu0[i] === undefined || cpu1[i] === undefined ? undefined : cpu1[i]! - cpu0[i]!);
     const srcPeakRss = peakRss(src.pid);
     const dstPeakRss = peakRss(dst.pid);

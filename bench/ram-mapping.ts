@@ -13,18 +13,16 @@
  * (RAM digests).
  *
  *   node dist/bench/ram-mapping.js [SIZE=512M] [ROUNDS=7]
- *   node dist/bench/ram-mapping.js --profile DIR [SIZE]   (one migration per qmigd variant with
- *     the destination under --cpu-prof and the destination and source under perf record, when
- *     perf is installed; prints where each spends its time)
+ *   node dist/bench/ram-mapping.js --profile DIR [SIZE]   (one migration per qmigd variant under
+ *     bench/profile.ts's profiler; prints where each end spends its time)
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { freePort, makeTempDir, waitIncomingDone, type MigrateInfo } from '../src/cli/migration-pair.js';
+import { mkdirSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { makeTempDir } from '../src/cli/migration-pair.js';
 import { parseSize } from '../src/cli/size.js';
-import { fmt, median, MiB, progress, qemuVersion, sleep, table, until } from './common.js';
-import { startEnd } from './ends.js';
-import { makeContext, MAX_BANDWIDTH, migrateOnce, type MigrationContext, type MigrationRun, type Scenario } from './migration.js';
+import { fmt, median, MiB, progress, qemuVersion, sleep, table } from './common.js';
+import { makeContext, migrateOnce, type MigrationContext, type MigrationRun, type Scenario } from './migration.js';
+import { profileScenario } from './profile.js';
 
 /**
  * QMIGD_BENCH_SETTLE_MS: a pause before every migration. This VM's balloon reports free 2 MiB
@@ -92,78 +90,6 @@ async function measure(ctx: MigrationContext, rounds: number): Promise<void> {
   table(['variant', 'total-time ms', 'MiB/s', 'CPU ms src / dst', 'dst peak RSS MiB', 'RAM verified'], rows);
 }
 
-/** Self time per function of a .cpuprofile, the top `n`, in ms and share of all samples. */
-function topOfCpuProfile(path: string, n: number): string[][] {
-  const prof = JSON.parse(readFileSync(path, 'utf8')) as {
-    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
-    samples: number[];
-    timeDeltas: number[];
-  };
-  const byId = new Map(prof.nodes.map((x) => [x.id, x]));
-  const self = new Map<string, number>();
-  let total = 0;
-  prof.samples.forEach((id, i) => {
-    const f = byId.get(id)!.callFrame;
-    const name = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/dist\//, '')}${f.url ? `:${f.lineNumber + 1}` : ''}`;
-    const dt = (prof.timeDeltas[i + 1] ?? 0) / 1000;
-    self.set(name, (self.get(name) ?? 0) + dt);
-    total += dt;
-  });
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, n)
-    .map(([name, ms]) => [name, ms.toFixed(0), `${((ms / total) * 100).toFixed(1)}%`]);
-}
-
-/** One migration with the destination profiled (and perf over both ends, when installed). */
-async function profileOnce(v: Variant, ctx: MigrationContext, outDir: string): Promise<void> {
-  const s = v.scenario;
-  const cpuDir = join(outDir, `${v.id}-cpuprof`);
-  mkdirSync(cpuDir, { recursive: true });
-  const dir = makeTempDir('qmigd-bench-prof-');
-  const dst = await startEnd({
-    kind: 'qmigd', name: 'destination', dir, size: ctx.size, deferIncoming: true, prealloc: s.prealloc, qmigdArgs: s.dstArgs,
-    nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${cpuDir}`, '--cpu-prof-interval=200', '--perf-basic-prof-only-functions'],
-  });
-  const src = await startEnd({ kind: 'qmigd', name: 'source', dir, size: ctx.size, ramFile: ctx.randomFile, paused: true, qmigdArgs: s.srcArgs });
-  try {
-    const uri = `tcp:127.0.0.1:${await freePort()}`;
-    await dst.qmp.execute('migrate-incoming', { uri });
-    await until('destination listening', () => dst.qmp.execute<Record<string, unknown>>('query-migrate'), (i) => 'socket-address' in i);
-    await src.qmp.execute('migrate-set-parameters', { 'max-bandwidth': MAX_BANDWIDTH });
-    const perfData = join(outDir, `${v.id}.perf.data`);
-    const perf = hasPerf() ? spawn('perf', ['record', '-q', '-g', '-F', '999', '-o', perfData, '-p', `${dst.pid},${src.pid}`], { stdio: 'ignore' }) : undefined;
-    if (perf) await sleep(300); // perf attaches
-    await src.qmp.execute('migrate', { uri });
-    const info = await until('migration', () => src.qmp.execute<MigrateInfo>('query-migrate'), (i) => i.status === 'completed' || i.status === 'failed', { everyMs: 20, timeoutMs: 120_000 });
-    await waitIncomingDone(dst.qmp);
-    if (perf) {
-      perf.kill('SIGINT');
-      await new Promise((r) => perf.on('exit', r));
-    }
-    console.log(`\n== ${v.label}: ${info.status}, total-time ${info['total-time']} ms`);
-    if (perf) {
-      for (const [end, pid] of [['destination', dst.pid], ['source', src.pid]] as const) {
-        console.log(`perf, ${end} (pid ${pid}), self time by symbol, top 15:`);
-        const r = spawnSync('perf', ['report', '-i', perfData, '--pid', String(pid), '--no-children', '--sort', 'sym', '--stdio', '-g', 'none', '--percent-limit', '1'], { encoding: 'utf8' });
-        console.log(r.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).slice(0, 15).join('\n'));
-      }
-    }
-  } finally {
-    await Promise.all([src.stop(), dst.stop()]);
-    rmSync(dir, { recursive: true, force: true });
-  }
-  const file = readdirSync(cpuDir).find((f) => f.endsWith('.cpuprofile'));
-  if (file) {
-    console.log(`--cpu-prof, destination (${join(cpuDir, file)}), whole process life, self time, top 15:`);
-    table(['function', 'ms', 'share'], topOfCpuProfile(join(cpuDir, file), 15));
-  }
-}
-
-function hasPerf(): boolean {
-  return spawnSync('perf', ['--version'], { stdio: 'ignore' }).status === 0;
-}
-
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const profileAt = args.indexOf('--profile');
@@ -175,7 +101,7 @@ async function main(): Promise<void> {
     const ctx = await makeContext(dir, size);
     if (profileDir) {
       mkdirSync(profileDir, { recursive: true });
-      for (const v of variants(false).filter((x) => ['kernel', 'on', 'on-dst', 'prealloc'].includes(x.id))) await profileOnce(v, ctx, profileDir);
+      for (const v of variants(false).filter((x) => ['kernel', 'on', 'on-dst', 'prealloc'].includes(x.id))) await profileScenario(v.scenario, ctx, profileDir, v.label);
     } else {
       await measure(ctx, rounds);
     }

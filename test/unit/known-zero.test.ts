@@ -5,7 +5,7 @@
  */
 import { Readable } from 'node:stream';
 import t from 'tap';
-import { GuestRam, PAGE_SIZE } from '../../src/guest/ram.js';
+import { GuestRam, isZeroAt, PAGE_SIZE } from '../../src/guest/ram.js';
 import { encodeHeader } from '../../src/migration/multifd/format.js';
 import { receivePackets } from '../../src/migration/multifd/receiver.js';
 import { RamLoader } from '../../src/migration/ram/ram-load.js';
@@ -58,4 +58,18 @@ t.test('RAM loaded from a file is not assumed zero', async (t) => {
   await new RamLoader(ram).load(reader(records([[3, 0]], true)), 4);
   t.ok(ram.page(3).equals(Buffer.alloc(PAGE_SIZE)), 'the zero record was applied');
   t.equal(ram.page(0)[0], 0x5a, 'other pages untouched');
+});
+
+t.test('isZeroAt(): one non-zero byte anywhere in the page makes it non-zero, at any page of a segment', async (t) => {
+  const bytes = Buffer.alloc(4 * PAGE_SIZE);
+  for (const page of [0, 3]) {
+    const at = page * PAGE_SIZE;
+    t.ok(isZeroAt(bytes, at), `page ${page}: all zero`);
+    for (const where of [0, 1, 7, 8, PAGE_SIZE / 2, PAGE_SIZE - 2, PAGE_SIZE - 1]) {
+      bytes[at + where] = 0x40;
+      t.notOk(isZeroAt(bytes, at), `page ${page}: a byte at ${where}`);
+      t.ok(isZeroAt(bytes, page === 0 ? PAGE_SIZE : 0), 'its neighbour stays zero');
+      bytes[at + where] = 0;
+    }
+  }
 });
