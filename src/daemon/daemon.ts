@@ -102,7 +102,10 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
   // Written before any monitor listens, so whoever sees a monitor can rely on the pidfile.
   if (config.pidfile) writeFileSync(config.pidfile, `${process.pid}\n`);
   for (const [index, spec] of config.qmp.entries()) {
-    const transport = await qmp.open(spec);
+    // QEMU: "-qmp unix:...: Failed to bind socket to ...: No such file or directory".
+    const transport = await qmp.open(spec).catch((err: Error) => {
+      throw new Error(`${spec.option ?? `--qmp ${spec.text}`}: ${err.message}`);
+    });
     if (spec.kind !== 'ws') {
       // QEMU names -qmp chardevs compat_monitorN (-chardev names its own) and registers their
       // sockets for yank.

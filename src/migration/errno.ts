@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+
 /** strerror() texts for the errors a channel meets, so messages read as QEMU's do. */
 const STRERROR: Record<string, string> = {
   EPIPE: 'Broken pipe',
@@ -26,4 +29,19 @@ export function strerror(code: string | undefined): string {
 
 export function errnoOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/**
+ * What QEMU says when a socket cannot listen (a migration's, a monitor's): unix_listen_saddr()
+ * reports its bind(), inet_listen_saddr() the port it could not find. libuv reports a unix path
+ * in a missing directory as EACCES (uv_pipe_bind() maps ENOENT so, for Windows' sake), where
+ * QEMU's bind() says ENOENT.
+ */
+export function listenFailure(err: unknown, at: { unix: string } | { tcp: true }): string {
+  let code = errnoOf(err);
+  if ('unix' in at) {
+    if (code === 'EACCES' && !existsSync(dirname(at.unix))) code = 'ENOENT';
+    return `Failed to bind socket to ${at.unix}: ${strerror(code)}`;
+  }
+  return `Failed to find an available port: ${strerror(code)}`;
 }

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import net from 'node:net';
 import t from 'tap';
 import { REPO, tempDir } from '../helpers/daemon.js';
 import { PROFILES, type QemuProfile } from '../../src/profiles/index.js';
@@ -35,6 +36,10 @@ function differential(profile: QemuProfile): void {
   const defaultPc = profile.machines.find((m) => m.isDefault)!.name;
 
   t.test(`QEMU ${release}: a bad command line gets QEMU's message and status`, { skip: qemuSkip(release) }, async (t) => {
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    t.teardown(() => holder.close());
+    const taken = (holder.address() as net.AddressInfo).port;
     // A shared memory-backend-file shorter than the RAM.
     const short = join(tempDir(), 'short.ram');
     writeFileSync(short, Buffer.alloc(1 << 20));
@@ -45,6 +50,10 @@ function differential(profile: QemuProfile): void {
       ['-M', 'pc', '-m', '64', '-object', 'memory-backend-ram,id=r,size=32M', '-machine', 'memory-backend=r'],
       ['-smp', 'x'], ['-smp', '4,cores=3'], ['-smp', '8,maxcpus=4'], ['-smp', '2,sockets=2,cores=2'], ['-M', 'none', '-smp', '2'],
       ['-smp', '4,modules=3'], ['-smp', '4,clusters=2'], ['-smp', '4,books=2'], ['-smp', '4,drawers=2'], ['-smp', '4,foo=1'], ['-no-acpi', '-smp', '4,dies=3'],
+      // Monitors that cannot listen: a socket in a missing directory, a port that is taken.
+      ['-M', 'none', '-qmp', `unix:${join(tempDir(), 'missing', 'qmp.sock')},server=on,wait=off`],
+      ['-M', 'none', '-chardev', `socket,id=mon0,path=${join(tempDir(), 'missing', 'mon.sock')},server=on,wait=off`, '-mon', 'chardev=mon0,mode=control'],
+      ['-M', 'none', '-qmp', `tcp:127.0.0.1:${taken},server=on,wait=off`],
     ];
     for (const args of bad) {
       const fromQemu = failure(qemu, args);

@@ -99,7 +99,8 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
   let memory: number | undefined;
   let smp: Opts = new Map();
   const backends = new Map<string, Backend>();
-  const chardevs = new Map<string, Opts>();
+  /** Each -chardev's options, and the option as written (what QEMU's errors about it quote). */
+  const chardevs = new Map<string, { opts: Opts; where: string }>();
   const monitors: Opts[] = [];
   const globals: GlobalSetting[] = [];
 
@@ -179,12 +180,12 @@ export function parseQemuCommandLine(argv: string[], env: { kvmUnavailable: () =
           break;
         }
         case '-qmp':
-          out.qmp.push({ ...parseQmpSpec(value), exclusive: true } as QmpSpec);
+          out.qmp.push({ ...parseQmpSpec(value), exclusive: true, option: where } as QmpSpec);
           break;
         case '-chardev': {
           const o = parseOpts(value, 'backend');
           if (!o.get('id')) throw new QemuCliError(`${where}: Parameter 'id' is missing`);
-          chardevs.set(o.get('id')!, o);
+          chardevs.set(o.get('id')!, { opts: o, where });
           break;
         }
         case '-mon':
@@ -279,10 +280,11 @@ function accelOf(accels: AccelRequest[], kvm: () => string | undefined): { accel
  * one client at a time as in QEMU. fd=N is a socket already bound and listening (libvirt binds
  * it, passes it and connects afterwards).
  */
-function monitorSpec(mon: Opts, chardevs: Map<string, Opts>): QmpSpec {
+function monitorSpec(mon: Opts, chardevs: Map<string, { opts: Opts; where: string }>): QmpSpec {
   const id = mon.get('chardev') ?? '';
-  const dev = chardevs.get(id);
-  if (!dev) throw new QemuCliError(`-mon ${[...mon].map(([k, v]) => `${k}=${v}`).join(',')}: chardev "${id}" not found`);
+  const chardev = chardevs.get(id);
+  const dev = chardev?.opts;
+  if (!chardev || !dev) throw new QemuCliError(`-mon ${[...mon].map(([k, v]) => `${k}=${v}`).join(',')}: chardev "${id}" not found`);
   if ((mon.get('mode') ?? 'readline') !== 'control') throw new QemuCliError(`-mon chardev=${id}: only mode=control (QMP) monitors are emulated`);
   if (dev.get('backend') !== 'socket') throw new QemuCliError(`-chardev ${dev.get('backend')},id=${id}: only socket chardevs can carry a monitor`);
   const server = optBool('server', dev.get('server'), false);
@@ -290,13 +292,13 @@ function monitorSpec(mon: Opts, chardevs: Map<string, Opts>): QmpSpec {
   const fd = dev.get('fd');
   if (fd !== undefined) {
     if (!/^\d+$/.test(fd)) throw new QemuCliError(`-chardev socket,id=${id}: fd=${fd} is not a descriptor number`);
-    return { kind: 'unix', path: '', fd: Number(fd), server: true, wait: false, exclusive: true, label: id, text: `chardev ${id}` };
+    return { kind: 'unix', path: '', fd: Number(fd), server: true, wait: false, exclusive: true, label: id, text: `chardev ${id}`, option: chardev.where };
   }
   const path = dev.get('path');
   const host = dev.get('host');
   const port = dev.get('port');
   const text = path !== undefined ? `unix:${path}` : `tcp:${host ?? ''}:${port ?? ''}`;
-  return { ...parseQmpSpec(`${text},server=${server ? 'on' : 'off'},wait=${wait ? 'on' : 'off'}`), exclusive: true, label: id } as QmpSpec;
+  return { ...parseQmpSpec(`${text},server=${server ? 'on' : 'off'},wait=${wait ? 'on' : 'off'}`), exclusive: true, label: id, option: chardev.where } as QmpSpec;
 }
 
 /** -machine help, as QEMU prints it (for the machines qmigd has). */

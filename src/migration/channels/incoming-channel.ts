@@ -5,11 +5,10 @@
  * stream; a socket's writable half is the return path.
  */
 import { spawn } from 'node:child_process';
-import { close as closeFd, createReadStream, existsSync, fstatSync, openSync, read, unlinkSync } from 'node:fs';
+import { close as closeFd, createReadStream, fstatSync, openSync, read, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { dirname } from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
-import { errnoOf, strerror } from '../errno.js';
+import { errnoOf, listenFailure, strerror } from '../errno.js';
 import type { ByteSource } from '../stream/reader.js';
 import type { MappedRamSource } from '../ram/mapped-ram.js';
 import { SeekableFileInput } from './file-input.js';
@@ -98,12 +97,7 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
     case 'unix': {
       const server = net.createServer({ pauseOnConnect: true });
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (err) => {
-          const where = uri.kind === 'tcp' ? `${uri.host}:${uri.port}` : uri.path;
-          // inet_listen_saddr() tries its port range and reports that; unix_listen_saddr() the bind.
-          const code = uri.kind === 'unix' ? unixBindErrno(errnoOf(err), uri.path) : errnoOf(err);
-          reject(new Error(`${uri.kind === 'tcp' ? 'Failed to find an available port' : 'Failed to bind socket to ' + where}: ${strerror(code)}`));
-        });
+        server.once('error', (err) => reject(new Error(listenFailure(err, uri.kind === 'unix' ? { unix: uri.path } : { tcp: true }))));
         if (uri.kind === 'tcp') server.listen(uri.port, uri.host || undefined, resolve);
         else {
           try {
@@ -176,10 +170,3 @@ export function preadSource(fd: number, base: number): MappedRamSource {
   };
 }
 
-/**
- * bind()'s errno for a unix socket path: libuv reports a missing directory as EACCES
- * (uv_pipe_bind() maps ENOENT so for Windows' sake), where QEMU's bind() says ENOENT.
- */
-function unixBindErrno(code: string | undefined, path: string): string | undefined {
-  return code === 'EACCES' && !existsSync(dirname(path)) ? 'ENOENT' : code;
-}

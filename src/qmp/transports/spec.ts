@@ -11,12 +11,16 @@
  * page open a WebSocket to any address, so a handshake that carries an Origin header must carry
  * one of these; clients that send none (not browsers) are not affected.
  */
+/**
+ * `text`: the address as given; `option`: the command-line option that made the monitor as it was
+ * written (`-qmp unix:...`, `-chardev socket,...`), which a failure to listen quotes as QEMU does.
+ */
 export type QmpSpec =
   /** `fd`: a socket already bound and listening, inherited (QEMU's -chardev socket,fd=N). */
-  | { kind: 'unix'; path: string; fd?: number; server: boolean; wait: boolean; exclusive: boolean; label?: string; text: string }
+  | { kind: 'unix'; path: string; fd?: number; server: boolean; wait: boolean; exclusive: boolean; label?: string; text: string; option?: string }
   /** `host` is empty for a server on every interface, as QEMU's `tcp::PORT,server=on`. */
-  | { kind: 'tcp'; host: string; port: number; server: boolean; wait: boolean; exclusive: boolean; label?: string; text: string }
-  | { kind: 'ws'; host: string; port: number; server: true; wait: false; exclusive: boolean; origins: string[]; text: string };
+  | { kind: 'tcp'; host: string; port: number; server: boolean; wait: boolean; exclusive: boolean; label?: string; text: string; option?: string }
+  | { kind: 'ws'; host: string; port: number; server: true; wait: false; exclusive: boolean; origins: string[]; text: string; option?: string };
 
 export class SpecError extends Error {}
 

@@ -14,6 +14,7 @@
 import { chmodSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { nativeUnavailable, UnixReader } from '../../native/unix-reader.js';
+import { listenFailure } from '../../migration/errno.js';
 import { closeFd, NamedFds } from '../descriptors.js';
 import type { Connection } from '../session.js';
 import { ExclusiveQueue, MAX_HELD_BYTES, MAX_WAITING, type Turn } from './exclusive.js';
@@ -240,14 +241,14 @@ export async function openStreamTransport(spec: Extract<QmpSpec, { kind: 'unix' 
     }
     const old = process.umask(0o177); // the socket is born 0600; no window where others may connect
     try {
-      await listen(server, { path: spec.path });
+      await listen(server, { path: spec.path }, { unix: spec.path });
     } finally {
       process.umask(old);
     }
     chmodSync(spec.path, 0o600);
   } else {
     // No host: every interface, as QEMU's tcp::PORT (Node binds them all when given none).
-    await listen(server, spec.host ? { host: spec.host, port: spec.port } : { port: spec.port });
+    await listen(server, spec.host ? { host: spec.host, port: spec.port } : { port: spec.port }, { tcp: true });
   }
   const addr = server.address();
   where = spec.kind === 'unix' ? `unix:${inherited ? String(addr) : spec.path}` : `tcp:${(addr as net.AddressInfo).address}:${(addr as net.AddressInfo).port}`;
@@ -269,11 +270,13 @@ export async function openStreamTransport(spec: Extract<QmpSpec, { kind: 'unix' 
   };
 }
 
-function listen(server: net.Server, options: net.ListenOptions | { fd: number }): Promise<void> {
+/** Listens; a failure says why as QEMU does (`at`), where the socket is ours to bind. */
+function listen(server: net.Server, options: net.ListenOptions | { fd: number }, at?: Parameters<typeof listenFailure>[1]): Promise<void> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: Error): void => reject(at ? new Error(listenFailure(err, at)) : err);
+    server.once('error', failed);
     server.listen(options, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });
