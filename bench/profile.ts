@@ -1,8 +1,8 @@
 /**
  * Where the time goes, for the throughput rows of issue 14's targets: for each row one migration
  * qmigd → qmigd with both ends under --cpu-prof (each JavaScript thread's self time per
- * function) and, where perf is installed, one perf record over both processes (every thread,
- * kernel included), then the same row QEMU 7.2 → QEMU 7.2 under perf. Both at the bench's
+ * function) and, where perf is installed, a perf record of each process (every thread, kernel
+ * included), then the same row QEMU 7.2 → QEMU 7.2 under perf. Both at the bench's
  * settings (bench/migration.ts's scenarios: qmigd as 7.2, max-bandwidth unlimited). Prints per
  * end the CPU time it used, where perf saw it (by DSO: kernel, node's own code, JIT-compiled
  * JavaScript, libc) and the top symbols, and per JavaScript thread its busy time and top
@@ -34,7 +34,7 @@ interface CpuProfile {
 }
 
 /** A .cpuprofile's busy time (all but "(idle)") and its top `n` functions by self time. */
-export function summarizeCpuProfile(path: string, n: number): { busyMs: number; totalMs: number; top: string[][] } {
+function summarizeCpuProfile(path: string, n: number): { busyMs: number; totalMs: number; top: string[][] } {
   const prof = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
   const byId = new Map(prof.nodes.map((x) => [x.id, x]));
   const self = new Map<string, number>();
@@ -56,12 +56,15 @@ export function summarizeCpuProfile(path: string, n: number): { busyMs: number; 
   return { busyMs: total - idle, totalMs: total, top };
 }
 
-export function hasPerf(): boolean {
+function hasPerf(): boolean {
   return spawnSync('perf', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
+/** Samples per second per busy thread: a sample is about a millisecond of CPU. */
+const PERF_HZ = 999;
+
 /** perf record -g of each end (all its threads, a file each) from `migrate` until the destination is done. */
-export function perfAround(file: (end: 'source' | 'destination') => string): AroundMigration {
+function perfAround(file: (end: 'source' | 'destination') => string): AroundMigration {
   return async (src: End, dst: End) => {
     const record = (end: 'source' | 'destination', pid: number) =>
       spawn('perf', ['record', '-q', '-g', '-F', String(PERF_HZ), '-o', file(end), '-p', String(pid)], { stdio: 'ignore' });
@@ -76,11 +79,8 @@ export function perfAround(file: (end: 'source' | 'destination') => string): Aro
   };
 }
 
-/** Samples per second per busy thread: a sample is about a millisecond of CPU. */
-const PERF_HZ = 999;
-
 /** perf report of a recording: self time by `sort` (dso; dso,sym), ms (samples) and share, lines of 1 % and more. */
-export function perfReport(file: string, sort: string, lines: number): string {
+function perfReport(file: string, sort: string, lines: number): string {
   const r = spawnSync('perf', ['report', '-i', file, '-n', '--no-children', '--sort', sort, '--stdio', '-g', 'none', '--percent-limit', '1'], { encoding: 'utf8', maxBuffer: 64 << 20 });
   return r.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).slice(0, lines).join('\n');
 }

@@ -283,8 +283,8 @@ function accelOf(accels: AccelRequest[], kvm: () => string | undefined): { accel
 function monitorSpec(mon: Opts, chardevs: Map<string, { opts: Opts; where: string }>): QmpSpec {
   const id = mon.get('chardev') ?? '';
   const chardev = chardevs.get(id);
-  const dev = chardev?.opts;
-  if (!chardev || !dev) throw new QemuCliError(`-mon ${[...mon].map(([k, v]) => `${k}=${v}`).join(',')}: chardev "${id}" not found`);
+  if (!chardev) throw new QemuCliError(`-mon ${[...mon].map(([k, v]) => `${k}=${v}`).join(',')}: chardev "${id}" not found`);
+  const dev = chardev.opts;
   if ((mon.get('mode') ?? 'readline') !== 'control') throw new QemuCliError(`-mon chardev=${id}: only mode=control (QMP) monitors are emulated`);
   if (dev.get('backend') !== 'socket') throw new QemuCliError(`-chardev ${dev.get('backend')},id=${id}: only socket chardevs can carry a monitor`);
   const server = optBool('server', dev.get('server'), false);

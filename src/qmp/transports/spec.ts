@@ -10,10 +10,9 @@
  * (ws: only, repeatable) names a web origin whose pages may open the monitor: browsers let any
  * page open a WebSocket to any address, so a handshake that carries an Origin header must carry
  * one of these; clients that send none (not browsers) are not affected.
- */
-/**
- * `text`: the address as given; `option`: the command-line option that made the monitor as it was
- * written (`-qmp unix:...`, `-chardev socket,...`), which a failure to listen quotes as QEMU does.
+ *
+ * `text` is the address as given; `option` the command-line option that made the monitor as it
+ * was written (`-qmp unix:...`, `-chardev socket,...`), which a failure to listen quotes as QEMU does.
  */
 export type QmpSpec =
   /** `fd`: a socket already bound and listening, inherited (QEMU's -chardev socket,fd=N). */
