@@ -97,12 +97,16 @@ t.test('a hundred idle connections: no threads and little memory', async (t) => 
 
 t.test('a stray first connection becomes the main channel and the migration fails as in 7.2', async (t) => {
   const { dst, port } = await destination();
-  const src = await side(['-m', '4M']);
+  const src = await side(['-m', '32M']);
   t.teardown(async () => {
     await src.daemon.stop();
     await dst.daemon.stop();
   });
   await setCaps(src, { multifd: true, events: true });
+  // Slow enough (about a second) that the source still writes its main channel after the
+  // destination turned it away: a source that has written everything before that completes,
+  // in QEMU as here (nothing it waits for comes back from the destination without a return path).
+  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 32 << 20 });
   const stray = await connect(port);
   await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
   // The source's main channel came second: it is read as a channel, whose magic is 'QEVM'.

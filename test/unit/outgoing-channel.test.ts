@@ -8,6 +8,8 @@ import net from 'node:net';
 import t from 'tap';
 import { OutgoingChannel } from '../../src/migration/channels/outgoing-channel.js';
 import { parseMigrationUri } from '../../src/migration/channels/uri.js';
+import { join } from 'node:path';
+import { tempDir } from '../helpers/daemon.js';
 
 /** 'drained' if `p` settles within `ms`, else 'timeout'. */
 async function within(p: Promise<unknown>, ms: number): Promise<'drained' | 'timeout'> {
@@ -69,4 +71,42 @@ t.test('drained() resolves when the channel is shut down under it', async (t) =>
   channel.shutdown();
   t.equal(await within(drained, 5000), 'drained');
   t.notOk(channel.usable);
+});
+
+t.test('drained() writes nothing of its own: the peer reads every byte and closes, and the channel saw no error', async (t) => {
+  // A unix socket, as libvirt's migrations use: there a write of any length after the peer has
+  // gone fails (EPIPE), so nothing may be written just to learn that the bytes before it left
+  // (an empty write did that, and failed a qmigd → QEMU migration that had succeeded).
+  const path = join(tempDir(), 'peer.sock');
+  let peer: net.Socket | undefined;
+  const server = net.createServer((s) => {
+    peer = s;
+    s.pause();
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  t.teardown(() => server.close());
+  const channel = await OutgoingChannel.connect(parseMigrationUri(`unix:${path}`)!, () => undefined);
+  let sent = 0;
+  for (let i = 0; i < 100_000 && (channel as unknown as { out: net.Socket }).out.writableLength === 0; i++) {
+    await channel.write([Buffer.alloc(8192, 1)]);
+    sent += 8192;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  let received = 0;
+  const closed = new Promise<void>((r) => {
+    peer!.on('data', (d: Buffer) => {
+      received += d.length;
+      if (received === sent) peer!.destroy(); // a destination done with its stream
+    });
+    peer!.on('close', () => r());
+  });
+  const drained = channel.drained();
+  peer!.resume();
+  t.equal(await within(drained, 10_000), 'drained');
+  await closed;
+  t.equal(received, sent, 'the peer had every byte');
+  t.equal(await within(channel.drained(), 1000), 'drained', 'drained again once the peer is gone');
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(channel.error, undefined, 'the channel saw no error');
+  channel.shutdown();
 });

@@ -57,7 +57,7 @@ t.test('libvirt\'s domain command line', async (t) => {
   t.equal(cl.noShutdown, true);
   t.equal(cl.acpi, false);
   t.equal(cl.incoming, 'defer');
-  t.same(cl.qmp, [{ kind: 'unix', path: '', fd: 23, server: true, wait: false, exclusive: true, label: 'charmonitor', text: 'chardev charmonitor' }]);
+  t.same(cl.qmp, [{ kind: 'unix', path: '', fd: 23, server: true, wait: false, exclusive: true, label: 'charmonitor', text: 'chardev charmonitor', option: '-chardev socket,id=charmonitor,fd=23,server=on,wait=off' }]);
   t.ok(cl.ignored.some((o) => o.startsWith('-object {"qom-type":"secret"')), 'objects other than memory backends are ignored');
 });
 

@@ -18,7 +18,6 @@ import type { MigrationUri } from './uri.js';
 
 /** Bytes we let the transport hold before waiting for it to drain. */
 const IN_FLIGHT = 8 << 20;
-const EMPTY = Buffer.alloc(0);
 
 /** What a channel writes to, in QEMU's error texts ("Unable to write to socket: ..."). */
 export type ChannelKind = 'socket' | 'command' | 'file';
@@ -32,6 +31,9 @@ export class OutgoingChannel {
   /** What the next write meets once the channel is closed: EPIPE, unless closed under us. */
   private closedError: string;
   private waiters: Array<() => void> = [];
+  /** Writes handed to the transport, and the last one it is done with (they complete in order). */
+  private issued = 0;
+  private completed = 0;
   /** The positioned writes of a file: channel, chained in the order they were asked for. */
   private positioned: Promise<void> = Promise.resolve();
 
@@ -219,7 +221,8 @@ export class OutgoingChannel {
           return;
         }
         const last = i === pieces.length - 1;
-        out.write(pieces[i]!, last && written ? (err) => !err && written() : undefined);
+        if (last) this.put(pieces[i]!, written);
+        else out.write(pieces[i]!);
         // Keep several chunks in flight: waiting for every one to drain leaves the socket idle
         // while the next is being built.
         if (!last && out.writableLength > IN_FLIGHT) {
@@ -258,7 +261,7 @@ export class OutgoingChannel {
    */
   private async sufferFaults(end: ChannelEnd, pieces: Buffer[]): Promise<Buffer[] | undefined> {
     const passBefore = async (before: Buffer[]): Promise<void> => {
-      this.out.write(Buffer.concat(before));
+      this.put(Buffer.concat(before));
       await this.drained();
     };
     const rest = await throughFaults(end, pieces, passBefore, () => this.usable);
@@ -266,15 +269,24 @@ export class OutgoingChannel {
     return rest;
   }
 
-  /** Resolves once everything written has left our buffers, or the channel is dead. */
+  /**
+   * Resolves once everything written has left our buffers, or the channel is dead. Not on
+   * 'drain': a stream emits it only after a write that took it past its high-water mark, and a
+   * few bytes queued behind a full socket buffer (the page thread's duplicate descriptor may have
+   * filled it) never bring one. Nor with an empty write's callback: on a socket whose peer has
+   * read everything and closed, that write itself fails (EPIPE), after a migration that did not.
+   */
   async drained(): Promise<void> {
-    if (!this.usable || this.out.writableLength === 0) return;
-    // Not 'drain': a stream emits it only after a write that took it past its high-water mark,
-    // and a few bytes queued behind a full socket buffer (the page thread's duplicate may have
-    // filled it) never do. An empty write's callback comes once everything before it is written.
-    await new Promise<void>((r) => {
-      this.waiters.push(r); // or the channel dies first
-      this.out.write(EMPTY, () => r());
+    while (this.usable && this.completed < this.issued) await this.whenWritable();
+  }
+
+  /** Writes `piece` and counts it: its callback says the transport is done with it and all before it. */
+  private put(piece: Buffer, written?: () => void): void {
+    const seq = ++this.issued;
+    this.out.write(piece, (err) => {
+      this.completed = seq;
+      if (!err) written?.();
+      if (this.completed === this.issued) this.wakeAll();
     });
   }
 
