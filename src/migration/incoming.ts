@@ -309,14 +309,13 @@ export class IncomingMigration {
   /**
    * postcopy_ram_incoming_cleanup(): the main channel's EOF does not end a postcopy while the
    * preempt channel may still carry pages. 7.2's layout waits for that channel's EOS; 8.0+'s
-   * for every page the guest asked for, then shuts the channel.
+   * for every page the guest asked for (destroy() then shuts the channel).
    */
   private async preemptEnded(loader: VmLoader): Promise<void> {
     const load = this.preemptLoad;
     if (!load) return;
     if (!this.env.globals['x-preempt-pre-7-2']) await Promise.race([loader.postcopy.requestsServed(), load]);
     else await load;
-    this.preemptConn?.close();
   }
 
   /** secondary_vm_do_failover() */

@@ -169,4 +169,3 @@ export function preadSource(fd: number, base: number): MappedRamSource {
     readAt: (into, at, length, position) => new Promise((res, rej) => read(fd, into, at, length, position, (err, n) => (err ? rej(err) : res(n)))),
   };
 }
-
