@@ -82,3 +82,24 @@ t.test('every chunk but the last is handed back once, in order, and never read a
   t.ok(Buffer.from(out).equals(stream), 'the bytes read are the stream');
   t.ok(recycled >= chunks.length - 1 && recycled <= chunks.length, `${recycled} of ${chunks.length} chunks handed back`);
 });
+
+t.test('the source is paused once more than the read-ahead is buffered, and resumed as it is read', async (t) => {
+  const chunk = (i: number): Buffer => Buffer.alloc(1000, i);
+  for (const readAhead of [2500, 10_000]) {
+    const source = new ChunkSource(Array.from({ length: 20 }, (_, i) => chunk(i)), eager);
+    const r = new StreamReader(source, undefined, readAhead);
+    await r.need(1); // the first turn delivered what it could
+    await new Promise((resolve) => setImmediate(resolve));
+    const held = r.available;
+    t.ok(source.isPaused(), `read-ahead ${readAhead}: paused`);
+    // The head's chunk, and the queue up to the first chunk past the mark.
+    t.ok(held > readAhead && held <= readAhead + 2000, `read-ahead ${readAhead}: ${held} bytes buffered, up to a chunk past it beside the one being read`);
+    let read = 0;
+    while (!(await r.atEnd())) {
+      await r.need(1);
+      r.u8();
+      read++;
+    }
+    t.equal(read, 20_000, `read-ahead ${readAhead}: the whole stream comes through`);
+  }
+});

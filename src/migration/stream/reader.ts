@@ -29,7 +29,7 @@ export interface ByteSource {
   seekTo?(offset: number): void;
 }
 
-/** How much the reader buffers before it pauses the source (back-pressure to the sender). */
+/** How much a reader buffers before it pauses the source (back-pressure to the sender), unless told otherwise. */
 const HIGH_WATER = 4 << 20;
 
 export class StreamEnded extends Error {
@@ -63,17 +63,21 @@ export class StreamReader {
   private failure?: Error;
   private wake?: () => void;
 
-  /** `prefix`: bytes already read from the source elsewhere (another thread's greeting read). */
+  /**
+   * `prefix`: bytes already read from the source elsewhere (another thread's greeting read);
+   * `highWater`: how much to buffer before pausing the source.
+   */
   constructor(
     readonly source: ByteSource,
     prefix?: Buffer,
+    private readonly highWater = HIGH_WATER,
   ) {
     // The head, not a queued chunk: it is no chunk of this source's, so nothing goes back for it.
     if (prefix) this.head = prefix;
     source.on('data', (chunk: Buffer) => {
       this.queue.push(chunk);
       this.queued += chunk.length;
-      if (this.queued > HIGH_WATER) source.pause();
+      if (this.queued > this.highWater) source.pause();
       this.notify();
     });
     source.on('end', () => {
@@ -125,7 +129,7 @@ export class StreamReader {
       this.headIsChunk = true;
       this.queued -= this.head.length;
       this.pos = 0;
-      if (this.queued <= HIGH_WATER && this.source.isPaused() && !this.ended) this.source.resume();
+      if (this.queued <= this.highWater && this.source.isPaused() && !this.ended) this.source.resume();
     } else this.gather(n);
     return true;
   }
@@ -282,7 +286,7 @@ export class StreamReader {
     this.head = joined;
     this.headIsChunk = false;
     this.pos = 0;
-    if (this.queued <= HIGH_WATER && this.source.isPaused() && !this.ended) this.source.resume();
+    if (this.queued <= this.highWater && this.source.isPaused() && !this.ended) this.source.resume();
   }
 
   /** The head is done with: a chunk of the source goes back to it. */
