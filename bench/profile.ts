@@ -4,9 +4,10 @@
  * function) and, where perf is installed, a perf record of each process (every thread, kernel
  * included), then the same row QEMU 7.2 → QEMU 7.2 under perf. Both at the bench's
  * settings (bench/migration.ts's scenarios: qmigd as 7.2, max-bandwidth unlimited). Prints per
- * end the CPU time it used, where perf saw it (by DSO: kernel, node's own code, JIT-compiled
- * JavaScript, libc) and the top symbols, and per JavaScript thread its busy time and top
- * functions. The files stay in DIR.
+ * end the CPU time it used, what kind of work perf saw it in (the kernel, memory copies, V8's
+ * compiler, its built-ins, compiled JavaScript, ...) and the top symbols, and per JavaScript
+ * thread its busy time and top functions while the migration ran (from `migrate` until the
+ * destination is done: not the start-up before it). The files stay in DIR.
  *
  *   node dist/bench/profile.js [--out DIR] [SIZE=1G] [ROW...]   ROW: single prealloc multifd zero
  */
@@ -28,19 +29,35 @@ const ROWS: Record<string, [string, string]> = {
 };
 
 interface CpuProfile {
+  startTime: number;
   nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
   samples: number[];
   timeDeltas: number[];
 }
 
-/** A .cpuprofile's busy time (all but "(idle)") and its top `n` functions by self time. */
-function summarizeCpuProfile(path: string, n: number): { busyMs: number; totalMs: number; top: string[][] } {
+/** CLOCK_MONOTONIC in microseconds: the clock of a .cpuprofile's timestamps (V8's TimeTicks on Linux). */
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
+/** From `migrate` until the destination is done, in monotonicUs(). */
+interface Window {
+  start: number;
+  end: number;
+}
+
+/**
+ * A .cpuprofile's busy time (all but "(idle)") within `window`, the thread's time in it, and its
+ * top `n` functions by self time there.
+ */
+function summarizeCpuProfile(path: string, n: number, window: Window): { busyMs: number; totalMs: number; top: string[][] } {
   const prof = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
   const byId = new Map(prof.nodes.map((x) => [x.id, x]));
   const self = new Map<string, number>();
   let total = 0;
   let idle = 0;
+  let at = prof.startTime;
   prof.samples.forEach((id, i) => {
+    at += prof.timeDeltas[i] ?? 0;
+    if (at < window.start || at > window.end) return;
     const f = byId.get(id)!.callFrame;
     const name = `${f.functionName || '(anonymous)'} ${f.url.replace(/^.*\/dist\//, '')}${f.url ? `:${f.lineNumber + 1}` : ''}`;
     const dt = (prof.timeDeltas[i + 1] ?? 0) / 1000;
@@ -63,14 +80,19 @@ function hasPerf(): boolean {
 /** Samples per second per busy thread: a sample is about a millisecond of CPU. */
 const PERF_HZ = 999;
 
-/** perf record -g of each end (all its threads, a file each) from `migrate` until the destination is done. */
-function perfAround(file: (end: 'source' | 'destination') => string): AroundMigration {
+/**
+ * perf record -g of each end (all its threads, a file each), where perf is installed, from
+ * `migrate` until the destination is done; that window is noted in `window`.
+ */
+function profileAround(window: Window, file?: (end: 'source' | 'destination') => string): AroundMigration {
   return async (src: End, dst: End) => {
     const record = (end: 'source' | 'destination', pid: number) =>
-      spawn('perf', ['record', '-q', '-g', '-F', String(PERF_HZ), '-o', file(end), '-p', String(pid)], { stdio: 'ignore' });
-    const perfs = [record('source', src.pid), record('destination', dst.pid)];
-    await sleep(300); // perf attaches
+      spawn('perf', ['record', '-q', '-g', '-F', String(PERF_HZ), '-o', file!(end), '-p', String(pid)], { stdio: 'ignore' });
+    const perfs = file ? [record('source', src.pid), record('destination', dst.pid)] : [];
+    if (file) await sleep(300); // perf attaches
+    window.start = monotonicUs();
     return async () => {
+      window.end = monotonicUs();
       await Promise.all(perfs.map((p) => new Promise((r) => {
         p.on('exit', r);
         p.kill('SIGINT');
@@ -79,35 +101,92 @@ function perfAround(file: (end: 'source' | 'destination') => string): AroundMigr
   };
 }
 
+/**
+ * The kinds of work perf's symbols are, first match wins: what separates a JavaScript engine's
+ * own costs (compiling, its built-ins, its runtime, collecting garbage) from the work any
+ * migration does (the kernel's socket and page-fault paths, memory copies).
+ */
+const KINDS: Array<[kind: string, test: RegExp]> = [
+  ['kernel', /\[kernel\.kallsyms\]/],
+  ['memory copies (libc memmove/memset/memcmp)', /libc[^ ]* .*(memmove|memcpy|memset|memcmp)/],
+  ['V8: optimizing compiler', /v8::internal::(compiler|maglev|turboshaft)::|Zone|RegisterAllocat|InstructionSelector|LiveRange|Pipeline/],
+  ['V8: garbage collector', /v8::internal::(heap::|Heap|Scavenge|Mark|Sweep|Evacuat|Concurrent)|GCTracer/],
+  ['V8: built-ins', /Builtins_/],
+  ['compiled JavaScript', /\[JIT\] tid|\[unknown\]|perf-\d+\.map/],
+  ['V8: its CPU profiler (the measurement)', /CpuProfiler|ProfileNode|CodeEntry|InstructionStreamMap|SamplingEventsProcessor|CpuSampler|ProfilerSignal|ProfileTree|CodeMap|PerfBasicLogger|ProfilerListener/],
+  ['V8: runtime and API', /v8::|V8/],
+  ['node and libuv', /node::|uv_|uv__/],
+  ['the program itself (QEMU)', /qemu-system/],
+  ['other libraries', /\.so/],
+];
+
+/** perf's samples of a recording (≈ ms) by KINDS, most first. */
+function perfKinds(file: string): string {
+  const r = spawnSync('perf', ['report', '-i', file, '-n', '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none'], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  const ms = new Map<string, number>();
+  let total = 0;
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s+[\d.]+%\s+(\d+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const samples = Number(m[1]);
+    const kind = KINDS.find(([, test]) => test.test(m[2]!))?.[0] ?? 'other';
+    ms.set(kind, (ms.get(kind) ?? 0) + samples);
+    total += samples;
+  }
+  return [...ms.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([kind, n]) => `    ${String(n).padStart(6)} ms  ${((n / total) * 100).toFixed(1).padStart(5)} %  ${kind}`)
+    .join('\n');
+}
+
 /** perf report of a recording: self time by `sort` (dso; dso,sym), ms (samples) and share, lines of 1 % and more. */
 function perfReport(file: string, sort: string, lines: number): string {
   const r = spawnSync('perf', ['report', '-i', file, '-n', '--no-children', '--sort', sort, '--stdio', '-g', 'none', '--percent-limit', '1'], { encoding: 'utf8', maxBuffer: 64 << 20 });
   return r.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).slice(0, lines).join('\n');
 }
 
-/** One migration of `s` profiled; prints what each end spent its time on. */
+/**
+ * `s` profiled; prints what each end spent its time on. Two migrations for qmigd: one under
+ * perf alone, whose kinds of work are not skewed by V8's profiler (which makes the compiler keep
+ * source positions and costs samples of its own; compiled JavaScript shows there as unknown
+ * code), then one under --cpu-prof (and perf, for the JavaScript's symbols) for its functions.
+ */
 export async function profileScenario(s: Scenario, ctx: MigrationContext, outDir: string, label = s.id): Promise<void> {
+  const qmigd = s.impl === 'qmigd';
+  const perf = hasPerf();
+  const perfFile = (pass: string) => (end: string): string => join(outDir, `${s.id}${pass}-${end}.perf.data`);
+  // No RAM check: its digests would be half of the JavaScript profiles (the bench checks the RAM).
+  if (perf) {
+    const { run } = await migrateOnce(s, ctx, false, profileAround({ start: 0, end: Infinity }, perfFile('')));
+    console.log(`\n== ${label}: ${run.status}, total-time ${run.totalTimeMs} ms (${fmt(run.mibPerSec, 0)} MiB/s), CPU used from migrate to the end: source ${fmt(run.srcCpuMs, 0)} ms, destination ${fmt(run.dstCpuMs, 0)} ms`);
+    for (const end of ['source', 'destination'] as const) {
+      console.log(`-- ${end}, perf (all threads; samples ≈ ms), by kind of work:`);
+      console.log(perfKinds(perfFile('')(end)));
+    }
+  }
+  if (!qmigd) {
+    for (const end of ['source', 'destination'] as const) {
+      if (!perf) break;
+      console.log(`-- ${end}, perf, top symbols:`);
+      console.log(perfReport(perfFile('')(end), 'dso,sym', 15));
+    }
+    return;
+  }
   const cpuDir = (end: string): string => join(outDir, `${s.id}-${end}-cpuprof`);
   const cpuArgs = (end: string): string[] => ['--cpu-prof', `--cpu-prof-dir=${cpuDir(end)}`, '--cpu-prof-interval=200', '--perf-basic-prof-only-functions'];
-  const qmigd = s.impl === 'qmigd';
-  if (qmigd) for (const end of ['source', 'destination']) mkdirSync(cpuDir(end), { recursive: true });
-  const profiled: Scenario = qmigd ? { ...s, srcNodeArgs: cpuArgs('source'), dstNodeArgs: cpuArgs('destination') } : s;
-  const perfFile = (end: string): string => join(outDir, `${s.id}-${end}.perf.data`);
-  const perf = hasPerf() ? perfAround(perfFile) : undefined;
-  // No RAM check: its digests would be half of the JavaScript profiles (the bench checks the RAM).
-  const { run } = await migrateOnce(profiled, ctx, false, perf);
-  console.log(`\n== ${label}: ${run.status}, total-time ${run.totalTimeMs} ms (${fmt(run.mibPerSec, 0)} MiB/s), CPU used from migrate to the end: source ${fmt(run.srcCpuMs, 0)} ms, destination ${fmt(run.dstCpuMs, 0)} ms`);
+  for (const end of ['source', 'destination']) mkdirSync(cpuDir(end), { recursive: true });
+  const window: Window = { start: 0, end: Infinity };
+  const profiled: Scenario = { ...s, srcNodeArgs: cpuArgs('source'), dstNodeArgs: cpuArgs('destination') };
+  const { run } = await migrateOnce(profiled, ctx, false, profileAround(window, perf ? perfFile('-cpuprof') : undefined));
+  console.log(`== ${label} again, under V8's profiler too: ${run.status}, total-time ${run.totalTimeMs} ms, CPU source ${fmt(run.srcCpuMs, 0)} ms, destination ${fmt(run.dstCpuMs, 0)} ms`);
   for (const end of ['source', 'destination'] as const) {
     if (perf) {
-      console.log(`-- ${end}, perf (all threads; samples ≈ ms), self time by DSO:`);
-      console.log(perfReport(perfFile(end), 'dso', 8));
       console.log(`-- ${end}, perf, top symbols:`);
-      console.log(perfReport(perfFile(end), 'dso,sym', 15));
+      console.log(perfReport(perfFile('-cpuprof')(end), 'dso,sym', 15));
     }
-    if (!qmigd) continue;
     for (const file of readdirSync(cpuDir(end)).filter((f) => f.endsWith('.cpuprofile')).sort()) {
-      const { busyMs, totalMs, top } = summarizeCpuProfile(join(cpuDir(end), file), 12);
-      console.log(`-- ${end}, --cpu-prof ${file} (one JavaScript thread, whole life): busy ${busyMs.toFixed(0)} of ${totalMs.toFixed(0)} ms; top functions by self time:`);
+      const { busyMs, totalMs, top } = summarizeCpuProfile(join(cpuDir(end), file), 12, window);
+      console.log(`-- ${end}, --cpu-prof ${file} (one JavaScript thread, during the migration): busy ${busyMs.toFixed(0)} of ${totalMs.toFixed(0)} ms; top functions by self time:`);
       table(['function', 'ms', 'of busy'], top);
     }
   }
