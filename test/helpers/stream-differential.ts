@@ -29,8 +29,9 @@ export interface Outcome {
   /** ok: LoadResult's bytes, pages and globalstate. */
   result?: string;
   ramSha256: string;
-  /** The observer's events, each with the reader's offset at the time. */
+  /** The observer's events, each with the reader's offset at the time (none when not observed). */
   trace: string[];
+  observed: boolean;
   /**
    * Where the stream's items end, as this load met them: after the header, the configuration
    * (before any subsection), each section, footer, command and EOF, and the VM description.
@@ -47,6 +48,11 @@ export interface CutPlan {
   perTurn: () => number;
   /** 'plain': the production StreamReader alone; 'awaited' (default) also refuses unawaited reads. */
   reader?: 'plain' | 'awaited';
+  /**
+   * false: loaded as a daemon loads, with no observer, so that the RAM loader applies runs of
+   * page records in its loop of their own (RamLoader.applyRun()); its outcome has no trace.
+   */
+  observed?: boolean;
 }
 
 export interface LoadSpec {
@@ -63,6 +69,11 @@ export const lazy = (): number => 1;
 
 export function oneChunk(): CutPlan {
   return { name: 'one chunk', cuts: [], perTurn: eager };
+}
+
+/** `plan` without an observer: the RAM loader's runs of page records (see CutPlan.observed). */
+export function unobserved(plan: CutPlan): CutPlan {
+  return { ...plan, name: `${plan.name}, no observer`, observed: false };
 }
 
 /** Two chunks, the second arriving once the reader has used up the first. */
@@ -134,7 +145,7 @@ export async function loadWith(stream: Buffer, plan: CutPlan, spec: LoadSpec): P
     machine: spec.machine ?? 'none',
     hooks: { openReturnPath: () => true, sendPong: () => true, enableColo: () => event('enable colo') },
     warn: (m) => warnings.push(m),
-    observer,
+    observer: plan.observed === false ? undefined : observer,
   }).then(
     (r) => ({ kind: 'ok' as const, messages: [], result: `${r.bytes} bytes, ${r.pages} pages, globalstate ${r.globalState ?? '-'}` }),
     (err: unknown) =>
@@ -154,6 +165,7 @@ export async function loadWith(stream: Buffer, plan: CutPlan, spec: LoadSpec): P
     consumed: reader.consumed,
     ramSha256: sha256(Buffer.concat(ram.segments)),
     trace,
+    observed: plan.observed !== false,
     boundaries: [...boundaries].sort((a, b) => a - b),
   };
 }
@@ -165,6 +177,7 @@ export function difference(a: Outcome, b: Outcome): string | undefined {
     const [x, y] = [JSON.stringify(a[f]), JSON.stringify(b[f])];
     if (x !== y) return `${f}: ${x} vs ${y}`;
   }
+  if (!a.observed || !b.observed) return undefined;
   const n = Math.max(a.trace.length, b.trace.length);
   for (let i = 0; i < n; i++) {
     if (a.trace[i] !== b.trace[i]) return `observer event ${i}: ${a.trace[i] ?? '(none)'} vs ${b.trace[i] ?? '(none)'}`;

@@ -5,7 +5,9 @@
  * chunk and again cut at every item boundary, one byte either side, at random points, and for
  * small streams one byte per chunk: every QEMU 7.2 and 10.0 vector, streams written by qmigd's own
  * source (with a configuration/uuid subsection, XBZRLE, commands, with and without a VM
- * description), and a few thousand deterministic mutations of the small ones.
+ * description), and a few thousand deterministic mutations of the small ones. Some loads also run
+ * as a daemon's do, with no observer: the RAM loader then applies runs of page records in a loop
+ * of its own, which must end the same as the record-by-record one.
  *
  * `npm run fuzz` runs the mutations with FUZZ_CASES (say 100,000) from a random seed; see
  * ../helpers/fuzz-env.ts for replaying one.
@@ -28,6 +30,7 @@ import {
   randomCuts,
   sha256,
   splitAt,
+  unobserved,
   type CutPlan,
   type Outcome,
 } from '../helpers/stream-differential.js';
@@ -75,6 +78,10 @@ function thorough(length: number, rand: () => number): (ref: Outcome) => CutPlan
     atBoundaries(ref.boundaries, 1),
     ...Array.from({ length: 4 }, () => randomCuts(length, rand)),
     ...(length <= BYTEWISE_MAX ? [bytewise(length, rand), { ...bytewise(length, rand), name: 'one byte per chunk, plain reader', reader: 'plain' as const }] : []),
+    // As a daemon loads: no observer, so runs of page records take the RAM loader's own loop.
+    unobserved(oneChunk()),
+    unobserved(atBoundaries(ref.boundaries, 1)),
+    ...Array.from({ length: 2 }, () => unobserved(randomCuts(length, rand))),
   ];
 }
 
@@ -215,9 +222,10 @@ t.test(`${FUZZ.only === undefined ? FUZZ.cases : 1} mutated streams: the same ou
     const { reference, disagreements } = await differential(m.stream, { ramSize: base.ramSize }, (ref) => [
       atBoundaries(ref.boundaries, below(rand, 4) === 0 ? below(rand, 3) - 1 : 0),
       randomCuts(m.stream.length, rand),
+      unobserved(randomCuts(m.stream.length, rand)),
       ...(m.stream.length <= BYTEWISE_MAX / 4 && below(rand, 8) === 0 ? [bytewise(m.stream.length, rand)] : []),
     ]);
-    loads += 3;
+    loads += 4;
     kinds[reference.kind]++;
     const what = `case ${i} (${FUZZ.replay} FUZZ_CASE=${i}): ${base.name}, ${m.ops.join('; ')}`;
     if (reference.kind === 'crash' || reference.kind === 'hang') t.fail(`${what}: ${reference.kind}: ${reference.messages.join(' / ')}`);

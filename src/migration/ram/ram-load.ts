@@ -4,7 +4,7 @@
  */
 import { inflateSync } from 'node:zlib';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { isZeroAt, pageOffset, PAGE_SIZE, type GuestRam, type PageStore } from '../../guest/ram.js';
+import { copyInto, isZeroAt, pageOffset, PAGE_SIZE, type GuestRam, type PageStore } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
@@ -13,6 +13,9 @@ import { loadMappedRamBlock, type MappedRamBlockInfo, type MappedRamSource } fro
 import { xbzrleDecode } from './xbzrle.js';
 
 const PAGE_MASK = PAGE_SIZE - 1;
+/** The flags of the records applyRun() takes: a page, and a fill, each in the block named before. */
+const PAGE_RECORD = RamFlag.PAGE | RamFlag.CONTINUE;
+const ZERO_RECORD = RamFlag.ZERO | RamFlag.CONTINUE;
 /** compressBound(4096) for zlib. */
 const COMPRESS_BOUND = 4096 + (4096 >> 12) + (4096 >> 14) + (4096 >> 25) + 13;
 /** Parse this many records between looks at the clock, and yield after this long. */
@@ -69,13 +72,24 @@ export class RamLoader {
   /** Loads one section's worth of records, up to and including EOS. */
   async load(r: StreamReader, version: number): Promise<void> {
     if (version !== 4) throw new LoadError('EINVAL');
+    const runs = this.plain;
     let records = 0;
+    let nextCheck = RECORDS_PER_CHECK;
     let sliceStart = performance.now();
     for (;;) {
-      if (++records % RECORDS_PER_CHECK === 0 && performance.now() - sliceStart > SLICE_MS) {
-        await new Promise((res) => setImmediate(res));
-        sliceStart = performance.now();
+      if (records >= nextCheck) {
+        nextCheck = records + RECORDS_PER_CHECK;
+        if (performance.now() - sliceStart > SLICE_MS) {
+          await new Promise((res) => setImmediate(res));
+          sliceStart = performance.now();
+        }
       }
+      if (runs && this.blockKnown) {
+        const n = this.applyRun(r, RECORDS_PER_CHECK);
+        records += n;
+        if (n > 0) continue;
+      }
+      records++;
       if (!r.ready(8)) await recordHeader(r);
       const word = r.be64();
       const flags = word % PAGE_SIZE;
@@ -150,6 +164,47 @@ export class RamLoader {
       this.pages++;
       this.placed(page);
     }
+  }
+
+  /**
+   * The records a plain loader (see plain) meets most, in a loop of their own: PAGE and ZERO
+   * (fill 0) records that name no block (CONTINUE), lie whole in the reader's ready bytes and are
+   * within RAM, applied as load() applies them; it stops before any other record, and after `max`.
+   * Returns how many it applied.
+   * Why: run per record, load() (a large async function) was the hot code V8 compiled during the
+   * migration, and compiled again; this small loop is optimized early. 1 GiB of zero pages (the
+   * bench's all-zero migration, 7 alternating runs, medians): the destination's CPU went from 170
+   * to 60 ms (QEMU's 50), the migration from 154 to 102 ms with RamSaver.saveRun() at the source.
+   */
+  private applyRun(r: StreamReader, max: number): number {
+    const ram = this.ram!;
+    const { bytes, at: start } = r.readyInPlace();
+    let at = start;
+    let n = 0;
+    while (n < max && at + 8 <= bytes.length) {
+      const low = bytes.readUInt32BE(at + 4);
+      const flags = low & PAGE_MASK;
+      const addr = bytes.readUInt32BE(at) * 0x100000000 + (low - flags);
+      if (addr + PAGE_SIZE > ram.size) break; // load() says why
+      const page = addr / PAGE_SIZE;
+      const segment = ram.segment(page);
+      const offset = pageOffset(page);
+      if (flags === PAGE_RECORD && at + 8 + PAGE_SIZE <= bytes.length) {
+        copyInto(segment, offset, bytes.subarray(at + 8, at + 8 + PAGE_SIZE));
+        ram.wrote(page);
+        at += 8 + PAGE_SIZE;
+      } else if (flags === ZERO_RECORD && at + 9 <= bytes.length && bytes[at + 8] === 0) {
+        if (!ram.surelyZero(page) && !isZeroAt(segment, offset)) {
+          segment.fill(0, offset, offset + PAGE_SIZE);
+          ram.wrote(page);
+        }
+        at += 9;
+      } else break;
+      n++;
+    }
+    r.consumeReady(at - start);
+    this.pages += n;
+    return n;
   }
 
   /**

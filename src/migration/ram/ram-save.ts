@@ -223,6 +223,17 @@ export class RamSaver {
   }
 
   /**
+   * saveNext() up to `max` times, while pages are dirty: how many it saved. The page loop calls
+   * this, not saveNext() per page, so that V8 optimizes this small loop early rather than the
+   * migration's large one late (OutgoingMigration.sendPages()).
+   */
+  saveRun(w: StreamWriter, max: number): number {
+    let n = 0;
+    while (n < max && this.saveNext(w)) n++;
+    return n;
+  }
+
+  /**
    * ram_save_target_page(): zero page, else XBZRLE, else the whole page. Where the release has
    * zero-page-detection (9.0+), `none` sends zero pages whole and, with multifd, `multifd` sends
    * them in the channels' packets instead of as ZERO records (ram_save_target_page_multifd()).

@@ -328,6 +328,21 @@ export class StreamReader {
     if (ended) this.ended = true;
   }
 
+  /**
+   * The ready bytes where they lie, for a loop that parses many small records without a call per
+   * field (RamLoader's runs of pages): `bytes` from `at` to its end. The loop says how much it
+   * read with consumeReady().
+   */
+  readyInPlace(): { bytes: Buffer; at: number } {
+    return { bytes: this.head, at: this.pos };
+  }
+
+  /** `n` of the bytes readyInPlace() gave are read. */
+  consumeReady(n: number): void {
+    if (this.pos + n > this.head.length) throw new UnawaitedRead(this.consumed, n);
+    this.advance(n);
+  }
+
   /** Copies the next n bytes (already ready) into `target` (guest RAM, say) at `at`. */
   copyTo(target: Buffer, at: number, n: number): void {
     // A short source would not fail: copyInto() fills with it, repeating it to length n.
