@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { mapShared } from '../native/ram-map.js';
+import { populate } from '../native/ram-advice.js';
 import { activeProfile } from '../profiles/index.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 
@@ -25,6 +26,8 @@ export const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 /** Pages per segment: 1 GiB. */
 export const SEGMENT_PAGES = 1 << 18;
+/** Pages of a region RAM is faulted in by on a destination (2 MiB, a huge page): see willWrite(). */
+const REGION_PAGES = 512;
 export const SEGMENT_BYTES = SEGMENT_PAGES * PAGE_SIZE;
 
 /**
@@ -143,17 +146,28 @@ export class GuestRam extends PageStore {
    * multifd's threads clear it too, and bits would share words between threads.
    */
   knownZero?: Uint8Array;
+  /**
+   * One byte per 2 MiB region, 1 once willWrite() faulted it in (or everything was, by
+   * prealloc()); shared, as knownZero, with the threads that write RAM. Undefined where RAM is a
+   * file's pages.
+   */
+  readonly faultedIn?: Uint8Array;
 
-  /** `backing` and `knownZero`: another thread's view of the same guest RAM (the load thread's). */
+  /**
+   * `backing`, `knownZero` and `faultedIn`: another thread's view of the same guest RAM (the
+   * load thread's, a multifd channel's).
+   */
   constructor(
     readonly id: string,
     size: number,
     backing?: RamBacking,
     knownZero?: Uint8Array,
+    faultedIn?: Uint8Array,
   ) {
     super(size, backing);
     this.dirtyLog = new DirtyBitmap(this.pages);
     this.knownZero = knownZero ?? new Uint8Array(new SharedArrayBuffer(this.pages)).fill(1);
+    if (this.backing.kind === 'memory') this.faultedIn = faultedIn ?? new Uint8Array(new SharedArrayBuffer(Math.ceil(this.pages / REGION_PAGES)));
   }
 
   /**
@@ -175,6 +189,25 @@ export class GuestRam extends PageStore {
       closeSync(fd);
       throw err;
     }
+  }
+
+  /**
+   * Before a destination writes page `index`: the first time a page of its 2 MiB region is
+   * written, the whole region is faulted in with one madvise(MADV_POPULATE_WRITE), instead of a
+   * page fault for each of its 512 pages as they are written; which is also what a QEMU whose RAM
+   * is in transparent huge pages gets from the kernel. A region nothing is written to (zero
+   * pages) stays unbacked. 1 GiB migrations, 7 alternating runs, medians: one channel 1670 →
+   * 1245 ms (the destination's CPU 1620 → 1210 ms), two multifd channels 1978 → 1770 ms.
+   */
+  willWrite(index: number): void {
+    const faulted = this.faultedIn;
+    if (faulted === undefined) return;
+    const region = Math.floor(index / REGION_PAGES);
+    if (faulted[region] === 1) return;
+    faulted[region] = 1;
+    const segment = this.segment(index);
+    const at = pageOffset(region * REGION_PAGES);
+    populate(segment, at, Math.min(REGION_PAGES * PAGE_SIZE, segment.length - at));
   }
 
   /** A writer of page `index` says so (see knownZero). */
@@ -258,5 +291,6 @@ export class GuestRam extends PageStore {
       }
       for (let off = 0; off < s.length; off += SLICE_BYTES) s.fill(0, off, Math.min(off + SLICE_BYTES, s.length));
     }
+    this.faultedIn?.fill(1);
   }
 }

@@ -15,6 +15,8 @@ export interface Binding {
   close(r: ReceiverHandle): void;
   /** madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE) on the view's 2 MiB-aligned interior: bytes advised, or -errno. */
   hugepages(view: Uint8Array, on: boolean): number;
+  /** madvise(MADV_POPULATE_WRITE) on the 4 KiB pages wholly inside view[offset, offset + length): bytes populated, or -errno. */
+  populate(view: Uint8Array, offset: number, length: number): number;
   /** fcntl(F_DUPFD_CLOEXEC): the new descriptor, or -errno. */
   dupFd(fd: number): number;
   /** mmap(MAP_SHARED) of [offset, offset + length) of the file open as fd: its bytes, or -errno. */

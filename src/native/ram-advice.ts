@@ -1,9 +1,12 @@
 /**
- * Transparent huge pages for guest RAM, as QEMU asks for them (madvise(MADV_HUGEPAGE) on every
- * RAM block it allocates), through the native addon (native/src/ram_advice.c). The advice must
- * be given before the pages are first touched: it decides how they will be faulted in.
+ * How guest RAM is faulted in, through the native addon (native/src/ram_advice.c): transparent
+ * huge pages as QEMU asks for them (madvise(MADV_HUGEPAGE) on every RAM block it allocates),
+ * which must be advised before the pages are first touched; and a region faulted in at once
+ * (madvise(MADV_POPULATE_WRITE)) before a destination writes into it.
  */
 import { errnoName, loadAddon } from './addon.js';
+
+const EINVAL = 22;
 
 /**
  * on: MADV_HUGEPAGE, as QEMU; off: MADV_NOHUGEPAGE (4 KiB pages even where the kernel's THP mode
@@ -34,4 +37,26 @@ export function adviseHugePages(views: readonly Uint8Array[], advice: HugePageAd
     bytes += n;
   }
   return { bytes };
+}
+
+/** Until a call shows that this kernel has no MADV_POPULATE_WRITE (before 5.14), or there is no addon. */
+let populating = true;
+
+/**
+ * Faults in, writable, the pages wholly inside view[offset, offset + length) with one
+ * madvise(MADV_POPULATE_WRITE) (native/src/ram_advice.c), leaving their contents as they are.
+ * False where that cannot be done: the pages then fault in one by one as they are written.
+ */
+export function populate(view: Uint8Array, offset: number, length: number): boolean {
+  if (!populating) return false;
+  let addon;
+  try {
+    addon = loadAddon();
+  } catch {
+    populating = false;
+    return false;
+  }
+  const result = addon.populate(view, offset, length);
+  if (result === -EINVAL) populating = false;
+  return result >= 0;
 }

@@ -2,17 +2,21 @@
  * The native addon's RAM advice (src/native/ram-advice.ts): madvise over the 2 MiB-aligned
  * interior of a SharedArrayBuffer segment, seen where the kernel shows it, in the VmFlags of
  * /proc/self/smaps (hg: MADV_HUGEPAGE, nh: MADV_NOHUGEPAGE) and, once the memory is touched,
- * in AnonHugePages; and the daemon's --ram-hugepages applying it to its guest RAM.
+ * in AnonHugePages; the daemon's --ram-hugepages applying it to its guest RAM; and regions
+ * faulted in at once (MADV_POPULATE_WRITE), seen in the mapping's Rss, as a destination's guest
+ * RAM does before it writes a page (GuestRam.willWrite()).
  */
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { adviseHugePages } from '../../src/native/ram-advice.js';
+import { GuestRam } from '../../src/guest/ram.js';
+import { adviseHugePages, populate } from '../../src/native/ram-advice.js';
 import { startDaemon } from '../helpers/daemon.js';
 
 const MiB = 1 << 20;
 
 interface Mapping {
   sizeKiB: number;
+  rssKiB: number;
   anonHugeKiB: number;
   flags: string[];
 }
@@ -21,8 +25,9 @@ function mappings(pid: number | 'self'): Mapping[] {
   const out: Mapping[] = [];
   let cur: Mapping | undefined;
   for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) out.push((cur = { sizeKiB: 0, anonHugeKiB: 0, flags: [] }));
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) out.push((cur = { sizeKiB: 0, rssKiB: 0, anonHugeKiB: 0, flags: [] }));
     else if (cur && line.startsWith('Size:')) cur.sizeKiB = Number(/\d+/.exec(line)![0]);
+    else if (cur && line.startsWith('Rss:')) cur.rssKiB = Number(/\d+/.exec(line)![0]);
     else if (cur && line.startsWith('AnonHugePages:')) cur.anonHugeKiB = Number(/\d+/.exec(line)![0]);
     else if (cur && line.startsWith('VmFlags:')) cur.flags = line.slice('VmFlags:'.length).trim().split(/\s+/);
   }
@@ -86,4 +91,51 @@ t.test('qmigd --ram-hugepages on advises its guest RAM, and by default it does n
 
 t.test('--ram-hugepages takes on, off or kernel', async (t) => {
   await t.rejects(startDaemon(['--ram-hugepages', 'yes']), /--ram-hugepages: 'yes' is not one of on, off, kernel/);
+});
+
+/**
+ * `segment` advised MADV_NOHUGEPAGE, so that it is faulted in by 4 KiB pages whatever the THP mode
+ * and its interior is a mapping of its own: how to read that mapping's Rss (KiB).
+ */
+function watch(segment: Uint8Array): () => number {
+  const r = adviseHugePages([segment], 'off');
+  if (!('bytes' in r)) throw new Error(r.error);
+  return () => {
+    const found = flagged('self', 'nh', r.bytes);
+    if (found.length !== 1) throw new Error(`${found.length} mappings of ${r.bytes} bytes flagged nh`);
+    return found[0]!.rssKiB;
+  };
+}
+
+t.test('populate: the pages of a range are faulted in at once, and their contents stay', async (t) => {
+  const size = 48 * MiB;
+  const segment = Buffer.from(new SharedArrayBuffer(size));
+  const rss = watch(segment);
+  segment[10 * MiB] = 7; // one page touched the usual way
+  const before = rss();
+  t.ok(before <= 8, `before: ${before} KiB resident`);
+  t.equal(populate(segment, 16 * MiB, 8 * MiB), true, 'populated');
+  const after = rss();
+  t.ok(after - before >= 8188 && after - before <= 8192, `8 MiB more resident: ${after - before} KiB`);
+  t.equal(segment[10 * MiB], 7, 'a page written before keeps its byte');
+  t.ok(segment.subarray(16 * MiB, 24 * MiB).every((b) => b === 0), 'the populated pages read as zero');
+  t.throws(() => populate(segment, size - 4096, 8192), TypeError, 'a range past the view is refused');
+});
+
+t.test('GuestRam.willWrite(): the first write into a 2 MiB region faults the whole region in, once', async (t) => {
+  const ram = new GuestRam('pc.ram', 40 * MiB);
+  const rss = watch(ram.segments[0]!);
+  const before = rss();
+  ram.willWrite(1000); // region 1: pages 512..1023
+  const one = rss() - before;
+  t.ok(one >= 2040 && one <= 2048, `one region resident: ${one} KiB`);
+  t.same([...ram.faultedIn!.subarray(0, 3)], [0, 1, 0], 'the region is marked');
+  ram.willWrite(600); // the same region: nothing more
+  t.equal(rss() - before, one, 'again in that region: nothing more');
+  ram.willWrite(1024 + 3); // region 2
+  const two = rss() - before - one;
+  t.ok(two >= 2040 && two <= 2048, `another region, and only it: ${two} KiB`);
+  const preallocated = new GuestRam('pc.ram', 4 * MiB);
+  preallocated.prealloc();
+  t.ok(preallocated.faultedIn!.every((b) => b === 1), '--mem-prealloc: every region counts as faulted in');
 });

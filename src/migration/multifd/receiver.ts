@@ -34,7 +34,7 @@ import type { FromRecvWorker, RecvWorkerData } from './recv-worker.js';
 const WORKER = new URL('./recv-worker.js', import.meta.url);
 
 /** What a channel writes into: guest RAM, or its shared segments on a channel's thread. */
-export type ChannelRam = Pick<GuestRam, 'segment' | 'id' | 'size' | 'wrote' | 'surelyZero'>;
+export type ChannelRam = Pick<GuestRam, 'segment' | 'id' | 'size' | 'wrote' | 'surelyZero' | 'willWrite'>;
 
 /** multifd_recv_thread() after the greeting: packets until the channel ends. */
 export async function receivePackets(r: StreamReader, ram: ChannelRam, sync: () => Promise<void>, channel = 0): Promise<void> {
@@ -59,6 +59,7 @@ export async function receivePackets(r: StreamReader, ram: ChannelRam, sync: () 
       for (const off of h.offsets) {
         const page = off / PAGE_SIZE;
         if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);
+        ram.willWrite(page);
         r.copyTo(ram.segment(page), pageOffset(page), PAGE_SIZE);
         ram.wrote(page);
       }
@@ -131,7 +132,7 @@ export class MultifdReceiver {
 
   private startThread(fd: number, prefix: Buffer, channel: number): void {
     const data: RecvWorkerData = {
-      fd, prefix, ram: this.ram.backing, size: this.ram.size, knownZero: this.ram.knownZero, ramId: this.ram.id, channel, profile: activeProfile().id,
+      fd, prefix, ram: this.ram.backing, size: this.ram.size, knownZero: this.ram.knownZero!, faultedIn: this.ram.faultedIn, ramId: this.ram.id, channel, profile: activeProfile().id,
       faults: faults.forThread(channel),
     };
     const worker = new Worker(WORKER, { workerData: data });

@@ -7,9 +7,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SocketInput } from '../channels/socket-input.js';
 import { StreamReader } from '../stream/reader.js';
-import { PageStore, type RamBacking } from '../../guest/ram.js';
+import { GuestRam, type RamBacking } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
-import { receivePackets, type ChannelRam } from './receiver.js';
+import { receivePackets } from './receiver.js';
 import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
 
 export interface RecvWorkerData {
@@ -19,8 +19,9 @@ export interface RecvWorkerData {
   /** Where guest RAM is (GuestRam.backing) and its size. */
   ram: RamBacking;
   size: number;
-  /** GuestRam.knownZero, which this thread's writes clear. */
-  knownZero?: Uint8Array;
+  /** GuestRam.knownZero, which this thread's writes clear, and GuestRam.faultedIn. */
+  knownZero: Uint8Array;
+  faultedIn?: Uint8Array;
   ramId: string;
   /** The channel's id, and the release this daemon is (a thread starts with the default). */
   channel: number;
@@ -39,7 +40,7 @@ export type FromRecvWorker = { kind: 'sync' } | { kind: 'failed'; message: strin
 const READ_AHEAD = 1 << 20;
 
 const port = parentPort!;
-const { fd, prefix, ram: backing, size, knownZero, ramId, channel, profile, faults } = workerData as RecvWorkerData;
+const { fd, prefix, ram: backing, size, knownZero, faultedIn, ramId, channel, profile, faults } = workerData as RecvWorkerData;
 setActiveProfile(profile);
 followFaults(port, faults);
 const post = (m: FromRecvWorker): void => port.postMessage(m);
@@ -52,14 +53,7 @@ input.resume();
 let go: (() => void) | undefined;
 port.on('message', (m) => m === 'go' && go?.());
 try {
-  const store = new PageStore(size, backing);
-  const ram: ChannelRam = {
-    segment: (page) => store.segment(page),
-    id: ramId,
-    size,
-    wrote: (page) => knownZero && (knownZero[page] = 0),
-    surelyZero: (page) => knownZero !== undefined && knownZero[page] === 1,
-  };
+  const ram = new GuestRam(ramId, size, backing, knownZero, faultedIn);
   await receivePackets(reader, ram, () =>
     new Promise<void>((resolve) => {
       go = resolve;

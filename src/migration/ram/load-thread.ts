@@ -45,7 +45,7 @@ export class LoadThread {
     const knownZero = ram.knownZero;
     if (fd === undefined || !knownZero) return undefined;
     const worker = await startWithDuplicate(WORKER, fd, (own) => ({
-      fd: own, ram: ram.backing, size: ram.size, ramId: ram.id, knownZero, profile: activeProfile().id,
+      fd: own, ram: ram.backing, size: ram.size, ramId: ram.id, knownZero, faultedIn: ram.faultedIn, profile: activeProfile().id,
     }) satisfies LoadWorkerData);
     return worker && new LoadThread(worker, input);
   }

@@ -19,11 +19,12 @@ import { RamLoader } from './ram-load.js';
 export interface LoadWorkerData {
   /** The thread's own duplicate of the main channel's descriptor; it closes it. */
   fd: number;
-  /** Where guest RAM is (GuestRam.backing), its size and block name, and GuestRam.knownZero. */
+  /** Where guest RAM is (GuestRam.backing), its size and block name, GuestRam.knownZero and faultedIn. */
   ram: RamBacking;
   size: number;
   ramId: string;
   knownZero: Uint8Array;
+  faultedIn?: Uint8Array;
   /** The release this daemon is (a thread starts with the default). */
   profile: ProfileId;
 }
@@ -64,7 +65,7 @@ setActiveProfile(data.profile);
 const input = new SocketInput(data.fd);
 input.socket.on('error', () => undefined); // the reader reports it as the stream's end
 const reader = new StreamReader(input);
-const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero));
+const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero, data.faultedIn));
 
 port.on('message', (m: ToLoadWorker) => {
   if (m.kind === 'close') {

@@ -135,6 +135,7 @@ export class RamLoader {
       const dropped = this.placedOnce(page);
       const target = dropped ? (this.scratch ??= Buffer.alloc(PAGE_SIZE)) : (this.colo ? this.colo.cache : ram).segment(page);
       const at = dropped ? 0 : pageOffset(page);
+      if (!dropped && !this.colo && type !== RamFlag.ZERO) ram.willWrite(page);
       this.colo?.received.set(page);
       switch (type) {
         case RamFlag.PAGE:
@@ -190,6 +191,7 @@ export class RamLoader {
       const segment = ram.segment(page);
       const offset = pageOffset(page);
       if (flags === PAGE_RECORD && at + 8 + PAGE_SIZE <= bytes.length) {
+        ram.willWrite(page);
         copyInto(segment, offset, bytes.subarray(at + 8, at + 8 + PAGE_SIZE));
         ram.wrote(page);
         at += 8 + PAGE_SIZE;
