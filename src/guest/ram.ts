@@ -26,9 +26,9 @@ export const ZERO_PAGE = Buffer.alloc(PAGE_SIZE);
 
 /** Pages per segment: 1 GiB. */
 export const SEGMENT_PAGES = 1 << 18;
+export const SEGMENT_BYTES = SEGMENT_PAGES * PAGE_SIZE;
 /** Pages of a region RAM is faulted in by on a destination (2 MiB, a huge page): see willWrite(). */
 const REGION_PAGES = 512;
-export const SEGMENT_BYTES = SEGMENT_PAGES * PAGE_SIZE;
 
 /**
  * Copies `source` into `target` at `at` with a plain memcpy. Buffer.fill() with a buffer value is

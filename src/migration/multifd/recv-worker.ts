@@ -35,7 +35,7 @@ export type FromRecvWorker = { kind: 'sync' } | { kind: 'failed'; message: strin
 /**
  * Bytes a channel reads ahead before it stops reading its socket: two packets (512 KiB of pages
  * each). Every channel holds its own; with the main channel's 4 MiB a destination of 2 channels
- * peaked about 7 MiB higher, and no faster (npm run bench's multifd row, 1 GiB).
+ * peaked about 7 MiB higher, and was no faster (the bench's 1 GiB multifd migration, 3 runs each).
  */
 const READ_AHEAD = 1 << 20;
 
