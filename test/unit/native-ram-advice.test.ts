@@ -9,6 +9,11 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { GuestRam } from '../../src/guest/ram.js';
+import { RamLoader } from '../../src/migration/ram/ram-load.js';
+import { RamFlag } from '../../src/migration/stream/constants.js';
+import { StreamReader } from '../../src/migration/stream/reader.js';
+import { ChunkSource } from '../helpers/chunk-source.js';
+import { eager } from '../helpers/stream-differential.js';
 import { adviseHugePages, populate } from '../../src/native/ram-advice.js';
 import { startDaemon } from '../helpers/daemon.js';
 
@@ -138,4 +143,27 @@ t.test('GuestRam.willWrite(): the first write into a 2 MiB region faults the who
   const preallocated = new GuestRam('pc.ram', 4 * MiB);
   preallocated.prealloc();
   t.ok(preallocated.faultedIn!.every((b) => b === 1), '--mem-prealloc: every region counts as faulted in');
+});
+
+t.test('a destination backs the regions its pages go to, and none for zero pages', async (t) => {
+  const ram = new GuestRam('pc.ram', 16 * MiB); // regions 0..7; 1..6 lie wholly in the watched interior
+  const rss = watch(ram.segments[0]!);
+  const before = rss();
+  // ZERO records for every page of regions 0 and 1, then one PAGE record into region 3.
+  const records: Buffer[] = [];
+  for (let page = 0; page < 1024; page++) {
+    const head = Buffer.alloc(8);
+    head.writeUInt32BE(page * 4096 + RamFlag.ZERO + (page ? RamFlag.CONTINUE : 0), 4);
+    records.push(head, ...(page ? [] : [Buffer.from([6, ...Buffer.from('pc.ram')])]), Buffer.from([0]));
+  }
+  const pageHead = Buffer.alloc(8);
+  pageHead.writeUInt32BE(3 * 512 * 4096 + RamFlag.PAGE + RamFlag.CONTINUE, 4);
+  const eos = Buffer.alloc(8);
+  eos.writeUInt32BE(RamFlag.EOS, 4);
+  records.push(pageHead, Buffer.alloc(4096, 9), eos);
+  await new RamLoader(ram).load(new StreamReader(new ChunkSource([Buffer.concat(records)], eager)), 4);
+  t.same([...ram.faultedIn!], [0, 0, 0, 1, 0, 0, 0, 0], 'only the region a page was written to is marked');
+  const grew = rss() - before;
+  t.ok(grew >= 2040 && grew <= 2048, `one region resident: ${grew} KiB`);
+  t.equal(ram.segments[0]![3 * 512 * 4096], 9, 'and the page is there');
 });
