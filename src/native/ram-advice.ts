@@ -4,9 +4,8 @@
  * which must be advised before the pages are first touched; and a region faulted in at once
  * (madvise(MADV_POPULATE_WRITE)) before a destination writes into it.
  */
+import { constants } from 'node:os';
 import { errnoName, loadAddon } from './addon.js';
-
-const EINVAL = 22;
 
 /**
  * on: MADV_HUGEPAGE, as QEMU; off: MADV_NOHUGEPAGE (4 KiB pages even where the kernel's THP mode
@@ -57,6 +56,6 @@ export function populate(view: Uint8Array, offset: number, length: number): bool
     return false;
   }
   const result = addon.populate(view, offset, length);
-  if (result === -EINVAL) populating = false;
+  if (result === -constants.errno.EINVAL) populating = false;
   return result >= 0;
 }
