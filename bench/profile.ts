@@ -139,10 +139,11 @@ function perfKinds(file: string): string {
     .join('\n');
 }
 
-/** perf report of a recording: self time by `sort` (dso; dso,sym), ms (samples) and share, lines of 1 % and more. */
-function perfReport(file: string, sort: string, lines: number): string {
-  const r = spawnSync('perf', ['report', '-i', file, '-n', '--no-children', '--sort', sort, '--stdio', '-g', 'none', '--percent-limit', '1'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  return r.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).slice(0, lines).join('\n');
+/** perf report of a recording: its top 15 symbols by self time, ms (samples) and share, each of 1 % or more. */
+function printTopSymbols(end: string, file: string): void {
+  const r = spawnSync('perf', ['report', '-i', file, '-n', '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none', '--percent-limit', '1'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  console.log(`-- ${end}, perf, top symbols:`);
+  console.log(r.stdout.split('\n').filter((l) => /^\s+\d/.test(l)).slice(0, 15).join('\n'));
 }
 
 /**
@@ -165,11 +166,7 @@ export async function profileScenario(s: Scenario, ctx: MigrationContext, outDir
     }
   }
   if (!qmigd) {
-    for (const end of ['source', 'destination'] as const) {
-      if (!perf) break;
-      console.log(`-- ${end}, perf, top symbols:`);
-      console.log(perfReport(perfFile('')(end), 'dso,sym', 15));
-    }
+    if (perf) for (const end of ['source', 'destination'] as const) printTopSymbols(end, perfFile('')(end));
     return;
   }
   const cpuDir = (end: string): string => join(outDir, `${s.id}-${end}-cpuprof`);
@@ -180,10 +177,7 @@ export async function profileScenario(s: Scenario, ctx: MigrationContext, outDir
   const { run } = await migrateOnce(profiled, ctx, false, profileAround(window, perf ? perfFile('-cpuprof') : undefined));
   console.log(`== ${label} again, under V8's profiler too: ${run.status}, total-time ${run.totalTimeMs} ms, CPU source ${fmt(run.srcCpuMs, 0)} ms, destination ${fmt(run.dstCpuMs, 0)} ms`);
   for (const end of ['source', 'destination'] as const) {
-    if (perf) {
-      console.log(`-- ${end}, perf, top symbols:`);
-      console.log(perfReport(perfFile('-cpuprof')(end), 'dso,sym', 15));
-    }
+    if (perf) printTopSymbols(end, perfFile('-cpuprof')(end));
     for (const file of readdirSync(cpuDir(end)).filter((f) => f.endsWith('.cpuprofile')).sort()) {
       const { busyMs, totalMs, top } = summarizeCpuProfile(join(cpuDir(end), file), 12, window);
       console.log(`-- ${end}, --cpu-prof ${file} (one JavaScript thread, during the migration): busy ${busyMs.toFixed(0)} of ${totalMs.toFixed(0)} ms; top functions by self time:`);

@@ -210,6 +210,18 @@ export class GuestRam extends PageStore {
     populate(segment, at, Math.min(REGION_PAGES * PAGE_SIZE, segment.length - at));
   }
 
+  /**
+   * Makes page `index` zero, reading it only where it may not be and writing it only where it is
+   * not (ram_handle_zero(), multifd_recv_zero_page_process()): untouched memory stays untouched.
+   * knownZero needs no update: a page written here was not known to be zero.
+   */
+  zeroPage(index: number): void {
+    if (this.surelyZero(index)) return;
+    const segment = this.segment(index);
+    const at = pageOffset(index);
+    if (!isZeroAt(segment, at)) segment.fill(0, at, at + PAGE_SIZE);
+  }
+
   /** A writer of page `index` says so (see knownZero). */
   wrote(index: number): void {
     if (this.knownZero) this.knownZero[index] = 0;

@@ -13,7 +13,7 @@
 import { Worker } from 'node:worker_threads';
 import { faults } from '../../faults/faults.js';
 import { shareFaults } from '../../faults/in-thread.js';
-import { isZeroAt, pageOffset, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import { pageOffset, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
 import type { IncomingConnection } from '../channels/incoming-channel.js';
 import { LoadError } from '../load-error.js';
@@ -34,7 +34,7 @@ import type { FromRecvWorker, RecvWorkerData } from './recv-worker.js';
 const WORKER = new URL('./recv-worker.js', import.meta.url);
 
 /** What a channel writes into: guest RAM, or its shared segments on a channel's thread. */
-export type ChannelRam = Pick<GuestRam, 'segment' | 'id' | 'size' | 'wrote' | 'surelyZero' | 'willWrite'>;
+export type ChannelRam = Pick<GuestRam, 'segment' | 'id' | 'size' | 'wrote' | 'zeroPage' | 'willWrite'>;
 
 /** multifd_recv_thread() after the greeting: packets until the channel ends. */
 export async function receivePackets(r: StreamReader, ram: ChannelRam, sync: () => Promise<void>, channel = 0): Promise<void> {
@@ -50,12 +50,7 @@ export async function receivePackets(r: StreamReader, ram: ChannelRam, sync: () 
       const header = Buffer.concat([common, r.view(rest)]);
       if (deviceState) checkDeviceState(header);
       const h = decodeHeader(header, ram.id, ram.size, channel);
-      // multifd_recv_zero_page_process(): a page never written here is zero already.
-      for (const off of h.zeroOffsets) {
-        const page = off / PAGE_SIZE;
-        const seg = ram.segment(page);
-        if (!ram.surelyZero(page) && !isZeroAt(seg, pageOffset(page))) seg.fill(0, pageOffset(page), pageOffset(page) + PAGE_SIZE);
-      }
+      for (const off of h.zeroOffsets) ram.zeroPage(off / PAGE_SIZE); // multifd_recv_zero_page_process()
       for (const off of h.offsets) {
         const page = off / PAGE_SIZE;
         if (!r.ready(PAGE_SIZE)) await r.need(PAGE_SIZE);

@@ -188,18 +188,13 @@ export class RamLoader {
       const addr = bytes.readUInt32BE(at) * 0x100000000 + (low - flags);
       if (addr + PAGE_SIZE > ram.size) break; // load() says why
       const page = addr / PAGE_SIZE;
-      const segment = ram.segment(page);
-      const offset = pageOffset(page);
       if (flags === PAGE_RECORD && at + 8 + PAGE_SIZE <= bytes.length) {
         ram.willWrite(page);
-        copyInto(segment, offset, bytes.subarray(at + 8, at + 8 + PAGE_SIZE));
+        copyInto(ram.segment(page), pageOffset(page), bytes.subarray(at + 8, at + 8 + PAGE_SIZE));
         ram.wrote(page);
         at += 8 + PAGE_SIZE;
       } else if (flags === ZERO_RECORD && at + 9 <= bytes.length && bytes[at + 8] === 0) {
-        if (!ram.surelyZero(page) && !isZeroAt(segment, offset)) {
-          segment.fill(0, offset, offset + PAGE_SIZE);
-          ram.wrote(page);
-        }
+        ram.zeroPage(page);
         at += 9;
       } else break;
       n++;
