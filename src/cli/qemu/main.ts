@@ -11,7 +11,6 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream, statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { startDaemon } from '../../daemon/daemon.js';
 import type { DaemonConfig } from '../../daemon/config.js';
 import { DEFAULT_QMP_MEMORY_BUDGET } from '../../qmp/memory-budget.js';
 import { DEFAULT_PROFILE, findProfile, PROFILES, setActiveProfile, type QemuProfile } from '../../profiles/index.js';
@@ -142,6 +141,9 @@ async function main(argv: string[]): Promise<void> {
   // The daemonized child reports to its parent on descriptor 3 and has no other output.
   const status = child ? createWriteStream('', { fd: 3 }) : undefined;
   try {
+    // Loaded only here: the program's other paths (-version, errors, the waiting parent of
+    // -daemonize, which libvirt's probe pays for before its daemon starts) need none of it.
+    const { startDaemon } = await import('../../daemon/daemon.js');
     const daemon = await startDaemon(configOf(cl, profile, process.env));
     for (const what of cl.ignored) daemon.log.debug({ option: what }, 'option accepted and ignored: hardware qmigd does not emulate');
     status?.end('ready\n');
