@@ -9,7 +9,7 @@
  * thread its busy time and top functions while the migration ran (from `migrate` until the
  * destination is done: not the start-up before it). The files stay in DIR.
  *
- *   node dist/bench/profile.js [--out DIR] [SIZE=1G] [ROW...]   ROW: single prealloc multifd zero
+ *   node dist/bench/profile.js [--out DIR] [SIZE=1G] [ROW...]   ROW: single thread prealloc multifd zero
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -23,6 +23,7 @@ import { makeContext, migrateOnce, scenarios, type AroundMigration, type Migrati
 /** Issue 14's throughput rows: the qmigd scenario and its QEMU counterpart. */
 const ROWS: Record<string, [string, string]> = {
   single: ['qmigd-random-paused', 'qemu-random-paused'],
+  thread: ['qmigd-random-paused-thread', 'qemu-random-paused'],
   prealloc: ['qmigd-random-paused-prealloc', 'qemu-random-paused-prealloc'],
   multifd: ['qmigd-random-paused-multifd2', 'qemu-random-paused-multifd2'],
   zero: ['qmigd-zero-paused', 'qemu-zero-paused'],
