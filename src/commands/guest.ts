@@ -3,7 +3,7 @@ import { open } from 'node:fs/promises';
 import type { Daemon } from '../daemon/context.js';
 import { Errors } from '../errors.js';
 import { formatWorkloadPattern, parseWorkloadPattern, type WorkloadPattern } from '../guest/workload.js';
-import { strerror } from '../migration/errno.js';
+import { strerror } from '../errno.js';
 import type { JsonValue } from '../qmp/json-writer.js';
 
 /** pmemsave writes in pieces this big, letting the event loop run between them. */

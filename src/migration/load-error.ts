@@ -2,7 +2,7 @@
  * A failed incoming load: QEMU's error_report() lines (most specific first) and the errno that
  * qemu_loadvm_state() returns, which ends as "load of migration failed: <strerror>".
  */
-import { strerror } from './errno.js';
+import { strerror } from '../errno.js';
 
 export class LoadError extends Error {
   readonly lines: string[];

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { close as closeFd, createReadStream, fstatSync, openSync, read, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
-import { errnoOf, listenFailure, strerror } from '../errno.js';
+import { errnoOf, listenFailure, strerror } from '../../errno.js';
 import type { ByteSource } from '../stream/reader.js';
 import type { MappedRamSource } from '../ram/mapped-ram.js';
 import { SeekableFileInput } from './file-input.js';

@@ -12,7 +12,7 @@ import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { faults, type Breakable, type ChannelEnd } from '../../faults/faults.js';
 import { throughFaults } from '../../faults/channel-io.js';
-import { errnoOf, strerror } from '../errno.js';
+import { errnoOf, strerror } from '../../errno.js';
 import type { OwnedFd } from './owned-fd.js';
 import type { MigrationUri } from './uri.js';
 

@@ -14,7 +14,7 @@
 import { chmodSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { nativeUnavailable, UnixReader } from '../../native/unix-reader.js';
-import { listenFailure } from '../../migration/errno.js';
+import { listenFailure } from '../../errno.js';
 import { closeFd, NamedFds } from '../descriptors.js';
 import type { Connection } from '../session.js';
 import { ExclusiveQueue, MAX_HELD_BYTES, MAX_WAITING, type Turn } from './exclusive.js';

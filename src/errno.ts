@@ -1,7 +1,11 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-/** strerror() texts for the errors a channel meets, so messages read as QEMU's do. */
+/**
+ * The operating system's side of the error catalog (src/errors.ts has QMP's): strerror() texts
+ * for the errors a socket or file meets, in a migration channel or a monitor, so that messages
+ * read as QEMU's do.
+ */
 const STRERROR: Record<string, string> = {
   EPIPE: 'Broken pipe',
   ECONNRESET: 'Connection reset by peer',
