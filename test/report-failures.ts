@@ -5,7 +5,7 @@
  * Why: the suite prints about 27,000 lines of TAP, and CI keeps only the tail of a run's output,
  * which ends with the count of failures but not their names. This puts the names in that tail.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const RESULTS = '.tap/test-results';
@@ -43,6 +43,10 @@ export function failuresIn(tap: string): string[] {
 }
 
 function main(): void {
+  if (!existsSync(RESULTS)) {
+    console.log(`\n# tap failed before it saved any result (${RESULTS} is missing): look above for why.`);
+    return;
+  }
   let count = 0;
   for (const file of tapFiles(RESULTS)) {
     for (const failure of failuresIn(readFileSync(file, 'utf8'))) {
