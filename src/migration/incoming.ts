@@ -27,6 +27,9 @@ import { be32 } from './stream/writer.js';
 import { RamLoader } from './ram/ram-load.js';
 import type { MigrationStateCell } from './state.js';
 
+/** Capabilities under which no RAM section is plain, so no load thread starts. */
+const NOT_PLAIN = ['postcopy-ram', 'mapped-ram', 'x-colo'];
+
 /** What a COLO secondary shares with the daemon. */
 export interface IncomingColoContext {
   failover: Failover;
@@ -182,8 +185,11 @@ export class IncomingMigration {
       observer: faultPoints(input),
     });
     this.loader = loader;
-    // The thread takes the RAM sections once it is up; until then they load here.
-    const loadThread = env.pageThread ? LoadThread.start(conn.input, env.guest.ram) : undefined;
+    // The thread takes the RAM sections once it is up; until then they load here. None where
+    // the sections will not be plain (RamLoader.plain): its duplicate would only hold the
+    // channel open, past a postcopy pause or a COLO failover.
+    const plain = !this.multifd && !NOT_PLAIN.some((c) => env.capability(c));
+    const loadThread = env.pageThread && plain ? LoadThread.start(conn.input, env.guest.ram) : undefined;
     void loadThread?.then((t) => {
       loader.loadThread = t;
       if (t) env.log.info('RAM sections load on the load thread from here on');

@@ -116,8 +116,10 @@ export class OutgoingMigration {
   private mapped?: MappedRamWriter;
   /** mapped-ram with multifd: the pages' bytes, which QEMU's channels would have written. */
   private mappedChannelBytes = 0;
-  /** The page thread, for a plain migration over a socket or pipe (page-thread.ts). */
+  /** The page thread, for a plain migration over a socket or pipe (page-thread.ts), while it starts. */
   private pageThread?: Promise<PageThread | undefined>;
+  /** The page thread once it is up: the pages go from here until then. */
+  private pageThreadUp?: PageThread;
   /** migrate-start-postcopy came: the next iteration switches to postcopy (start_postcopy). */
   private postcopyAsked = false;
   /** In postcopy: the destination's page requests, sent ahead of the background pass. */
@@ -346,10 +348,13 @@ export class OutgoingMigration {
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     try {
       this.ram = this.ramSaver();
-      // Started now, ready by the first pass. Not for COLO (its checkpoints stop halfway through
-      // the pages) nor under a channel fault (the bytes must pass this thread's hooks).
-      if (env.pageThread && this.ram.plain && !env.caps['x-colo'] && !faults.channelArmed) {
+      // Started now; it takes the pages from the first slice after it is up. Not for COLO (its
+      // checkpoints stop halfway through the pages), postcopy (its page requests and pauses are
+      // served here, on the channel this thread would keep open) nor under a channel fault (the
+      // bytes must pass this thread's hooks).
+      if (env.pageThread && this.ram.plain && !env.caps['x-colo'] && !env.caps['postcopy-ram'] && !faults.channelArmed) {
         this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap);
+        void this.pageThread.then((t) => (this.pageThreadUp = t));
       }
       if (this.multifd?.greetingBytes) {
         this.multifd.bytes += this.multifd.greetingBytes;
@@ -527,10 +532,7 @@ export class OutgoingMigration {
 
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
   private async sendPages(stop: () => boolean): Promise<void> {
-    // Awaited only where there is one: an await on every call would reorder COLO's turns. In
-    // postcopy the pages go from here, where the page requests come in.
-    const thread = this.pageThread && !this.requests && (await this.pageThread);
-    if (thread) return this.sendPagesOnThread(thread, stop);
+    if (this.pageThreadUp) return this.sendPagesOnThread(this.pageThreadUp, stop);
     const w = this.writer;
     const requests = this.requests;
     let slice = performance.now();
@@ -585,14 +587,17 @@ export class OutgoingMigration {
     // The thread writes through its own descriptor: what this side put must be on the wire first.
     await this.flush();
     await this.channel!.drained();
+    if (!this.channel!.usable) return;
     const zeroPages = (this.env.params()['zero-page-detection'] ?? 'legacy') !== 'none';
-    while (this.channel!.usable && !stop()) {
+    // At least one slice, as the loop above sends at least one run: ram_save_iterate() looks at
+    // the clock only after its first page, so every iteration sends something.
+    do {
       const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, zeroPages });
       this.writer.written += r.bytes;
       this.ram!.absorb(r);
       if (r.error) this.channel!.fail(r.error);
       if (r.exhausted) return;
-    }
+    } while (this.channel!.usable && !stop());
   }
 
   /** migration_completion(): stop the guest, maybe pause, send the rest and the device state. */

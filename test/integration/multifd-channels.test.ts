@@ -14,10 +14,13 @@ import { setupStream } from '../helpers/stream-gen.js';
 
 const threads = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
 
-/** A destination with multifd (2 channels) listening on a port of its own. */
+/**
+ * A destination with multifd (2 channels) listening on a port of its own; with --page-thread on,
+ * as a multifd migration's RAM sections are not plain, so they start no load thread either.
+ */
 async function destination(): Promise<{ dst: Side; port: number }> {
   const port = await freePort();
-  const dst = await side(['-m', '4M', '--incoming', 'defer']);
+  const dst = await side(['-m', '4M', '--incoming', 'defer', '--page-thread', 'on']);
   await setCaps(dst, { multifd: true });
   await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
   return { dst, port };

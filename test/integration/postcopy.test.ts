@@ -20,12 +20,12 @@ const MEMORY_MB = 32;
 /** Slow enough that the switch finds most of RAM still on the source. */
 const BANDWIDTH = 16 << 20;
 
-/** A pair with random RAM, postcopy-ram on both ends, the source migrating slowly. */
-async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2', caps: Record<string, boolean> = {}): Promise<Pair> {
+/** A pair with random RAM, postcopy-ram on both ends, the source migrating slowly; `args` for both daemons. */
+async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2', caps: Record<string, boolean> = {}, args: string[] = []): Promise<Pair> {
   const ramFile = await randomRamFile(MEMORY_MB << 20);
   // QEMU 7.2's statuses unless a test says (test/integration/qemu-postcopy-interop.test.ts holds
   // both releases to real QEMU); --test-hooks: the fault API, to break the migration where a test says.
-  const both = ['--qemu-version', release, '--test-hooks'];
+  const both = ['--qemu-version', release, '--test-hooks', ...args];
   const p = await startPair({ memory: `${MEMORY_MB}M`, srcArgs: ['--memory-file', ramFile, ...both], dstArgs: both });
   t.teardown(p.stop);
   await setCaps(p.dst, { 'postcopy-ram': true, 'postcopy-blocktime': true, ...caps });
@@ -114,9 +114,11 @@ async function bothPaused(p: Pair, from: [number, number]): Promise<void> {
   await migrationStatus(p.dst, 'postcopy-paused', from[1]);
 }
 
-for (const where of ['src', 'dst'] as const) {
-  t.test(`migrate-pause on the ${where === 'src' ? 'source' : 'destination'}: both pause, the guest runs on, recovery finishes the migration`, async (t) => {
-    const p = await postcopyPair(t);
+// With --page-thread on too: postcopy starts no page or load thread, whose duplicate of the
+// channel's descriptor would hold the connection open past the pause.
+for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread', 'on']]] as const) {
+  t.test(`migrate-pause on the ${where === 'src' ? 'source' : 'destination'}${args.length ? `, ${args.join(' ')} at both ends` : ''}: both pause, the guest runs on, recovery finishes the migration`, async (t) => {
+    const p = await postcopyPair(t, '7.2', {}, [...args]);
     await switchToPostcopy(p);
     const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
     await p[where].qmp.ok('migrate-pause');
