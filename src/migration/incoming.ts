@@ -22,7 +22,7 @@ import type { ColoStats } from './colo/stats.js';
 import { COMPARE_MAGIC, commandPointName, RAM_SECTION_VERSION, RpMessage, SECTION_RECORDS, VM_FILE_MAGIC, type RecordKind } from './stream/constants.js';
 import { faults } from '../faults/faults.js';
 import { activeProfile } from '../profiles/index.js';
-import { StreamReader } from './stream/reader.js';
+import { StreamReader, type ByteSource } from './stream/reader.js';
 import { be32 } from './stream/writer.js';
 import { RamLoader } from './ram/ram-load.js';
 import type { MigrationStateCell } from './state.js';
@@ -81,11 +81,16 @@ export class IncomingMigration {
   /** A paused postcopy waits here for the connection migrate-recover's listener takes. */
   private recovered?: (conn: IncomingConnection) => void;
   private recoverListener?: IncomingListener;
+  /** --page-thread: the load thread, booted as this side starts to listen, until the main channel takes it. */
+  private loadThread?: Promise<LoadThread | undefined>;
 
   constructor(private readonly env: IncomingEnv) {}
 
   async listen(uri: MigrationUri): Promise<void> {
     this.listener = await listenIncoming(uri, (conn) => void this.receive(conn));
+    // Booted now, so that its start-up is over before the first RAM section; not where no
+    // section will be plain, whose load it could not take.
+    if (this.env.pageThread && this.plainSections()) this.loadThread ??= LoadThread.boot(this.env.guest.ram);
     this.socketAddress = this.listener.socketAddress;
     this.env.log.info('waiting for an incoming migration');
   }
@@ -185,11 +190,8 @@ export class IncomingMigration {
       observer: faultPoints(input),
     });
     this.loader = loader;
-    // The thread takes the RAM sections once it is up; until then they load here. None where
-    // the sections will not be plain (RamLoader.plain): its duplicate would only hold the
-    // channel open, past a postcopy pause or a COLO failover.
-    const plain = !this.multifd && !NOT_PLAIN.some((c) => env.capability(c));
-    const loadThread = env.pageThread && plain ? LoadThread.start(conn.input, env.guest.ram) : undefined;
+    // The thread takes the RAM sections once it is up; until then they load here.
+    const loadThread = this.attachLoadThread(conn.input);
     void loadThread?.then((t) => {
       loader.loadThread = t;
       if (t) env.log.info('RAM sections load on the load thread from here on');
@@ -408,7 +410,31 @@ export class IncomingMigration {
     this.conn?.close();
   }
 
+  /**
+   * The booted load thread with the main channel `input`, where the sections can be plain (caps
+   * may have changed since listen()); else it is closed unattached: a duplicate of the
+   * descriptor in a thread that takes no section would only hold the channel open, past a
+   * postcopy pause or a COLO failover.
+   */
+  private attachLoadThread(input: ByteSource): Promise<LoadThread | undefined> | undefined {
+    const booted = this.loadThread;
+    this.loadThread = undefined;
+    const plain = this.plainSections();
+    return booted?.then((t) => {
+      if (t && plain && t.attach(input)) return t;
+      t?.close();
+      return undefined;
+    });
+  }
+
+  /** Whether this side's RAM sections can be plain (RamLoader.plain), so the load thread can take them. */
+  private plainSections(): boolean {
+    return this.env.multifdChannels() === 0 && !NOT_PLAIN.some((c) => this.env.capability(c));
+  }
+
   private destroy(): void {
+    void this.loadThread?.then((t) => t?.close()); // booted for a migration that did not come
+    this.loadThread = undefined;
     this.env.guest.workload.openGate();
     this.preemptConn?.close();
     this.recoverListener?.close();

@@ -46,24 +46,29 @@ t.test('the page thread writes the records the main thread writes, and the same 
 
 const withoutSize = (l: string): string => l.replace(/^\d+ bytes: \d+ sections/, 'N bytes: N sections');
 
-t.test('with --page-thread on a plain migration runs a thread more at each end; with off it does not', async (t) => {
+t.test('with --page-thread on a plain migration runs a thread more at each end, the destination\'s from when it listens; with off it does not', async (t) => {
   const ram = await randomRamFile(128 * MiB);
   for (const thread of ['on', 'off']) {
     const p = await startPair({ memory: '128M', srcArgs: ['--memory-file', ram, '--page-thread', thread], dstArgs: ['--page-thread', thread] });
     t.teardown(p.stop);
-    const before = [threads(p.src.daemon.proc.pid!), threads(p.dst.daemon.proc.pid!)];
+    const [src, dst] = [p.src.daemon.proc.pid!, p.dst.daemon.proc.pid!];
+    const before = [threads(src), threads(dst)];
     await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
     await p.src.qmp.ok('migrate', { uri: p.uri });
     await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.transferred as number) > 4 * MiB);
-    const during = [threads(p.src.daemon.proc.pid!), threads(p.dst.daemon.proc.pid!)];
-    for (const [i, end] of ['source', 'destination'].entries()) {
-      if (thread === 'on') t.ok(during[i]! > before[i]!, `${end}: a thread more during the migration (${before[i]} → ${during[i]})`);
-      else t.equal(during[i], before[i], `${end}: no thread more (${before[i]} → ${during[i]})`);
-    }
+    const during = [threads(src), threads(dst)];
+    if (thread === 'on') t.ok(during[0]! > before[0]!, `source: a thread more during the migration (${before[0]} → ${during[0]})`);
+    else t.same(during, before, `no thread more at either end (${before} → ${during})`);
     await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
     await migrationStatus(p.src, 'completed');
     await migrationStatus(p.dst, 'completed');
     t.equal(await digest(p.dst), await digest(p.src), `thread ${thread}: destination RAM equals source RAM`);
+    t.equal(p.dst.daemon.stderr().includes('RAM sections load on the load thread'), thread === 'on', `thread ${thread}: the destination's sections ${thread === 'on' ? 'went' : 'did not go'} to the load thread`);
+    if (thread === 'on') {
+      // Booted as the destination began to listen, so counted before the migration: it ends with it.
+      for (const deadline = Date.now() + 10_000; threads(dst) >= before[1]! && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+      t.ok(threads(dst) < before[1]!, `destination: its load thread was there while it waited, and ends with the migration (${before[1]} → ${threads(dst)})`);
+    }
   }
 });
 

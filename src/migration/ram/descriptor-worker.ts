@@ -1,5 +1,5 @@
 /**
- * Starting a thread that moves a channel's bytes through its own duplicate of the channel's
+ * Starting the threads that move a channel's bytes through their own duplicate of the channel's
  * descriptor (the page thread, the load thread): each thread closes only its own duplicate.
  */
 import { closeSync } from 'node:fs';
@@ -7,37 +7,43 @@ import { Worker } from 'node:worker_threads';
 import { dupFd } from '../../native/dup-fd.js';
 
 /**
- * Starts `url` with `data(duplicate)` as its workerData; resolves with the worker once it posts
- * `{kind: 'ready'}` (its socket holds the duplicate then), or undefined where `fd` cannot be
- * duplicated or the thread fails or ends first (the duplicate is then closed here, once).
+ * Starts `url` with `data` as its workerData; resolves with the worker once it posts
+ * `{kind: 'ready'}`, or undefined where the thread fails or ends first.
  */
-export function startWithDuplicate(url: URL, fd: number, data: (duplicate: number) => object): Promise<Worker | undefined> {
+export function startWorker(url: URL, data: object): Promise<Worker | undefined> {
+  const worker = new Worker(url, { workerData: data });
+  worker.unref();
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (w: Worker | undefined): void => {
+      if (!settled) resolve(w);
+      settled = true;
+    };
+    worker.once('message', (m: { kind?: string }) => settle(m.kind === 'ready' ? worker : undefined));
+    worker.once('error', () => settle(undefined));
+    worker.once('exit', () => settle(undefined));
+  });
+}
+
+/**
+ * startWorker() with `data(duplicate)`, the thread's own duplicate of `fd`; undefined where `fd`
+ * cannot be duplicated or the thread does not start (the duplicate is then closed here, once:
+ * after ready the thread owns it, and its number may be reused).
+ */
+export async function startWithDuplicate(url: URL, fd: number, data: (duplicate: number) => object): Promise<Worker | undefined> {
   let duplicate: number;
   try {
     duplicate = dupFd(fd);
   } catch {
-    return Promise.resolve(undefined);
+    return undefined;
   }
-  const worker = new Worker(url, { workerData: data(duplicate) });
-  worker.unref();
-  return new Promise((resolve) => {
-    let settled = false;
-    const failed = (): void => {
-      if (settled) return; // after ready the thread owns the duplicate: its number may be reused
-      settled = true;
-      try {
-        closeSync(duplicate);
-      } catch {
-        /* already closed */
-      }
-      resolve(undefined);
-    };
-    worker.once('message', (m: { kind?: string }) => {
-      if (m.kind !== 'ready') return failed();
-      settled = true;
-      resolve(worker);
-    });
-    worker.once('error', failed);
-    worker.once('exit', failed);
-  });
+  const worker = await startWorker(url, data(duplicate));
+  if (!worker) {
+    try {
+      closeSync(duplicate);
+    } catch {
+      /* already closed */
+    }
+  }
+  return worker;
 }

@@ -1,8 +1,9 @@
 /**
- * The main thread's handle on the load thread (load-worker.ts): for each RAM section of a plain
- * incoming migration it stops reading the main channel, lends the thread what it had read
- * ahead, and waits while the thread copies the section's pages; then it reads on from what the
- * thread read past the section. Meanwhile the main thread is free: QMP, events, timers.
+ * The main thread's handle on the load thread (load-worker.ts): booted while the destination
+ * waits for its migration, then given the main channel; for each RAM section of a plain
+ * incoming migration the main thread stops reading the channel, lends the thread what it had
+ * read ahead, and waits while the thread copies the section's pages; then it reads on from what
+ * the thread read past the section. Meanwhile the main thread is free: QMP, events, timers.
  *
  * Where the thread cannot be had (the addon is not built, the channel is no socket the main
  * thread reads with SocketInput) the sections load on the main thread, as they do for a
@@ -15,7 +16,8 @@ import { activeProfile } from '../../profiles/index.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
-import { startWithDuplicate } from './descriptor-worker.js';
+import { dupFd } from '../../native/dup-fd.js';
+import { startWorker } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
 import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, ToLoadWorker } from './load-worker.js';
 
@@ -26,11 +28,10 @@ export class LoadThread {
   pages = 0;
   private pending?: { resolve: (r: LoadReply) => void; reject: (e: Error) => void };
   private failure?: Error;
+  /** The main channel, once attached. */
+  private input?: SocketInput;
 
-  private constructor(
-    private readonly worker: Worker,
-    private readonly input: SocketInput,
-  ) {
+  private constructor(private readonly worker: Worker) {
     worker.on('message', (m: FromLoadWorker) => {
       if (m.kind === 'loaded') this.settle(m);
     });
@@ -38,16 +39,32 @@ export class LoadThread {
     worker.on('exit', () => this.crashed(new Error('load thread ended')));
   }
 
-  /** Starts the thread for the main channel read by `input`; undefined where it cannot be had. */
-  static async start(input: ByteSource, ram: GuestRam): Promise<LoadThread | undefined> {
-    if (!(input instanceof SocketInput)) return undefined;
-    const { fd } = input;
+  /**
+   * Boots the thread for `ram`, before there is a channel: its own start-up (a V8 isolate and
+   * Node's internals, about 100 ms of CPU) then falls before the migration, not inside it.
+   * Undefined where it cannot be had.
+   */
+  static async boot(ram: GuestRam): Promise<LoadThread | undefined> {
     const knownZero = ram.knownZero;
-    if (fd === undefined || !knownZero) return undefined;
-    const worker = await startWithDuplicate(WORKER, fd, (own) => ({
-      fd: own, ram: ram.backing, size: ram.size, ramId: ram.id, knownZero, faultedIn: ram.faultedIn, profile: activeProfile().id,
-    }) satisfies LoadWorkerData);
-    return worker && new LoadThread(worker, input);
+    if (!knownZero) return undefined;
+    const worker = await startWorker(WORKER, {
+      ram: ram.backing, size: ram.size, ramId: ram.id, knownZero, faultedIn: ram.faultedIn, profile: activeProfile().id,
+    } satisfies LoadWorkerData);
+    return worker && new LoadThread(worker);
+  }
+
+  /** Gives the thread its own duplicate of the main channel `input` reads; false where it cannot read that channel. */
+  attach(input: ByteSource): boolean {
+    if (this.failure || !(input instanceof SocketInput) || input.fd === undefined) return false;
+    let fd: number;
+    try {
+      fd = dupFd(input.fd);
+    } catch {
+      return false;
+    }
+    this.input = input;
+    this.post({ kind: 'attach', fd }); // the thread owns the duplicate from here on
+    return true;
   }
 
   /** Whether the next RAM section, read by `r`, may load on the thread. */
@@ -57,7 +74,7 @@ export class LoadThread {
 
   /** One RAM section (up to its EOS) loaded by the thread, `r` reading on after it. */
   async load(r: StreamReader, loader: RamLoader, version: number): Promise<void> {
-    this.input.pause();
+    this.input!.pause();
     const start = r.consumed;
     const ahead = new Uint8Array(r.takeBuffered());
     const reply = await new Promise<LoadReply>((resolve, reject) => {
@@ -71,7 +88,7 @@ export class LoadThread {
     if (reply.failure) throw rebuild(reply.failure);
   }
 
-  /** After the migration: the thread closes its descriptor and ends. */
+  /** After the migration, or where none came: the thread closes any descriptor it has and ends. */
   close(): void {
     this.post({ kind: 'close' });
   }

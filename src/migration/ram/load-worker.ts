@@ -5,8 +5,9 @@
  * with the same RamLoader the main thread uses, up to the section's EOS. What it read past the
  * EOS goes back to the main thread with its reply, which reads on from there.
  *
- * Messages in: load (a section's version, the bytes the main thread had read ahead, the block
- * the last record named); close. Out: ready, then one LoadReply per load.
+ * Messages in: attach (the duplicate, once the main channel is there; the thread boots before);
+ * load (a section's version, the bytes the main thread had read ahead, the block the last record
+ * named); close. Out: ready, then one LoadReply per load.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { GuestRam, type RamBacking } from '../../guest/ram.js';
@@ -17,8 +18,6 @@ import { StreamEnded, StreamReader } from '../stream/reader.js';
 import { RamLoader } from './ram-load.js';
 
 export interface LoadWorkerData {
-  /** The thread's own duplicate of the main channel's descriptor; it closes it. */
-  fd: number;
   /** Where guest RAM is (GuestRam.backing), its size and block name, GuestRam.knownZero and faultedIn. */
   ram: RamBacking;
   size: number;
@@ -56,7 +55,13 @@ export interface LoadReply {
   failure?: LoadFailure;
 }
 
-export type ToLoadWorker = LoadRequest | { kind: 'close' };
+/** The thread's own duplicate of the main channel's descriptor; it closes it. */
+export interface AttachRequest {
+  kind: 'attach';
+  fd: number;
+}
+
+export type ToLoadWorker = AttachRequest | LoadRequest | { kind: 'close' };
 export type FromLoadWorker = { kind: 'ready' } | LoadReply;
 
 /**
@@ -71,22 +76,28 @@ const READ_AHEAD = 256 << 10;
 const port = parentPort!;
 const data = workerData as LoadWorkerData;
 setActiveProfile(data.profile);
-const input = new SocketInput(data.fd);
-input.socket.on('error', () => undefined); // the reader reports it as the stream's end
-const reader = new StreamReader(input, undefined, READ_AHEAD);
 const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero, data.faultedIn));
+/** The main channel, from attach on. */
+let input: SocketInput | undefined;
+let reader: StreamReader;
 
 port.on('message', (m: ToLoadWorker) => {
+  if (m.kind === 'attach') {
+    input = new SocketInput(m.fd);
+    input.socket.on('error', () => undefined); // the reader reports it as the stream's end
+    reader = new StreamReader(input, undefined, READ_AHEAD);
+    return;
+  }
   if (m.kind === 'close') {
-    input.socket.destroy();
+    input?.socket.destroy();
     port.close();
     return;
   }
-  void load(m).then((reply) => port.postMessage(reply, [reply.rest.buffer as ArrayBuffer]));
+  void load(input!, m).then((reply) => port.postMessage(reply, [reply.rest.buffer as ArrayBuffer]));
 });
 port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
 
-async function load(req: LoadRequest): Promise<LoadReply> {
+async function load(input: SocketInput, req: LoadRequest): Promise<LoadReply> {
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
   loader.pages = 0;
