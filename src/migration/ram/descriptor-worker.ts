@@ -25,18 +25,23 @@ export function startWorker(url: URL, data: object): Promise<Worker | undefined>
   });
 }
 
+/** A duplicate of `fd` for a thread of its own, or undefined where none can be had (no addon, a closed descriptor). */
+export function duplicateOf(fd: number): number | undefined {
+  try {
+    return dupFd(fd);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * startWorker() with `data(duplicate)`, the thread's own duplicate of `fd`; undefined where `fd`
  * cannot be duplicated or the thread does not start (the duplicate is then closed here, once:
  * after ready the thread owns it, and its number may be reused).
  */
 export async function startWithDuplicate(url: URL, fd: number, data: (duplicate: number) => object): Promise<Worker | undefined> {
-  let duplicate: number;
-  try {
-    duplicate = dupFd(fd);
-  } catch {
-    return undefined;
-  }
+  const duplicate = duplicateOf(fd);
+  if (duplicate === undefined) return undefined;
   const worker = await startWorker(url, data(duplicate));
   if (!worker) {
     try {

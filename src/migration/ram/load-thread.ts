@@ -16,8 +16,7 @@ import { activeProfile } from '../../profiles/index.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
-import { dupFd } from '../../native/dup-fd.js';
-import { startWorker } from './descriptor-worker.js';
+import { duplicateOf, startWorker } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
 import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, ToLoadWorker } from './load-worker.js';
 
@@ -56,12 +55,8 @@ export class LoadThread {
   /** Gives the thread its own duplicate of the main channel `input` reads; false where it cannot read that channel. */
   attach(input: ByteSource): boolean {
     if (this.failure || !(input instanceof SocketInput) || input.fd === undefined) return false;
-    let fd: number;
-    try {
-      fd = dupFd(input.fd);
-    } catch {
-      return false;
-    }
+    const fd = duplicateOf(input.fd);
+    if (fd === undefined) return false;
     this.input = input;
     this.post({ kind: 'attach', fd }); // the thread owns the duplicate from here on
     return true;

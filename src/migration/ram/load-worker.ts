@@ -77,27 +77,26 @@ const port = parentPort!;
 const data = workerData as LoadWorkerData;
 setActiveProfile(data.profile);
 const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero, data.faultedIn));
-/** The main channel, from attach on. */
-let input: SocketInput | undefined;
-let reader: StreamReader;
+/** The main channel and its reader, from attach on (the main thread sends no load before). */
+let channel: { input: SocketInput; reader: StreamReader } | undefined;
 
 port.on('message', (m: ToLoadWorker) => {
   if (m.kind === 'attach') {
-    input = new SocketInput(m.fd);
+    const input = new SocketInput(m.fd);
     input.socket.on('error', () => undefined); // the reader reports it as the stream's end
-    reader = new StreamReader(input, undefined, READ_AHEAD);
+    channel = { input, reader: new StreamReader(input, undefined, READ_AHEAD) };
     return;
   }
   if (m.kind === 'close') {
-    input?.socket.destroy();
+    channel?.input.socket.destroy();
     port.close();
     return;
   }
-  void load(input!, m).then((reply) => port.postMessage(reply, [reply.rest.buffer as ArrayBuffer]));
+  void load(channel!, m).then((reply) => port.postMessage(reply, [reply.rest.buffer as ArrayBuffer]));
 });
 port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
 
-async function load(input: SocketInput, req: LoadRequest): Promise<LoadReply> {
+async function load({ input, reader }: { input: SocketInput; reader: StreamReader }, req: LoadRequest): Promise<LoadReply> {
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
   loader.pages = 0;
