@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -371,16 +371,43 @@ export function makeTempDir(prefix = 'qmigd-pair-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-/** A TCP port free on loopback right now. */
+/**
+ * A TCP port free on loopback right now, for a listener another process binds later.
+ *
+ * It is drawn at random from below the kernel's ephemeral range (ip_local_port_range): a port
+ * the kernel hands out itself (to a `listen(0)` or to the local end of any outgoing connection)
+ * could be taken again by another process in the moment between this check and the bind, which
+ * is how a QEMU started in parallel with other tests failed with "Address already in use".
+ */
 export async function freePort(): Promise<number> {
+  const [low, high] = pickRange();
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free TCP port on loopback in ${low}-${high}`);
+}
+
+/** Up to 10,000 ports just below the ephemeral range, or those above it when few are below. */
+function pickRange(): [number, number] {
+  let [first, last] = [32768, 60999];
+  try {
+    const parsed = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (parsed.length === 2 && parsed.every(Number.isInteger)) [first, last] = parsed;
+  } catch {
+    // not Linux: keep the kernel's default
+  }
+  const below: [number, number] = [Math.max(1024, first - 10000), first - 1];
+  const above: [number, number] = [last + 1, 65535];
+  return below[1] - below[0] >= above[1] - above[0] ? below : above;
+}
+
+function canListen(port: number): Promise<boolean> {
   const s = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', resolve);
+  return new Promise((resolve) => {
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 /**
