@@ -73,7 +73,7 @@ export interface MigrationServiceEnv {
   coloHeartbeatTimeoutMs: number;
   /** -sandbox on,spawn=deny: exec: URIs fail as QEMU's fork would under a seccomp filter. */
   spawnDenied: boolean;
-  /** --page-thread: plain outgoing migrations send their pages from a thread of their own. */
+  /** --page-thread: plain and XBZRLE outgoing migrations send their pages from a thread of their own. */
   pageThread: boolean;
   /** Registers the migration with yank while it runs; returns the unregister function. */
   registerYank: (yank: () => void) => () => void;

@@ -120,6 +120,8 @@ export class OutgoingMigration {
   private pageThread?: Promise<PageThread | undefined>;
   /** The page thread once it is up: the pages go from here until then. */
   private pageThreadUp?: PageThread;
+  /** The page thread has taken the pages (from then on it sends them all). */
+  private pagesOnThread = false;
   /** migrate-start-postcopy came: the next iteration switches to postcopy (start_postcopy). */
   private postcopyAsked = false;
   /** In postcopy: the destination's page requests, sent ahead of the background pass. */
@@ -352,8 +354,8 @@ export class OutgoingMigration {
       // checkpoints stop halfway through the pages), postcopy (its page requests and pauses are
       // served here, on the channel this thread would keep open) nor under a channel fault (the
       // bytes must pass this thread's hooks).
-      if (env.pageThread && this.ram.plain && !env.caps['x-colo'] && !env.caps['postcopy-ram'] && !faults.channelArmed) {
-        this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap);
+      if (env.pageThread && this.ram.threadable && !env.caps['x-colo'] && !env.caps['postcopy-ram'] && !faults.channelArmed) {
+        this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap, this.ram.xbzrleCacheSize);
         void this.pageThread.then((t) => (this.pageThreadUp = t));
       }
       if (this.multifd?.greetingBytes) {
@@ -532,7 +534,13 @@ export class OutgoingMigration {
 
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
   private async sendPages(stop: () => boolean): Promise<void> {
-    if (this.pageThreadUp) return this.sendPagesOnThread(this.pageThreadUp, stop);
+    // The thread takes over once it is up, unless this side's XBZRLE cache was used meanwhile.
+    const thread = this.pageThreadUp;
+    if (thread && this.ram!.threadable) {
+      if (!this.pagesOnThread) this.env.log.info('pages go from the page thread from here on');
+      this.pagesOnThread = true;
+      return this.sendPagesOnThread(thread, stop);
+    }
     const w = this.writer;
     const requests = this.requests;
     let slice = performance.now();

@@ -42,27 +42,34 @@ t.test('256 MiB of random RAM with a converging workload', async (t) => {
   t.match(await p.src.qmp.cmd('migrate', { uri: p.uri }), { error: { desc: "Can't migrate the vm that was paused due to previous migration" } });
 });
 
-t.test('xbzrle: re-sent pages travel as deltas, and a live downtime-limit change lets it finish', async (t) => {
-  const ram = await randomRamFile(256 * MiB);
-  const p = await startPair({ memory: '256M', srcArgs: ['--memory-file', ram, '--dirty-rate', '1G', '--dirty-pattern', 'hot:1'] });
-  t.teardown(p.stop);
-  await setCaps(p.src, { xbzrle: true });
-  // A 1 ms downtime cannot be met while the hot pages keep changing this fast: the passes go
-  // on, each re-sending the hot pages as deltas.
-  await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0, 'downtime-limit': 1, 'xbzrle-cache-size': 16 * MiB });
-  await p.src.qmp.ok('migrate', { uri: p.uri });
-  const during = await untilInfo(p.src, (i) => ((i['xbzrle-cache'] as Record<string, number> | undefined)?.pages ?? 0) > 1000);
-  t.equal(during.status, 'active');
-  t.equal((during['xbzrle-cache'] as Msg)['cache-size'], 16 * MiB);
-  await p.src.qmp.ok('migrate-set-parameters', { 'downtime-limit': 300 });
-  await migrationStatus(p.src, 'completed');
-  await migrationStatus(p.dst, 'completed');
-  t.equal(await digest(p.dst), await digest(p.src), 'RAM identical after XBZRLE deltas');
-  const info = (await p.src.qmp.ok('query-migrate')) as Msg;
-  const x = info['xbzrle-cache'] as Record<string, number>;
-  t.ok(x.pages > 1000 && x['cache-miss'] > 0, `cache hits ${x.pages}, misses ${x['cache-miss']}`);
-  t.ok(x.bytes > 0 && x.bytes < x.pages * 4096, 'deltas are smaller than the pages they replace');
-});
+// With --page-thread on, the page thread keeps the cache and sends the deltas.
+for (const thread of ['off', 'on']) {
+  t.test(`xbzrle, --page-thread ${thread}: re-sent pages travel as deltas, and a live downtime-limit change lets it finish`, async (t) => {
+    const ram = await randomRamFile(256 * MiB);
+    const p = await startPair({ memory: '256M', srcArgs: ['--memory-file', ram, '--dirty-rate', '1G', '--dirty-pattern', 'hot:1', '--page-thread', thread] });
+    t.teardown(p.stop);
+    await setCaps(p.src, { xbzrle: true });
+    // A 1 ms downtime cannot be met while the hot pages keep changing this fast: the passes go
+    // on, each re-sending the hot pages as deltas.
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0, 'downtime-limit': 1, 'xbzrle-cache-size': 16 * MiB });
+    await p.src.qmp.ok('migrate', { uri: p.uri });
+    const during = await untilInfo(p.src, (i) => ((i['xbzrle-cache'] as Record<string, number> | undefined)?.pages ?? 0) > 1000);
+    t.equal(during.status, 'active');
+    t.equal((during['xbzrle-cache'] as Msg)['cache-size'], 16 * MiB);
+    await p.src.qmp.ok('migrate-set-parameters', { 'downtime-limit': 300 });
+    await migrationStatus(p.src, 'completed');
+    await migrationStatus(p.dst, 'completed');
+    t.equal(await digest(p.dst), await digest(p.src), 'RAM identical after XBZRLE deltas');
+    const info = (await p.src.qmp.ok('query-migrate')) as Msg;
+    const x = info['xbzrle-cache'] as Record<string, number>;
+    t.ok(x.pages > 1000 && x['cache-miss'] > 0, `cache hits ${x.pages}, misses ${x['cache-miss']}`);
+    t.ok(x.bytes > 0 && x.bytes < x.pages * 4096, 'deltas are smaller than the pages they replace');
+    const r = info.ram as Record<string, number>;
+    t.equal(r.remaining, 0);
+    t.ok(r.normal >= 65536, 'every random page was sent whole at least once');
+    t.equal(p.src.daemon.stderr().includes('pages go from the page thread'), thread === 'on', `the page thread ${thread === 'on' ? 'sent' : 'did not send'} the pages`);
+  });
+}
 
 t.test('auto-converge throttles a workload that outruns max-bandwidth until it converges', async (t) => {
   const p = await startPair({ memory: '16M', srcArgs: ['--memory-file', await randomRamFile(16 * MiB), '--dirty-rate', '64M', '--dirty-pattern', 'hot:25'] });

@@ -64,36 +64,40 @@ for (const c of transfers) {
 
 t.test('xbzrle: a QEMU 7.2 source sends XBZRLE pages to qmigd over several passes', { skip }, (t) => xbzrleFromQemu(t, '7.2', work));
 
-t.test('xbzrle: qmigd sends XBZRLE pages to QEMU 7.2 over several passes while its guest writes', { skip }, async (t) => {
-  const size = 4 * MiB;
-  const image = mixedRam(size, 90);
-  const uri = `tcp:127.0.0.1:${await freePort()}`;
-  const dst = await startEnd(t, 'qemu', '7.2', { size, incoming: 'defer' });
-  // The guest rewrites its hottest 5% (52 pages) all the time, 16 bytes per write.
-  const src = await startEnd(t, 'qmigd', '7.2', { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '256M', '--dirty-pattern', 'hot:5'] });
-  await caps(dst, ['events']);
-  await caps(src, ['events', 'xbzrle']);
-  // 512 KiB/s and a 1 ms downtime: pass 1 takes about a second, pass 2 sends the hot pages whole
-  // (cache misses), and from pass 3 on their XBZRLE deltas fill each 100 ms window, so it never
-  // converges by itself.
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 512 * 1024, 'downtime-limit': 1 });
-  await dst.qmp.ok('migrate-incoming', { uri });
-  await src.qmp.ok('migrate', { uri });
-  const mid = await until(src, (i) => (i.status !== 'setup' && i.status !== 'active') || (ramInfo(i)['dirty-sync-count']! >= 6 && xbzrleInfo(i).bytes! > 0), 'XBZRLE passes');
-  t.comment(`after several passes: ${JSON.stringify({ status: mid.status, passes: ramInfo(mid)['dirty-sync-count'], xbzrle: mid['xbzrle-cache'] })}`);
-  t.equal(mid.status, 'active', 'still iterating with XBZRLE pages');
-  t.ok(xbzrleInfo(mid).pages! > 0 && xbzrleInfo(mid)['cache-miss']! > 0, 'cache misses first, then cache hits');
-  // 52 pages at ~512 KiB/s fit in 10 s of downtime: the next window ends it.
-  await src.qmp.ok('migrate-set-parameters', { 'downtime-limit': 10000 });
-  const end = await finished(src);
-  t.equal(end.status, 'completed', 'source completed');
-  t.equal((await finished(dst)).status, 'completed', 'destination completed');
-  t.comment(`at the end: ${JSON.stringify({ passes: ramInfo(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
-  t.ok(ramInfo(end)['dirty-sync-count']! > ramInfo(mid)['dirty-sync-count']!, 'a last pass after the change');
-  t.ok(xbzrleInfo(end).pages! > 0 && xbzrleInfo(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
-  t.equal(await runState(src), 'postmigrate', 'source run state');
-  await sameRam(t, src, dst, size);
-});
+// With --page-thread on, the deltas are made on the page thread, the guest writing meanwhile.
+for (const thread of ['off', 'on']) {
+  t.test(`xbzrle: qmigd (--page-thread ${thread}) sends XBZRLE pages to QEMU 7.2 over several passes while its guest writes`, { skip }, async (t) => {
+    const size = 4 * MiB;
+    const image = mixedRam(size, 90);
+    const uri = `tcp:127.0.0.1:${await freePort()}`;
+    const dst = await startEnd(t, 'qemu', '7.2', { size, incoming: 'defer' });
+    // The guest rewrites its hottest 5% (52 pages) all the time, 16 bytes per write.
+    const src = await startEnd(t, 'qmigd', '7.2', { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '256M', '--dirty-pattern', 'hot:5', '--page-thread', thread] });
+    await caps(dst, ['events']);
+    await caps(src, ['events', 'xbzrle']);
+    // 512 KiB/s and a 1 ms downtime: pass 1 takes about a second, pass 2 sends the hot pages whole
+    // (cache misses), and from pass 3 on their XBZRLE deltas fill each 100 ms window, so it never
+    // converges by itself.
+    await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 512 * 1024, 'downtime-limit': 1 });
+    await dst.qmp.ok('migrate-incoming', { uri });
+    await src.qmp.ok('migrate', { uri });
+    const mid = await until(src, (i) => (i.status !== 'setup' && i.status !== 'active') || (ramInfo(i)['dirty-sync-count']! >= 6 && xbzrleInfo(i).bytes! > 0), 'XBZRLE passes');
+    t.comment(`after several passes: ${JSON.stringify({ status: mid.status, passes: ramInfo(mid)['dirty-sync-count'], xbzrle: mid['xbzrle-cache'] })}`);
+    t.equal(mid.status, 'active', 'still iterating with XBZRLE pages');
+    t.ok(xbzrleInfo(mid).pages! > 0 && xbzrleInfo(mid)['cache-miss']! > 0, 'cache misses first, then cache hits');
+    // 52 pages at ~512 KiB/s fit in 10 s of downtime: the next window ends it.
+    await src.qmp.ok('migrate-set-parameters', { 'downtime-limit': 10000 });
+    const end = await finished(src);
+    t.equal(end.status, 'completed', 'source completed');
+    t.equal((await finished(dst)).status, 'completed', 'destination completed');
+    t.comment(`at the end: ${JSON.stringify({ passes: ramInfo(end)['dirty-sync-count'], xbzrle: end['xbzrle-cache'] })}`);
+    t.ok(ramInfo(end)['dirty-sync-count']! > ramInfo(mid)['dirty-sync-count']!, 'a last pass after the change');
+    t.ok(xbzrleInfo(end).pages! > 0 && xbzrleInfo(end).bytes! > 0, 'xbzrle-cache.pages and .bytes > 0');
+    t.equal(await runState(src), 'postmigrate', 'source run state');
+    await sameRam(t, src, dst, size);
+    t.equal(src.log().includes('pages go from the page thread'), thread === 'on', `the page thread ${thread === 'on' ? 'sent' : 'did not send'} the pages`);
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // 3. The return path, recorded by a proxy between the ends.

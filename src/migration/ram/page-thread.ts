@@ -4,8 +4,8 @@
  * runs the main thread is free: QMP, events, the workload, timers.
  *
  * Where the page thread cannot be had (the addon is not built, the descriptor cannot be
- * duplicated) the migration keeps its page loop on the main thread; so does a migration that is
- * not plain (RamSaver.plain) or whose channel is a file.
+ * duplicated) the migration keeps its page loop on the main thread; so does one whose pages the
+ * thread cannot send (RamSaver.threadable) or whose channel is a file.
  */
 import type { Worker } from 'node:worker_threads';
 import type { GuestRam } from '../../guest/ram.js';
@@ -29,7 +29,7 @@ export class PageThread {
   }
 
   /** Starts the thread for `channel`; undefined where it cannot write that channel. */
-  static async start(channel: OutgoingChannel, ram: GuestRam, bitmap: DirtyBitmap): Promise<PageThread | undefined> {
+  static async start(channel: OutgoingChannel, ram: GuestRam, bitmap: DirtyBitmap, xbzrleCacheSize?: number): Promise<PageThread | undefined> {
     const target = channel.descriptor;
     const knownZero = ram.knownZero;
     if (!target || !knownZero) return undefined;
@@ -41,6 +41,7 @@ export class PageThread {
       ramId: ram.id,
       bitmap: bitmap.words.buffer as SharedArrayBuffer,
       knownZero: knownZero.buffer as SharedArrayBuffer,
+      xbzrleCacheSize,
     }) satisfies PageWorkerData);
     return worker && new PageThread(worker);
   }
@@ -85,5 +86,5 @@ export class PageThread {
 
 /** A slice that sent nothing because the thread cannot: the channel fails with `error`. */
 function nothingSent(at: ScanPosition, error: string): SliceResult {
-  return { scan: at.scan, blockSent: at.blockSent, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error };
+  return { scan: at.scan, blockSent: at.blockSent, pages: 0, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error };
 }

@@ -1,7 +1,8 @@
 /**
  * The page thread (QEMU's migration thread, for the pages): it walks the dirty bitmap, decides
- * zero or normal, frames the records and writes them to the main channel through its own
+ * zero, XBZRLE or normal, frames the records and writes them to the main channel through its own
  * duplicate of the channel's descriptor, in slices the migration on the main thread asks for.
+ * With XBZRLE the cache lives here, from the migration's start to its end.
  * Between slices the main thread owns the bitmap and the stream; during one it only reads the
  * statistics the slice will report, so QMP is answered while the pages move.
  *
@@ -15,6 +16,7 @@ import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { OutgoingChannel, type ChannelKind } from '../channels/outgoing-channel.js';
 import { StreamWriter } from '../stream/writer.js';
 import { putNormalPage, putZeroPage } from './page-records.js';
+import { emptyTally, XbzrlePages, type XbzrleTally } from './xbzrle-pages.js';
 
 export interface PageWorkerData {
   /** The thread's own duplicate of the main channel's descriptor; it closes it. */
@@ -27,6 +29,8 @@ export interface PageWorkerData {
   /** The migration bitmap's words, and GuestRam.knownZero. */
   bitmap: SharedArrayBuffer;
   knownZero: SharedArrayBuffer;
+  /** With XBZRLE: xbzrle-cache-size. */
+  xbzrleCacheSize?: number;
 }
 
 /** The scan's place between slices (RamSaver's scan and blockSent). */
@@ -35,7 +39,21 @@ export interface ScanPosition {
   blockSent: boolean;
 }
 
-export interface SliceRequest extends ScanPosition {
+/** What RamSaver says of XBZRLE for a slice. */
+export interface XbzrleStage {
+  /** A round was complete: pages already sent go as deltas. */
+  active: boolean;
+  /** dirty-sync-count */
+  age: number;
+  lastStage: boolean;
+}
+
+/** Where a slice starts (RamSaver.position). */
+export interface SlicePosition extends ScanPosition {
+  xbzrle?: XbzrleStage;
+}
+
+export interface SliceRequest extends SlicePosition {
   /** Stop once this many bytes went out (the rate limit's budget left; Infinity: none). */
   budget: number;
   /** Stop after this long. */
@@ -45,6 +63,8 @@ export interface SliceRequest extends ScanPosition {
 }
 
 export interface SliceResult extends ScanPosition {
+  /** Pages taken from the bitmap: normal, duplicate, and those XBZRLE sent as deltas or not at all. */
+  pages: number;
   normal: number;
   duplicate: number;
   /** Bytes of records written, every one on the socket when this is posted. */
@@ -53,6 +73,8 @@ export interface SliceResult extends ScanPosition {
   exhausted: boolean;
   /** The channel's error (QEMU's words), once it failed. */
   error?: string;
+  /** With XBZRLE: what the slice counted, and whether XBZRLE is active after it. */
+  xbzrle?: XbzrleTally & { active: boolean };
 }
 
 export type ToPageWorker = ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
@@ -68,6 +90,7 @@ const bitmap = new DirtyBitmap(ram.pages, data.bitmap);
 const knownZero = new Uint8Array(data.knownZero);
 const channel = OutgoingChannel.ofDuplicate(data.fd, data.what);
 const writer = new StreamWriter();
+const xbzrle = data.xbzrleCacheSize === undefined ? undefined : new XbzrlePages(data.xbzrleCacheSize);
 
 let turn = Promise.resolve();
 port.on('message', (m: ToPageWorker) => {
@@ -90,24 +113,36 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
   const start = performance.now();
   const before = w.written;
   let { scan, blockSent } = req;
+  const stage = xbzrle && req.xbzrle;
+  let pages = 0;
   let normal = 0;
   let duplicate = 0;
   let exhausted = false;
   for (let n = 1; channel.usable; n++) {
     if ((n & 15) === 0 && (w.written - before >= req.budget || performance.now() - start > req.ms)) break;
     let page = bitmap.nextSet(scan);
-    if (page < 0) page = bitmap.nextSet(0); // a round ends: wrap
+    if (page < 0) {
+      // A round ends: wrap, and from now on XBZRLE may be used.
+      if (stage) stage.active = true;
+      page = bitmap.nextSet(0);
+    }
     if (page < 0) {
       scan = 0;
       exhausted = true;
       break;
     }
     bitmap.clear(page);
+    pages++;
     scan = page + 1;
     const offset = page * PAGE_SIZE;
     if (req.zeroPages && (knownZero[page] === 1 || ram.isZero(page))) {
       putZeroPage(w, offset, data.ramId, blockSent);
       duplicate++;
+      if (stage?.active) xbzrle!.zeroSent(offset, stage.age, stage.lastStage);
+    } else if (stage?.active) {
+      const put = xbzrle!.put(w, { offset, data: ram.page(page), blockId: data.ramId, continued: blockSent, age: stage.age, lastStage: stage.lastStage });
+      if (put === 'unchanged') continue;
+      if (put === 'whole') normal++;
     } else {
       putNormalPage(w, offset, ram.page(page), data.ramId, blockSent);
       normal++;
@@ -117,7 +152,12 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
   }
   await flush();
   await channel.drained();
-  return { scan, blockSent, normal, duplicate, bytes: w.written - before, exhausted, error: channel.error };
+  const result: SliceResult = { scan, blockSent, pages, normal, duplicate, bytes: w.written - before, exhausted, error: channel.error };
+  if (stage) {
+    result.xbzrle = { ...xbzrle!.tally, active: stage.active };
+    Object.assign(xbzrle!.tally, emptyTally());
+  }
+  return result;
 }
 
 async function flush(): Promise<void> {

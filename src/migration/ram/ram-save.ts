@@ -6,14 +6,13 @@
  * them into sections and decides when to stop (rate limit, time slice).
  */
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { PAGE_SIZE, ZERO_PAGE, type GuestRam } from '../../guest/ram.js';
+import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import type { MigrationParameters } from '../params.js';
-import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
+import { RamFlag } from '../stream/constants.js';
 import type { StreamWriter } from '../stream/writer.js';
-import { PageCache } from './page-cache.js';
-import { putNormalPage, putPageHeader, putZeroPage } from './page-records.js';
-import type { ScanPosition, SliceResult } from './page-worker.js';
-import { xbzrleEncode } from './xbzrle.js';
+import { putNormalPage, putZeroPage } from './page-records.js';
+import type { SlicePosition, SliceResult } from './page-worker.js';
+import { XbzrlePages, type XbzrleTally } from './xbzrle-pages.js';
 
 export interface RamCounters {
   transferred: number;
@@ -28,13 +27,9 @@ export interface RamCounters {
   multifdBytes: number;
 }
 
-export interface XbzrleCounters {
-  bytes: number;
-  pages: number;
-  cacheMiss: number;
+export interface XbzrleCounters extends XbzrleTally {
   cacheMissRate: number;
   encodingRate: number;
-  overflow: number;
 }
 
 export interface RamSaverOptions {
@@ -73,8 +68,7 @@ export class RamSaver {
     transferred: 0, duplicate: 0, normal: 0, dirtySyncCount: 0, dirtyPagesRate: 0, precopyBytes: 0, downtimeBytes: 0, postcopyBytes: 0, multifdBytes: 0,
   };
   readonly xbzrleCounters: XbzrleCounters = { bytes: 0, pages: 0, cacheMiss: 0, cacheMissRate: 0, encodingRate: 0, overflow: 0 };
-  private cache?: PageCache;
-  private readonly encoded = Buffer.alloc(PAGE_SIZE);
+  private readonly xbzrle?: XbzrlePages;
   /** Set after the first complete pass (find_dirty_block): XBZRLE only helps for re-sent pages. */
   private xbzrleActive = false;
   /** The block of the last page record, so the next one may say CONTINUE. It spans sections. */
@@ -93,7 +87,7 @@ export class RamSaver {
     private readonly opts: RamSaverOptions,
   ) {
     this.bitmap = new DirtyBitmap(ram.pages);
-    if (opts.xbzrle) this.cache = new PageCache(Number(opts.params()['xbzrle-cache-size']));
+    if (opts.xbzrle) this.xbzrle = new XbzrlePages(Number(this.cacheSize), this.xbzrleCounters);
   }
 
   get remainingBytes(): number {
@@ -102,6 +96,11 @@ export class RamSaver {
 
   get cacheSize(): bigint {
     return this.opts.params()['xbzrle-cache-size'];
+  }
+
+  /** The size of the XBZRLE cache this migration has, if it has one. */
+  get xbzrleCacheSize(): number | undefined {
+    return this.xbzrle && Number(this.cacheSize);
   }
 
   /** ram_save_setup(): every page dirty, the block list, then the first sync (the caller ends it with EOS). */
@@ -207,7 +206,7 @@ export class RamSaver {
     if (page < 0) {
       // Hit the end: a complete round is done, and from now on XBZRLE may be used.
       this.opts.onRoundEnd?.(w);
-      if (this.cache) this.xbzrleActive = true;
+      if (this.xbzrle) this.xbzrleActive = true;
       page = this.bitmap.nextSet(0);
       if (page < 0) {
         this.scan = 0;
@@ -266,8 +265,7 @@ export class RamSaver {
     if (zero) {
       this.sent(putZeroPage(w, offset, this.ram.id, this.continued()));
       this.counters.duplicate++;
-      // A cached copy of a page that is now zero would be stale (xbzrle_cache_zero_page).
-      if (this.xbzrleActive && !this.lastStage) this.cache!.insert(offset, ZERO_PAGE, this.counters.dirtySyncCount);
+      if (this.xbzrleActive) this.xbzrle!.zeroSent(offset, this.counters.dirtySyncCount, this.lastStage);
       return;
     }
     if (multifd) {
@@ -276,51 +274,18 @@ export class RamSaver {
       this.counters.normal++;
       return;
     }
-    const inRam = this.ram.page(page);
-    let data: Uint8Array = inRam;
+    const data = this.ram.page(page);
     if (this.xbzrleActive && !this.inPostcopy) {
-      const result = this.saveXbzrle(w, offset, data);
-      if (result.done) return;
-      data = result.data;
+      const before = w.written;
+      const put = this.xbzrle!.put(w, { offset, data, blockId: this.ram.id, continued: this.blockSent, age: this.counters.dirtySyncCount, lastStage: this.lastStage });
+      if (put === 'unchanged') return;
+      this.blockSent = true;
+      this.sent(w.written - before);
+      if (put === 'whole') this.counters.normal++;
+      return;
     }
-    // Guest RAM goes by reference; a copy from the XBZRLE cache must be taken now, since the
-    // cache slot may be updated before the channel writes it.
-    if (data === inRam) this.sent(putNormalPage(w, offset, inRam, this.ram.id, this.continued()));
-    else {
-      this.sent(putPageHeader(w, offset, RamFlag.PAGE, this.ram.id, this.continued()) + PAGE_SIZE);
-      w.bytes(data);
-    }
+    this.sent(putNormalPage(w, offset, data, this.ram.id, this.continued()));
     this.counters.normal++;
-  }
-
-  /** save_xbzrle_page(): done, or the data a normal page record must carry. */
-  private saveXbzrle(w: StreamWriter, offset: number, current: Uint8Array): { done: boolean; data: Uint8Array } {
-    const cache = this.cache!;
-    const x = this.xbzrleCounters;
-    const age = this.counters.dirtySyncCount;
-    if (!cache.isCached(offset, age)) {
-      x.cacheMiss++;
-      // Sent whole this time; cached so that the next change is a delta against what was sent.
-      if (!this.lastStage && cache.insert(offset, current, age)) return { done: false, data: cache.get(offset) };
-      return { done: false, data: current };
-    }
-    x.pages++;
-    const cached = cache.get(offset);
-    const len = xbzrleEncode(cached, current, this.encoded, PAGE_SIZE);
-    if (len === 0) return { done: true, data: current }; // unchanged: nothing to send
-    if (!this.lastStage) cached.set(current); // the cache now holds what the destination will hold
-    if (len < 0) {
-      x.overflow++;
-      x.bytes += PAGE_SIZE;
-      return { done: false, data: this.lastStage ? current : cached };
-    }
-    const n = putPageHeader(w, offset, RamFlag.XBZRLE, this.ram.id, this.continued());
-    w.u8(ENCODING_FLAG_XBZRLE);
-    w.be16(len);
-    w.bytes(this.encoded.subarray(0, len));
-    x.bytes += n + 3 + len - 8;
-    this.sent(n + 3 + len);
-    return { done: true, data: current };
   }
 
   /** Whether the next page record may say CONTINUE (its block was named before); it will be. */
@@ -331,28 +296,37 @@ export class RamSaver {
   }
 
   /**
-   * Whether the page loop may run on the page thread (page-thread.ts): plain pages, whose records
-   * need nothing but RAM, the bitmap and where the scan is; not XBZRLE (its cache lives here),
-   * multifd (which queues pages here) or mapped-ram (which writes a file at offsets).
+   * Whether the page loop may run on the page thread (page-thread.ts): pages whose records need
+   * nothing but RAM, the bitmap, where the scan is and, with XBZRLE, a cache, which the thread
+   * keeps from the start: so only while this side's cache is still empty. Not multifd (which
+   * queues pages here) nor mapped-ram (which writes a file at offsets).
    */
-  get plain(): boolean {
-    return !this.cache && !this.opts.multifd && !this.opts.mapped;
+  get threadable(): boolean {
+    return !this.opts.multifd && !this.opts.mapped && (this.xbzrle?.untouched ?? true);
   }
 
-  /** Where the scan stands, for the page thread's next slice. */
-  get position(): ScanPosition {
-    return { scan: this.scan, blockSent: this.blockSent };
+  /** Where the scan stands and what XBZRLE may do, for the page thread's next slice. */
+  get position(): SlicePosition {
+    const xbzrle = this.xbzrle && { active: this.xbzrleActive, age: this.counters.dirtySyncCount, lastStage: this.lastStage };
+    return { scan: this.scan, blockSent: this.blockSent, xbzrle };
   }
 
   /** What a slice of the page thread did, as if saveNext() had done it here. */
   absorb(slice: SliceResult): void {
     this.scan = slice.scan;
     this.blockSent = slice.blockSent;
-    this.dirtyPages -= slice.normal + slice.duplicate;
-    this.pagesSaved += slice.normal + slice.duplicate;
+    this.dirtyPages -= slice.pages;
+    this.pagesSaved += slice.pages;
     this.counters.normal += slice.normal;
     this.counters.duplicate += slice.duplicate;
     this.sent(slice.bytes);
+    if (!slice.xbzrle) return;
+    const x = this.xbzrleCounters;
+    x.bytes += slice.xbzrle.bytes;
+    x.pages += slice.xbzrle.pages;
+    x.cacheMiss += slice.xbzrle.cacheMiss;
+    x.overflow += slice.xbzrle.overflow;
+    this.xbzrleActive = slice.xbzrle.active;
   }
 
   /** ram_transferred_add(): precopy-bytes while the guest runs, then postcopy- or downtime-bytes. */
@@ -384,7 +358,7 @@ export class RamSaver {
   private updateRates(now: number): void {
     this.counters.dirtyPagesRate = Math.floor((this.period.dirtyPages * 1000) / (now - this.period.start));
     const pages = this.pagesSaved - this.period.pagesPrev;
-    if (!pages || !this.cache) return;
+    if (!pages || !this.xbzrle) return;
     const x = this.xbzrleCounters;
     const pr = this.period;
     x.cacheMissRate = (x.cacheMiss - pr.xbzrleMissPrev) / pages;
