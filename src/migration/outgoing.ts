@@ -162,7 +162,12 @@ export class OutgoingMigration {
     // multifd with mapped-ram writes the same file from several threads; here one writer does.
     if (this.env.caps.multifd && !capability(this.env.caps, 'mapped-ram') && this.status === 'setup') {
       try {
-        this.multifd = await MultifdSender.open(uri, this.env.params()['multifd-channels'], this.env.guest.ram, (n) => this.ram?.counters && this.countMultifd(n));
+        this.multifd = await MultifdSender.open(uri, this.env.params()['multifd-channels'], this.env.guest.ram, (sent) => {
+          if (!this.ram) return;
+          this.countMultifd(sent.bytes);
+          this.ram.counters.normal += sent.normal;
+          this.ram.counters.duplicate += sent.zero;
+        });
       } catch (err) {
         if (this.env.state.change('setup', 'failed')) this.error = (err as Error).message;
         this.channel.shutdown();

@@ -217,6 +217,8 @@ export interface Recording {
   toSrc: () => Buffer;
   /** Towards the destination on the connection that opens with QEMU_VM_FILE_MAGIC ("QEVM"): the main channel, whichever connection it is (multifd channels open with their own magic). */
   mainToDst: () => Buffer;
+  /** Towards the destination on each connection, in the order they came. */
+  allToDst: () => Buffer[];
   /** Both sides of the first proxied connection have closed. */
   closed: Promise<void>;
   /** The network fails: every proxied connection is reset, both ways. */
@@ -257,6 +259,7 @@ export async function recordingProxy(t: Test, target: number): Promise<Recording
     toDst: () => joined(0, 'toDst'),
     toSrc: () => joined(0, 'toSrc'),
     mainToDst: () => conns.map((_, i) => joined(i, 'toDst')).find((b) => b.subarray(0, 4).toString('latin1') === 'QEVM') ?? Buffer.alloc(0),
+    allToDst: () => conns.map((_, i) => joined(i, 'toDst')),
     closed,
     cut: () => sockets.forEach((s) => s.resetAndDestroy()),
   };

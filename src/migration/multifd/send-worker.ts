@@ -1,12 +1,13 @@
 /**
  * One multifd channel's thread (multifd_send_thread): it opens its own connection, greets, and
  * writes the packets the migration hands it, their pages straight from the shared guest RAM.
- * The page work (headers, and the copy into the socket) runs here, off the main thread, so the
- * channels use the machine's other cores.
+ * The page work (headers, the copy into the socket and, with zero-page-detection=multifd, telling
+ * zero pages from the others: multifd_send_zero_page_detect()) runs here, off the main thread,
+ * so the channels use the machine's other cores.
  *
  * Messages in (from MultifdSender): packet, drain, end, shutdown. Messages out: ready or failed
- * (after connecting), sent {bytes} as packets leave, failed once the channel breaks, and
- * drained {error} in answer to drain.
+ * (after connecting), sent as packets leave, failed once the channel breaks, and drained
+ * {error} in answer to drain.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { OutgoingChannel } from '../channels/outgoing-channel.js';
@@ -14,6 +15,7 @@ import type { MigrationUri } from '../channels/uri.js';
 import { pageOffset, PAGE_SIZE, PageStore, type RamBacking, SEGMENT_BYTES } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { encodeHeader, encodeInit } from './format.js';
+import type { PacketSent } from './sender.js';
 import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
 
 export interface SendWorkerData {
@@ -27,10 +29,13 @@ export interface SendWorkerData {
   profile: ProfileId;
   /** The faults on this channel (src/faults/in-thread.ts). */
   faults: ThreadFault[];
+  /** GuestRam.knownZero: pages never written, zero without a look. */
+  knownZero?: Uint8Array;
 }
 
 export type ToSendWorker =
-  | { kind: 'packet'; flags: number; packetNum: bigint; offsets: number[]; zeroOffsets: number[] }
+  /** `detect`: `offsets` are still to be told apart, zero or not, here. */
+  | { kind: 'packet'; flags: number; packetNum: bigint; offsets: number[]; zeroOffsets: number[]; detect: boolean }
   | { kind: 'drain' }
   | { kind: 'end' }
   | { kind: 'shutdown'; reason?: string };
@@ -38,16 +43,36 @@ export type ToSendWorker =
 export type FromSendWorker =
   | { kind: 'ready' }
   | { kind: 'failed'; message: string }
-  | { kind: 'sent'; bytes: number }
+  /** `charged`: what the packet was counted as in flight; `counted`: what it carried, where this thread told its pages apart. */
+  | { kind: 'sent'; charged: number; counted?: PacketSent }
   | { kind: 'drained'; error?: string }
   | { kind: 'fault-fired' };
 
 const port = parentPort!;
-const { uri, id, ram: backing, size, ramId, profile, faults } = workerData as SendWorkerData;
+const { uri, id, ram: backing, size, ramId, profile, faults, knownZero } = workerData as SendWorkerData;
 setActiveProfile(profile);
 followFaults(port, faults);
 const ram = new PageStore(size, backing);
 const post = (m: FromSendWorker): void => port.postMessage(m);
+
+/**
+ * multifd_send_zero_page_detect(): the zero pages move to the end, each swapped with the last
+ * page not yet looked at, so that the packet lists its pages in the order QEMU's does.
+ */
+function splitZero(pages: number[]): { offsets: number[]; zeroOffsets: number[] } {
+  const all = pages.slice();
+  let i = 0;
+  for (let j = all.length - 1; i <= j; ) {
+    const page = all[i]! / PAGE_SIZE;
+    if (knownZero?.[page] !== 1 && !ram.isZero(page)) {
+      i++;
+      continue;
+    }
+    all[i] = all[j]!;
+    all[j--] = page * PAGE_SIZE;
+  }
+  return { offsets: all.slice(0, i), zeroOffsets: all.slice(i) };
+}
 
 /** The pages as views of RAM, pages adjacent in one segment of RAM joined into one piece. */
 function pageRuns(offsets: number[]): Buffer[] {
@@ -83,9 +108,11 @@ port.on('message', (m: ToSendWorker) => {
 async function handle(m: ToSendWorker): Promise<void> {
   switch (m.kind) {
     case 'packet': {
-      const header = encodeHeader({ flags: m.flags, packetNum: m.packetNum, block: ramId, offsets: m.offsets, zeroOffsets: m.zeroOffsets });
-      const bytes = header.length + m.offsets.length * PAGE_SIZE;
-      await channel.write([header, ...pageRuns(m.offsets)], () => post({ kind: 'sent', bytes }));
+      const { offsets, zeroOffsets } = m.detect ? splitZero(m.offsets) : m;
+      const header = encodeHeader({ flags: m.flags, packetNum: m.packetNum, block: ramId, offsets, zeroOffsets });
+      const counted = m.detect ? { bytes: header.length + offsets.length * PAGE_SIZE, normal: offsets.length, zero: zeroOffsets.length } : undefined;
+      const sent: FromSendWorker = { kind: 'sent', charged: header.length + m.offsets.length * PAGE_SIZE, counted };
+      await channel.write([header, ...pageRuns(offsets)], () => post(sent));
       if (channel.error && !reported) {
         reported = true;
         post({ kind: 'failed', message: channel.error });

@@ -2,7 +2,8 @@
  * The source's multifd channels (multifd_send_*): pages are queued here instead of the main
  * stream and leave in packets of up to 128 pages, round robin over the channels; at every sync
  * point of the main stream (profile.multifd.sync) each channel gets a SYNC packet. Zero pages
- * travel as offsets only, where the release has them in packets (zero-page-detection=multifd).
+ * travel as offsets only, where the release has them in packets (zero-page-detection=multifd);
+ * the channel threads then tell them from the others, as QEMU's do.
  *
  * Each channel is a worker thread (send-worker.ts) with its own connection that writes pages
  * from the shared guest RAM; this side only decides which pages go where, and holds back when
@@ -21,6 +22,13 @@ const WORKER = new URL('./send-worker.js', import.meta.url);
 /** Bytes a channel may have queued before the migration waits for it. */
 const IN_FLIGHT = 8 << 20;
 
+/** What a packet counts: its bytes, and the pages its channel told apart (else none). */
+export interface PacketSent {
+  bytes: number;
+  normal: number;
+  zero: number;
+}
+
 class ChannelThread {
   error?: string;
   /** Bytes handed over and not yet written to the socket. */
@@ -29,9 +37,15 @@ class ChannelThread {
   private wake?: () => void;
   private drainedReply?: (error?: string) => void;
 
-  private constructor(private readonly worker: Worker) {
+  private constructor(
+    private readonly worker: Worker,
+    private readonly onSent: (sent: PacketSent) => void,
+  ) {
     worker.on('message', (m: FromSendWorker) => {
-      if (m.kind === 'sent') this.inFlight -= m.bytes;
+      if (m.kind === 'sent') {
+        this.inFlight -= m.charged;
+        if (m.counted) this.onSent(m.counted);
+      }
       else if (m.kind === 'failed') this.error ??= m.message;
       else if (m.kind === 'drained') {
         this.error ??= m.error;
@@ -44,7 +58,7 @@ class ChannelThread {
   }
 
   /** Starts the thread; resolves once its connection is open and greeted. */
-  static start(data: Omit<SendWorkerData, 'faults'>): Promise<ChannelThread> {
+  static start(data: Omit<SendWorkerData, 'faults'>, onSent: (sent: PacketSent) => void): Promise<ChannelThread> {
     const worker = new Worker(WORKER, { workerData: { ...data, faults: faults.forThread(data.id) } satisfies SendWorkerData });
     worker.unref();
     shareFaults(worker, data.id);
@@ -52,7 +66,7 @@ class ChannelThread {
       const first = (m: FromSendWorker): void => {
         if (m.kind === 'fault-fired') return; // shareFaults' business
         worker.off('message', first);
-        if (m.kind === 'ready') resolve(new ChannelThread(worker));
+        if (m.kind === 'ready') resolve(new ChannelThread(worker, onSent));
         else reject(new Error(m.kind === 'failed' ? m.message : `multifd: unexpected ${m.kind}`));
       };
       worker.on('message', first);
@@ -112,29 +126,36 @@ class ChannelThread {
 export class MultifdSender {
   /** Bytes sent on the channels (multifd-bytes). */
   bytes = 0;
-  /** Page offsets, each with whether it goes as a zero page. */
-  private queued: Array<{ offset: number; zero: boolean }> = [];
+  /** Page offsets, each with whether it goes as a zero page (undefined: its channel finds out). */
+  private queued: QueuedPage[] = [];
   private next = 0;
   private packetNum = 0n;
 
   private constructor(
     private readonly channels: ChannelThread[],
-    private readonly onSent: (bytes: number) => void,
+    private readonly onSent: (sent: PacketSent) => void,
   ) {}
 
-  /** Opens `count` channels to the destination, each starting with its greeting. */
-  static async open(uri: MigrationUri, count: number, ram: GuestRam, onSent: (bytes: number) => void): Promise<MultifdSender> {
+  /**
+   * Opens `count` channels to the destination, each starting with its greeting. `onSent` hears
+   * what each packet counts: as it is handed to its channel, as 7.2's multifd_send_pages()
+   * counts; or where its channel tells the pages apart (zero-page-detection=multifd), once it is
+   * on the socket, as the channel threads of 9.0+ count.
+   */
+  static async open(uri: MigrationUri, count: number, ram: GuestRam, onSent: (sent: PacketSent) => void): Promise<MultifdSender> {
     if (uri.kind !== 'tcp' && uri.kind !== 'unix') throw new Error('multifd is not supported by current protocol');
     const channels: ChannelThread[] = [];
+    const sender = new MultifdSender(channels, onSent);
     try {
       // One after another: the destination numbers the connections in the order they arrive.
       const profile = activeProfile().id;
-      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ uri, id, ram: ram.backing, size: ram.size, ramId: ram.id, profile }));
+      const data = { uri, ram: ram.backing, size: ram.size, ramId: ram.id, profile, knownZero: ram.knownZero };
+      for (let id = 0; id < count; id++) channels.push(await ChannelThread.start({ ...data, id }, (sent) => sender.count(sent)));
     } catch (err) {
       for (const ch of channels) ch.shutdown();
       throw err;
     }
-    return new MultifdSender(channels, onSent);
+    return sender;
   }
 
   /** What the greetings count in multifd-bytes (profile.multifd.greetingCounted). */
@@ -146,8 +167,11 @@ export class MultifdSender {
     return this.channels.find((c) => c.error)?.error;
   }
 
-  /** multifd_queue_page(); `zero`: the page goes as a zero page (its data is not sent). */
-  queue(offset: number, zero = false): void {
+  /**
+   * multifd_queue_page(); `zero`: whether the page goes as a zero page (its data is not sent),
+   * undefined for its channel to find out (zero-page-detection=multifd).
+   */
+  queue(offset: number, zero?: boolean): void {
     this.queued.push({ offset, zero });
   }
 
@@ -185,20 +209,31 @@ export class MultifdSender {
     for (const ch of this.channels) ch.shutdown(reason);
   }
 
-  private async packet(flags: number, pages: Array<{ offset: number; zero: boolean }>, channel?: ChannelThread): Promise<void> {
+  private async packet(flags: number, pages: QueuedPage[], channel?: ChannelThread): Promise<void> {
     const ch = channel ?? this.channels[this.next++ % this.channels.length]!;
     await ch.room();
     this.post(flags, pages, ch);
   }
 
-  private post(flags: number, pages: Array<{ offset: number; zero: boolean }>, channel?: ChannelThread): void {
+  private post(flags: number, pages: QueuedPage[], channel?: ChannelThread): void {
     const ch = channel ?? this.channels[this.next++ % this.channels.length]!;
     if (!ch.usable) return;
+    // The pages of a packet are all told apart here or all in the channel.
+    const detect = pages.length > 0 && pages[0]!.zero === undefined;
     const offsets = pages.filter((p) => !p.zero).map((p) => p.offset);
     const zeroOffsets = pages.filter((p) => p.zero).map((p) => p.offset);
     const size = HEADER_BYTES + offsets.length * PAGE_SIZE;
-    this.bytes += size;
-    this.onSent(size);
-    ch.post({ kind: 'packet', flags, packetNum: this.packetNum++, offsets, zeroOffsets }, size);
+    if (!detect) this.count({ bytes: size, normal: 0, zero: 0 });
+    ch.post({ kind: 'packet', flags, packetNum: this.packetNum++, offsets, zeroOffsets, detect }, size);
   }
+
+  private count(sent: PacketSent): void {
+    this.bytes += sent.bytes;
+    this.onSent(sent);
+  }
+}
+
+interface QueuedPage {
+  offset: number;
+  zero?: boolean;
 }

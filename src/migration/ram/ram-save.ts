@@ -48,7 +48,7 @@ export interface RamSaverOptions {
   /** MigrationStats' `transferred` as the release counts it (auto-converge's period reads it). */
   transferred?: () => number;
   /** With multifd: pages go to the channels instead of the main stream (`zero`: as a zero page). */
-  multifd?: { queue(offset: number, zero: boolean): void };
+  multifd?: { queue(offset: number, zero?: boolean): void };
   /**
    * The scan passed the end of RAM (find_dirty_block() wrapping round): 8.1+ syncs the multifd
    * channels there and says so on the main stream.
@@ -240,6 +240,12 @@ export class RamSaver {
   private savePage(w: StreamWriter, page: number): void {
     const offset = page * PAGE_SIZE;
     const detection = this.opts.params()['zero-page-detection'] ?? 'legacy';
+    const multifd = this.inPostcopy ? undefined : this.opts.multifd;
+    if (multifd && detection === 'multifd' && !this.opts.mapped) {
+      // multifd_send_zero_page_detect(): the channel's thread reads the page and counts it.
+      multifd.queue(offset);
+      return;
+    }
     // Whether the page goes as a zero page, however the path below sends one.
     const zero = detection !== 'none' && (this.ram.surelyZero(page) || this.ram.isZero(page));
     const mapped = this.opts.mapped;
@@ -255,11 +261,9 @@ export class RamSaver {
       this.counters.normal++;
       return;
     }
-    const multifd = this.inPostcopy ? undefined : this.opts.multifd;
-    if (multifd && detection !== 'legacy') {
-      multifd.queue(offset, zero);
-      if (zero) this.counters.duplicate++;
-      else this.counters.normal++;
+    if (multifd && detection === 'none') {
+      multifd.queue(offset, false);
+      this.counters.normal++;
       return;
     }
     if (zero) {
