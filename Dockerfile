@@ -13,6 +13,7 @@ COPY data ./data
 COPY bin ./bin
 COPY test ./test
 COPY bench ./bench
+COPY tools ./tools
 RUN npm ci && npm prune --omit=dev
 
 FROM node:20-bookworm-slim

@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
-import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export type ReceiverHandle = { readonly __receiver: unique symbol };
 
@@ -24,7 +24,7 @@ export interface Binding {
 }
 
 /** Where node-gyp leaves the addon (this module runs from dist/src/native). */
-const ADDON = resolve(import.meta.dirname, '..', '..', '..', 'native', 'build', 'Release', 'qmigd_native.node');
+const ADDON = fileURLToPath(new URL('../../../native/build/Release/qmigd_native.node', import.meta.url));
 
 let binding: Binding | undefined;
 let loadError: Error | undefined;
