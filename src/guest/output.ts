@@ -17,12 +17,10 @@ export class GuestOutput {
   private epoch = 0;
   private seq = 0;
   private readonly listeners = new Set<(p: OutputPacket) => void>();
-  private readonly timer: NodeJS.Timeout;
+  /** Ticks only while someone listens (COLO's compare): an idle daemon does not wake up. */
+  private timer?: NodeJS.Timeout;
 
-  constructor(private readonly running: () => boolean) {
-    this.timer = setInterval(() => this.emit(), PERIOD_MS);
-    this.timer.unref();
-  }
+  constructor(private readonly running: () => boolean) {}
 
   /** A checkpoint: both replicas start the next epoch from the same state. */
   startEpoch(epoch: number): void {
@@ -32,7 +30,16 @@ export class GuestOutput {
 
   onPacket(listener: (p: OutputPacket) => void): () => void {
     this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.emit(), PERIOD_MS);
+      this.timer.unref();
+    }
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size > 0 || !this.timer) return;
+      clearInterval(this.timer);
+      this.timer = undefined;
+    };
   }
 
 

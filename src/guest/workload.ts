@@ -64,15 +64,13 @@ export class Workload {
   private last = performance.now();
   private cursor = 0;
   private seed = 0x9e3779b9;
-  private readonly timer: NodeJS.Timeout;
+  /** Ticks only while a rate is set: an idle daemon does not wake up (100 times a second). */
+  private timer?: NodeJS.Timeout;
 
   constructor(
     private readonly ram: GuestRam,
     private readonly guestRunning: () => boolean,
-  ) {
-    this.timer = setInterval(() => this.advance(), TICK_MS);
-    this.timer.unref();
-  }
+  ) {}
 
   get active(): boolean {
     return this.rate > 0 && this.guestRunning();
@@ -82,6 +80,14 @@ export class Workload {
     this.rate = rate;
     if (pattern) this.pattern = pattern;
     this.owed = 0;
+    if (rate > 0 && !this.timer) {
+      this.last = performance.now();
+      this.timer = setInterval(() => this.advance(), TICK_MS);
+      this.timer.unref();
+    } else if (rate <= 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
   }
 
 
