@@ -14,7 +14,8 @@
  *  4. XBZRLE codec throughput (xbzrle.ts)
  *  5. COLO checkpoints and failover (colo.ts)
  *  6. what hostile QMP clients cost: memory, and the other clients' latency (qmp-abuse.ts)
- *  7. start-up as libvirt sees it, qmigd-qemu beside QEMU 7.2 and a bare Node process (startup.ts)
+ *  7. start-up as libvirt sees it, qmigd-qemu beside QEMU 7.2 and a bare Node process, and the
+ *     CPU each uses idle (startup.ts)
  *
  * Which qmigd release each row runs: the Debian QEMU here is 7.2, while qmigd's default release
  * is 10.0 (QEMU 10.0 is only reachable here through a chroot wrapper, whose start-up and
@@ -38,7 +39,7 @@ import { COMPARED_RELEASE, DEFAULT_RELEASE, implName, makeContext, MAX_BANDWIDTH
 import { pumpOnce, pumpResult, type PumpResult, type PumpRun } from './pump.js';
 import { abuseBench, printAbuse, type AbuseResult } from './qmp-abuse.js';
 import { IDLE_SAMPLES, idleQmpBench } from './qmp-idle.js';
-import { startupBench, STARTUP_RUNS, type StartupRow } from './startup.js';
+import { IDLE_MS, startupBench, STARTUP_RUNS, type StartupRow } from './startup.js';
 import { xbzrleBench, type XbzrleRow } from './xbzrle.js';
 
 const RESULTS = resolve(import.meta.dirname, '..', '..', 'bench', 'results.json');
@@ -481,7 +482,11 @@ async function main(): Promise<void> {
     console.log(`## Start-up (${STARTUP_RUNS} runs each, interleaved; ms p50 / max)`);
     console.log('');
     const cell = (q?: Quantiles): string => (q ? `${fmt(q.p50, 0)} / ${fmt(q.max, 0)}` : '—');
-    table(['program', 'exec → qmp_capabilities answered', `libvirt's probe: exec → -daemonize returns → ${'last answer'}`], startup.map((r) => [r.program, cell(r.firstReply), cell(r.probe)]));
+    const idle = (v?: number): string => (v === undefined ? '—' : `${(v * 100).toFixed(2)} %`);
+    table(
+      ['program', 'exec → qmp_capabilities answered', `libvirt's probe: exec → -daemonize returns → ${'last answer'}`, `idle: CPU in ${IDLE_MS / 1000} s after it answered (share of a core)`],
+      startup.map((r) => [r.program, cell(r.firstReply), cell(r.probe), idle(r.idleCpu)]),
+    );
   }
   const totalSec = (performance.now() - startedAt) / 1000;
   console.log('');

@@ -7,6 +7,8 @@
  *  - libvirt's probe: libvirt's probe command line with -daemonize and -pidfile (timed from exec
  *    until the command exits, the monitor is reached and the probe's questions are answered:
  *    the first session of reference/libvirt's probe transcript, up to the CPU model queries).
+ *  - idle: the CPU a process uses in IDLE_MS once it has answered (-M none, running, no client
+ *    asking), once per program.
  *
  * qmigd-qemu runs as QEMU 7.2 (QMIGD_QEMU_VERSION=7.2), the release of the QEMU beside it, so
  * like is compared with like; a second row shows it as its default release. (QEMU 10.0 here is
@@ -54,7 +56,12 @@ export interface StartupRow {
   role: 'qemu' | 'qmigd' | 'qmigd-default' | 'floor';
   firstReply?: Quantiles;
   probe?: Quantiles;
+  /** CPU (user + system) an idle process used in IDLE_MS, as a share of one core. */
+  idleCpu?: number;
 }
+
+/** How long the idle process is watched, after its first answer and a second to settle. */
+export const IDLE_MS = 10_000;
 
 /** A QMP client that counts the replies (not events) it has read. */
 class Counter {
@@ -113,6 +120,38 @@ async function firstReply(command: string[], dir: string, env?: NodeJS.ProcessEn
   }
 }
 
+/** utime + stime of `pid`, in ms (/proc/PID/stat fields 14 and 15, in clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * The CPU a process that has answered and then waits (the guest running, nobody asking) uses:
+ * what each of a hundred idle daemons on one host costs.
+ */
+async function idleCpu(command: string[], dir: string, env?: NodeJS.ProcessEnv): Promise<number> {
+  const sock = join(dir, 'idle.sock');
+  rmSync(sock, { force: true });
+  const proc = spawn(command[0]!, [...command.slice(1), '-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore', env: env ?? process.env });
+  const exited = new Promise((r) => proc.once('exit', r));
+  try {
+    const c = new Counter(await connect(sock, performance.now() + 10000, proc));
+    await c.until(1);
+    c.socket.write('{"execute":"qmp_capabilities"}\n');
+    await c.until(2);
+    await sleep(1000);
+    const before = cpuMs(proc.pid!);
+    await sleep(IDLE_MS);
+    const used = cpuMs(proc.pid!) - before;
+    c.socket.destroy();
+    return used / IDLE_MS;
+  } finally {
+    proc.kill('SIGKILL');
+    await exited;
+  }
+}
+
 /** libvirt's probe, exec to the last answer, in ms. */
 async function probe(program: string, dir: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const sock = join(dir, 'qmp.monitor');
@@ -159,7 +198,9 @@ export async function startupBench(withQemu: boolean): Promise<StartupRow[]> {
       }
     }
     rows.push({ program: 'Node floor (listen + greet)', role: 'floor', firstReply: quantiles(floor) });
-    for (const [j, { name, role }] of programs.entries()) rows.push({ program: name, role, firstReply: quantiles(first[j]!), probe: quantiles(probes[j]!) });
+    for (const [j, { name, role, bin, env }] of programs.entries()) {
+      rows.push({ program: name, role, firstReply: quantiles(first[j]!), probe: quantiles(probes[j]!), idleCpu: await idleCpu([bin], dir, env) });
+    }
     return rows;
   } finally {
     rmSync(dir, { recursive: true, force: true });
