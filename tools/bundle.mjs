@@ -1,11 +1,14 @@
 /**
- * Bundles each program's main thread (bin/qmigd, bin/qmigd-qemu) into one file of dist/, after
- * tsc: Node 20's ES module loader pays for every file it opens, resolves and links, and the
- * daemon is over a hundred of them, which was most of its start-up beyond Node's own.
+ * Bundles each program's main thread (bin/qmigd, bin/qmigd-qemu) and each worker thread into
+ * files of dist/src/bundles/, after tsc: Node 20's ES module loader pays for every file it opens,
+ * resolves and links, and the daemon is over a hundred of them, which was most of its start-up
+ * beyond Node's own; a worker thread so loaded also kept a few MiB more.
  *
  * Each module keeps what `import.meta.url` meant for it, as a URL relative to the bundle, so
- * paths found from it (data/, schema/, the addon, the worker threads' files, which stay
- * unbundled) do not move. Node's `require` is given to the bundled CommonJS packages.
+ * paths found from it (data/, schema/, the addon) do not move; except where a module names a
+ * worker thread's file (`new URL('./X-worker.js', import.meta.url)`), which then is the bundled
+ * worker beside it. Node's `require` is given to the bundled CommonJS packages. Split, so that
+ * -daemonize's waiting parent loads only what it runs.
  */
 import { build } from 'esbuild';
 import { readFile } from 'node:fs/promises';
@@ -14,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = join(root, 'dist', 'src', 'bundles');
+const WORKERS = ['migration/ram/page-worker', 'migration/ram/load-worker', 'migration/multifd/send-worker', 'migration/multifd/recv-worker'];
+const WORKER_URL = /new URL\('\.\/([a-z]+-worker)\.js', import\.meta\.url\)/g;
 
 const ownImportMeta = {
   name: 'own-import-meta-url',
@@ -21,13 +26,21 @@ const ownImportMeta = {
     b.onLoad({ filter: /[\\/]dist[\\/]src[\\/].*\.js$/ }, async (args) => {
       const source = await readFile(args.path, 'utf8');
       const own = `new URL(${JSON.stringify(relative(outdir, args.path).split('\\').join('/'))}, import.meta.url).href`;
-      return { contents: source.replaceAll('import.meta.url', own), loader: 'js' };
+      const contents = source
+        .split(WORKER_URL)
+        .map((part, i) => (i % 2 === 1 ? `new URL('./${part}.js', import.meta.url)` : part.replaceAll('import.meta.url', own)))
+        .join('');
+      return { contents, loader: 'js' };
     });
   },
 };
 
 await build({
-  entryPoints: { qmigd: join(root, 'dist/src/cli/main.js'), 'qmigd-qemu': join(root, 'dist/src/cli/qemu/main.js') },
+  entryPoints: {
+    qmigd: join(root, 'dist/src/cli/main.js'),
+    'qmigd-qemu': join(root, 'dist/src/cli/qemu/main.js'),
+    ...Object.fromEntries(WORKERS.map((w) => [w.split('/').pop(), join(root, `dist/src/${w}.js`)])),
+  },
   outdir,
   bundle: true,
   platform: 'node',
