@@ -45,8 +45,7 @@ class ChannelThread {
       if (m.kind === 'sent') {
         this.inFlight -= m.charged;
         if (m.counted) this.onSent(m.counted);
-      }
-      else if (m.kind === 'failed') this.error ??= m.message;
+      } else if (m.kind === 'failed') this.error ??= m.message;
       else if (m.kind === 'drained') {
         this.error ??= m.error;
         this.drainedReply?.(m.error);
