@@ -232,6 +232,11 @@ export class GuestRam extends PageStore {
     return this.knownZero !== undefined && this.knownZero[index] === 1;
   }
 
+  /** A source's zero-page test (buffer_is_zero): known to be zero, else read. */
+  holdsZero(index: number): boolean {
+    return this.surelyZero(index) || this.isZero(index);
+  }
+
   /**
    * Fills RAM from a file whose size must equal the RAM size exactly. Each slice is read straight
    * into RAM (the kernel's copy, off this thread), then its zero pages are marked known to be

@@ -11,7 +11,7 @@
  * ready, then a SliceResult per slice, in order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { PAGE_SIZE, PageStore, type RamBacking } from '../../guest/ram.js';
+import { GuestRam, PAGE_SIZE, type RamBacking } from '../../guest/ram.js';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { OutgoingChannel, type ChannelKind } from '../channels/outgoing-channel.js';
 import { StreamWriter } from '../stream/writer.js';
@@ -85,9 +85,8 @@ const FLUSH_BYTES = 1 << 20;
 
 const port = parentPort!;
 const data = workerData as PageWorkerData;
-const ram = new PageStore(data.size, data.ram);
+const ram = new GuestRam(data.ramId, data.size, data.ram, new Uint8Array(data.knownZero));
 const bitmap = new DirtyBitmap(ram.pages, data.bitmap);
-const knownZero = new Uint8Array(data.knownZero);
 const channel = OutgoingChannel.ofDuplicate(data.fd, data.what);
 const writer = new StreamWriter();
 const xbzrle = data.xbzrleCacheSize === undefined ? undefined : new XbzrlePages(data.xbzrleCacheSize);
@@ -135,7 +134,7 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
     pages++;
     scan = page + 1;
     const offset = page * PAGE_SIZE;
-    if (req.zeroPages && (knownZero[page] === 1 || ram.isZero(page))) {
+    if (req.zeroPages && ram.holdsZero(page)) {
       putZeroPage(w, offset, data.ramId, blockSent);
       duplicate++;
       if (stage?.active) xbzrle!.zeroSent(offset, stage.age, stage.lastStage);

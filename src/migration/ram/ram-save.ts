@@ -247,7 +247,7 @@ export class RamSaver {
       return;
     }
     // Whether the page goes as a zero page, however the path below sends one.
-    const zero = detection !== 'none' && (this.ram.surelyZero(page) || this.ram.isZero(page));
+    const zero = detection !== 'none' && this.ram.holdsZero(page);
     const mapped = this.opts.mapped;
     if (mapped) {
       // With multifd too the file is the same (the channels only write the pages in parallel).
