@@ -100,7 +100,7 @@ export class RamSaver {
 
   /** The size of the XBZRLE cache this migration has, if it has one. */
   get xbzrleCacheSize(): number | undefined {
-    return this.xbzrle && Number(this.cacheSize);
+    return this.xbzrle?.cacheSize;
   }
 
   /** ram_save_setup(): every page dirty, the block list, then the first sync (the caller ends it with EOS). */

@@ -49,6 +49,11 @@ export class XbzrlePages {
     this.cache = new PageCache(cacheSize);
   }
 
+  /** xbzrle-cache-size as the cache was made with it. */
+  get cacheSize(): number {
+    return this.cache.sizeBytes;
+  }
+
   /** Whether no page was cached yet (the page loop may still move to another thread). */
   get untouched(): boolean {
     return this.cache.usedItems === 0;
