@@ -99,25 +99,37 @@ async function connect(path: string, deadline: number, proc?: ChildProcess): Pro
   }
 }
 
+/**
+ * Spawns `command` with `args` (its monitor on `sock`), negotiates, and hands the process's pid
+ * to `answered` once qmp_capabilities is answered; the process is killed after.
+ */
+async function whenAnswered<T>(command: string[], args: string[], sock: string, env: NodeJS.ProcessEnv | undefined, answered: (pid: number) => T | Promise<T>): Promise<T> {
+  const proc = spawn(command[0]!, [...command.slice(1), ...args], { stdio: 'ignore', env: env ?? process.env });
+  const exited = new Promise((r) => proc.once('exit', r));
+  try {
+    const c = new Counter(await connect(sock, performance.now() + 10000, proc));
+    await c.until(1);
+    c.socket.write('{"execute":"qmp_capabilities"}\n');
+    await c.until(2);
+    try {
+      return await answered(proc.pid!);
+    } finally {
+      c.socket.destroy();
+    }
+  } finally {
+    proc.kill('SIGKILL');
+    await exited;
+  }
+}
+
+const monitorArgs = (sock: string): string[] => ['-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${sock},server=on,wait=off`];
+
 /** exec → greeting → qmp_capabilities answered, in ms. */
 async function firstReply(command: string[], dir: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const sock = join(dir, 'first.sock');
   rmSync(sock, { force: true });
   const t0 = performance.now();
-  const proc = spawn(command[0]!, [...command.slice(1), ...(command[0] === process.execPath ? [sock] : ['-S', '-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${sock},server=on,wait=off`])], { stdio: 'ignore', env: env ?? process.env });
-  const exited = new Promise((r) => proc.once('exit', r));
-  try {
-    const c = new Counter(await connect(sock, t0 + 10000, proc));
-    await c.until(1);
-    c.socket.write('{"execute":"qmp_capabilities"}\n');
-    await c.until(2);
-    const ms = performance.now() - t0;
-    c.socket.destroy();
-    return ms;
-  } finally {
-    proc.kill('SIGKILL');
-    await exited;
-  }
+  return whenAnswered(command, command[0] === process.execPath ? [sock] : ['-S', ...monitorArgs(sock)], sock, env, () => performance.now() - t0);
 }
 
 /** utime + stime of `pid`, in ms (/proc/PID/stat fields 14 and 15, in clock ticks of 10 ms). */
@@ -133,23 +145,12 @@ function cpuMs(pid: number): number {
 async function idleCpu(command: string[], dir: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const sock = join(dir, 'idle.sock');
   rmSync(sock, { force: true });
-  const proc = spawn(command[0]!, [...command.slice(1), '-M', 'none', '-display', 'none', '-nodefaults', '-qmp', `unix:${sock},server=on,wait=off`], { stdio: 'ignore', env: env ?? process.env });
-  const exited = new Promise((r) => proc.once('exit', r));
-  try {
-    const c = new Counter(await connect(sock, performance.now() + 10000, proc));
-    await c.until(1);
-    c.socket.write('{"execute":"qmp_capabilities"}\n');
-    await c.until(2);
+  return whenAnswered(command, monitorArgs(sock), sock, env, async (pid) => {
     await sleep(1000);
-    const before = cpuMs(proc.pid!);
+    const before = cpuMs(pid);
     await sleep(IDLE_MS);
-    const used = cpuMs(proc.pid!) - before;
-    c.socket.destroy();
-    return used / IDLE_MS;
-  } finally {
-    proc.kill('SIGKILL');
-    await exited;
-  }
+    return (cpuMs(pid) - before) / IDLE_MS;
+  });
 }
 
 /** libvirt's probe, exec to the last answer, in ms. */
