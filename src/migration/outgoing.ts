@@ -116,7 +116,7 @@ export class OutgoingMigration {
   private mapped?: MappedRamWriter;
   /** mapped-ram with multifd: the pages' bytes, which QEMU's channels would have written. */
   private mappedChannelBytes = 0;
-  /** The page thread, for a plain migration over a socket or pipe (page-thread.ts): shut and closed through this, up or not. */
+  /** The page thread, for a plain or XBZRLE migration over a socket or pipe (page-thread.ts): shut and closed through this, up or not. */
   private pageThread?: Promise<PageThread | undefined>;
   /** The page thread once it is up: the pages go from here until then. */
   private pageThreadUp?: PageThread;
