@@ -118,7 +118,7 @@ export class OutgoingMigration {
   private mappedChannelBytes = 0;
   /** The page thread, for a plain or XBZRLE migration over a socket or pipe (page-thread.ts): shut and closed through this, up or not. */
   private pageThread?: Promise<PageThread | undefined>;
-  /** The page thread once it is up: the pages go from here until then. */
+  /** The page thread once it is up (within setup): the pages go from here where it is not. */
   private pageThreadUp?: PageThread;
   /** The page thread has taken the pages (from then on it sends them all). */
   private pagesOnThread = false;
@@ -355,13 +355,14 @@ export class OutgoingMigration {
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     try {
       this.ram = this.ramSaver();
-      // Started now; it takes the pages from the first slice after it is up. Not for COLO (its
-      // checkpoints stop halfway through the pages), postcopy (its page requests and pauses are
-      // served here, on the channel this thread would keep open) nor under a channel fault (the
-      // bytes must pass this thread's hooks).
+      // Started now, and waited for at the end of setup. Not for COLO (its checkpoints stop
+      // halfway through the pages), postcopy (its page requests and pauses are served here, on
+      // the channel this thread would keep open) nor under a channel fault (the bytes must pass
+      // this thread's hooks).
       if (env.pageThread && this.ram.threadable && !env.caps['x-colo'] && !env.caps['postcopy-ram'] && !faults.channelArmed) {
-        this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap, this.ram.xbzrleCacheSize);
-        void this.pageThread.then((t) => (this.pageThreadUp = t));
+        // With multifd XBZRLE has no part: the pages go to the channels (ram_save_target_page()).
+        const xbzrleCacheSize = this.multifd ? undefined : this.ram.xbzrleCacheSize;
+        this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap, { xbzrleCacheSize, multifd: this.multifd, syncPerRound: this.syncPerRound });
       }
       if (this.multifd?.greetingBytes) {
         this.multifd.bytes += this.multifd.greetingBytes;
@@ -394,6 +395,9 @@ export class OutgoingMigration {
     }
     await this.endRamSection(false);
     await this.flush();
+    // Up before the first pass (as QEMU's migration thread is), so that every page goes from it;
+    // the first iteration's 50 ms are not spent waiting for it.
+    this.pageThreadUp = await this.pageThread;
     this.setupTime = Date.now() - setupStart;
     env.state.change('setup', 'active');
     this.window = { start: Date.now(), bytes: this.totalBytes, pages: 0 };
@@ -601,13 +605,14 @@ export class OutgoingMigration {
     await this.flush();
     await this.channel!.drained();
     if (!this.channel!.usable) return;
-    const zeroPages = (this.env.params()['zero-page-detection'] ?? 'legacy') !== 'none';
+    const detection = this.env.params()['zero-page-detection'] ?? 'legacy';
     // At least one slice, as the loop above sends at least one run: ram_save_iterate() looks at
     // the clock only after its first page, so every iteration sends something.
     do {
-      const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, zeroPages });
+      const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, detection, packets: this.multifd?.cursor });
       this.writer.written += r.bytes;
       this.ram!.absorb(r);
+      if (r.packets) this.multifd!.absorb(r.packets);
       if (r.error) this.channel!.fail(r.error);
       if (r.exhausted) return;
     } while (this.channel!.usable && !stop());

@@ -8,7 +8,8 @@
  * is compared at the end (pmemsave on QEMU's side, pmemsave and the digest on qmigd's).
  *
  * A paused qmigd source and a QEMU 10.0 source sending the same RAM to QEMU 10.0 must count the
- * same pages and the same multifd bytes: the same packets, zero pages and SYNCs.
+ * same pages and the same multifd bytes: the same packets, zero pages and SYNCs; so must qmigd
+ * with --page-thread on, whose page thread fills and posts the packets.
  */
 import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -98,6 +99,15 @@ async function until(e: End, done: (i: Msg) => boolean, what: string, timeoutMs 
 const finished = (e: End): Promise<Msg> => until(e, (i) => i.status === 'completed' || i.status === 'failed', 'the end of the migration');
 const ram = (i: Msg): Record<string, number> => (i.ram ?? {}) as Record<string, number>;
 
+const THREAD_LINE = 'pages go from the page thread from here on';
+
+/** The paused sources compared: QEMU 10.0, qmigd, and qmigd whose page thread scans and fills the packets. */
+const PAUSED_SOURCES: { name: string; kind: Kind; qmigdArgs: string[] }[] = [
+  { name: 'qemu', kind: 'qemu', qmigdArgs: [] },
+  { name: 'qmigd', kind: 'qmigd', qmigdArgs: ['-S'] },
+  { name: 'qmigd --page-thread on', kind: 'qmigd', qmigdArgs: ['-S', '--page-thread', 'on'] },
+];
+
 async function ramSha(t: Test, e: End): Promise<string> {
   const file = join(e.dir, `ram-${Date.now()}.dump`);
   await e.qmp.ok('pmemsave', { val: 0, size: SIZE, filename: file });
@@ -147,20 +157,22 @@ for (const mode of MODES) {
   });
 
   t.test(`multifd, zero-page-detection=${mode}: a paused qmigd counts what QEMU 10.0 counts for the same RAM`, { skip }, async (t) => {
-    const seen: Partial<Record<Kind, Record<string, number>>> = {};
-    for (const kind of ['qemu', 'qmigd'] as Kind[]) {
-      await t.test(`${kind} → QEMU 10.0`, async (t) => {
+    const seen: Record<string, Record<string, number>> = {};
+    for (const { name, kind, qmigdArgs } of PAUSED_SOURCES) {
+      await t.test(`${name} → QEMU 10.0`, async (t) => {
         const dst = await start(t, 'qemu', { incoming: true });
-        const src = await start(t, kind, { ramFile: image.path, qmigdArgs: ['-S'] });
+        const src = await start(t, kind, { ramFile: image.path, qmigdArgs });
         const r = await migrate(src, dst, mode);
         t.equal(r.src.status, 'completed');
         t.equal(r.dst.status, 'completed');
         t.equal(await ramSha(t, dst), image.sha, 'the destination holds the image');
-        seen[kind] = ram(r.src);
+        if (qmigdArgs.includes('--page-thread')) t.ok(src.log().includes(THREAD_LINE), 'the page thread sent pages');
+        seen[name] = ram(r.src);
       });
     }
-    const { qemu, qmigd } = seen as Record<Kind, Record<string, number>>;
-    for (const k of ['duplicate', 'normal', 'multifd-bytes', 'dirty-sync-count']) t.equal(qmigd[k], qemu[k], k);
+    for (const { name } of PAUSED_SOURCES.slice(1)) {
+      for (const k of ['duplicate', 'normal', 'multifd-bytes', 'dirty-sync-count']) t.equal(seen[name]![k], seen.qemu![k], `${name}: ${k}`);
+    }
   });
 }
 
@@ -185,19 +197,20 @@ function packetPages(channel: Buffer): string[] {
 // end of the packet, swapping it with the last page not yet looked at: qmigd's channel threads
 // must fill the packets the same way, page for page.
 t.test('multifd, zero-page-detection=multifd: a paused qmigd\'s channels list each packet\'s pages as QEMU 10.0\'s do', { skip }, async (t) => {
-  const seen: Partial<Record<Kind, string[]>> = {};
-  for (const kind of ['qemu', 'qmigd'] as Kind[]) {
-    await t.test(`${kind} → QEMU 10.0 through a recording proxy`, async (t) => {
+  const seen: Record<string, string[]> = {};
+  for (const { name, kind, qmigdArgs } of PAUSED_SOURCES) {
+    await t.test(`${name} → QEMU 10.0 through a recording proxy`, async (t) => {
       const dst = await start(t, 'qemu', { incoming: true });
-      const src = await start(t, kind, { ramFile: image.path, qmigdArgs: ['-S'] });
+      const src = await start(t, kind, { ramFile: image.path, qmigdArgs });
       let proxy: Recording | undefined;
       const r = await migrate(src, dst, 'multifd', {}, async (port) => (proxy = await recordingProxy(t, port)).port);
       t.equal(r.src.status, 'completed');
       t.equal(r.dst.status, 'completed');
-      seen[kind] = proxy!.allToDst().flatMap(packetPages).sort();
+      if (qmigdArgs.includes('--page-thread')) t.ok(src.log().includes(THREAD_LINE), 'the page thread sent pages');
+      seen[name] = proxy!.allToDst().flatMap(packetPages).sort();
     });
   }
-  const { qemu, qmigd } = seen as Record<Kind, string[]>;
-  t.ok(qemu.some((p) => /\d \| \d/.test(p)), `QEMU's packets mix normal and zero pages (${qemu.length} packets)`);
-  t.same(qmigd, qemu, 'the same packets, their pages in the same order');
+  const { qemu } = seen;
+  t.ok(qemu!.some((p) => /\d \| \d/.test(p)), `QEMU's packets mix normal and zero pages (${qemu!.length} packets)`);
+  for (const { name } of PAUSED_SOURCES.slice(1)) t.same(seen[name], qemu, `${name}: the same packets, their pages in the same order`);
 });

@@ -5,11 +5,13 @@
  * zero pages from the others: multifd_send_zero_page_detect()) runs here, off the main thread,
  * so the channels use the machine's other cores.
  *
- * Messages in (from MultifdSender): packet, drain, end, shutdown. Messages out: ready or failed
- * (after connecting), sent as packets leave, failed once the channel breaks, and drained
- * {error} in answer to drain.
+ * Messages in (from MultifdSender, and from the page thread through the port the first `port`
+ * message brings): packet, drain and end, taken in the order of their `seq`
+ * (channel-state.ts); shutdown, at once. Messages out: ready or failed (after connecting), sent
+ * as packets this thread counts leave, failed once the channel breaks, and drained {error} in
+ * answer to drain.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MigrationUri } from '../channels/uri.js';
 import { pageOffset, PAGE_SIZE, PageStore, type RamBacking, SEGMENT_BYTES } from '../../guest/ram.js';
@@ -17,6 +19,7 @@ import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { encodeHeader, encodeInit } from './format.js';
 import type { PacketSent } from './sender.js';
 import { followFaults, type ThreadFault } from '../../faults/in-thread.js';
+import { ChannelState } from './channel-state.js';
 
 export interface SendWorkerData {
   uri: MigrationUri;
@@ -31,29 +34,34 @@ export interface SendWorkerData {
   faults: ThreadFault[];
   /** GuestRam.knownZero: pages never written, zero without a look. */
   knownZero?: Uint8Array;
+  /** The channels' ChannelState memory. */
+  state: SharedArrayBuffer;
 }
 
 export type ToSendWorker =
-  /** `detect`: `offsets` are still to be told apart, zero or not, here. */
-  | { kind: 'packet'; flags: number; packetNum: bigint; offsets: number[]; zeroOffsets: number[]; detect: boolean }
-  | { kind: 'drain' }
-  | { kind: 'end' }
-  | { kind: 'shutdown'; reason?: string };
+  /** `detect`: `offsets` are still to be told apart, zero or not, here; `charged`: the bytes it was charged in flight. */
+  | { kind: 'packet'; seq: number; flags: number; packetNum: bigint; offsets: number[]; zeroOffsets: number[]; detect: boolean; charged: number }
+  | { kind: 'drain'; seq: number }
+  | { kind: 'end'; seq: number }
+  | { kind: 'shutdown'; reason?: string }
+  /** The page thread's way in. */
+  | { kind: 'port'; port: MessagePort };
 
 export type FromSendWorker =
   | { kind: 'ready' }
   | { kind: 'failed'; message: string }
-  /** `charged`: what the packet was counted as in flight; `counted`: what it carried, where this thread told its pages apart. */
-  | { kind: 'sent'; charged: number; counted?: PacketSent }
+  /** A packet whose pages this thread told apart left: what it carried. */
+  | { kind: 'sent'; counted: PacketSent }
   | { kind: 'drained'; error?: string }
   | { kind: 'fault-fired' };
 
 const port = parentPort!;
-const { uri, id, ram: backing, size, ramId, profile, faults, knownZero } = workerData as SendWorkerData;
+const { uri, id, ram: backing, size, ramId, profile, faults, knownZero, state: memory } = workerData as SendWorkerData;
 setActiveProfile(profile);
 followFaults(port, faults);
 const ram = new PageStore(size, backing);
 const post = (m: FromSendWorker): void => port.postMessage(m);
+const state = ChannelState.of(memory, id);
 
 /**
  * multifd_send_zero_page_detect(): the zero pages move to the end, each swapped with the last
@@ -98,23 +106,43 @@ try {
   process.exit(0);
 }
 
-// Messages are handled one after another: a packet waits for room on the socket before the next.
+// Messages are handled one after another, in their order: a packet waits for room on the socket
+// before the next. Those that came before their turn wait in `early`.
 let turn = Promise.resolve();
+let expected = 0;
+const early = new Map<number, ToSendWorker>();
 let reported = false;
-port.on('message', (m: ToSendWorker) => {
-  turn = turn.then(() => handle(m));
-});
+let pageThread: MessagePort | undefined;
+const receive = (m: ToSendWorker): void => {
+  // Now, not in turn: a packet waiting on a full socket must end.
+  if (m.kind === 'shutdown') return void handle(m);
+  if (m.kind === 'port') {
+    pageThread = m.port;
+    pageThread.on('message', receive);
+    return;
+  }
+  early.set(m.seq, m);
+  for (let next = early.get(expected); next; next = early.get(expected)) {
+    early.delete(expected++);
+    const now = next;
+    turn = turn.then(() => handle(now));
+  }
+};
+port.on('message', receive);
 
 async function handle(m: ToSendWorker): Promise<void> {
   switch (m.kind) {
     case 'packet': {
       const { offsets, zeroOffsets } = m.detect ? splitZero(m.offsets) : m;
       const header = encodeHeader({ flags: m.flags, packetNum: m.packetNum, block: ramId, offsets, zeroOffsets });
-      const counted = m.detect ? { bytes: header.length + offsets.length * PAGE_SIZE, normal: offsets.length, zero: zeroOffsets.length } : undefined;
-      const sent: FromSendWorker = { kind: 'sent', charged: header.length + m.offsets.length * PAGE_SIZE, counted };
-      await channel.write([header, ...pageRuns(offsets)], () => post(sent));
+      const counted = { bytes: header.length + offsets.length * PAGE_SIZE, normal: offsets.length, zero: zeroOffsets.length };
+      await channel.write([header, ...pageRuns(offsets)], () => {
+        state.discharge(m.charged);
+        if (m.detect) post({ kind: 'sent', counted });
+      });
       if (channel.error && !reported) {
         reported = true;
+        state.fail();
         post({ kind: 'failed', message: channel.error });
       }
       return;
@@ -125,11 +153,18 @@ async function handle(m: ToSendWorker): Promise<void> {
       return;
     case 'end':
       channel.end();
-      port.close();
+      closePorts();
       return;
     case 'shutdown':
       channel.shutdown(m.reason);
-      port.close();
+      closePorts();
       return;
+    case 'port':
+      return; // taken in receive()
   }
+}
+
+function closePorts(): void {
+  port.close();
+  pageThread?.close();
 }

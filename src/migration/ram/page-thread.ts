@@ -3,6 +3,8 @@
  * the main channel's descriptor, asks it for slices and hands back what each did. While a slice
  * runs the main thread is free: QMP, events, the workload, timers.
  *
+ * With multifd it gets a port to each channel thread, and posts the packets itself.
+ *
  * Where the page thread cannot be had (the addon is not built, the descriptor cannot be
  * duplicated) the migration keeps its page loop on the main thread; so does one whose pages the
  * thread cannot send (RamSaver.threadable) or whose channel is a file.
@@ -11,6 +13,7 @@ import type { Worker } from 'node:worker_threads';
 import type { GuestRam } from '../../guest/ram.js';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { OutgoingChannel } from '../channels/outgoing-channel.js';
+import type { MultifdSender } from '../multifd/sender.js';
 import { startWithDuplicate } from './descriptor-worker.js';
 import type { FromPageWorker, PageWorkerData, ScanPosition, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
 
@@ -29,10 +32,11 @@ export class PageThread {
   }
 
   /** Starts the thread for `channel`; undefined where it cannot write that channel. */
-  static async start(channel: OutgoingChannel, ram: GuestRam, bitmap: DirtyBitmap, xbzrleCacheSize?: number): Promise<PageThread | undefined> {
+  static async start(channel: OutgoingChannel, ram: GuestRam, bitmap: DirtyBitmap, pages: { xbzrleCacheSize?: number; multifd?: MultifdSender; syncPerRound: boolean }): Promise<PageThread | undefined> {
     const target = channel.descriptor;
     const knownZero = ram.knownZero;
     if (!target || !knownZero) return undefined;
+    const multifd = pages.multifd && { ...pages.multifd.pageThreadPorts(), syncPerRound: pages.syncPerRound };
     const worker = await startWithDuplicate(WORKER, target.fd, (fd) => ({
       fd,
       what: target.what,
@@ -41,8 +45,10 @@ export class PageThread {
       ramId: ram.id,
       bitmap: bitmap.words.buffer as SharedArrayBuffer,
       knownZero: knownZero.buffer as SharedArrayBuffer,
-      xbzrleCacheSize,
-    }) satisfies PageWorkerData);
+      xbzrleCacheSize: pages.xbzrleCacheSize,
+      multifd,
+    }) satisfies PageWorkerData, multifd?.ports);
+    if (!worker) for (const p of multifd?.ports ?? []) p.close();
     return worker && new PageThread(worker);
   }
 

@@ -6,6 +6,11 @@
  * Between slices the main thread owns the bitmap and the stream; during one it only reads the
  * statistics the slice will report, so QMP is answered while the pages move.
  *
+ * With multifd the pages go to the channels instead: the thread queues them and posts the packets
+ * to the channel threads through ports of its own (multifd/packet-queue.ts), taking the queue's
+ * place from the slice and handing it back with the result; zero pages found here (7.2's
+ * `legacy` detection) go as ZERO records on the main channel, as QEMU's do.
+ *
  * Messages in: slice (from where, how many bytes and milliseconds at most); shutdown (the channel
  * fails at once, so a slice waiting on a full socket ends); close (after the last slice). Out:
  * ready, then a SliceResult per slice, in order.
@@ -17,6 +22,12 @@ import { OutgoingChannel, type ChannelKind } from '../channels/outgoing-channel.
 import { StreamWriter } from '../stream/writer.js';
 import { putNormalPage, putZeroPage } from './page-records.js';
 import { emptyTally, XbzrlePages, type XbzrleTally } from './xbzrle-pages.js';
+import { RamFlag } from '../stream/constants.js';
+import type { ZeroPageDetection } from '../../profiles/profile.js';
+import { ChannelState } from '../multifd/channel-state.js';
+import { PacketQueue, type Lane, type PacketCursor } from '../multifd/packet-queue.js';
+import type { ChannelPorts } from '../multifd/sender.js';
+import type { ToSendWorker } from '../multifd/send-worker.js';
 
 export interface PageWorkerData {
   /** The thread's own duplicate of the main channel's descriptor; it closes it. */
@@ -31,6 +42,8 @@ export interface PageWorkerData {
   knownZero: SharedArrayBuffer;
   /** With XBZRLE: xbzrle-cache-size. */
   xbzrleCacheSize?: number;
+  /** With multifd: the channels (MultifdSender.pageThreadPorts), and whether they sync at each wrap of the scan (8.1+). */
+  multifd?: ChannelPorts & { syncPerRound: boolean };
 }
 
 /** The scan's place between slices (RamSaver's scan and blockSent). */
@@ -58,8 +71,10 @@ export interface SliceRequest extends SlicePosition {
   budget: number;
   /** Stop after this long. */
   ms: number;
-  /** zero-page-detection: with `none` zero pages go whole. */
-  zeroPages: boolean;
+  /** zero-page-detection: with `none` zero pages go whole; with `multifd` the channels find them. */
+  detection: ZeroPageDetection;
+  /** With multifd: the queue's place. */
+  packets?: PacketCursor;
 }
 
 export interface SliceResult extends ScanPosition {
@@ -75,6 +90,8 @@ export interface SliceResult extends ScanPosition {
   error?: string;
   /** With XBZRLE: what the slice counted, and whether XBZRLE is active after it. */
   xbzrle?: XbzrleTally & { active: boolean };
+  /** With multifd: the queue's place after the slice, and the packets' bytes counted as handed over (7.2). */
+  packets?: { cursor: PacketCursor; handedOver: number };
 }
 
 export type ToPageWorker = ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
@@ -90,6 +107,10 @@ const bitmap = new DirtyBitmap(ram.pages, data.bitmap);
 const channel = OutgoingChannel.ofDuplicate(data.fd, data.what);
 const writer = new StreamWriter();
 const xbzrle = data.xbzrleCacheSize === undefined ? undefined : new XbzrlePages(data.xbzrleCacheSize);
+const channels = data.multifd?.ports.map((p, id): Lane => ({
+  state: ChannelState.of(data.multifd!.state, id),
+  post: (m: ToSendWorker) => p.postMessage(m),
+}));
 
 let turn = Promise.resolve();
 port.on('message', (m: ToPageWorker) => {
@@ -99,6 +120,7 @@ port.on('message', (m: ToPageWorker) => {
     turn = turn.then(() => {
       channel.shutdown();
       port.close();
+      for (const p of data.multifd?.ports ?? []) p.close();
     });
     return;
   }
@@ -117,12 +139,18 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
   let normal = 0;
   let duplicate = 0;
   let exhausted = false;
-  for (let n = 1; channel.usable; n++) {
-    if ((n & 15) === 0 && (w.written - before >= req.budget || performance.now() - start > req.ms)) break;
+  let handedOver = 0;
+  const packets = channels && new PacketQueue(channels, req.packets!, (bytes) => (handedOver += bytes));
+  for (let n = 1; channel.usable && !packets?.failed; n++) {
+    if ((n & 15) === 0 && (w.written - before + (packets?.charged ?? 0) >= req.budget || performance.now() - start > req.ms)) break;
     let page = bitmap.nextSet(scan);
     if (page < 0) {
-      // A round ends: wrap, and from now on XBZRLE may be used.
+      // A round ends: wrap, and from now on XBZRLE may be used; 8.1+'s channels sync here.
       if (stage) stage.active = true;
+      if (packets && data.multifd!.syncPerRound) {
+        await packets.sync();
+        w.be64(RamFlag.MULTIFD_FLUSH);
+      }
       page = bitmap.nextSet(0);
     }
     if (page < 0) {
@@ -134,7 +162,19 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
     pages++;
     scan = page + 1;
     const offset = page * PAGE_SIZE;
-    if (req.zeroPages && ram.holdsZero(page)) {
+    if (packets) {
+      // ram_save_target_page(): 7.2 sends zero pages on the main channel, the rest in packets.
+      if (req.detection === 'multifd') packets.queue(offset);
+      else if (req.detection === 'legacy' && ram.holdsZero(page)) {
+        putZeroPage(w, offset, data.ramId, blockSent);
+        blockSent = true;
+        duplicate++;
+      } else {
+        packets.queue(offset, false);
+        normal++;
+      }
+      if (packets.full) await packets.send();
+    } else if (req.detection !== 'none' && ram.holdsZero(page)) {
       putZeroPage(w, offset, data.ramId, blockSent);
       duplicate++;
       if (stage?.active) xbzrle!.zeroSent(offset, stage.age, stage.lastStage);
@@ -146,7 +186,7 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
       putNormalPage(w, offset, ram.page(page), data.ramId, blockSent);
       normal++;
     }
-    blockSent = true;
+    if (!packets) blockSent = true;
     if (w.pending >= FLUSH_BYTES) await flush();
   }
   await flush();
@@ -156,6 +196,7 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
     result.xbzrle = { ...xbzrle!.tally, active: stage.active };
     Object.assign(xbzrle!.tally, emptyTally());
   }
+  if (packets) result.packets = { cursor: packets.cursor, handedOver };
   return result;
 }
 
