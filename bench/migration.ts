@@ -196,6 +196,7 @@ export function scenarios(): Scenario[] {
     { id: 'qemu-random-paused-prealloc', impl: 'qemu', group: 'prealloc', content: 'random', paused: true, channels: 1, prealloc: true },
     { id: 'qmigd-random-paused-multifd2', impl: 'qmigd', group: 'multifd2', release: q, content: 'random', paused: true, channels: 2 },
     { id: 'qemu-random-paused-multifd2', impl: 'qemu', group: 'multifd2', content: 'random', paused: true, channels: 2 },
+    { id: 'qmigd-random-paused-multifd2-thread', impl: 'qmigd', group: 'multifd2', release: q, content: 'random', paused: true, channels: 2, srcArgs: ['--page-thread', 'on'], dstArgs: ['--page-thread', 'on'] },
     { id: 'qmigd-zero-paused', impl: 'qmigd', group: 'zero', release: q, content: 'zero', paused: true, channels: 1 },
     { id: 'qemu-zero-paused', impl: 'qemu', group: 'zero', content: 'zero', paused: true, channels: 1 },
     // QEMU -M none has no CPU, so no workload: qmigd only, as its default release.

@@ -228,6 +228,7 @@ function summary(
     ['the same, qmigd --page-thread on at both ends', 'qmigd-random-paused-thread', undefined],
     ['random RAM, paused, single channel, destination RAM pre-allocated', 'qmigd-random-paused-prealloc', 'qemu-random-paused-prealloc'],
     ['random RAM, paused, multifd 2 channels', 'qmigd-random-paused-multifd2', 'qemu-random-paused-multifd2'],
+    ['the same, qmigd --page-thread on at both ends', 'qmigd-random-paused-multifd2-thread', undefined],
     ['all-zero RAM, paused, single channel', 'qmigd-zero-paused', 'qemu-zero-paused'],
     ['random RAM, running, single channel', 'qmigd-random-running', undefined],
   ] as const) {
@@ -253,6 +254,7 @@ function summary(
   qrow(`query-migrate on the qmigd source during random running migrations (same)`, by('qmigd-random-running')?.qmp);
   qrow(`query-migrate on the QEMU ${COMPARED_RELEASE} source during random paused single-channel migrations (same)`, by('qemu-random-paused')?.qmp);
   qrow(`query-migrate on the qmigd source during random paused multifd migrations (same)`, by('qmigd-random-paused-multifd2')?.qmp);
+  qrow(`query-migrate on the qmigd source during random paused multifd migrations with --page-thread on at both ends (same)`, by('qmigd-random-paused-multifd2-thread')?.qmp);
   qrow(`query-migrate on the qmigd destination during random paused migrations (same pace)`, by('qmigd-random-paused')?.dstQmp);
   qrow(`query-migrate on the qmigd destination, --page-thread on at both ends (same)`, by('qmigd-random-paused-thread')?.dstQmp);
   qrow(`query-migrate on the QEMU ${COMPARED_RELEASE} destination during random paused single-channel migrations (same)`, by('qemu-random-paused')?.dstQmp);
