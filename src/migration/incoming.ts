@@ -429,7 +429,7 @@ export class IncomingMigration {
 
   /** Whether this side's RAM sections can be plain (RamLoader.plain), so the load thread can take them. */
   private plainSections(): boolean {
-    return this.env.multifdChannels() === 0 && !NOT_PLAIN.some((c) => this.env.capability(c));
+    return !NOT_PLAIN.some((c) => this.env.capability(c));
   }
 
   private destroy(): void {

@@ -3,7 +3,7 @@
  * monitors from its log ("QMP listening"), so tests drive exactly what users run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -77,6 +77,22 @@ export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; e
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Threads of a process (Linux). */
+export function threads(pid: number): number {
+  return readdirSync(`/proc/${pid}/task`).length;
+}
+
+/** Resolves once `pid`'s threads have stayed the same for 300 ms (a thread it boots is counted). */
+export async function threadsSettled(pid: number): Promise<number> {
+  for (let last = -1, same = 0; ; ) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = threads(pid);
+    same = now === last ? same + 1 : 0;
+    last = now;
+    if (same === 3) return now;
+  }
 }
 
 /** Resident memory of a process in KiB, from /proc. */

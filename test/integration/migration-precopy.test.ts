@@ -3,8 +3,8 @@
  * byte for byte (SHA-256 of the whole RAM on both sides), plain, with XBZRLE, with auto-converge
  * throttling a workload that outruns the bandwidth, and paused before switchover.
  */
-import { readdirSync } from 'node:fs';
 import t from 'tap';
+import { threads } from '../helpers/daemon.js';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, startPair, statuses, untilInfo } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
@@ -114,11 +114,6 @@ t.test('pause-before-switchover waits in pre-switchover for migrate-continue', a
   t.equal(await digest(p.dst), await digest(p.src));
   t.equal(await runState(p.dst), 'running');
 });
-
-/** Threads of a process (Linux): multifd channels run on threads of their own. */
-function threads(pid: number): number {
-  return readdirSync(`/proc/${pid}/task`).length;
-}
 
 t.test('multifd, 3 channels: each channel on a thread of its own at both ends, RAM arrives whole', async (t) => {
   const ram = await randomRamFile(128 * MiB);

@@ -4,25 +4,25 @@
  * a stray first connection (taken for the main channel, as 7.2 takes it) ends the migration as
  * 7.2 ends it, and idle connections cost neither threads nor memory.
  */
-import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import t from 'tap';
 import { encodeInit, MULTIFD_MAGIC } from '../../src/migration/multifd/format.js';
-import { freePort, rssKiB } from '../helpers/daemon.js';
+import { freePort, rssKiB, threads, threadsSettled } from '../helpers/daemon.js';
 import { migrationStatus, setCaps, side, type Side } from '../helpers/migration.js';
 import { setupStream } from '../helpers/stream-gen.js';
 
-const threads = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
 
 /**
  * A destination with multifd (2 channels) listening on a port of its own; with --page-thread on,
- * as a multifd migration's RAM sections are not plain, so they start no load thread either.
+ * whose load thread boots as the destination starts to listen: returned once the process's
+ * threads stay the same for a while, so that later counts see only what connections start.
  */
 async function destination(): Promise<{ dst: Side; port: number }> {
   const port = await freePort();
   const dst = await side(['-m', '4M', '--incoming', 'defer', '--page-thread', 'on']);
   await setCaps(dst, { multifd: true });
   await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+  await threadsSettled(dst.daemon.proc.pid!);
   return { dst, port };
 }
 

@@ -5,19 +5,18 @@
  * a cancel ends a slice that waits on a destination that has stopped reading; a
  * destination that goes away fails the migration with QEMU's words; the source runs on.
  */
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { BIN, freePort, tempDir } from '../helpers/daemon.js';
+import { BIN, freePort, tempDir, threads } from '../helpers/daemon.js';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
 const MiB = 1 << 20;
 const run = promisify(execFile);
-const threads = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
 
 t.test('the page thread writes the records the main thread writes, and the same RAM arrives', async (t) => {
   const dir = tempDir();
@@ -191,7 +190,8 @@ t.test('the load thread: a source that stops mid-section fails the destination w
 // With multifd the page thread scans and posts the packets to the channel threads itself: 7.2
 // syncs the channels at every RAM EOS (posted by the main thread between slices) and sends zero
 // pages as ZERO records on the main channel; 10.0 syncs at each wrap of the scan (posted by the
-// page thread) and has the channels find the zero pages.
+// page thread) and has the channels find the zero pages. The destination's load thread takes
+// the main channel's sections (7.2's ZERO records), asking the main thread for each sync.
 for (const release of ['7.2', '10.0']) {
   t.test(`multifd (${release}) from the page thread: a running guest's passes arrive whole; a paused one's are counted as without it`, async (t) => {
     const ram = join(tempDir(), 'ram-64.bin');
@@ -201,7 +201,7 @@ for (const release of ['7.2', '10.0']) {
       for (const running of [true, false]) {
         const version = ['--qemu-version', release];
         const guest = running ? ['--dirty-rate', '8M'] : ['-S'];
-        const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', ram, ...guest, '--page-thread', thread, ...version], dstArgs: version });
+        const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', ram, ...guest, '--page-thread', thread, ...version], dstArgs: ['--page-thread', thread, ...version] });
         t.teardown(p.stop);
         for (const s of [p.src, p.dst]) {
           await setCaps(s, { multifd: true });
@@ -221,6 +221,12 @@ for (const release of ['7.2', '10.0']) {
         t.equal(await digest(p.dst), await digest(p.src), `${name}: destination RAM equals the source's at its stop`);
         t.equal(p.src.daemon.stderr().includes('pages go from the page thread from here on'), thread === 'on', `${name}: the pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
         t.ok(r['multifd-bytes'] >= 48 * MiB, `${name}: the random pages went over the channels (${r['multifd-bytes']})`);
+        const done = p.dst.daemon.stderr().split('\n').find((l) => l.includes('incoming migration completed'));
+        const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages;
+        if (thread === 'off') t.equal(onThread, undefined, `${name}: no load thread`);
+        // 10.0's zero pages travel in the packets: its main channel carries none.
+        else if (release === '7.2') t.ok(onThread! > 0 && onThread! <= r.duplicate!, `${name}: the load thread loaded the zero pages (${onThread} of ${r.duplicate})`);
+        else t.equal(onThread, 0, `${name}: the load thread took the sections, with no page in them`);
         if (running) t.ok(r['dirty-sync-count'] > 3, `${name}: several passes (${r['dirty-sync-count']})`);
         else counted[thread] = r;
       }

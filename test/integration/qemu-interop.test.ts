@@ -300,15 +300,18 @@ t.test('ram.transferred and precopy-bytes count what QEMU 7.2 counts for the sam
 // ---------------------------------------------------------------------------------------------
 // 7. multifd with 2 channels, both directions: QEMU's channel greeting, packets and SYNCs.
 
-// With --page-thread on, qmigd's page thread scans, sends the zero pages as ZERO records and
-// posts the packets; the SYNCs at each EOS come from the main thread between its slices.
-const multifdPairs: Array<[Kind, Kind, string[]]> = [['qemu', 'qmigd', []], ['qmigd', 'qemu', []], ['qmigd', 'qmigd', []], ['qmigd', 'qemu', ['--page-thread', 'on']]];
+// With --page-thread on, a qmigd source's page thread scans, sends the zero pages as ZERO records
+// and posts the packets (the SYNCs at each EOS come from the main thread between its slices); a
+// qmigd destination's load thread loads the ZERO records, asking the main thread for each EOS's sync.
+const THREAD = ['--page-thread', 'on'];
+const multifdPairs: Array<[Kind, Kind, string[]]> = [['qemu', 'qmigd', []], ['qmigd', 'qemu', []], ['qmigd', 'qmigd', []], ['qmigd', 'qemu', THREAD], ['qemu', 'qmigd', THREAD]];
 for (const [srcKind, dstKind, qmigdArgs] of multifdPairs) {
-  t.test(`multifd, 2 channels: ${[srcKind, ...qmigdArgs].join(' ')} → ${dstKind}`, { skip }, async (t) => {
+  const name = (kind: Kind): string => [kind, ...(kind === 'qmigd' ? qmigdArgs : [])].join(' ');
+  t.test(`multifd, 2 channels: ${name(srcKind)} → ${name(dstKind)}`, { skip }, async (t) => {
     const size = 64 * MiB;
     const image = mixedRam(size);
     const uri = await migrationUri('tcp', work);
-    const dst = await startEnd(t, dstKind, '7.2', { size, incoming: 'defer' });
+    const dst = await startEnd(t, dstKind, '7.2', { size, incoming: 'defer', qmigdArgs });
     const src = await startEnd(t, srcKind, '7.2', { size, ramFile: image.path, qmigdArgs });
     for (const e of [src, dst]) {
       await caps(e, ['multifd', 'events']);
@@ -322,7 +325,12 @@ for (const [srcKind, dstKind, qmigdArgs] of multifdPairs) {
     t.equal(srcInfo.status, 'completed', `source completed ${JSON.stringify(srcInfo)}`);
     t.equal((await finished(dst)).status, 'completed', 'destination completed');
     t.ok(ramInfo(srcInfo)['multifd-bytes']! > 0, 'pages went over the multifd channels');
-    if (qmigdArgs.length) t.ok(src.log().includes('pages go from the page thread from here on'), 'the page thread sent the pages');
+    if (qmigdArgs.length && srcKind === 'qmigd') t.ok(src.log().includes('pages go from the page thread from here on'), 'the page thread sent the pages');
+    if (qmigdArgs.length && dstKind === 'qmigd') {
+      const done = dst.log().split('\n').find((l) => l.includes('incoming migration completed'));
+      const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages;
+      t.ok(onThread! > 0, `the load thread loaded the zero pages QEMU sent on the main channel (${onThread})`);
+    }
     t.same(statuses(src), ['setup', 'active', 'completed']);
     await sameRam(t, src, dst, size, image.sha);
   });

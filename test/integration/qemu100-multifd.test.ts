@@ -134,15 +134,24 @@ async function migrate(src: End, dst: End, mode: string, srcParams: Msg = {}, vi
 }
 
 for (const mode of MODES) {
-  t.test(`multifd, zero-page-detection=${mode}: QEMU 10.0 → qmigd`, { skip }, async (t) => {
-    const dst = await start(t, 'qmigd', { incoming: true });
-    const src = await start(t, 'qemu', { ramFile: image.path });
-    const r = await migrate(src, dst, mode);
-    t.equal(r.src.status, 'completed', `QEMU source completed ${JSON.stringify(r.src)}`);
-    t.equal(r.dst.status, 'completed', 'qmigd destination completed');
-    t.ok(ram(r.src)['multifd-bytes']! > 0, 'pages went over the channels');
-    t.equal(await ramSha(t, dst), image.sha, 'qmigd holds the image QEMU sent');
-  });
+  // With --page-thread on the destination's load thread takes the main channel's sections (the
+  // ZERO records of `legacy`), asking the main thread for the channels' sync at each MULTIFD_FLUSH.
+  for (const qmigdArgs of [[], ['--page-thread', 'on']]) {
+    t.test(`multifd, zero-page-detection=${mode}: QEMU 10.0 → ${['qmigd', ...qmigdArgs].join(' ')}`, { skip }, async (t) => {
+      const dst = await start(t, 'qmigd', { incoming: true, qmigdArgs });
+      const src = await start(t, 'qemu', { ramFile: image.path });
+      const r = await migrate(src, dst, mode);
+      t.equal(r.src.status, 'completed', `QEMU source completed ${JSON.stringify(r.src)}`);
+      t.equal(r.dst.status, 'completed', 'qmigd destination completed');
+      t.ok(ram(r.src)['multifd-bytes']! > 0, 'pages went over the channels');
+      t.equal(await ramSha(t, dst), image.sha, 'qmigd holds the image QEMU sent');
+      const done = dst.log().split('\n').find((l) => l.includes('incoming migration completed'));
+      const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages;
+      if (!qmigdArgs.length) t.equal(onThread, undefined, 'no load thread');
+      else if (mode === 'legacy') t.ok(onThread! > 0, `the load thread loaded the ZERO records' pages (${onThread})`);
+      else t.equal(onThread, 0, 'the load thread took the sections, with no page in them');
+    });
+  }
 
   t.test(`multifd, zero-page-detection=${mode}: qmigd (dirtying its RAM) → QEMU 10.0`, { skip }, async (t) => {
     const dst = await start(t, 'qemu', { incoming: true });

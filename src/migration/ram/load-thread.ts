@@ -3,7 +3,9 @@
  * waits for its migration, then given the main channel; for each RAM section of a plain
  * incoming migration the main thread stops reading the channel, lends the thread what it had
  * read ahead, and waits while the thread copies the section's pages; then it reads on from what
- * the thread read past the section. Meanwhile the main thread is free: QMP, events, timers.
+ * the thread read past the section. Meanwhile the main thread is free: QMP, events, timers; and,
+ * with multifd, the syncs the thread asks for at the section's sync points (the main thread
+ * holds the channels).
  *
  * Where the thread cannot be had (the addon is not built, the channel is no socket the main
  * thread reads with SocketInput) the sections load on the main thread, as they do for a
@@ -18,7 +20,7 @@ import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
 import { duplicateOf, startWorker } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
-import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, ToLoadWorker } from './load-worker.js';
+import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, SyncRequest, ToLoadWorker } from './load-worker.js';
 
 const WORKER = new URL('./load-worker.js', import.meta.url);
 
@@ -26,6 +28,8 @@ export class LoadThread {
   /** Pages the thread has loaded (the destination's log says how many at the end). */
   pages = 0;
   private pending?: { resolve: (r: LoadReply) => void; reject: (e: Error) => void };
+  /** The section being loaded: its loader's syncs run here; the error of one that failed. */
+  private section?: { loader: RamLoader; syncError?: unknown };
   private failure?: Error;
   /** The main channel, once attached. */
   private input?: SocketInput;
@@ -33,6 +37,7 @@ export class LoadThread {
   private constructor(private readonly worker: Worker) {
     worker.on('message', (m: FromLoadWorker) => {
       if (m.kind === 'loaded') this.settle(m);
+      else if (m.kind === 'sync') void this.sync(m.at);
     });
     worker.on('error', (err) => this.crashed(new Error(`load thread failed: ${err.message}`)));
     worker.on('exit', () => this.crashed(new Error('load thread ended')));
@@ -72,15 +77,32 @@ export class LoadThread {
     this.input!.pause();
     const start = r.consumed;
     const ahead = new Uint8Array(r.takeBuffered());
+    const section: { loader: RamLoader; syncError?: unknown } = { loader };
+    this.section = section;
+    const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
     const reply = await new Promise<LoadReply>((resolve, reject) => {
       this.pending = { resolve, reject };
-      this.post({ kind: 'load', version, ahead, blockKnown: loader.blockKnown }, [ahead.buffer as ArrayBuffer]);
-    });
+      this.post({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, syncs }, [ahead.buffer as ArrayBuffer]);
+    }).finally(() => (this.section = undefined));
     r.putBack(Buffer.from(reply.rest.buffer, reply.rest.byteOffset, reply.rest.byteLength), start + reply.consumed, reply.ended);
     loader.blockKnown = reply.blockKnown;
     loader.pages += reply.pages;
     this.pages += reply.pages;
+    if (section.syncError !== undefined) throw section.syncError;
     if (reply.failure) throw rebuild(reply.failure);
+  }
+
+  /** multifd_recv_sync_main() for the thread, at the section's sync point `at`; then it goes on. */
+  private async sync(at: SyncRequest['at']): Promise<void> {
+    const section = this.section;
+    let failed = false;
+    try {
+      await (at === 'eos' ? section?.loader.onEos?.() : section?.loader.onFlush?.());
+    } catch (err) {
+      if (section) section.syncError ??= err;
+      failed = true;
+    }
+    this.post({ kind: 'synced', failed });
   }
 
   /** After the migration, or where none came: the thread closes any descriptor it has and ends. */

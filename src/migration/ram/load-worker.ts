@@ -5,9 +5,14 @@
  * with the same RamLoader the main thread uses, up to the section's EOS. What it read past the
  * EOS goes back to the main thread with its reply, which reads on from there.
  *
+ * With multifd the channels' threads load the packets' pages; at each sync point of the main
+ * channel (an EOS in 7.2, a MULTIFD_FLUSH record in 8.1+) this thread asks the main thread, which
+ * holds the channels, to wait for their SYNCs, and goes on once it answers.
+ *
  * Messages in: attach (the duplicate, once the main channel is there; the thread boots before);
  * load (a section's version, the bytes the main thread had read ahead, the block the last record
- * named); close. Out: ready, then one LoadReply per load.
+ * named, which sync points to ask for); synced (the answer to a sync); close. Out: ready, sync,
+ * then one LoadReply per load.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { GuestRam, type RamBacking } from '../../guest/ram.js';
@@ -34,6 +39,14 @@ export interface LoadRequest {
   /** What the main thread had read of the channel and not yet parsed. */
   ahead: Uint8Array;
   blockKnown: boolean;
+  /** multifd: the sync points the main thread's loader has (RamLoader.onEos, onFlush). */
+  syncs: { eos: boolean; flush: boolean };
+}
+
+/** A sync point reached: the main thread waits for the multifd channels, then answers `synced`. */
+export interface SyncRequest {
+  kind: 'sync';
+  at: 'eos' | 'flush';
 }
 
 /** How a section's load failed, to be thrown again on the main thread as it was here. */
@@ -61,8 +74,9 @@ export interface AttachRequest {
   fd: number;
 }
 
-export type ToLoadWorker = AttachRequest | LoadRequest | { kind: 'close' };
-export type FromLoadWorker = { kind: 'ready' } | LoadReply;
+/** `failed`: the sync failed; the main thread throws its error once the section's reply comes. */
+export type ToLoadWorker = AttachRequest | LoadRequest | { kind: 'synced'; failed: boolean } | { kind: 'close' };
+export type FromLoadWorker = { kind: 'ready' } | SyncRequest | LoadReply;
 
 /**
  * Bytes the thread reads ahead of its loader. What it read past a section's EOS goes to the main
@@ -79,12 +93,28 @@ setActiveProfile(data.profile);
 const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero, data.faultedIn));
 /** The main channel and its reader, from attach on (the main thread sends no load before). */
 let channel: { input: SocketInput; reader: StreamReader } | undefined;
+/** The sync this thread waits for, once asked. */
+let synced: ((failed: boolean) => void) | undefined;
+
+/** A sync point: asks the main thread to sync the channels; a failed sync ends the section here. */
+async function sync(at: SyncRequest['at']): Promise<void> {
+  const failed = await new Promise<boolean>((resolve) => {
+    synced = resolve;
+    port.postMessage({ kind: 'sync', at } satisfies FromLoadWorker);
+  });
+  if (failed) throw new Error('multifd sync failed');
+}
 
 port.on('message', (m: ToLoadWorker) => {
   if (m.kind === 'attach') {
     const input = new SocketInput(m.fd);
     input.socket.on('error', () => undefined); // the reader reports it as the stream's end
     channel = { input, reader: new StreamReader(input, undefined, READ_AHEAD) };
+    return;
+  }
+  if (m.kind === 'synced') {
+    synced?.(m.failed);
+    synced = undefined;
     return;
   }
   if (m.kind === 'close') {
@@ -100,6 +130,8 @@ async function load({ input, reader }: { input: SocketInput; reader: StreamReade
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
   loader.pages = 0;
+  loader.onEos = req.syncs.eos ? () => sync('eos') : undefined;
+  loader.onFlush = req.syncs.flush ? () => sync('flush') : undefined;
   let failure: LoadFailure | undefined;
   try {
     await loader.load(reader, req.version);

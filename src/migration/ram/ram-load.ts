@@ -206,11 +206,11 @@ export class RamLoader {
 
   /**
    * Whether this loader's records are only pages to copy into guest RAM, as the load thread
-   * (load-thread.ts) can copy them too: no COLO cache, postcopy, mapped-ram, multifd syncs,
-   * observer, or second channel.
+   * (load-thread.ts) can copy them too: no COLO cache, postcopy, mapped-ram, observer, or second
+   * channel. multifd's syncs (onEos, onFlush) are no page work: the load thread asks for them.
    */
   get plain(): boolean {
-    return this.ram !== undefined && !this.colo && !this.received && !this.mapped && !this.onEos && !this.onFlush && !this.observe && !this.main;
+    return this.ram !== undefined && !this.colo && !this.received && !this.mapped && !this.observe && !this.main;
   }
 
   /** Whether `page` is in place for good: postcopy (from LISTEN) has it already. */
