@@ -68,8 +68,11 @@ export interface OutgoingEnv {
   caps: Capabilities;
   params: () => MigrationParameters;
   state: MigrationStateCell;
-  /** Whether a plain migration over a socket or pipe sends its pages from the page thread. */
-  pageThread: boolean;
+  /**
+   * --page-thread on: the page thread booted for this migration (MigrationService boots the next
+   * as it is taken), for a migration over a socket or pipe whose pages it can send.
+   */
+  takePageThread?: () => Promise<PageThread | undefined>;
   /** MIGRATION_PASS, already gated by the events capability. */
   announcePass: (pass: number) => void;
   log: Logger;
@@ -116,10 +119,8 @@ export class OutgoingMigration {
   private mapped?: MappedRamWriter;
   /** mapped-ram with multifd: the pages' bytes, which QEMU's channels would have written. */
   private mappedChannelBytes = 0;
-  /** The page thread, for a plain or XBZRLE migration over a socket or pipe (page-thread.ts): shut and closed through this, up or not. */
-  private pageThread?: Promise<PageThread | undefined>;
-  /** The page thread once it is up (within setup): the pages go from here where it is not. */
-  private pageThreadUp?: PageThread;
+  /** The page thread, given this migration in setup (page-thread.ts): the pages go from here where there is none. */
+  private pageThread?: PageThread;
   /** The page thread has taken the pages (from then on it sends them all). */
   private pagesOnThread = false;
   /** migrate-start-postcopy came: the next iteration switches to postcopy (start_postcopy). */
@@ -330,7 +331,7 @@ export class OutgoingMigration {
     this.channel?.shutdown(reason);
     this.preempt?.channel.shutdown(reason);
     this.multifd?.shutdown(reason);
-    void this.pageThread?.then((t) => t?.shutdown());
+    this.pageThread?.shutdown();
   }
 
   /** migrate-continue: lets a migration paused in pre-switchover go on. */
@@ -355,15 +356,6 @@ export class OutgoingMigration {
     if (env.caps['x-colo']) writeCommand(writer, Command.ENABLE_COLO);
     try {
       this.ram = this.ramSaver();
-      // Started now, and waited for at the end of setup. Not for COLO (its checkpoints stop
-      // halfway through the pages), postcopy (its page requests and pauses are served here, on
-      // the channel this thread would keep open) nor under a channel fault (the bytes must pass
-      // this thread's hooks).
-      if (env.pageThread && this.ram.threadable && !env.caps['x-colo'] && !env.caps['postcopy-ram'] && !faults.channelArmed) {
-        // With multifd XBZRLE has no part: the pages go to the channels (ram_save_target_page()).
-        const xbzrleCacheSize = this.multifd ? undefined : this.ram.xbzrleCacheSize;
-        this.pageThread = PageThread.start(this.channel!, env.guest.ram, this.ram.bitmap, { xbzrleCacheSize, multifd: this.multifd, syncPerRound: this.syncPerRound });
-      }
       if (this.multifd?.greetingBytes) {
         this.multifd.bytes += this.multifd.greetingBytes;
         this.countMultifd(this.multifd.greetingBytes);
@@ -395,9 +387,15 @@ export class OutgoingMigration {
     }
     await this.endRamSection(false);
     await this.flush();
-    // Up before the first pass (as QEMU's migration thread is), so that every page goes from it;
-    // the first iteration's 50 ms are not spent waiting for it.
-    this.pageThreadUp = await this.pageThread;
+    // The page thread, before the first pass (as QEMU's migration thread is), so that every page
+    // goes from it; it booted before the migration, so only one that came at once waits for it.
+    // Not for COLO (its checkpoints stop halfway through the pages), postcopy (its page requests
+    // and pauses are served here, on the channel this thread would keep open) nor under a channel
+    // fault (the bytes must pass this thread's hooks).
+    const takePageThread = env.takePageThread;
+    if (takePageThread && this.ram.threadable && !env.caps['x-colo'] && !env.caps['postcopy-ram'] && !faults.channelArmed) {
+      await this.attachPageThread(takePageThread());
+    }
     this.setupTime = Date.now() - setupStart;
     env.state.change('setup', 'active');
     this.window = { start: Date.now(), bytes: this.totalBytes, pages: 0 };
@@ -420,6 +418,15 @@ export class OutgoingMigration {
       this.updateCounters(Date.now());
       if (this.rateLimited() && this.iterating && this.channel!.usable && !this.requests?.waiting) await this.sleepToWindowEnd();
     }
+  }
+
+  /** Gives the page thread this migration; where it cannot write the channel, it is closed. */
+  private async attachPageThread(booted: Promise<PageThread | undefined>): Promise<void> {
+    const thread = await booted;
+    // With multifd XBZRLE has no part: the pages go to the channels (ram_save_target_page()).
+    const xbzrleCacheSize = this.multifd ? undefined : this.ram!.xbzrleCacheSize;
+    if (thread?.attach(this.channel!, this.ram!.bitmap, { xbzrleCacheSize, multifd: this.multifd, syncPerRound: this.syncPerRound })) this.pageThread = thread;
+    else thread?.close();
   }
 
   /** The states migration_thread() iterates in. */
@@ -544,7 +551,7 @@ export class OutgoingMigration {
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
   private async sendPages(stop: () => boolean): Promise<void> {
     // The thread takes over once it is up, unless this side's XBZRLE cache was used meanwhile.
-    const thread = this.pageThreadUp;
+    const thread = this.pageThread;
     if (thread && this.ram!.threadable) {
       if (!this.pagesOnThread) this.env.log.info('pages go from the page thread from here on');
       this.pagesOnThread = true;
@@ -853,7 +860,7 @@ export class OutgoingMigration {
   /** migration_iteration_finish() and migrate_fd_cleanup(). */
   private finish(): void {
     const { guest, state, log } = this.env;
-    void this.pageThread?.then((t) => t?.close());
+    this.pageThread?.close();
     guest.workload.throttlePercent = 0; // cpu_throttle_stop()
     const end = Date.now();
     if (state.status === 'completed' && this.wasColo) {

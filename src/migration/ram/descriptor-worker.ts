@@ -1,17 +1,17 @@
 /**
  * Starting the threads that move a channel's bytes through their own duplicate of the channel's
- * descriptor (the page thread, the load thread): each thread closes only its own duplicate.
+ * descriptor (the page thread, the load thread), booted before they have one: each thread
+ * closes only its own duplicate, handed to it once it is up.
  */
-import { closeSync } from 'node:fs';
-import { Worker, type TransferListItem } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import { dupFd } from '../../native/dup-fd.js';
 
 /**
- * Starts `url` with `data` as its workerData (moving `transfer` there); resolves with the worker
- * once it posts `{kind: 'ready'}`, or undefined where the thread fails or ends first.
+ * Starts `url` with `data` as its workerData; resolves with the worker once it posts
+ * `{kind: 'ready'}`, or undefined where the thread fails or ends first.
  */
-export function startWorker(url: URL, data: object, transfer?: TransferListItem[]): Promise<Worker | undefined> {
-  const worker = new Worker(url, { workerData: data, transferList: transfer });
+export function startWorker(url: URL, data: object): Promise<Worker | undefined> {
+  const worker = new Worker(url, { workerData: data });
   worker.unref();
   return new Promise((resolve) => {
     let settled = false;
@@ -32,23 +32,4 @@ export function duplicateOf(fd: number): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * startWorker() with `data(duplicate)`, the thread's own duplicate of `fd`; undefined where `fd`
- * cannot be duplicated or the thread does not start (the duplicate is then closed here, once:
- * after ready the thread owns it, and its number may be reused).
- */
-export async function startWithDuplicate(url: URL, fd: number, data: (duplicate: number) => object, transfer?: TransferListItem[]): Promise<Worker | undefined> {
-  const duplicate = duplicateOf(fd);
-  if (duplicate === undefined) return undefined;
-  const worker = await startWorker(url, data(duplicate), transfer);
-  if (!worker) {
-    try {
-      closeSync(duplicate);
-    } catch {
-      /* already closed */
-    }
-  }
-  return worker;
 }

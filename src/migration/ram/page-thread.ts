@@ -1,7 +1,8 @@
 /**
- * The main thread's handle on the page thread (page-worker.ts): starts it with a duplicate of
- * the main channel's descriptor, asks it for slices and hands back what each did. While a slice
- * runs the main thread is free: QMP, events, the workload, timers.
+ * The main thread's handle on the page thread (page-worker.ts): booted before the migration it
+ * serves (MigrationService keeps one ready), then given a duplicate of the main channel's
+ * descriptor; asks it for slices and hands back what each did. While a slice runs the main
+ * thread is free: QMP, events, the workload, timers.
  *
  * With multifd it gets a port to each channel thread, and posts the packets itself.
  *
@@ -14,7 +15,7 @@ import type { GuestRam } from '../../guest/ram.js';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MultifdSender } from '../multifd/sender.js';
-import { startWithDuplicate } from './descriptor-worker.js';
+import { duplicateOf, startWorker } from './descriptor-worker.js';
 import type { FromPageWorker, PageWorkerData, ScanPosition, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
 
 const WORKER = new URL('./page-worker.js', import.meta.url);
@@ -31,25 +32,28 @@ export class PageThread {
     worker.on('exit', () => this.crashed('page thread ended'));
   }
 
-  /** Starts the thread for `channel`; undefined where it cannot write that channel. */
-  static async start(channel: OutgoingChannel, ram: GuestRam, bitmap: DirtyBitmap, pages: { xbzrleCacheSize?: number; multifd?: MultifdSender; syncPerRound: boolean }): Promise<PageThread | undefined> {
-    const target = channel.descriptor;
+  /** Boots a thread for `ram`'s migrations; undefined where it cannot be had. */
+  static async boot(ram: GuestRam): Promise<PageThread | undefined> {
     const knownZero = ram.knownZero;
-    if (!target || !knownZero) return undefined;
-    const multifd = pages.multifd && { ...pages.multifd.pageThreadPorts(), syncPerRound: pages.syncPerRound };
-    const worker = await startWithDuplicate(WORKER, target.fd, (fd) => ({
-      fd,
-      what: target.what,
-      ram: ram.backing,
-      size: ram.size,
-      ramId: ram.id,
-      bitmap: bitmap.words.buffer as SharedArrayBuffer,
-      knownZero: knownZero.buffer as SharedArrayBuffer,
-      xbzrleCacheSize: pages.xbzrleCacheSize,
-      multifd,
-    }) satisfies PageWorkerData, multifd?.ports);
-    if (!worker) for (const p of multifd?.ports ?? []) p.close();
+    if (!knownZero) return undefined;
+    const worker = await startWorker(WORKER, {
+      ram: ram.backing, size: ram.size, ramId: ram.id, knownZero: knownZero.buffer as SharedArrayBuffer,
+    } satisfies PageWorkerData);
     return worker && new PageThread(worker);
+  }
+
+  /**
+   * Gives the thread the migration it serves: its own duplicate of `channel`'s descriptor, the
+   * bitmap, and what its pages need. False where it cannot write that channel.
+   */
+  attach(channel: OutgoingChannel, bitmap: DirtyBitmap, pages: { xbzrleCacheSize?: number; multifd?: MultifdSender; syncPerRound: boolean }): boolean {
+    const target = channel.descriptor;
+    const fd = target && !this.failure ? duplicateOf(target.fd) : undefined;
+    if (fd === undefined) return false;
+    const multifd = pages.multifd && { ...pages.multifd.pageThreadPorts(), syncPerRound: pages.syncPerRound };
+    const attach: ToPageWorker = { kind: 'attach', fd, what: target!.what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd };
+    this.worker.postMessage(attach, multifd?.ports ?? []);
+    return true;
   }
 
   /** One slice; what it did, also when the channel failed under it. */

@@ -11,9 +11,13 @@
  * place from the slice and handing it back with the result; zero pages found here (7.2's
  * `legacy` detection) go as ZERO records on the main channel, as QEMU's do.
  *
- * Messages in: slice (from where, how many bytes and milliseconds at most); shutdown (the channel
- * fails at once, so a slice waiting on a full socket ends); close (after the last slice). Out:
- * ready, then a SliceResult per slice, in order.
+ * The thread boots before the migration it serves (its own start-up, a V8 isolate and Node's
+ * internals, is then no part of the migration), and serves one migration.
+ *
+ * Messages in: attach (the migration's channel, bitmap and page options); slice (from where, how
+ * many bytes and milliseconds at most); shutdown (the channel fails at once, so a slice waiting
+ * on a full socket ends); close (after the last slice, or where none came). Out: ready, then a
+ * SliceResult per slice, in order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { GuestRam, PAGE_SIZE, type RamBacking } from '../../guest/ram.js';
@@ -29,17 +33,23 @@ import { PacketQueue, type Lane, type PacketCursor } from '../multifd/packet-que
 import type { ChannelPorts } from '../multifd/sender.js';
 import type { ToSendWorker } from '../multifd/send-worker.js';
 
+/** What the thread is booted with: the guest's RAM. */
 export interface PageWorkerData {
-  /** The thread's own duplicate of the main channel's descriptor; it closes it. */
-  fd: number;
-  what: ChannelKind;
-  /** Where guest RAM is (GuestRam.backing), its size and block name. */
+  /** Where guest RAM is (GuestRam.backing), its size and block name, and GuestRam.knownZero. */
   ram: RamBacking;
   size: number;
   ramId: string;
-  /** The migration bitmap's words, and GuestRam.knownZero. */
-  bitmap: SharedArrayBuffer;
   knownZero: SharedArrayBuffer;
+}
+
+/** The migration the thread serves. */
+export interface AttachRequest {
+  kind: 'attach';
+  /** The thread's own duplicate of the main channel's descriptor; it closes it. */
+  fd: number;
+  what: ChannelKind;
+  /** The migration bitmap's words. */
+  bitmap: SharedArrayBuffer;
   /** With XBZRLE: xbzrle-cache-size. */
   xbzrleCacheSize?: number;
   /** With multifd: the channels (MultifdSender.pageThreadPorts), and whether they sync at each wrap of the scan (8.1+). */
@@ -94,43 +104,61 @@ export interface SliceResult extends ScanPosition {
   packets?: { cursor: PacketCursor; handedOver: number };
 }
 
-export type ToPageWorker = ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
+export type ToPageWorker = AttachRequest | ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
 export type FromPageWorker = { kind: 'ready' } | ({ kind: 'done' } & SliceResult);
 
 /** Bytes framed before they are handed to the socket. */
 const FLUSH_BYTES = 1 << 20;
 
+/** The migration this thread serves, from attach on. */
+interface Migration {
+  attach: AttachRequest;
+  bitmap: DirtyBitmap;
+  channel: OutgoingChannel;
+  writer: StreamWriter;
+  xbzrle?: XbzrlePages;
+  /** With multifd: the channel threads, through this thread's ports. */
+  lanes?: Lane[];
+}
+
 const port = parentPort!;
 const data = workerData as PageWorkerData;
 const ram = new GuestRam(data.ramId, data.size, data.ram, new Uint8Array(data.knownZero));
-const bitmap = new DirtyBitmap(ram.pages, data.bitmap);
-const channel = OutgoingChannel.ofDuplicate(data.fd, data.what);
-const writer = new StreamWriter();
-const xbzrle = data.xbzrleCacheSize === undefined ? undefined : new XbzrlePages(data.xbzrleCacheSize);
-const channels = data.multifd?.ports.map((p, id): Lane => ({
-  state: ChannelState.of(data.multifd!.state, id),
-  post: (m: ToSendWorker) => p.postMessage(m),
-}));
+let migration: Migration | undefined;
 
 let turn = Promise.resolve();
 port.on('message', (m: ToPageWorker) => {
+  if (m.kind === 'attach') {
+    migration = {
+      attach: m,
+      bitmap: new DirtyBitmap(ram.pages, m.bitmap),
+      channel: OutgoingChannel.ofDuplicate(m.fd, m.what),
+      writer: new StreamWriter(),
+      xbzrle: m.xbzrleCacheSize === undefined ? undefined : new XbzrlePages(m.xbzrleCacheSize),
+      lanes: m.multifd?.ports.map((p, id) => ({ state: ChannelState.of(m.multifd!.state, id), post: (msg: ToSendWorker) => p.postMessage(msg) })),
+    };
+    return;
+  }
   // Now, not in turn: a slice waiting on a full socket must end (and report what it sent).
-  if (m.kind === 'shutdown') return channel.shutdown();
+  if (m.kind === 'shutdown') return migration?.channel.shutdown();
   if (m.kind === 'close') {
     turn = turn.then(() => {
-      channel.shutdown();
+      migration?.channel.shutdown();
       port.close();
-      for (const p of data.multifd?.ports ?? []) p.close();
+      for (const p of migration?.attach.multifd?.ports ?? []) p.close();
     });
     return;
   }
-  turn = turn.then(async () => port.postMessage({ kind: 'done', ...(await slice(m)) } satisfies FromPageWorker));
+  turn = turn.then(async () => port.postMessage({ kind: 'done', ...(await slice(migration!, m)) } satisfies FromPageWorker));
 });
 port.postMessage({ kind: 'ready' } satisfies FromPageWorker);
 
 /** ram_find_and_save_block() until the bitmap, the budget or the time runs out. */
-async function slice(req: SliceRequest): Promise<SliceResult> {
-  const w = writer;
+async function slice({ attach, bitmap, channel, writer: w, xbzrle, lanes }: Migration, req: SliceRequest): Promise<SliceResult> {
+  const flush = async (): Promise<void> => {
+    const { pieces, retired } = w.take();
+    if (pieces.length) await channel.write(pieces, () => w.recycle(retired));
+  };
   const start = performance.now();
   const before = w.written;
   let { scan, blockSent } = req;
@@ -140,14 +168,14 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
   let duplicate = 0;
   let exhausted = false;
   let handedOver = 0;
-  const packets = channels && new PacketQueue(channels, req.packets!, (bytes) => (handedOver += bytes));
+  const packets = lanes && new PacketQueue(lanes, req.packets!, (bytes) => (handedOver += bytes));
   for (let n = 1; channel.usable && !packets?.failed; n++) {
     if ((n & 15) === 0 && (w.written - before + (packets?.charged ?? 0) >= req.budget || performance.now() - start > req.ms)) break;
     let page = bitmap.nextSet(scan);
     if (page < 0) {
       // A round ends: wrap, and from now on XBZRLE may be used; 8.1+'s channels sync here.
       if (stage) stage.active = true;
-      if (packets && data.multifd!.syncPerRound) {
+      if (packets && attach.multifd!.syncPerRound) {
         await packets.sync();
         w.be64(RamFlag.MULTIFD_FLUSH);
       }
@@ -200,7 +228,3 @@ async function slice(req: SliceRequest): Promise<SliceResult> {
   return result;
 }
 
-async function flush(): Promise<void> {
-  const { pieces, retired } = writer.take();
-  if (pieces.length) await channel.write(pieces, () => writer.recycle(retired));
-}
