@@ -550,7 +550,8 @@ export class OutgoingMigration {
 
   /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
   private async sendPages(stop: () => boolean): Promise<void> {
-    // The thread takes over once it is up, unless this side's XBZRLE cache was used meanwhile.
+    // The page thread sends them where it has this migration, unless this side's XBZRLE cache was
+    // used meanwhile (RamSaver.threadable).
     const thread = this.pageThread;
     if (thread && this.ram!.threadable) {
       if (!this.pagesOnThread) this.env.log.info('pages go from the page thread from here on');
