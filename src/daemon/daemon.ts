@@ -60,6 +60,7 @@ export async function startDaemon(config: DaemonConfig): Promise<Daemon> {
     spawnDenied: config.sandbox.spawnDenied,
     coloHeartbeatTimeoutMs: config.coloHeartbeatTimeoutMs,
     pageThread: config.pageThread,
+    incomingAtStart: config.incoming !== undefined,
     // As QEMU 7.2 after a failed incoming load: say why, then exit(EXIT_FAILURE).
     onFatal: (lines) => {
       for (const line of lines) log.error(line);

@@ -76,6 +76,8 @@ export interface MigrationServiceEnv {
   spawnDenied: boolean;
   /** --page-thread: outgoing migrations send their pages from a thread of their own (page-thread.ts). */
   pageThread: boolean;
+  /** Started as a destination (-incoming): its page thread boots once an incoming migration completes. */
+  incomingAtStart: boolean;
   /** Registers the migration with yank while it runs; returns the unregister function. */
   registerYank: (yank: () => void) => () => void;
 }
@@ -113,17 +115,23 @@ export class MigrationService {
       if (this.capabilities.events) env.emit('MIGRATION', { status });
     };
     this.outgoingState = new MigrationStateCell(announce);
-    this.incomingState = new MigrationStateCell(announce);
-    this.bootPageThread();
+    this.incomingState = new MigrationStateCell((status) => {
+      announce(status);
+      if (status === 'completed') this.bootPageThread(); // the guest runs here now, and may leave
+    });
+    if (!env.incomingAtStart) this.bootPageThread();
   }
 
   /**
    * --page-thread on: boots the page thread of the next outgoing migration, unless one is ready.
-   * Booted ahead (with the daemon, and after each migration), so that its start-up (a V8
-   * isolate, Node's internals: about 100 ms of CPU) falls in no migration's setup.
+   * Booted ahead (with the daemon, or once a destination's incoming migration completed; and
+   * after each outgoing migration), so that its start-up (a V8 isolate, Node's internals: about
+   * 100 ms of CPU) falls in no migration's setup.
    */
   private bootPageThread(): void {
-    if (this.env.pageThread) this.bootedPageThread ??= PageThread.boot(this.env.guest.ram);
+    if (!this.env.pageThread || this.bootedPageThread) return;
+    this.bootedPageThread = PageThread.boot(this.env.guest.ram);
+    void this.bootedPageThread.then((t) => t && this.env.log.info('page thread ready for the next outgoing migration'));
   }
 
   /** The booted page thread, for the migration that takes it (one that gives it back closes it). */
