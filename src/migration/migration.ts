@@ -76,7 +76,10 @@ export interface MigrationServiceEnv {
   spawnDenied: boolean;
   /** --page-thread: outgoing migrations send their pages from a thread of their own (page-thread.ts). */
   pageThread: boolean;
-  /** Started as a destination (-incoming): its page thread boots once an incoming migration completes. */
+  /**
+   * Started as a destination (-incoming): no page thread boots with it (its first migration out
+   * boots one in setup), so that none adds to the peak of the migration it takes in.
+   */
   incomingAtStart: boolean;
   /** Registers the migration with yank while it runs; returns the unregister function. */
   registerYank: (yank: () => void) => () => void;
@@ -115,18 +118,15 @@ export class MigrationService {
       if (this.capabilities.events) env.emit('MIGRATION', { status });
     };
     this.outgoingState = new MigrationStateCell(announce);
-    this.incomingState = new MigrationStateCell((status) => {
-      announce(status);
-      if (status === 'completed') this.bootPageThread(); // the guest runs here now, and may leave
-    });
+    this.incomingState = new MigrationStateCell(announce);
     if (!env.incomingAtStart) this.bootPageThread();
   }
 
   /**
    * --page-thread on: boots the page thread of the next outgoing migration, unless one is ready.
-   * Booted ahead (with the daemon, or once a destination's incoming migration completed; and
-   * after each outgoing migration), so that its start-up (a V8 isolate, Node's internals: about
-   * 100 ms of CPU) falls in no migration's setup.
+   * Booted ahead (with the daemon, unless it is a destination, and after each outgoing
+   * migration), so that its start-up (a V8 isolate, Node's internals: about 100 ms of CPU) falls
+   * in no migration's setup.
    */
   private bootPageThread(): void {
     if (!this.env.pageThread || this.bootedPageThread) return;
