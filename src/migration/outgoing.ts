@@ -95,7 +95,8 @@ export class OutgoingMigration {
   private channel?: OutgoingChannel;
   private readonly writer = new StreamWriter();
   private thresholdSize = 0;
-  private window = { start: 0, bytes: 0, pages: 0 };
+  /** The rate-limit window: when it began, totalBytes and rateBytes then, and the pages saved. */
+  private window = { start: 0, bytes: 0, rateBytes: 0, pages: 0 };
   private unlimited = false;
   private downtimeStart = 0;
   private vmWasRunning = false;
@@ -398,7 +399,7 @@ export class OutgoingMigration {
     }
     this.setupTime = Date.now() - setupStart;
     env.state.change('setup', 'active');
-    this.window = { start: Date.now(), bytes: this.totalBytes, pages: 0 };
+    this.window = { start: Date.now(), bytes: this.totalBytes, rateBytes: this.rateBytes, pages: 0 };
 
     while (this.iterating) {
       if (!this.rateLimited() || this.requests?.waiting) {
@@ -725,7 +726,7 @@ export class OutgoingMigration {
     if (via !== 'postcopy-active') env.state.change(via, 'postcopy-active');
     // 7.2: the guest's downtime ends as the destination gets the devices (profile postcopy.downtime).
     if (activeProfile().postcopy.downtime === 'at-switch') this.downtime = Date.now() - this.downtimeStart;
-    this.window = { start: Date.now(), bytes: this.totalBytes, pages: ram.pagesSaved };
+    this.window = { start: Date.now(), bytes: this.totalBytes, rateBytes: this.rateBytes, pages: ram.pagesSaved };
   }
 
   /**
@@ -914,6 +915,11 @@ export class OutgoingMigration {
     return this.writer.written + (this.multifd?.bytes ?? 0) + this.mappedChannelBytes;
   }
 
+  /** What the rate limit counts: totalBytes, and the multifd bytes handed over and not yet counted. */
+  private get rateBytes(): number {
+    return this.totalBytes + (this.multifd?.uncounted ?? 0);
+  }
+
   /** qemu_file_rate_limit(): the window's budget is spent (0 means unlimited), or the channel died. */
   private rateLimited(): boolean {
     return !this.channel!.usable || this.budgetLeft() < 0;
@@ -924,7 +930,7 @@ export class OutgoingMigration {
     // In postcopy the limit is max-postcopy-bandwidth, whose 0 means none.
     const budget = Number(this.env.params()[this.requests ? 'max-postcopy-bandwidth' : 'max-bandwidth']) / (1000 / WINDOW_MS);
     if (this.unlimited || budget <= 0) return Infinity;
-    return budget - (this.totalBytes - this.window.bytes);
+    return budget - (this.rateBytes - this.window.rateBytes);
   }
 
   /** migration_update_counters(): once per window. */
@@ -938,7 +944,7 @@ export class OutgoingMigration {
     this.mbps = (transferred * 8) / (elapsed / 1000) / 1000 / 1000;
     this.pagesPerSecond = (ram.pagesSaved - this.window.pages) / (elapsed / 1000);
     if (ram.counters.dirtyPagesRate && transferred > 10000) this.expectedDowntime = ram.remainingBytes / bandwidth;
-    this.window = { start: now, bytes: this.totalBytes, pages: ram.pagesSaved };
+    this.window = { start: now, bytes: this.totalBytes, rateBytes: this.rateBytes, pages: ram.pagesSaved };
   }
 
   /** migration_rate_limit(): sleep out the window; a cancel wakes us early. */

@@ -1,7 +1,8 @@
 /**
  * What the threads posting to the multifd channels share with the channel threads, per channel,
  * in shared memory: the next message's place in the channel's order, the bytes handed over and
- * not yet on the socket, and whether the channel failed.
+ * not yet on the socket (and of those, the ones no counter has seen yet), and whether the
+ * channel failed.
  *
  * Two threads post packets: the migration's, and the page thread during its slices (never both
  * at once). They post on two ports, which Node does not order between them, so each message
@@ -16,7 +17,8 @@ export const IN_FLIGHT_LIMIT = 8 << 20;
 const SEQ = 0;
 const IN_FLIGHT = 1;
 const FAILED = 2;
-const FIELDS = 3;
+const UNCOUNTED = 3;
+const FIELDS = 4;
 
 export class ChannelState {
   private readonly at: number;
@@ -43,14 +45,22 @@ export class ChannelState {
     return Atomics.add(this.words, this.at + SEQ, 1);
   }
 
-  charge(bytes: number): void {
+  /** A packet of `bytes` handed over; `uncounted`: its channel counts it once sent (9.0+), nothing did yet. */
+  charge(bytes: number, uncounted: boolean): void {
     Atomics.add(this.words, this.at + IN_FLIGHT, bytes);
+    if (uncounted) Atomics.add(this.words, this.at + UNCOUNTED, bytes);
   }
 
   /** The channel thread: `bytes` left its buffers; a poster waiting for room looks again. */
-  discharge(bytes: number): void {
+  discharge(bytes: number, uncounted: boolean): void {
+    if (uncounted) Atomics.sub(this.words, this.at + UNCOUNTED, bytes);
     Atomics.sub(this.words, this.at + IN_FLIGHT, bytes);
     Atomics.notify(this.words, this.at + IN_FLIGHT);
+  }
+
+  /** Bytes handed over that no counter has seen yet: the rate limit counts them meanwhile. */
+  get uncounted(): number {
+    return Atomics.load(this.words, this.at + UNCOUNTED);
   }
 
   get failed(): boolean {

@@ -103,7 +103,7 @@ export class PacketQueue {
     const zeroOffsets = pages.filter((p) => p.zero).map((p) => p.offset);
     const size = HEADER_BYTES + offsets.length * PAGE_SIZE;
     if (!detect) this.countHandedOver(size);
-    state.charge(size);
+    state.charge(size, detect);
     this.charged += size;
     lane.post({ kind: 'packet', seq: state.nextSeq(), flags, packetNum: this.cursor.packetNum++, offsets, zeroOffsets, detect, charged: size });
   }

@@ -137,7 +137,7 @@ async function handle(m: ToSendWorker): Promise<void> {
       const header = encodeHeader({ flags: m.flags, packetNum: m.packetNum, block: ramId, offsets, zeroOffsets });
       const counted = { bytes: header.length + offsets.length * PAGE_SIZE, normal: offsets.length, zero: zeroOffsets.length };
       await channel.write([header, ...pageRuns(offsets)], () => {
-        state.discharge(m.charged);
+        state.discharge(m.charged, m.detect);
         if (m.detect) post({ kind: 'sent', counted });
       });
       if (channel.error && !reported) {

@@ -159,6 +159,14 @@ export class MultifdSender {
     return this.channels.find((c) => c.error)?.error;
   }
 
+  /**
+   * Bytes handed to the channels that no counter has seen yet (9.0+ counts a packet once it is
+   * on the socket): the rate limit counts them, as QEMU's channels hold one packet, not megabytes.
+   */
+  get uncounted(): number {
+    return this.channels.reduce((n, c) => n + c.state.uncounted, 0);
+  }
+
   /** The queue's place, for the page thread's next slice; it hands it back after. */
   get cursor(): PacketCursor {
     return this.packets.cursor;
