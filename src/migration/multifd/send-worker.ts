@@ -110,7 +110,7 @@ try {
 // before the next. Those that came before their turn wait in `early`.
 let turn = Promise.resolve();
 let expected = 0;
-const early = new Map<number, ToSendWorker>();
+const early = new Map<number, Extract<ToSendWorker, { seq: number }>>();
 let reported = false;
 let pageThread: MessagePort | undefined;
 const receive = (m: ToSendWorker): void => {
@@ -130,7 +130,8 @@ const receive = (m: ToSendWorker): void => {
 };
 port.on('message', receive);
 
-async function handle(m: ToSendWorker): Promise<void> {
+/** A message in its turn (the page thread's port is taken in receive()). */
+async function handle(m: Exclude<ToSendWorker, { kind: 'port' }>): Promise<void> {
   switch (m.kind) {
     case 'packet': {
       const { offsets, zeroOffsets } = m.detect ? splitZero(m.offsets) : m;
@@ -159,8 +160,6 @@ async function handle(m: ToSendWorker): Promise<void> {
       channel.shutdown(m.reason);
       closePorts();
       return;
-    case 'port':
-      return; // taken in receive()
   }
 }
 
