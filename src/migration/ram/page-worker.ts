@@ -24,7 +24,7 @@ import { GuestRam, PAGE_SIZE, type RamBacking } from '../../guest/ram.js';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { OutgoingChannel, type ChannelKind } from '../channels/outgoing-channel.js';
 import { StreamWriter } from '../stream/writer.js';
-import { putNormalPage, putZeroPage } from './page-records.js';
+import { pageRoute, putNormalPage, putZeroPage } from './page-records.js';
 import { emptyTally, XbzrlePages, type XbzrleTally } from './xbzrle-pages.js';
 import { RamFlag } from '../stream/constants.js';
 import type { ZeroPageDetection } from '../../profiles/profile.js';
@@ -190,31 +190,28 @@ async function slice({ attach, bitmap, channel, writer: w, xbzrle, lanes }: Migr
     pages++;
     scan = page + 1;
     const offset = page * PAGE_SIZE;
-    if (packets) {
-      // ram_save_target_page(): 7.2 sends zero pages on the main channel, the rest in packets.
-      if (req.detection === 'multifd') packets.queue(offset);
-      else if (req.detection === 'legacy' && ram.holdsZero(page)) {
+    const route = pageRoute(ram, page, req.detection, packets !== undefined);
+    if (route === 'channel-detects') packets!.queue(offset);
+    else if (route === 'channel') {
+      packets!.queue(offset, false);
+      normal++;
+    } else {
+      // A record on the main channel.
+      if (route === 'zero') {
         putZeroPage(w, offset, data.ramId, blockSent);
-        blockSent = true;
         duplicate++;
+        if (stage?.active) xbzrle!.zeroSent(offset, stage.age, stage.lastStage);
+      } else if (stage?.active) {
+        const put = xbzrle!.put(w, { offset, data: ram.page(page), blockId: data.ramId, continued: blockSent, age: stage.age, lastStage: stage.lastStage });
+        if (put === 'unchanged') continue;
+        if (put === 'whole') normal++;
       } else {
-        packets.queue(offset, false);
+        putNormalPage(w, offset, ram.page(page), data.ramId, blockSent);
         normal++;
       }
-      if (packets.full) await packets.send();
-    } else if (req.detection !== 'none' && ram.holdsZero(page)) {
-      putZeroPage(w, offset, data.ramId, blockSent);
-      duplicate++;
-      if (stage?.active) xbzrle!.zeroSent(offset, stage.age, stage.lastStage);
-    } else if (stage?.active) {
-      const put = xbzrle!.put(w, { offset, data: ram.page(page), blockId: data.ramId, continued: blockSent, age: stage.age, lastStage: stage.lastStage });
-      if (put === 'unchanged') continue;
-      if (put === 'whole') normal++;
-    } else {
-      putNormalPage(w, offset, ram.page(page), data.ramId, blockSent);
-      normal++;
+      blockSent = true;
     }
-    if (!packets) blockSent = true;
+    if (packets?.full) await packets.send();
     if (w.pending >= FLUSH_BYTES) await flush();
   }
   await flush();

@@ -10,7 +10,7 @@ import { PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
 import type { MigrationParameters } from '../params.js';
 import { RamFlag } from '../stream/constants.js';
 import type { StreamWriter } from '../stream/writer.js';
-import { putNormalPage, putZeroPage } from './page-records.js';
+import { pageRoute, putNormalPage, putZeroPage } from './page-records.js';
 import type { SlicePosition, SliceResult } from './page-worker.js';
 import { XbzrlePages, type XbzrleTally } from './xbzrle-pages.js';
 
@@ -233,52 +233,40 @@ export class RamSaver {
   }
 
   /**
-   * ram_save_target_page(): zero page, else XBZRLE, else the whole page. Where the release has
-   * zero-page-detection (9.0+), `none` sends zero pages whole and, with multifd, `multifd` sends
-   * them in the channels' packets instead of as ZERO records (ram_save_target_page_multifd()).
+   * ram_save_target_page() (pageRoute()): a zero page, else XBZRLE, else the whole page. With
+   * mapped-ram the pages go to their places in the file instead of into the stream.
    */
   private savePage(w: StreamWriter, page: number): void {
     const offset = page * PAGE_SIZE;
-    const detection = this.opts.params()['zero-page-detection'] ?? 'legacy';
     const multifd = this.inPostcopy ? undefined : this.opts.multifd;
-    if (multifd && detection === 'multifd' && !this.opts.mapped) {
-      // multifd_send_zero_page_detect(): the channel's thread reads the page and counts it.
-      multifd.queue(offset);
-      return;
-    }
-    // Whether the page goes as a zero page, however the path below sends one.
-    const zero = detection !== 'none' && this.ram.holdsZero(page);
     const mapped = this.opts.mapped;
-    if (mapped) {
-      // With multifd too the file is the same (the channels only write the pages in parallel).
-      if (zero) {
-        mapped.zero(page);
-        this.counters.duplicate++;
-        return;
-      }
-      // The writer counts the page's bytes (main channel or multifd's, as the capability says).
-      mapped.page(page, this.ram.page(page));
+    // With mapped-ram and multifd the file is the same: the channels only write the pages in parallel.
+    const route = pageRoute(this.ram, page, this.opts.params()['zero-page-detection'] ?? 'legacy', multifd !== undefined && !mapped);
+    if (route === 'channel-detects') {
+      // The channel's thread reads the page and counts it.
+      multifd!.queue(offset);
+      return;
+    }
+    if (route === 'channel') {
+      // ram_save_multifd_page(): the page leaves on a channel; its bytes are counted there.
+      multifd!.queue(offset, false);
       this.counters.normal++;
       return;
     }
-    if (multifd && detection === 'none') {
-      multifd.queue(offset, false);
-      this.counters.normal++;
-      return;
-    }
-    if (zero) {
-      this.sent(putZeroPage(w, offset, this.ram.id, this.continued()));
+    if (route === 'zero') {
       this.counters.duplicate++;
+      if (mapped) return mapped.zero(page);
+      this.sent(putZeroPage(w, offset, this.ram.id, this.continued()));
       if (this.xbzrleActive) this.xbzrle!.zeroSent(offset, this.counters.dirtySyncCount, this.lastStage);
       return;
     }
-    if (multifd) {
-      // ram_save_multifd_page(): the page leaves on a channel; its bytes are counted there.
-      multifd.queue(offset, false);
+    const data = this.ram.page(page);
+    if (mapped) {
+      // The writer counts the page's bytes (main channel or multifd's, as the capability says).
+      mapped.page(page, data);
       this.counters.normal++;
       return;
     }
-    const data = this.ram.page(page);
     if (this.xbzrleActive && !this.inPostcopy) {
       const before = w.written;
       const put = this.xbzrle!.put(w, { offset, data, blockId: this.ram.id, continued: this.blockSent, age: this.counters.dirtySyncCount, lastStage: this.lastStage });
