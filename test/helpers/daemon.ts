@@ -95,6 +95,16 @@ export async function threadsSettled(pid: number): Promise<number> {
   }
 }
 
+/**
+ * The pages a destination's load thread loaded (--page-thread on), from the log line its incoming
+ * migration completed with: undefined where no load thread took part.
+ */
+export function loadThreadPages(log: string): number | undefined {
+  const done = log.split('\n').find((l) => l.includes('incoming migration completed'));
+  if (done === undefined) throw new Error('the log has no "incoming migration completed" line');
+  return (JSON.parse(done) as { loadThreadPages?: number }).loadThreadPages;
+}
+
 /** Resident memory of a process in KiB, from /proc. */
 export function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);

@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { BIN, freePort, tempDir, threads, threadsSettled } from '../helpers/daemon.js';
+import { BIN, freePort, loadThreadPages, tempDir, threads, threadsSettled } from '../helpers/daemon.js';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
@@ -169,8 +169,7 @@ t.test('the load thread: a running guest\'s passes arrive whole, plain and with 
     const info = (await p.src.qmp.ok('query-migrate')) as Msg;
     t.ok(enough(info), `${xbzrle ? 'XBZRLE pages went' : 'more passes went'} (${JSON.stringify(xbzrle ? info['xbzrle-cache'] : (info.ram as Msg)['dirty-sync-count'])})`);
     t.equal(await digest(p.dst), await digest(p.src), `${xbzrle ? 'XBZRLE' : 'plain'}: destination RAM equals the source's at its stop`);
-    const done = p.dst.daemon.stderr().split('\n').find((l) => l.includes('incoming migration completed'));
-    const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages ?? 0;
+    const onThread = loadThreadPages(p.dst.daemon.stderr()) ?? 0;
     t.ok(onThread > 0, `the load thread loaded ${onThread} of its pages`);
   }
 });
@@ -234,8 +233,7 @@ for (const release of ['7.2', '10.0']) {
         t.equal(await digest(p.dst), await digest(p.src), `${name}: destination RAM equals the source's at its stop`);
         t.equal(p.src.daemon.stderr().includes('pages go from the page thread from here on'), thread === 'on', `${name}: the pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
         t.ok(r['multifd-bytes'] >= 48 * MiB, `${name}: the random pages went over the channels (${r['multifd-bytes']})`);
-        const done = p.dst.daemon.stderr().split('\n').find((l) => l.includes('incoming migration completed'));
-        const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages;
+        const onThread = loadThreadPages(p.dst.daemon.stderr());
         if (thread === 'off') t.equal(onThread, undefined, `${name}: no load thread`);
         // 10.0's zero pages travel in the packets: its main channel carries none.
         else if (release === '7.2') t.ok(onThread! > 0 && onThread! <= r.duplicate!, `${name}: the load thread loaded the zero pages (${onThread} of ${r.duplicate})`);

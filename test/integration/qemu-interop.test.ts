@@ -17,7 +17,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, tempDir } from '../helpers/daemon.js';
+import { freePort, loadThreadPages, tempDir } from '../helpers/daemon.js';
 import { qemuInstalled } from '../helpers/qemu.js';
 import { caps, eventTrail, finished, info, isEvent, listening, MiB, mixedRam, nextEvent, ramInfo, recordingProxy, runState, sameRam, startEnd, statuses, until, within, xbzrleInfo, xbzrleFromQemu, type Kind, type Test } from '../helpers/interop.js';
 
@@ -327,8 +327,7 @@ for (const [srcKind, dstKind, qmigdArgs] of multifdPairs) {
     t.ok(ramInfo(srcInfo)['multifd-bytes']! > 0, 'pages went over the multifd channels');
     if (qmigdArgs.length && srcKind === 'qmigd') t.ok(src.log().includes('pages go from the page thread from here on'), 'the page thread sent the pages');
     if (qmigdArgs.length && dstKind === 'qmigd') {
-      const done = dst.log().split('\n').find((l) => l.includes('incoming migration completed'));
-      const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages;
+      const onThread = loadThreadPages(dst.log());
       t.ok(onThread! > 0, `the load thread loaded the zero pages QEMU sent on the main channel (${onThread})`);
     }
     t.same(statuses(src), ['setup', 'active', 'completed']);

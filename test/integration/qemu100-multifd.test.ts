@@ -15,7 +15,7 @@ import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, startDaemon, tempDir } from '../helpers/daemon.js';
+import { freePort, loadThreadPages, startDaemon, tempDir } from '../helpers/daemon.js';
 import { recordingProxy, type Recording } from '../helpers/interop.js';
 import { qemuSkip, startQemu } from '../helpers/qemu.js';
 import { QmpClient, type Msg } from '../helpers/qmp-client.js';
@@ -145,8 +145,7 @@ for (const mode of MODES) {
       t.equal(r.dst.status, 'completed', 'qmigd destination completed');
       t.ok(ram(r.src)['multifd-bytes']! > 0, 'pages went over the channels');
       t.equal(await ramSha(t, dst), image.sha, 'qmigd holds the image QEMU sent');
-      const done = dst.log().split('\n').find((l) => l.includes('incoming migration completed'));
-      const onThread = (JSON.parse(done!) as { loadThreadPages?: number }).loadThreadPages;
+      const onThread = loadThreadPages(dst.log());
       if (!qmigdArgs.length) t.equal(onThread, undefined, 'no load thread');
       else if (mode === 'legacy') t.ok(onThread! > 0, `the load thread loaded the ZERO records' pages (${onThread})`);
       else t.equal(onThread, 0, 'the load thread took the sections, with no page in them');
