@@ -27,8 +27,8 @@ import { be32 } from './stream/writer.js';
 import { RamLoader } from './ram/ram-load.js';
 import type { MigrationStateCell } from './state.js';
 
-/** Capabilities under which no RAM section is plain, so no load thread starts. */
-const NOT_PLAIN = ['postcopy-ram', 'mapped-ram', 'x-colo'];
+/** Capabilities under which no RAM section is plain, so no load thread starts (postcopy's are, up to LISTEN). */
+const NOT_PLAIN = ['mapped-ram', 'x-colo'];
 
 /** What a COLO secondary shares with the daemon. */
 export interface IncomingColoContext {
@@ -193,8 +193,9 @@ export class IncomingMigration {
     // The thread takes the RAM sections once it is up; until then they load here.
     const loadThread = this.attachLoadThread(conn.input);
     void loadThread?.then((t) => {
-      loader.loadThread = t;
-      if (t) env.log.info('RAM sections load on the load thread from here on');
+      if (!t) return;
+      loader.useLoadThread(t);
+      env.log.info('RAM sections load on the load thread from here on');
     });
     if (this.multifd) {
       const multifd = this.multifd;
@@ -218,7 +219,7 @@ export class IncomingMigration {
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
       if (result.postcopy) await this.preemptEnded(loader);
       else this.startGuest(result); // in postcopy it started at RUN
-      env.log.info({ bytes: result.bytes, pages: result.pages, loadThreadPages: loader.loadThread?.pages, ms: Date.now() - started }, 'incoming migration completed');
+      env.log.info({ bytes: result.bytes, pages: result.pages, loadThreadPages: loader.loadThreadPages, ms: Date.now() - started }, 'incoming migration completed');
       this.blocktime = blocktime;
       env.state.change(result.postcopy ? 'postcopy-active' : 'active', 'completed');
       rp.send(RpMessage.SHUT, be32(0));
@@ -413,8 +414,8 @@ export class IncomingMigration {
   /**
    * The booted load thread with the main channel `input`, where the sections can be plain (caps
    * may have changed since listen()); else it is closed unattached: a duplicate of the
-   * descriptor in a thread that takes no section would only hold the channel open, past a
-   * postcopy pause or a COLO failover.
+   * descriptor in a thread that takes no section would only hold the channel open, past a COLO
+   * failover (VmLoader.useLoadThread() ends it at postcopy's LISTEN).
    */
   private attachLoadThread(input: ByteSource): Promise<LoadThread | undefined> | undefined {
     const booted = this.loadThread;

@@ -114,7 +114,7 @@ export class VmLoader {
   /** globalstate said the guest was suspended (9.0+: its flags, or the run state itself). */
   wasSuspended = false;
   /** --page-thread: plain RAM sections of the main channel load on this thread (load-thread.ts). */
-  loadThread?: LoadThread;
+  private loadThread?: LoadThread;
   private readonly handlers: Handler[];
   private readonly bySectionId = new Map<number, Handler>();
 
@@ -222,6 +222,21 @@ export class VmLoader {
     }
   }
 
+  /**
+   * The load thread takes the plain RAM sections from here on. None is plain from postcopy's
+   * LISTEN on, so the thread ends there, or at once if it comes later: its duplicate of the
+   * channel's descriptor would hold the connection open past a postcopy pause.
+   */
+  useLoadThread(thread: LoadThread): void {
+    this.loadThread = thread;
+    if (this.postcopy.listening) thread.close();
+  }
+
+  /** Pages the load thread loaded, if it had any part. */
+  get loadThreadPages(): number | undefined {
+    return this.loadThread?.pages;
+  }
+
   /** A RAM section: on the load thread where it can take it, else here. */
   private loadRam(r: StreamReader, version: number): Promise<void> {
     const thread = this.loadThread;
@@ -317,7 +332,8 @@ export class VmLoader {
       case Command.POSTCOPY_RAM_DISCARD:
         return void this.postcopy.discard(payload);
       case Command.POSTCOPY_LISTEN:
-        return void this.postcopy.listen();
+        this.postcopy.listen();
+        return void this.loadThread?.close();
       case Command.POSTCOPY_RUN:
         this.postcopy.run();
         return 'quit';

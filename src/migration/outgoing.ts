@@ -390,11 +390,11 @@ export class OutgoingMigration {
     await this.flush();
     // The page thread, before the first pass (as QEMU's migration thread is), so that every page
     // goes from it; it booted before the migration, so only one that came at once waits for it.
-    // Not for COLO (its checkpoints stop halfway through the pages), postcopy (its page requests
-    // and pauses are served here, on the channel this thread would keep open) nor under a channel
-    // fault (the bytes must pass this thread's hooks).
+    // With postcopy it serves the passes before the switch (postcopyStart() closes it). Not for
+    // COLO (its checkpoints stop halfway through the pages) nor under a channel fault (the bytes
+    // must pass this thread's hooks).
     const takePageThread = env.takePageThread;
-    if (takePageThread && this.ram.threadable && !env.caps['x-colo'] && !env.caps['postcopy-ram'] && !faults.channelArmed) {
+    if (takePageThread && this.ram.threadable && !env.caps['x-colo'] && !faults.channelArmed) {
       await this.attachPageThread(takePageThread());
     }
     this.setupTime = Date.now() - setupStart;
@@ -695,6 +695,11 @@ export class OutgoingMigration {
   private async postcopyStart(): Promise<void> {
     const { env, writer: w } = this;
     const guest = env.guest;
+    // Postcopy's page requests and pauses are served here: the page thread's part ends, and its
+    // duplicate of the channel's descriptor with it, which would hold the connection open past a
+    // pause (a pause closes the channel: the destination must see it end).
+    this.pageThread?.close();
+    this.pageThread = undefined;
     if (this.preemptFrom('at-switch') && !(await this.openPreempt())) return this.fail('postcopy_start: Failed to establish preempt channel', 'active');
     // 7.2 announces postcopy-active, then stops the guest; 10.0 stops it, then announces device.
     const via = activeProfile().postcopy.switchoverState;

@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, tempDir } from '../helpers/daemon.js';
+import { freePort, loadThreadPages, tempDir } from '../helpers/daemon.js';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, until, untilInfo, type Pair, type Side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
@@ -19,6 +19,9 @@ import type { Test } from '../helpers/interop.js';
 const MEMORY_MB = 32;
 /** Slow enough that the switch finds most of RAM still on the source. */
 const BANDWIDTH = 16 << 20;
+/** Sent before the switch where a test waits for it; and what a broken connection may lose (socket buffers). */
+const PRECOPY_MB = 20;
+const IN_FLIGHT = 8 << 20;
 
 /** A pair with random RAM, postcopy-ram on both ends, the source migrating slowly; `args` for both daemons. */
 async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2', caps: Record<string, boolean> = {}, args: string[] = []): Promise<Pair> {
@@ -114,12 +117,17 @@ async function bothPaused(p: Pair, from: [number, number]): Promise<void> {
   await migrationStatus(p.dst, 'postcopy-paused', from[1]);
 }
 
-// With --page-thread on too: postcopy starts no page or load thread, whose duplicate of the
-// channel's descriptor would hold the connection open past the pause.
-for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread', 'on']]] as const) {
+// With --page-thread on too: the page and load threads carry the passes before the switch and
+// end there, as their duplicates of the channel's descriptor would hold the connection open past
+// the pause.
+for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread', 'on']], ['dst', ['--page-thread', 'on']]] as const) {
   t.test(`migrate-pause on the ${where === 'src' ? 'source' : 'destination'}${args.length ? `, ${args.join(' ')} at both ends` : ''}: both pause, the guest runs on, recovery finishes the migration`, async (t) => {
     const p = await postcopyPair(t, '7.2', {}, [...args]);
     await switchToPostcopy(p);
+    if (args.length) {
+      t.ok(p.src.daemon.stderr().includes('pages go from the page thread from here on'), 'the passes before the switch went from the source\'s page thread');
+      t.ok(p.dst.daemon.stderr().includes('RAM sections load on the load thread from here on'), 'and loaded on the destination\'s load thread');
+    }
     const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
     await p[where].qmp.ok('migrate-pause');
     await bothPaused(p, from);
@@ -133,6 +141,34 @@ for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread',
     t.same(statuses(p.src).slice(-4), ['postcopy-paused', 'postcopy-recover', 'postcopy-active', 'completed']);
     // 7.2's migrate-recover announces setup, as its migrate-incoming does.
     t.same(statuses(p.dst).slice(-5), ['postcopy-paused', 'setup', 'postcopy-recover', 'postcopy-active', 'completed']);
+    await nothingLost(t, p);
+  });
+}
+
+for (const thread of ['on', 'off']) {
+  t.test(`--page-thread ${thread}: most pages go before the switch${thread === 'on' ? ' on the page and load threads' : ''}, marked received as they load: a recovery asks the source only for what the destination lacks`, async (t) => {
+    const p = await postcopyPair(t, '7.2', {}, ['--page-thread', thread]);
+    await p.src.qmp.ok('migrate', { uri: p.uri });
+    const before = PRECOPY_MB << 20;
+    await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.transferred as number) > before);
+    await p.src.qmp.ok('migrate-start-postcopy');
+    await migrationStatus(p.src, 'postcopy-active');
+    await migrationStatus(p.dst, 'postcopy-active');
+    await p.dst.qmp.waitEvent('RESUME');
+    const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
+    await p.dst.qmp.ok('migrate-pause');
+    await bothPaused(p, from);
+    const paused = (await ramStats(p.src)).remaining!;
+    await recover(p);
+    // ram_dirty_bitmap_reload(): what the destination lacks is what its received bitmap lacks; had
+    // the loader (here or on the load thread) not marked its pages, all would be asked for again.
+    const recovered = (await ramStats(p.src)).remaining!;
+    t.ok(recovered <= paused + IN_FLIGHT, `after recovery ${recovered} bytes remain to send, against ${paused} at the pause (at most ${IN_FLIGHT} more: what the broken connection lost)`);
+    await migrationStatus(p.src, 'completed', from[0]);
+    await migrationStatus(p.dst, 'completed', from[1]);
+    const onThread = loadThreadPages(p.dst.daemon.stderr()) ?? 0;
+    if (thread === 'on') t.ok(onThread * 4096 >= before - IN_FLIGHT, `the load thread loaded the passes before the switch (${onThread} pages)`);
+    else t.equal(onThread, 0, 'no load thread');
     await nothingLost(t, p);
   });
 }

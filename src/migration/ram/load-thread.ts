@@ -82,7 +82,8 @@ export class LoadThread {
     const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
     const reply = await new Promise<LoadReply>((resolve, reject) => {
       this.pending = { resolve, reject };
-      this.post({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, syncs }, [ahead.buffer as ArrayBuffer]);
+      const received = loader.received?.words.buffer as SharedArrayBuffer | undefined;
+      this.post({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, received, syncs }, [ahead.buffer as ArrayBuffer]);
     }).finally(() => (this.section = undefined));
     r.putBack(Buffer.from(reply.rest.buffer, reply.rest.byteOffset, reply.rest.byteLength), start + reply.consumed, reply.ended);
     loader.blockKnown = reply.blockKnown;

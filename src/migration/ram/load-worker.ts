@@ -11,10 +11,11 @@
  *
  * Messages in: attach (the duplicate, once the main channel is there; the thread boots before);
  * load (a section's version, the bytes the main thread had read ahead, the block the last record
- * named, which sync points to ask for); synced (the answer to a sync); close. Out: ready, sync,
+ * named, the received bitmap with postcopy advised, which sync points to ask for); synced (the answer to a sync); close. Out: ready, sync,
  * then one LoadReply per load.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { GuestRam, type RamBacking } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { SocketInput } from '../channels/socket-input.js';
@@ -39,6 +40,8 @@ export interface LoadRequest {
   /** What the main thread had read of the channel and not yet parsed. */
   ahead: Uint8Array;
   blockKnown: boolean;
+  /** With postcopy advised: the received bitmap's words (RamLoader.received), which this thread marks too. */
+  received?: SharedArrayBuffer;
   /** multifd: the sync points the main thread's loader has (RamLoader.onEos, onFlush). */
   syncs: { eos: boolean; flush: boolean };
 }
@@ -129,6 +132,7 @@ port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
 async function load({ input, reader }: { input: SocketInput; reader: StreamReader }, req: LoadRequest): Promise<LoadReply> {
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
+  loader.received = req.received && new DirtyBitmap(loader.ram!.pages, req.received);
   loader.pages = 0;
   loader.onEos = req.syncs.eos ? () => sync('eos') : undefined;
   loader.onFlush = req.syncs.flush ? () => sync('flush') : undefined;

@@ -170,7 +170,8 @@ export class RamLoader {
   /**
    * The records a plain loader (see plain) meets most, in a loop of their own: PAGE and ZERO
    * (fill 0) records that name no block (CONTINUE), lie whole in the reader's ready bytes and are
-   * within RAM, applied as load() applies them; it stops before any other record, and after `max`.
+   * within RAM, applied (and marked received, with postcopy advised) as load() applies them; it
+   * stops before any other record, and after `max`.
    * Returns how many it applied.
    * Why: run per record, load() (a large async function) was the hot code V8 compiled during the
    * migration, and compiled again; this small loop is optimized early. 1 GiB of zero pages (the
@@ -179,6 +180,7 @@ export class RamLoader {
    */
   private applyRun(r: StreamReader, max: number): number {
     const ram = this.ram!;
+    const received = this.received;
     const { bytes, at: start } = r.readyInPlace();
     let at = start;
     let n = 0;
@@ -197,6 +199,7 @@ export class RamLoader {
         ram.zeroPage(page);
         at += 9;
       } else break;
+      received?.set(page);
       n++;
     }
     r.consumeReady(at - start);
@@ -206,11 +209,13 @@ export class RamLoader {
 
   /**
    * Whether this loader's records are only pages to copy into guest RAM, as the load thread
-   * (load-thread.ts) can copy them too: no COLO cache, postcopy, mapped-ram, observer, or second
-   * channel. multifd's syncs (onEos, onFlush) are no page work: the load thread asks for them.
+   * (load-thread.ts) can copy them too: no COLO cache, mapped-ram, observer, second channel, nor
+   * postcopy from LISTEN on (pages placed once, vCPUs waiting for them). Before LISTEN postcopy
+   * only marks the pages received, in a bitmap the load thread shares. multifd's syncs (onEos,
+   * onFlush) are no page work: the load thread asks for them.
    */
   get plain(): boolean {
-    return this.ram !== undefined && !this.colo && !this.received && !this.mapped && !this.observe && !this.main;
+    return this.ram !== undefined && !this.colo && !this.postcopyPlacing && !this.mapped && !this.observe && !this.main;
   }
 
   /** Whether `page` is in place for good: postcopy (from LISTEN) has it already. */
