@@ -227,6 +227,12 @@ export class GuestRam extends PageStore {
     if (this.knownZero) this.knownZero[index] = 0;
   }
 
+  /** willWrite() and wrote() for pages [from, to), before they are written in one go. */
+  writingRange(from: number, to: number): void {
+    for (let page = from; page < to; page = (Math.floor(page / REGION_PAGES) + 1) * REGION_PAGES) this.willWrite(page);
+    this.knownZero?.fill(0, from, to);
+  }
+
   /** Whether page `index` is zero without a doubt, and without reading it. */
   surelyZero(index: number): boolean {
     return this.knownZero !== undefined && this.knownZero[index] === 1;

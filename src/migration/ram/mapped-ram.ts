@@ -14,7 +14,7 @@
  *
  * Offsets are absolute file positions (a file:...,offset=N stream has them shifted by N).
  */
-import { PAGE_SIZE } from '../../guest/ram.js';
+import { PAGE_SIZE, SEGMENT_PAGES } from '../../guest/ram.js';
 import type { PositionedFile } from '../channels/outgoing-channel.js';
 import { LoadError } from '../load-error.js';
 import type { StreamReader } from '../stream/reader.js';
@@ -131,8 +131,9 @@ export interface MappedRamSource {
 
 /**
  * parse_ramblock_mapped_ram(): the header from the stream, the bitmap and then every page it
- * marks read from the file into `target`, and the stream moved past the pages region.
- * `page(n)`: the RAM of page n and the offset of the page in it; `wrote(n)` once it holds it.
+ * marks read from the file straight into RAM, and the stream moved past the pages region.
+ * `page(n)`: the RAM of page n and the offset of the page in it (pages of one segment, of
+ * SEGMENT_PAGES, are contiguous); `writing(from, to)` before pages [from, to) are written.
  */
 export async function loadMappedRamBlock(
   r: StreamReader,
@@ -142,7 +143,7 @@ export async function loadMappedRamBlock(
   /** The destination block's used_length: a page past it is refused (host_from_ram_block_offset). */
   blockSize: number,
   page: (n: number) => { buf: Buffer; at: number },
-  wrote: (n: number) => void,
+  writing: (from: number, to: number) => void,
   observe?: (info: MappedRamBlockInfo) => void,
 ): Promise<void> {
   const offset = r.consumed;
@@ -172,18 +173,24 @@ export async function loadMappedRamBlock(
     observe({ id, offset, version, pageSize, bitmapOffset, bitmapBytes: bitmap.length, pagesOffset, pages, pagesInFile });
   }
   // read_ramblock_mapped_ram(): runs of set bits, read 1 MiB at a time from the run's start (so
-  // a failed read names the offset QEMU names), then into RAM.
-  const chunk = Buffer.allocUnsafe(LOAD_CHUNK);
+  // a failed read names the offset QEMU names), straight into RAM as QEMU reads them: pread()
+  // in libuv's pool, no copy and no per-page work on this thread, each 2 MiB region faulted in
+  // at once (GuestRam.willWrite()). A run stays in one segment. Loading a 1 GiB file of random
+  // pages (5 alternating loads each, medians): 2045 ms through a 1 MiB buffer copied page by page
+  // into RAM, 1527 ms read in place (the destination's CPU 2120 → 1530 ms).
   for (let n = 0; n < pages; ) {
     if (!set(n)) {
       n++;
       continue;
     }
     let end = n + 1;
-    while (end < pages && set(end) && end - n < LOAD_CHUNK / PAGE_SIZE) end++;
+    while (end < pages && set(end) && end - n < LOAD_CHUNK / PAGE_SIZE && end % SEGMENT_PAGES !== 0) end++;
     if (end * PAGE_SIZE > blockSize) throw new LoadError('EINVAL', `page outside of ramblock ${id} range`);
     const want = (end - n) * PAGE_SIZE;
-    const got = await source.readAt(chunk, 0, want, pagesOffset + n * PAGE_SIZE);
+    const { buf, at } = page(n);
+    // Before the read: a short one leaves part of the run written.
+    writing(n, end);
+    const got = await source.readAt(buf, at, want, pagesOffset + n * PAGE_SIZE);
     if (got !== want) {
       // qemu_get_buffer_at(): a short pread is an error, named with the read's start (no space
       // before "from": QEMU's words).
@@ -192,11 +199,6 @@ export async function loadMappedRamBlock(
         'EINVAL',
         `(${id}) failed to read page ${start.toString(16)}from file offset ${(pagesOffset + start).toString(16)}: Partial read of size ${got}, expected ${want}`,
       );
-    }
-    for (let p = n; p < end; p++) {
-      const { buf, at } = page(p);
-      chunk.copy(buf, at, (p - n) * PAGE_SIZE, (p - n + 1) * PAGE_SIZE);
-      wrote(p);
     }
     n = end;
   }

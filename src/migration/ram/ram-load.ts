@@ -248,7 +248,7 @@ export class RamLoader {
       if (this.mapped) {
         // parse_ramblock(): mapped-ram reads the block before (and instead of) the size check.
         const ram = this.ram;
-        await loadMappedRamBlock(r, this.mapped, id, length, ram.size, (n) => ({ buf: ram.segment(n), at: pageOffset(n) }), (n) => ram.wrote(n), this.observeMapped);
+        await loadMappedRamBlock(r, this.mapped, id, length, ram.size, (n) => ({ buf: ram.segment(n), at: pageOffset(n) }), (from, to) => ram.writingRange(from, to), this.observeMapped);
         seen += length;
         continue;
       }
