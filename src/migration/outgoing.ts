@@ -426,7 +426,8 @@ export class OutgoingMigration {
     const thread = await booted;
     // With multifd XBZRLE has no part: the pages go to the channels (ram_save_target_page()).
     const xbzrleCacheSize = this.multifd ? undefined : this.ram!.xbzrleCacheSize;
-    if (thread?.attach(this.channel!, this.ram!.bitmap, { xbzrleCacheSize, multifd: this.multifd, syncPerRound: this.syncPerRound })) this.pageThread = thread;
+    const pages = { xbzrleCacheSize, multifd: this.multifd, syncPerRound: this.syncPerRound, mapped: this.mapped };
+    if (thread?.attach(this.channel!, this.ram!.bitmap, pages)) this.pageThread = thread;
     else thread?.close();
   }
 
@@ -621,6 +622,7 @@ export class OutgoingMigration {
       const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, detection, packets: this.multifd?.cursor });
       this.writer.written += r.bytes;
       this.ram!.absorb(r);
+      if (r.mappedBytes) this.mapped!.countPages(r.mappedBytes);
       if (r.packets) this.multifd!.absorb(r.packets);
       if (r.error) this.channel!.fail(r.error);
       if (r.exhausted) return;

@@ -1,7 +1,7 @@
 /**
  * mapped-ram (QEMU 9.0+, file: only) under the 10.0 profile, against QEMU 10.0 in the same run:
  * - a paused guest's file is byte for byte the file QEMU 10.0 writes for the same RAM (with and
- *   without multifd, with and without a file offset);
+ *   without multifd, with and without a file offset, the pages from the page thread or not);
  * - a guest that writes while it is saved gets a file QEMU 10.0 loads into the same RAM, laid out
  *   as QEMU's (the pages region does not grow: pages dirtied again are rewritten in place);
  * - QEMU 10.0's file loads into qmigd 10.0 (with and without multifd), RAM compared;
@@ -73,41 +73,47 @@ for (const variant of [{ multifd: false, offset: 0 }, { multifd: true, offset: 1
     const extra = variant.multifd ? ['multifd'] : [];
     const qemu = await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] });
     const theirs = await save(t, qemu, extra, variant.offset);
-    const qmigd = await startEnd(t, 'qmigd', R, { size, ramFile: image.path, qmigdArgs: ['-S'] });
-    const ours = await save(t, qmigd, extra, variant.offset);
     const h = blockHeader(theirs.bytes, variant.offset);
     t.comment(`QEMU 10.0's block header: ${JSON.stringify(h)}, file ${theirs.bytes.length} bytes`);
-    t.ok(ours.bytes.equals(theirs.bytes), `the same file (${firstDifference(ours.bytes, theirs.bytes)})`);
-    t.same(blockHeader(ours.bytes, variant.offset), h, 'the same block header');
     // The same file, so the same bytes to count: the bitmap is RAM bytes (downtime-bytes), and
     // with multifd the pages are the channels' (multifd-bytes).
     const counted = (i: Msg): Msg => Object.fromEntries(STATS.map((k) => [k, (i.ram as Msg)[k]]));
     const theirStats = counted(theirs.info);
     t.comment(`QEMU 10.0's RAM statistics: ${JSON.stringify(theirStats)}`);
-    t.same(counted(ours.info), theirStats, "query-migrate's RAM statistics as QEMU 10.0's");
+    // qmigd's page loop on the QMP thread (the default), and on the page thread, which writes the pages through its own descriptor.
+    for (const thread of ['off', 'on']) {
+      const qmigd = await startEnd(t, 'qmigd', R, { size, ramFile: image.path, qmigdArgs: ['-S', '--page-thread', thread] });
+      const ours = await save(t, qmigd, extra, variant.offset);
+      t.equal(qmigd.log().includes('pages go from the page thread from here on'), thread === 'on', `--page-thread ${thread}: the pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
+      t.ok(ours.bytes.equals(theirs.bytes), `--page-thread ${thread}: the same file (${firstDifference(ours.bytes, theirs.bytes)})`);
+      t.same(blockHeader(ours.bytes, variant.offset), h, 'the same block header');
+      t.same(counted(ours.info), theirStats, "query-migrate's RAM statistics as QEMU 10.0's");
+    }
   });
 }
 
 t.test('a guest writing while saved: QEMU 10.0 (and qmigd) load the file into the same RAM, the pages region rewritten in place', { skip }, async (t) => {
   const image = mixedRam(size);
   const ref = await save(t, await startEnd(t, 'qemu', R, { size, ramFile: image.path, qemuArgs: ['-S'] }));
-  const src = await startEnd(t, 'qmigd', R, { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '8M'] });
-  await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
-  const ours = await save(t, src);
-  const passes = ((await info(src)).ram as Msg)['dirty-sync-count'] as number;
-  t.ok(passes > 2, `the guest dirtied pages that were saved again (${passes} syncs)`);
   const h = blockHeader(ref.bytes, 0);
-  t.ok(ours.bytes.subarray(0, h.bitmapOffset).equals(ref.bytes.subarray(0, h.bitmapOffset)), 'the same stream up to the bitmap as QEMU 10.0 writes');
-  // Every pass rewrote its pages in place: the file is the pages region plus a stream tail,
-  // however many pages went out more than once.
-  const tail = ours.bytes.length - (h.pagesOffset + size);
-  t.ok(tail > 0 && tail < 64 * 1024, `after the pages region only the rest of the stream (${tail} bytes)`);
-  for (const kind of ['qemu', 'qmigd'] as const) {
-    const dst = await startEnd(t, kind, R, { size, incoming: 'defer' });
-    await caps(dst, ['events', 'mapped-ram']);
-    await dst.qmp.ok('migrate-incoming', { uri: `file:${ours.path}` });
-    t.equal((await finished(dst)).status, 'completed', `${kind} 10.0 loaded qmigd's file`);
-    await sameRam(t, src, dst, size);
+  for (const thread of ['off', 'on']) {
+    const src = await startEnd(t, 'qmigd', R, { size, ramFile: image.path, qmigdArgs: ['--dirty-rate', '8M', '--page-thread', thread] });
+    await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
+    const ours = await save(t, src);
+    const passes = ((await info(src)).ram as Msg)['dirty-sync-count'] as number;
+    t.ok(passes > 2, `--page-thread ${thread}: the guest dirtied pages that were saved again (${passes} syncs)`);
+    t.ok(ours.bytes.subarray(0, h.bitmapOffset).equals(ref.bytes.subarray(0, h.bitmapOffset)), 'the same stream up to the bitmap as QEMU 10.0 writes');
+    // Every pass rewrote its pages in place: the file is the pages region plus a stream tail,
+    // however many pages went out more than once.
+    const tail = ours.bytes.length - (h.pagesOffset + size);
+    t.ok(tail > 0 && tail < 64 * 1024, `after the pages region only the rest of the stream (${tail} bytes)`);
+    for (const kind of ['qemu', 'qmigd'] as const) {
+      const dst = await startEnd(t, kind, R, { size, incoming: 'defer' });
+      await caps(dst, ['events', 'mapped-ram']);
+      await dst.qmp.ok('migrate-incoming', { uri: `file:${ours.path}` });
+      t.equal((await finished(dst)).status, 'completed', `${kind} 10.0 loaded qmigd's file`);
+      await sameRam(t, src, dst, size);
+    }
   }
 });
 

@@ -119,6 +119,23 @@ export class OutgoingChannel {
   }
 
   /**
+   * A file: channel's descriptor, for the page thread's positioned writes (mapped-ram's pages)
+   * through its own duplicate: ofFileDuplicate().
+   */
+  get fileDescriptor(): number | undefined {
+    return this.out instanceof FileAt && this.usable ? this.out.fd : undefined;
+  }
+
+  /**
+   * The page thread's end of a file: channel (mapped-ram), over its own duplicate `fd`: only its
+   * `file` is used, to write pages at their offsets; closing it closes only the duplicate.
+   */
+  static ofFileDuplicate(fd: number): OutgoingChannel {
+    const out = new FileAt(fd, 0);
+    return new OutgoingChannel(out, undefined, 'file', () => out.destroy());
+  }
+
+  /**
    * The descriptor a thread may write through (with its own duplicate) while this channel keeps
    * the way back: a socket or a pipe libuv writes; undefined for files, which go through fs.
    */

@@ -35,8 +35,15 @@ const RUN_PAGES = 256;
 /** BITS_TO_LONGS(pages) * sizeof(unsigned long) on a 64-bit host. */
 export const bitmapBytes = (pages: number): number => Math.ceil(pages / 64) * 8;
 
+/** What the page thread needs to write a block's pages: where they go, and the bitmap (shared). */
+export interface MappedRamShare {
+  pagesOffset: number;
+  bitmap: SharedArrayBuffer;
+}
+
 /** The source's side of one block: where things go, and the bitmap of pages in the file. */
 export class MappedRamWriter {
+  /** In shared memory: the page thread sets and clears its bits (share()). */
   readonly bitmap: Buffer;
   private bitmapOffset = 0;
   private pagesOffset = 0;
@@ -55,8 +62,21 @@ export class MappedRamWriter {
      * channels write them, with multifd) and the bitmap's (the main channel's, at completion).
      */
     private readonly counted: (bytes: number, what: 'page' | 'bitmap') => void,
+    /** The page thread's writer: the main thread's share(), its header written already. */
+    shared?: MappedRamShare,
   ) {
-    this.bitmap = Buffer.alloc(bitmapBytes(usedLength / PAGE_SIZE));
+    this.bitmap = Buffer.from(shared?.bitmap ?? new SharedArrayBuffer(bitmapBytes(usedLength / PAGE_SIZE)));
+    if (shared) this.pagesOffset = shared.pagesOffset;
+  }
+
+  /** For the page thread's writer, once header() has placed the pages region. */
+  share(): MappedRamShare {
+    return { pagesOffset: this.pagesOffset, bitmap: this.bitmap.buffer as SharedArrayBuffer };
+  }
+
+  /** The page thread wrote `bytes` of pages: counted as page() counts them here. */
+  countPages(bytes: number): void {
+    this.counted(bytes, 'page');
   }
 
   /**

@@ -8,7 +8,7 @@
  *
  * Where the page thread cannot be had (the addon is not built, the descriptor cannot be
  * duplicated) the migration keeps its page loop on the main thread; so does one whose pages the
- * thread cannot send (RamSaver.threadable) or whose channel is a file.
+ * thread cannot send (RamSaver.threadable) or whose channel is a file without mapped-ram.
  */
 import type { Worker } from 'node:worker_threads';
 import type { GuestRam } from '../../guest/ram.js';
@@ -16,6 +16,7 @@ import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MultifdSender } from '../multifd/sender.js';
 import { duplicateOf, startWorker } from './descriptor-worker.js';
+import type { MappedRamWriter } from './mapped-ram.js';
 import type { FromPageWorker, PageWorkerData, ScanPosition, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
 
 const WORKER = new URL('./page-worker.js', import.meta.url);
@@ -43,15 +44,19 @@ export class PageThread {
   }
 
   /**
-   * Gives the thread the migration it serves: its own duplicate of `channel`'s descriptor, the
-   * bitmap, and what its pages need. False where it cannot write that channel.
+   * Gives the thread the migration it serves: its own duplicate of `channel`'s descriptor (with
+   * mapped-ram, of the file's), the bitmap, and what its pages need. False where it cannot write
+   * that channel.
    */
-  attach(channel: OutgoingChannel, bitmap: DirtyBitmap, pages: { xbzrleCacheSize?: number; multifd?: MultifdSender; syncPerRound: boolean }): boolean {
-    const target = channel.descriptor;
-    const fd = target && !this.failure ? duplicateOf(target.fd) : undefined;
+  attach(channel: OutgoingChannel, bitmap: DirtyBitmap, pages: { xbzrleCacheSize?: number; multifd?: MultifdSender; syncPerRound: boolean; mapped?: MappedRamWriter }): boolean {
+    const target = pages.mapped ? channel.fileDescriptor : channel.descriptor?.fd;
+    const fd = target !== undefined && !this.failure ? duplicateOf(target) : undefined;
     if (fd === undefined) return false;
     const multifd = pages.multifd && { ...pages.multifd.pageThreadPorts(), syncPerRound: pages.syncPerRound };
-    const attach: ToPageWorker = { kind: 'attach', fd, what: target!.what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd };
+    const what = channel.descriptor?.what ?? 'file';
+    const attach: ToPageWorker = {
+      kind: 'attach', fd, what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd, mapped: pages.mapped?.share(),
+    };
     this.worker.postMessage(attach, multifd?.ports ?? []);
     return true;
   }

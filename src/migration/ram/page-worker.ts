@@ -11,6 +11,10 @@
  * place from the slice and handing it back with the result; zero pages found here (7.2's
  * `legacy` detection) go as ZERO records on the main channel, as QEMU's do.
  *
+ * With mapped-ram the pages go to their places in the file, through the thread's own duplicate
+ * of the file's descriptor, and the bits of the main thread's bitmap (shared) say which are
+ * there; the main thread writes the stream, whose RAM sections then carry no page.
+ *
  * The thread boots before the migration it serves (its own start-up, a V8 isolate and Node's
  * internals, is then no part of the migration), and serves one migration.
  *
@@ -24,6 +28,7 @@ import { GuestRam, PAGE_SIZE, type RamBacking } from '../../guest/ram.js';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { OutgoingChannel, type ChannelKind } from '../channels/outgoing-channel.js';
 import { StreamWriter } from '../stream/writer.js';
+import { MappedRamWriter, type MappedRamShare } from './mapped-ram.js';
 import { pageRoute, putNormalPage, putZeroPage } from './page-records.js';
 import { emptyTally, XbzrlePages, type XbzrleTally } from './xbzrle-pages.js';
 import { RamFlag } from '../stream/constants.js';
@@ -54,6 +59,11 @@ export interface AttachRequest {
   xbzrleCacheSize?: number;
   /** With multifd: the channels (MultifdSender.pageThreadPorts), and whether they sync at each wrap of the scan (8.1+). */
   multifd?: ChannelPorts & { syncPerRound: boolean };
+  /**
+   * With mapped-ram: `fd` is the file's, and the pages go to their places in it (the stream's
+   * RAM sections carry none), zero pages nowhere; the bitmap is the main thread's.
+   */
+  mapped?: MappedRamShare;
 }
 
 /** The scan's place between slices (RamSaver's scan and blockSent). */
@@ -102,6 +112,8 @@ export interface SliceResult extends ScanPosition {
   xbzrle?: XbzrleTally & { active: boolean };
   /** With multifd: the queue's place after the slice, and the packets' bytes counted as handed over (7.2). */
   packets?: { cursor: PacketCursor; handedOver: number };
+  /** With mapped-ram: the pages' bytes written to the file, every one there when this is posted. */
+  mappedBytes?: number;
 }
 
 export type ToPageWorker = AttachRequest | ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
@@ -119,6 +131,10 @@ interface Migration {
   xbzrle?: XbzrlePages;
   /** With multifd: the channel threads, through this thread's ports. */
   lanes?: Lane[];
+  /** With mapped-ram: the file's pages. */
+  mapped?: MappedRamWriter;
+  /** With mapped-ram: the pages' bytes the current slice wrote there. */
+  mappedBytes: number;
 }
 
 const port = parentPort!;
@@ -129,10 +145,13 @@ let migration: Migration | undefined;
 let turn = Promise.resolve();
 port.on('message', (m: ToPageWorker) => {
   if (m.kind === 'attach') {
+    const channel = m.mapped ? OutgoingChannel.ofFileDuplicate(m.fd) : OutgoingChannel.ofDuplicate(m.fd, m.what);
     migration = {
       attach: m,
       bitmap: new DirtyBitmap(ram.pages, m.bitmap),
-      channel: OutgoingChannel.ofDuplicate(m.fd, m.what),
+      channel,
+      mapped: m.mapped && new MappedRamWriter(channel.file!, ram.size, (n) => (migration!.mappedBytes += n), m.mapped),
+      mappedBytes: 0,
       writer: new StreamWriter(),
       xbzrle: m.xbzrleCacheSize === undefined ? undefined : new XbzrlePages(m.xbzrleCacheSize),
       lanes: m.multifd?.ports.map((p, id) => ({ state: ChannelState.of(m.multifd!.state, id), post: (msg: ToSendWorker) => p.postMessage(msg) })),
@@ -154,7 +173,8 @@ port.on('message', (m: ToPageWorker) => {
 port.postMessage({ kind: 'ready' } satisfies FromPageWorker);
 
 /** ram_find_and_save_block() until the bitmap, the budget or the time runs out. */
-async function slice({ attach, bitmap, channel, writer: w, xbzrle, lanes }: Migration, req: SliceRequest): Promise<SliceResult> {
+async function slice(migration: Migration, req: SliceRequest): Promise<SliceResult> {
+  const { attach, bitmap, channel, writer: w, xbzrle, lanes, mapped } = migration;
   const flush = async (): Promise<void> => {
     const { pieces, retired } = w.take();
     if (pieces.length) await channel.write(pieces, () => w.recycle(retired));
@@ -169,8 +189,10 @@ async function slice({ attach, bitmap, channel, writer: w, xbzrle, lanes }: Migr
   let exhausted = false;
   let handedOver = 0;
   const packets = lanes && new PacketQueue(lanes, req.packets!, (bytes) => (handedOver += bytes));
+  migration.mappedBytes = 0;
   for (let n = 1; channel.usable && !packets?.failed; n++) {
-    if ((n & 15) === 0 && (w.written - before + (packets?.charged ?? 0) >= req.budget || performance.now() - start > req.ms)) break;
+    const charged = w.written - before + (packets?.charged ?? 0) + migration.mappedBytes;
+    if ((n & 15) === 0 && (charged >= req.budget || performance.now() - start > req.ms)) break;
     let page = bitmap.nextSet(scan);
     if (page < 0) {
       // A round ends: wrap, and from now on XBZRLE may be used; 8.1+'s channels sync here.
@@ -191,6 +213,16 @@ async function slice({ attach, bitmap, channel, writer: w, xbzrle, lanes }: Migr
     scan = page + 1;
     const offset = page * PAGE_SIZE;
     const route = pageRoute(ram, page, req.detection, packets !== undefined);
+    if (mapped) {
+      if (route === 'zero') {
+        mapped.zero(page);
+        duplicate++;
+      } else {
+        mapped.page(page, ram.page(page));
+        normal++;
+      }
+      continue;
+    }
     if (route === 'channel-detects') packets!.queue(offset);
     else if (route === 'channel') {
       packets!.queue(offset, false);
@@ -216,7 +248,12 @@ async function slice({ attach, bitmap, channel, writer: w, xbzrle, lanes }: Migr
   }
   await flush();
   await channel.drained();
+  if (mapped) {
+    mapped.flush();
+    await channel.file!.settled();
+  }
   const result: SliceResult = { scan, blockSent, pages, normal, duplicate, bytes: w.written - before, exhausted, error: channel.error };
+  if (mapped) result.mappedBytes = migration.mappedBytes;
   if (stage) {
     result.xbzrle = { ...xbzrle!.tally, active: stage.active };
     Object.assign(xbzrle!.tally, emptyTally());

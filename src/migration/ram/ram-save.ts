@@ -290,11 +290,11 @@ export class RamSaver {
   /**
    * Whether the page loop may run on the page thread (page-thread.ts): pages whose records need
    * nothing but RAM, the bitmap, where the scan is, multifd's queue (whose place the slices
-   * carry) and, with XBZRLE, a cache, which the thread keeps from the start: so only while this
-   * side's cache is still empty. Not mapped-ram (which writes a file at offsets).
+   * carry), mapped-ram's file and bitmap and, with XBZRLE, a cache, which the thread keeps from
+   * the start: so only while this side's cache is still empty.
    */
   get threadable(): boolean {
-    return !this.opts.mapped && (this.xbzrle?.untouched ?? true);
+    return this.xbzrle?.untouched ?? true;
   }
 
   /** Where the scan stands and what XBZRLE may do, for the page thread's next slice. */
