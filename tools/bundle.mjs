@@ -11,7 +11,7 @@
  * -daemonize's waiting parent loads only what it runs.
  */
 import { build } from 'esbuild';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -35,6 +35,8 @@ const ownImportMeta = {
   },
 };
 
+// Chunks are named by content: the last build's would stay beside this one's, for ever.
+await rm(outdir, { recursive: true, force: true });
 await build({
   entryPoints: {
     qmigd: join(root, 'dist/src/cli/main.js'),
