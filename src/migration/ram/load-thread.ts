@@ -18,7 +18,7 @@ import { activeProfile } from '../../profiles/index.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
-import { duplicateOf, startWorker } from './descriptor-worker.js';
+import { duplicateOf, giveDescriptor, startWorker } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
 import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, SyncRequest, ToLoadWorker } from './load-worker.js';
 
@@ -63,7 +63,7 @@ export class LoadThread {
     const fd = duplicateOf(input.fd);
     if (fd === undefined) return false;
     this.input = input;
-    this.post({ kind: 'attach', fd }); // the thread owns the duplicate from here on
+    giveDescriptor(this.worker, fd, { kind: 'attach', fd } satisfies ToLoadWorker);
     return true;
   }
 

@@ -21,6 +21,7 @@ import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, StreamReader } from '../stream/reader.js';
+import { TOOK_DESCRIPTOR } from './descriptor-worker.js';
 import { RamLoader } from './ram-load.js';
 
 export interface LoadWorkerData {
@@ -79,7 +80,7 @@ export interface AttachRequest {
 
 /** `failed`: the sync failed; the main thread throws its error once the section's reply comes. */
 export type ToLoadWorker = AttachRequest | LoadRequest | { kind: 'synced'; failed: boolean } | { kind: 'close' };
-export type FromLoadWorker = { kind: 'ready' } | SyncRequest | LoadReply;
+export type FromLoadWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | SyncRequest | LoadReply;
 
 /**
  * Bytes the thread reads ahead of its loader. What it read past a section's EOS goes to the main
@@ -111,6 +112,7 @@ async function sync(at: SyncRequest['at']): Promise<void> {
 port.on('message', (m: ToLoadWorker) => {
   if (m.kind === 'attach') {
     const input = new SocketInput(m.fd);
+    port.postMessage(TOOK_DESCRIPTOR);
     input.socket.on('error', () => undefined); // the reader reports it as the stream's end
     channel = { input, reader: new StreamReader(input, undefined, READ_AHEAD) };
     return;

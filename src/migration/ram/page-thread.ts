@@ -15,7 +15,7 @@ import type { GuestRam } from '../../guest/ram.js';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { OutgoingChannel } from '../channels/outgoing-channel.js';
 import type { MultifdSender } from '../multifd/sender.js';
-import { duplicateOf, startWorker } from './descriptor-worker.js';
+import { duplicateOf, giveDescriptor, startWorker } from './descriptor-worker.js';
 import type { MappedRamWriter } from './mapped-ram.js';
 import type { FromPageWorker, PageWorkerData, ScanPosition, SliceRequest, SliceResult, ToPageWorker } from './page-worker.js';
 
@@ -57,7 +57,7 @@ export class PageThread {
     const attach: ToPageWorker = {
       kind: 'attach', fd, what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd, mapped: pages.mapped?.share(),
     };
-    this.worker.postMessage(attach, multifd?.ports ?? []);
+    giveDescriptor(this.worker, fd, attach, multifd?.ports ?? []);
     return true;
   }
 

@@ -28,6 +28,7 @@ import { GuestRam, PAGE_SIZE, type RamBacking } from '../../guest/ram.js';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { OutgoingChannel, type ChannelKind } from '../channels/outgoing-channel.js';
 import { StreamWriter } from '../stream/writer.js';
+import { TOOK_DESCRIPTOR } from './descriptor-worker.js';
 import { MappedRamWriter, type MappedRamShare } from './mapped-ram.js';
 import { pageRoute, putNormalPage, putZeroPage } from './page-records.js';
 import { emptyTally, XbzrlePages, type XbzrleTally } from './xbzrle-pages.js';
@@ -117,7 +118,7 @@ export interface SliceResult extends ScanPosition {
 }
 
 export type ToPageWorker = AttachRequest | ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
-export type FromPageWorker = { kind: 'ready' } | ({ kind: 'done' } & SliceResult);
+export type FromPageWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | ({ kind: 'done' } & SliceResult);
 
 /** Bytes framed before they are handed to the socket. */
 const FLUSH_BYTES = 1 << 20;
@@ -146,6 +147,7 @@ let turn = Promise.resolve();
 port.on('message', (m: ToPageWorker) => {
   if (m.kind === 'attach') {
     const channel = m.mapped ? OutgoingChannel.ofFileDuplicate(m.fd) : OutgoingChannel.ofDuplicate(m.fd, m.what);
+    port.postMessage(TOOK_DESCRIPTOR);
     migration = {
       attach: m,
       bitmap: new DirtyBitmap(ram.pages, m.bitmap),
