@@ -27,8 +27,11 @@ import { be32 } from './stream/writer.js';
 import { RamLoader } from './ram/ram-load.js';
 import type { MigrationStateCell } from './state.js';
 
-/** Capabilities under which no RAM section is plain, so no load thread starts (postcopy's are, up to LISTEN). */
-const NOT_PLAIN = ['mapped-ram', 'x-colo'];
+/**
+ * Capabilities under which no RAM section is plain, so no load thread starts (postcopy's are,
+ * up to LISTEN; COLO's, in the first migration: the thread is closed as it ends).
+ */
+const NOT_PLAIN = ['mapped-ram'];
 
 /** What a COLO secondary shares with the daemon. */
 export interface IncomingColoContext {
@@ -414,8 +417,9 @@ export class IncomingMigration {
   /**
    * The booted load thread with the main channel `input`, where the sections can be plain (caps
    * may have changed since listen()); else it is closed unattached: a duplicate of the
-   * descriptor in a thread that takes no section would only hold the channel open, past a COLO
-   * failover (VmLoader.useLoadThread() ends it at postcopy's LISTEN).
+   * descriptor in a thread that takes no section would only hold the channel open (as it would
+   * past a postcopy pause, or a COLO failover: VmLoader.useLoadThread() ends it at postcopy's
+   * LISTEN, and it is closed as the first stream ends, before COLO's checkpoints).
    */
   private attachLoadThread(input: ByteSource): Promise<LoadThread | undefined> | undefined {
     const booted = this.loadThread;

@@ -390,11 +390,11 @@ export class OutgoingMigration {
     await this.flush();
     // The page thread, before the first pass (as QEMU's migration thread is), so that every page
     // goes from it; it booted before the migration, so only one that came at once waits for it.
-    // With postcopy it serves the passes before the switch (postcopyStart() closes it). Not for
-    // COLO (its checkpoints stop halfway through the pages) nor under a channel fault (the bytes
-    // must pass this thread's hooks).
+    // With postcopy it serves the passes before the switch (postcopyStart() closes it), with COLO
+    // the first migration (closed as COLO starts: its checkpoints stop halfway through the pages
+    // where a test says). Not under a channel fault (the bytes must pass this thread's hooks).
     const takePageThread = env.takePageThread;
-    if (takePageThread && this.ram.threadable && !env.caps['x-colo'] && !faults.channelArmed) {
+    if (takePageThread && this.ram.threadable && !faults.channelArmed) {
       await this.attachPageThread(takePageThread());
     }
     this.setupTime = Date.now() - setupStart;
@@ -429,6 +429,12 @@ export class OutgoingMigration {
     const pages = { xbzrleCacheSize, multifd: this.multifd, syncPerRound: this.syncPerRound, mapped: this.mapped };
     if (thread?.attach(this.channel!, this.ram!.bitmap, pages)) this.pageThread = thread;
     else thread?.close();
+  }
+
+  /** The page thread's part ends (the pages go from here from now on); it closes its descriptor. */
+  private closePageThread(): void {
+    this.pageThread?.close();
+    this.pageThread = undefined;
   }
 
   /** The states migration_thread() iterates in. */
@@ -671,8 +677,11 @@ export class OutgoingMigration {
     await this.channel!.drained();
     await this.channel!.file?.settled();
     await this.multifd?.drained();
-    // COLO starts where a migration would complete, from the one state the release allows.
+    // COLO starts where a migration would complete, from the one state the release allows. Its
+    // checkpoints are taken here: the page thread's part ends, and its duplicate of the channel's
+    // descriptor with it, which would hold the connection open past a failover or a cancel.
     if (env.caps['x-colo'] && current === activeProfile().precopy.coloFrom && !this.channel!.error) {
+      this.closePageThread();
       env.state.change(current, 'colo');
       return;
     }
@@ -700,8 +709,7 @@ export class OutgoingMigration {
     // Postcopy's page requests and pauses are served here: the page thread's part ends, and its
     // duplicate of the channel's descriptor with it, which would hold the connection open past a
     // pause (a pause closes the channel: the destination must see it end).
-    this.pageThread?.close();
-    this.pageThread = undefined;
+    this.closePageThread();
     if (this.preemptFrom('at-switch') && !(await this.openPreempt())) return this.fail('postcopy_start: Failed to establish preempt channel', 'active');
     // 7.2 announces postcopy-active, then stops the guest; 10.0 stops it, then announces device.
     const via = activeProfile().postcopy.switchoverState;
@@ -869,7 +877,7 @@ export class OutgoingMigration {
   /** migration_iteration_finish() and migrate_fd_cleanup(). */
   private finish(): void {
     const { guest, state, log } = this.env;
-    this.pageThread?.close();
+    this.closePageThread();
     guest.workload.throttlePercent = 0; // cpu_throttle_stop()
     const end = Date.now();
     if (state.status === 'completed' && this.wasColo) {

@@ -36,12 +36,12 @@ function checkpoints(s: Side, n: number): Promise<Msg> {
   return until(() => stats(s), (st) => (st.checkpoints as number) >= n, `${n} checkpoints`);
 }
 
-/** A primary with a dirtying workload in COLO with an idle secondary, both hashing RAM at checkpoints. */
-async function coloPair(delayMs = 200): Promise<Pair> {
+/** A primary with a dirtying workload in COLO with an idle secondary, both hashing RAM at checkpoints; `args` for both. */
+async function coloPair(delayMs = 200, args: string[] = []): Promise<Pair> {
   const p = await startPair({
     memory: '32M',
-    srcArgs: ['--memory-file', await randomRamFile(32 * MiB), '--dirty-rate', '2M', '--colo-checkpoint-digest', '--test-hooks'],
-    dstArgs: ['--colo-checkpoint-digest', '--test-hooks'],
+    srcArgs: ['--memory-file', await randomRamFile(32 * MiB), '--dirty-rate', '2M', '--colo-checkpoint-digest', '--test-hooks', ...args],
+    dstArgs: ['--colo-checkpoint-digest', '--test-hooks', ...args],
   });
   await setCaps(p.src, { 'x-colo': true });
   await secondaryAsksForColo(p.dst);
@@ -164,15 +164,23 @@ t.test('secondary killed: the primary runs alone, then takes a new secondary', a
   t.ok(loggedDigests(p.src).includes(st['last-checkpoint-sha256'] as string), 'the new secondary follows the primary');
 });
 
-t.test('migrate_cancel during COLO breaks the channel: COLO_EXIT error on both sides', async (t) => {
-  const p = await coloPair();
-  t.teardown(p.stop);
-  await checkpoints(p.src, 1);
-  await p.src.qmp.ok('migrate_cancel');
-  t.same((await p.src.qmp.waitEvent('COLO_EXIT')).data, { mode: 'primary', reason: 'error' });
-  t.same((await p.dst.qmp.waitEvent('COLO_EXIT')).data, { mode: 'secondary', reason: 'error' });
-  t.same(await p.src.qmp.ok('query-migrate'), { status: 'colo' }, 'no cancelling: colo is not a running state');
-});
+// With --page-thread on the first migration goes from the page thread and loads on the load
+// thread, both closed as COLO starts: a duplicate of the channel's descriptor left open would keep
+// the secondary from seeing the cancel's close.
+for (const thread of ['off', 'on']) {
+  t.test(`migrate_cancel during COLO breaks the channel: COLO_EXIT error on both sides (--page-thread ${thread})`, async (t) => {
+    const p = await coloPair(200, ['--page-thread', thread]);
+    t.teardown(p.stop);
+    t.equal(p.src.daemon.stderr().includes('pages go from the page thread from here on'), thread === 'on', `the first migration's pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
+    t.equal(p.dst.daemon.stderr().includes('RAM sections load on the load thread from here on'), thread === 'on', `its sections ${thread === 'on' ? 'loaded' : 'did not load'} on the load thread`);
+    const s = await checkpoints(p.dst, 2);
+    t.ok(loggedDigests(p.src).includes(s['last-checkpoint-sha256'] as string), 'secondary RAM = primary RAM at a checkpoint');
+    await p.src.qmp.ok('migrate_cancel');
+    t.same((await p.src.qmp.waitEvent('COLO_EXIT')).data, { mode: 'primary', reason: 'error' });
+    t.same((await p.dst.qmp.waitEvent('COLO_EXIT')).data, { mode: 'secondary', reason: 'error' });
+    t.same(await p.src.qmp.ok('query-migrate'), { status: 'colo' }, 'no cancelling: colo is not a running state');
+  });
+}
 
 t.test('failover errors and the Xen replication commands', async (t) => {
   const s = await side(['-m', '4M']);

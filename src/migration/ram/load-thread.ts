@@ -106,9 +106,10 @@ export class LoadThread {
     this.post({ kind: 'synced', failed });
   }
 
-  /** After the migration, or where none came: the thread closes any descriptor it has and ends. */
+  /** After the migration, or where none came: the thread closes any descriptor it has and ends; it takes no more sections. */
   close(): void {
     this.post({ kind: 'close' });
+    this.failure ??= new Error('load thread closed');
   }
 
   private post(m: ToLoadWorker, transfer: ArrayBuffer[] = []): void {
