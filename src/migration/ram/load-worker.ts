@@ -11,8 +11,9 @@
  *
  * Messages in: attach (the duplicate, once the main channel is there; the thread boots before);
  * load (a section's version, the bytes the main thread had read ahead, the block the last record
- * named, the received bitmap with postcopy advised, which sync points to ask for); synced (the answer to a sync); close. Out: ready, sync,
- * then one LoadReply per load.
+ * named, the received bitmap with postcopy advised, which sync points to ask for); synced (the
+ * answer to a sync); close. Out: ready, took-descriptor (after attach), sync, then one LoadReply
+ * per load.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';

@@ -20,8 +20,8 @@
  *
  * Messages in: attach (the migration's channel, bitmap and page options); slice (from where, how
  * many bytes and milliseconds at most); shutdown (the channel fails at once, so a slice waiting
- * on a full socket ends); close (after the last slice, or where none came). Out: ready, then a
- * SliceResult per slice, in order.
+ * on a full socket ends); close (after the last slice, or where none came). Out: ready,
+ * took-descriptor (after attach), then a SliceResult per slice, in order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { GuestRam, PAGE_SIZE, type RamBacking } from '../../guest/ram.js';
@@ -192,9 +192,10 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
   let handedOver = 0;
   const packets = lanes && new PacketQueue(lanes, req.packets!, (bytes) => (handedOver += bytes));
   migration.mappedBytes = 0;
+  /** Bytes this slice put on its way: the rate limit's budget counts them. */
+  const charged = (): number => w.written - before + (packets?.charged ?? 0) + migration.mappedBytes;
   for (let n = 1; channel.usable && !packets?.failed; n++) {
-    const charged = w.written - before + (packets?.charged ?? 0) + migration.mappedBytes;
-    if ((n & 15) === 0 && (charged >= req.budget || performance.now() - start > req.ms)) break;
+    if ((n & 15) === 0 && (charged() >= req.budget || performance.now() - start > req.ms)) break;
     let page = bitmap.nextSet(scan);
     if (page < 0) {
       // A round ends: wrap, and from now on XBZRLE may be used; 8.1+'s channels sync here.
