@@ -85,6 +85,7 @@ for (const variant of [{ multifd: false, offset: 0 }, { multifd: true, offset: 1
       const qmigd = await startEnd(t, 'qmigd', R, { size, ramFile: image.path, qmigdArgs: ['-S', '--page-thread', thread] });
       const ours = await save(t, qmigd, extra, variant.offset);
       t.equal(qmigd.log().includes('pages go from the page thread from here on'), thread === 'on', `--page-thread ${thread}: the pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
+      t.notMatch(qmigd.log(), /\(node:\d+\) Warning/, 'and Node warned of nothing on its stderr');
       t.ok(ours.bytes.equals(theirs.bytes), `--page-thread ${thread}: the same file (${firstDifference(ours.bytes, theirs.bytes)})`);
       t.same(blockHeader(ours.bytes, variant.offset), h, 'the same block header');
       t.same(counted(ours.info), theirStats, "query-migrate's RAM statistics as QEMU 10.0's");

@@ -16,11 +16,13 @@ const isOpen = (fd: number): boolean => {
     return false;
   }
 };
+/** A thread as startWorker() starts them (no tracking of descriptors it did not open). */
+const thread = (code: string): Worker => new Worker(code, { eval: true, trackUnmanagedFds: false });
 const exited = (w: Worker): Promise<void> => new Promise((r) => w.once('exit', () => setImmediate(r)));
 const message = (w: Worker, kind: string): Promise<void> => new Promise((r) => w.on('message', (m: { kind?: string }) => m.kind === kind && r()));
 
 t.test('a thread that ends without taking the descriptor: closed here', async (t) => {
-  const w = new Worker("require('node:worker_threads').parentPort.once('message', () => process.exit(0))", { eval: true });
+  const w = thread("require('node:worker_threads').parentPort.once('message', () => process.exit(0))");
   const fd = openSync('/dev/null', 'r');
   const gone = exited(w);
   giveDescriptor(w, fd, { kind: 'attach', fd });
@@ -31,7 +33,7 @@ t.test('a thread that ends without taking the descriptor: closed here', async (t
 });
 
 t.test('a thread that took it closes it itself; nothing is closed here after its end', async (t) => {
-  const w = new Worker(
+  const w = thread(
     `const { parentPort } = require('node:worker_threads');
      parentPort.once('message', (m) => {
        parentPort.postMessage({ kind: 'took-descriptor' });
@@ -41,7 +43,6 @@ t.test('a thread that took it closes it itself; nothing is closed here after its
          setTimeout(() => process.exit(0), 50);
        });
      });`,
-    { eval: true },
   );
   const fd = openSync('/dev/null', 'r');
   const took = message(w, 'took-descriptor');

@@ -16,7 +16,9 @@ export const TOOK_DESCRIPTOR = { kind: 'took-descriptor' } as const;
  * `{kind: 'ready'}`, or undefined where the thread fails or ends first.
  */
 export function startWorker(url: URL, data: object): Promise<Worker | undefined> {
-  const worker = new Worker(url, { workerData: data });
+  // The descriptors a thread gets are given, not opened by it: Node's tracking of what a thread
+  // opens would warn on stderr as a thread closes a file's (mapped-ram) through fs.
+  const worker = new Worker(url, { workerData: data, trackUnmanagedFds: false });
   worker.unref();
   return new Promise((resolve) => {
     let settled = false;
