@@ -39,10 +39,14 @@ async function postcopyPair(t: Test, release: '7.2' | '10.0' = '7.2', caps: Reco
   return p;
 }
 
-/** Starts the migration and switches to postcopy once it is active; returns once the destination's guest runs. */
-async function switchToPostcopy(p: Pair): Promise<void> {
+/**
+ * Starts the migration and switches to postcopy once it is active (and has sent more than
+ * `precopyBytes`); returns once the destination's guest runs.
+ */
+async function switchToPostcopy(p: Pair, precopyBytes = 0): Promise<void> {
   await p.src.qmp.ok('migrate', { uri: p.uri });
   await migrationStatus(p.src, 'active');
+  if (precopyBytes) await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.transferred as number) > precopyBytes);
   await p.src.qmp.ok('migrate-start-postcopy');
   await migrationStatus(p.src, 'postcopy-active');
   await migrationStatus(p.dst, 'postcopy-active');
@@ -148,13 +152,8 @@ for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread',
 for (const thread of ['on', 'off']) {
   t.test(`--page-thread ${thread}: most pages go before the switch${thread === 'on' ? ' on the page and load threads' : ''}, marked received as they load: a recovery asks the source only for what the destination lacks`, async (t) => {
     const p = await postcopyPair(t, '7.2', {}, ['--page-thread', thread]);
-    await p.src.qmp.ok('migrate', { uri: p.uri });
     const before = PRECOPY_MB << 20;
-    await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.transferred as number) > before);
-    await p.src.qmp.ok('migrate-start-postcopy');
-    await migrationStatus(p.src, 'postcopy-active');
-    await migrationStatus(p.dst, 'postcopy-active');
-    await p.dst.qmp.waitEvent('RESUME');
+    await switchToPostcopy(p, before);
     const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];
     await p.dst.qmp.ok('migrate-pause');
     await bothPaused(p, from);

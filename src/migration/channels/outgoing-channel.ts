@@ -122,8 +122,8 @@ export class OutgoingChannel {
    * A file: channel's descriptor, for the page thread's positioned writes (mapped-ram's pages)
    * through its own duplicate: ofFileDuplicate().
    */
-  get fileDescriptor(): number | undefined {
-    return this.out instanceof FileAt && this.usable ? this.out.fd : undefined;
+  get fileDescriptor(): { fd: number; what: ChannelKind } | undefined {
+    return this.out instanceof FileAt && this.usable ? { fd: this.out.fd, what: 'file' } : undefined;
   }
 
   /**

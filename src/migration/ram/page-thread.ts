@@ -49,13 +49,12 @@ export class PageThread {
    * that channel.
    */
   attach(channel: OutgoingChannel, bitmap: DirtyBitmap, pages: { xbzrleCacheSize?: number; multifd?: MultifdSender; syncPerRound: boolean; mapped?: MappedRamWriter }): boolean {
-    const target = pages.mapped ? channel.fileDescriptor : channel.descriptor?.fd;
-    const fd = target !== undefined && !this.failure ? duplicateOf(target) : undefined;
+    const target = pages.mapped ? channel.fileDescriptor : channel.descriptor;
+    const fd = target && !this.failure ? duplicateOf(target.fd) : undefined;
     if (fd === undefined) return false;
     const multifd = pages.multifd && { ...pages.multifd.pageThreadPorts(), syncPerRound: pages.syncPerRound };
-    const what = channel.descriptor?.what ?? 'file';
     const attach: ToPageWorker = {
-      kind: 'attach', fd, what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd, mapped: pages.mapped?.share(),
+      kind: 'attach', fd, what: target!.what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd, mapped: pages.mapped?.share(),
     };
     giveDescriptor(this.worker, fd, attach, multifd?.ports ?? []);
     return true;
