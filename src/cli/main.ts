@@ -253,11 +253,14 @@ function program(): Command {
     .description('decode a migration stream (a file, or standard input) and report its sections, records, commands and device state, or where and why it is invalid')
     .argument('[file]', 'the stream; - or nothing for standard input', '-')
     .option('--ram <out>', 'write the RAM the stream produces to OUT')
+    .option('--offset <bytes>', "a file's stream starts at this byte, as file:FILE,offset=BYTES wrote it", '0')
     .option('--qemu-version <version>', `read it as this QEMU release's destination: ${PROFILES.map((p) => p.id).join(', ')}`, DEFAULT_PROFILE.id)
-    .action(async (file: string, opts: { ram?: string; qemuVersion: string }) => {
+    .action(async (file: string, opts: { ram?: string; offset: string; qemuVersion: string }) => {
       const profile = findProfile(opts.qemuVersion);
       if (!profile) throw new UsageError(`--qemu-version: '${opts.qemuVersion}' is not one of ${PROFILES.map((p) => p.id).join(', ')}`);
       setActiveProfile(profile.id);
+      const offset = parseSize(opts.offset);
+      if (offset > 0 && file === '-') throw new UsageError('--offset: only for a file, not standard input');
       const print = (line: string): boolean => process.stdout.write(`${line}\n`);
       let result;
       if (file === '-') result = await inspectStream(process.stdin, print);
@@ -269,7 +272,7 @@ function program(): Command {
         } catch (err) {
           throw new Error(`${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'No such file or directory' : (err as Error).message}`);
         }
-        result = await inspectStream(new SeekableFileInput(fd, 0), print, preadSource(fd, 0));
+        result = await inspectStream(new SeekableFileInput(fd, offset), print, preadSource(fd, offset));
       }
       if (result.ok && opts.ram && result.ram) await result.ram.saveFile(opts.ram);
       process.exit(result.ok ? 0 : 1);

@@ -292,20 +292,25 @@ export function commandsBeforeRam(stream: Buffer): string[] {
 
 /**
  * A stream's outline as `qmigd inspect --qemu-version RELEASE` decodes it: section kinds with their
- * device, and commands, in order, runs of PART sections (their number follows timing) once; and
- * how many bytes the stream took, up to the end of its VM description.
+ * device, and commands, in order, runs of PART sections (their number follows timing) once; how
+ * many PART sections there are; and how many bytes the stream took, up to the end of its VM
+ * description. `stream` is the stream's bytes, or a file's path (mapped-ram's files need it) and
+ * where in the file it starts.
  */
-export function outline(stream: Buffer, release: ProfileId): { items: string[]; bytes: number } {
-  const r = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', release, '-'], { input: stream, encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.status !== 0) return { items: [`inspect failed: ${r.stdout.split('\n').filter((l) => /^(error|\s)/.test(l)).join(' ')}`], bytes: -1 };
+export function outline(stream: Buffer | { path: string; offset: number }, release: ProfileId): { items: string[]; parts: number; bytes: number } {
+  const [file, input] = Buffer.isBuffer(stream) ? [['-'], stream] : [[stream.path, '--offset', String(stream.offset)], undefined];
+  const r = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', release, ...file], { input, encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) return { items: [`inspect failed: ${r.stdout.split('\n').filter((l) => /^(error|\s)/.test(l)).join(' ')}`], parts: -1, bytes: -1 };
   const items: string[] = [];
+  let parts = 0;
   for (const line of r.stdout.split('\n')) {
     const m = /^0x[0-9a-f]{8} {2}(\S+)\s+(.*)$/.exec(line);
     if (!m) continue;
+    if (m[1] === 'PART') parts++;
     const item = `${m[1]} ${m[2]!.replace(/\(section \d+.*\)$/, '').trim()}`;
     if (item !== items[items.length - 1] || !item.startsWith('PART')) items.push(item);
   }
-  return { items, bytes: Number(/^(\d+) bytes: /m.exec(r.stdout)?.[1] ?? -1) };
+  return { items, parts, bytes: Number(/^(\d+) bytes: /m.exec(r.stdout)?.[1] ?? -1) };
 }
 
 /**

@@ -1,7 +1,7 @@
 /** Command-line errors print one clear line and exit 1; defaults serve ./qmigd.sock. */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { BIN, tempDir } from '../helpers/daemon.js';
@@ -91,6 +91,15 @@ t.test('qmigd inspect: a QEMU 7.2 stream decoded, its RAM written out; a broken 
   t.match(ok.stdout, /runstate="running"/);
   t.match(ok.stdout, /VMDESCRIPTION\s+\d+ bytes of JSON: timer v2, globalstate v1/);
   t.equal(createHash('sha256').update(readFileSync(out)).digest('hex'), expected['qemu72-none-xbzrle-64M']!.ram_sha256);
+  // The same stream after 12288 other bytes, as file:FILE,offset=12288 writes it.
+  const at = join(tempDir(), 'at-offset.mig');
+  writeFileSync(at, Buffer.concat([Buffer.alloc(12288, 0xa5), readFileSync(join(vectors, 'qemu72-none-xbzrle-64M.stream'))]));
+  const offset = await run(['--qemu-version', '7.2', at, '--offset', '12288', '--ram', out]);
+  t.equal(offset.code, 0, '--offset: the stream read from there');
+  t.equal(offset.stdout.replace(/^0x[0-9a-f]{8}/gm, ''), ok.stdout.replace(/^0x[0-9a-f]{8}/gm, ''), 'decoded as from the start of its own file');
+  t.equal(createHash('sha256').update(readFileSync(out)).digest('hex'), expected['qemu72-none-xbzrle-64M']!.ram_sha256, 'into the same RAM');
+  t.equal((await run(['--qemu-version', '7.2', at, '--ram', out])).code, 1, 'without --offset the bytes before it are no stream');
+  t.equal((await run(['--offset', '12288'], Buffer.alloc(0))).code, 1, '--offset is refused for standard input');
   const cut = await run(['--qemu-version', '7.2'], readFileSync(join(vectors, 'qemu72-none-plain-64M.stream')).subarray(0, 3000));
   t.equal(cut.code, 1);
   t.match(cut.stdout, /error: invalid migration stream: it ends early, at byte offset 3000 \(0xbb8\)/);
