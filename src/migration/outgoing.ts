@@ -124,6 +124,8 @@ export class OutgoingMigration {
   private pageThread?: PageThread;
   /** The page thread has taken the pages (from then on it sends them all). */
   private pagesOnThread = false;
+  /** Pages the page thread took from the bitmap, so far. */
+  private threadPages = 0;
   /** migrate-start-postcopy came: the next iteration switches to postcopy (start_postcopy). */
   private postcopyAsked = false;
   /** In postcopy: the destination's page requests, sent ahead of the background pass. */
@@ -231,7 +233,12 @@ export class OutgoingMigration {
     this.coloPrimary = primary;
     if (this.checkpointRequested) primary.notify();
     const released = new Promise<void>((r) => (this.coloReleased = r));
+    const before = this.threadPages;
     const reason = await primary.run();
+    // The checkpoints are over: the page thread's duplicate of the channel's descriptor would hold
+    // the connection open past a failover or a cancel, and the secondary would not see it end.
+    this.closePageThread();
+    env.log.info({ checkpoints: env.colo.stats.checkpoints, pagesFromPageThread: this.threadPages - before }, 'COLO checkpoints over');
     env.colo.announceExit(reason);
     await released;
     this.coloPrimary = undefined;
@@ -267,7 +274,7 @@ export class OutgoingMigration {
   /** primary_vm_do_failover(): the primary goes on alone; its migration ends completed. */
   failoverPrimary(): void {
     this.env.state.change('colo', 'completed');
-    this.channel?.shutdown('COLO failover');
+    this.shutdownChannels('COLO failover');
     this.coloPrimary?.notify();
     this.env.colo.failover.change('active', 'completed');
     this.coloReleased?.();
@@ -283,8 +290,7 @@ export class OutgoingMigration {
     ram.sync();
     if (halfway) {
       // Half the pages (or all of them, for a handful), then the hook, before the section ends.
-      const half = Math.floor(ram.dirtyPages / 2);
-      await this.sendPages(() => ram.dirtyPages <= half || !this.channel!.usable);
+      await this.sendPages(() => !this.channel!.usable, Math.floor(ram.dirtyPages / 2));
       await this.flush();
       halfway();
     }
@@ -306,7 +312,7 @@ export class OutgoingMigration {
     } else if (s === 'colo') {
       // Not a running state, so no cancelling; but the return path is shut down in every state,
       // and in COLO that is the secondary's voice: the checkpoint loop ends in error (7.2).
-      this.channel?.shutdown('Channel was shut down: migrate_cancel');
+      this.shutdownChannels('Channel was shut down: migrate_cancel');
     } else if (s === 'cancelling' || CANCELLABLE.has(s)) {
       state.change(s, 'cancelling'); // a second cancel announces cancelling again, as 7.2
       this.abortConnect?.();
@@ -556,15 +562,22 @@ export class OutgoingMigration {
     this.ram!.counters.multifdBytes += bytes;
   }
 
-  /** Sends dirty pages until none is left or `stop()` says so, yielding every few ms. */
-  private async sendPages(stop: () => boolean): Promise<void> {
+  /**
+   * Sends dirty pages until `leave` of them are left (by default none) or `stop()` says so,
+   * yielding every few ms.
+   */
+  private async sendPages(stop: () => boolean, leave = 0): Promise<void> {
     // The page thread sends them where it has this migration, unless this side's XBZRLE cache was
     // used meanwhile (RamSaver.threadable).
     const thread = this.pageThread;
     if (thread && this.ram!.threadable) {
       if (!this.pagesOnThread) this.env.log.info('pages go from the page thread from here on');
       this.pagesOnThread = true;
-      return this.sendPagesOnThread(thread, stop);
+      return this.sendPagesOnThread(thread, stop, leave);
+    }
+    if (leave) {
+      const until = stop;
+      stop = () => this.ram!.dirtyPages <= leave || until();
     }
     const w = this.writer;
     const requests = this.requests;
@@ -616,7 +629,7 @@ export class OutgoingMigration {
   }
 
   /** sendPages() on the page thread, in slices; `stop()` is asked between them. */
-  private async sendPagesOnThread(thread: PageThread, stop: () => boolean): Promise<void> {
+  private async sendPagesOnThread(thread: PageThread, stop: () => boolean, leave: number): Promise<void> {
     // The thread writes through its own descriptor: what this side put must be on the wire first.
     await this.flush();
     await this.channel!.drained();
@@ -625,14 +638,16 @@ export class OutgoingMigration {
     // At least one slice, as the loop above sends at least one run: ram_save_iterate() looks at
     // the clock only after its first page, so every iteration sends something.
     do {
-      const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, detection, packets: this.multifd?.cursor });
+      const pages = leave ? this.ram!.dirtyPages - leave : undefined;
+      const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, pages, detection, packets: this.multifd?.cursor });
       this.writer.written += r.bytes;
+      this.threadPages += r.pages;
       this.ram!.absorb(r);
       if (r.mappedBytes) this.mapped!.countPages(r.mappedBytes);
       if (r.packets) this.multifd!.absorb(r.packets);
       if (r.error) this.channel!.fail(r.error);
       if (r.exhausted) return;
-    } while (this.channel!.usable && !stop());
+    } while (this.channel!.usable && !stop() && this.ram!.dirtyPages > leave);
   }
 
   /** migration_completion(): stop the guest, maybe pause, send the rest and the device state. */
@@ -678,10 +693,8 @@ export class OutgoingMigration {
     await this.channel!.file?.settled();
     await this.multifd?.drained();
     // COLO starts where a migration would complete, from the one state the release allows. Its
-    // checkpoints are taken here: the page thread's part ends, and its duplicate of the channel's
-    // descriptor with it, which would hold the connection open past a failover or a cancel.
+    // checkpoints are taken here, their pages from the page thread too (runColo() closes it).
     if (env.caps['x-colo'] && current === activeProfile().precopy.coloFrom && !this.channel!.error) {
-      this.closePageThread();
       env.state.change(current, 'colo');
       return;
     }

@@ -86,11 +86,13 @@ const STEPS: Array<[string, 'previous' | 'this']> = [
   ['before-vmstate-loaded', 'this'],
 ];
 
-for (const [i, [point, which]] of STEPS.entries()) {
+// mid-ram once more with the checkpoint's pages from the page thread, which stops halfway too.
+for (const [i, [point, which, thread]] of [...STEPS, ['mid-ram', 'previous', 'on'] as const].entries()) {
   // Both ways in: the older hook, and a crash fault at the checkpoint's point (src/faults).
   const viaFault = i % 2 === 0;
-  t.test(`primary killed ${point} (${viaFault ? 'fault-add' : 'colo-crash-at'}): the secondary takes over with the RAM of its last checkpoint`, async (t) => {
-    const p = await coloPair(3_600_000);
+  const threadArgs = thread ? ['--page-thread', thread] : [];
+  t.test(`primary killed ${point} (${viaFault ? 'fault-add' : 'colo-crash-at'}${thread ? `, --page-thread ${thread}` : ''}): the secondary takes over with the RAM of its last checkpoint`, async (t) => {
+    const p = await coloPair(3_600_000, threadArgs);
     t.teardown(p.stop);
     // Checkpoints on demand only: a delay change forces one.
     await p.src.qmp.ok('migrate-set-parameters', { 'x-checkpoint-delay': 3_600_000 });
@@ -121,8 +123,9 @@ for (const [i, [point, which]] of STEPS.entries()) {
   });
 }
 
-t.test('secondary killed: the primary runs alone, then takes a new secondary', async (t) => {
-  const p = await coloPair();
+// With --page-thread on, the second COLO's pages go from a thread of their own too.
+for (const thread of ['off', 'on']) t.test(`secondary killed: the primary runs alone, then takes a new secondary (--page-thread ${thread})`, async (t) => {
+  const p = await coloPair(200, ['--page-thread', thread]);
   t.teardown(p.stop);
   await checkpoints(p.src, 2);
   // A still guest, so that its RAM can be shown untouched by the failover.
@@ -162,11 +165,14 @@ t.test('secondary killed: the primary runs alone, then takes a new secondary', a
   const st = await checkpoints(dst2, 2);
   t.same(await dst2.qmp.ok('query-colo-status'), { mode: 'secondary', 'last-mode': 'none', reason: 'none' });
   t.ok(loggedDigests(p.src).includes(st['last-checkpoint-sha256'] as string), 'the new secondary follows the primary');
+  const threadLines = p.src.daemon.stderr().split('pages go from the page thread from here on').length - 1;
+  t.equal(threadLines, thread === 'on' ? 2 : 0, `both migrations' pages ${thread === 'on' ? 'went' : 'did not go'} from a page thread`);
 });
 
 // With --page-thread on the first migration goes from the page thread and loads on the load
-// thread, both closed as COLO starts: a duplicate of the channel's descriptor left open would keep
-// the secondary from seeing the cancel's close.
+// thread; the load thread is closed as COLO starts, the page thread as its checkpoints end (it
+// sends their pages): a duplicate of the channel's descriptor left open would keep the secondary
+// from seeing the cancel's close.
 for (const thread of ['off', 'on']) {
   t.test(`migrate_cancel during COLO breaks the channel: COLO_EXIT error on both sides (--page-thread ${thread})`, async (t) => {
     const p = await coloPair(200, ['--page-thread', thread]);
@@ -179,6 +185,9 @@ for (const thread of ['off', 'on']) {
     t.same((await p.src.qmp.waitEvent('COLO_EXIT')).data, { mode: 'primary', reason: 'error' });
     t.same((await p.dst.qmp.waitEvent('COLO_EXIT')).data, { mode: 'secondary', reason: 'error' });
     t.same(await p.src.qmp.ok('query-migrate'), { status: 'colo' }, 'no cancelling: colo is not a running state');
+    const over = /"checkpoints":(\d+),"pagesFromPageThread":(\d+),"msg":"COLO checkpoints over"/.exec(p.src.daemon.stderr());
+    t.ok(over && Number(over[1]) >= 1, `the primary's checkpoints ended (${over?.[0]})`);
+    t.equal(Number(over?.[2]) > 0, thread === 'on', `their pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
   });
 }
 

@@ -19,7 +19,7 @@
  * internals, is then no part of the migration), and serves one migration.
  *
  * Messages in: attach (the migration's channel, bitmap and page options); slice (from where, how
- * many bytes and milliseconds at most); shutdown (the channel fails at once, so a slice waiting
+ * many bytes, milliseconds and pages at most); shutdown (the channel fails at once, so a slice waiting
  * on a full socket ends); close (after the last slice, or where none came). Out: ready,
  * took-descriptor (after attach), then a SliceResult per slice, in order.
  */
@@ -92,6 +92,8 @@ export interface SliceRequest extends SlicePosition {
   budget: number;
   /** Stop after this long. */
   ms: number;
+  /** Stop after this many pages (a COLO checkpoint cut halfway, where a test says). */
+  pages?: number;
   /** zero-page-detection: with `none` zero pages go whole; with `multifd` the channels find them. */
   detection: ZeroPageDetection;
   /** With multifd: the queue's place. */
@@ -196,6 +198,7 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
   const charged = (): number => w.written - before + (packets?.charged ?? 0) + migration.mappedBytes;
   for (let n = 1; channel.usable && !packets?.failed; n++) {
     if ((n & 15) === 0 && (charged() >= req.budget || performance.now() - start > req.ms)) break;
+    if (pages === req.pages) break;
     let page = bitmap.nextSet(scan);
     if (page < 0) {
       // A round ends: wrap, and from now on XBZRLE may be used; 8.1+'s channels sync here.
