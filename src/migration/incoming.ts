@@ -28,8 +28,8 @@ import { RamLoader } from './ram/ram-load.js';
 import type { MigrationStateCell } from './state.js';
 
 /**
- * Capabilities under which no RAM section is plain, so no load thread starts (postcopy's are,
- * up to LISTEN; COLO's, in the first migration: the thread is closed as it ends).
+ * Capabilities under which no RAM section is one the load thread can take (RamLoader.threadable),
+ * so none starts (postcopy's are, up to LISTEN; COLO's, into the cache with its checkpoints).
  */
 const NOT_PLAIN = ['mapped-ram'];
 
@@ -73,6 +73,8 @@ export class IncomingMigration {
   private secondary?: ColoSecondary;
   private conn?: IncomingConnection;
   private coloReleased?: () => void;
+  /** Closes the load thread that loads COLO's checkpoints (a failover ends them). */
+  private closeColoLoadThread?: () => void;
   private compareConn?: IncomingConnection;
   private multifd?: MultifdReceiver;
   /** postcopy-blocktime's total, where that capability was on as postcopy began (completed only). */
@@ -217,9 +219,12 @@ export class IncomingMigration {
     }
     // From setup where migrate-incoming entered it (8.2 on), else from none (7.2).
     env.state.change(env.state.status === 'setup' ? 'setup' : 'none', 'active');
+    const closeLoadThread = (): void => void loadThread?.then((t) => t?.close());
     try {
-      const result = await loader.loadStream(input).finally(() => void loadThread?.then((t) => t?.close()));
-      if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader);
+      const result = await loader.loadStream(input);
+      // COLO's checkpoints load on the load thread too; it is closed as they end.
+      if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader, closeLoadThread);
+      closeLoadThread();
       if (result.postcopy) await this.preemptEnded(loader);
       else this.startGuest(result); // in postcopy it started at RUN
       env.log.info({ bytes: result.bytes, pages: result.pages, loadThreadPages: loader.loadThreadPages, ms: Date.now() - started }, 'incoming migration completed');
@@ -229,6 +234,7 @@ export class IncomingMigration {
       rp.end();
       this.destroy();
     } catch (err) {
+      closeLoadThread();
       env.state.change(loader.postcopy.listening ? env.state.status : 'active', 'failed');
       rp.send(RpMessage.SHUT, be32(1));
       this.conn?.close();
@@ -246,8 +252,9 @@ export class IncomingMigration {
    * The COLO incoming thread: state colo, checkpoints until COLO ends, COLO_EXIT, then wait for
    * x-colo-lost-heartbeat (failoverSecondary), after which this guest runs on as a primary would.
    */
-  private async runColo(input: StreamReader, output: Writable, loader: VmLoader): Promise<void> {
+  private async runColo(input: StreamReader, output: Writable, loader: VmLoader, closeLoadThread: () => void): Promise<void> {
     const { env } = this;
+    this.closeColoLoadThread = closeLoadThread;
     env.state.change('active', 'colo');
     env.log.info('COLO secondary: checkpoints begin');
     const released = new Promise<void>((r) => (this.coloReleased = r));
@@ -262,7 +269,12 @@ export class IncomingMigration {
       digest: env.colo.digest,
       relaunch: env.colo.relaunch,
     });
+    const before = loader.loadThreadPages ?? 0;
     const reason = await this.secondary.run();
+    // The checkpoints are over: the load thread's duplicate of the channel's descriptor would hold
+    // the connection open, and the primary would not see it end.
+    closeLoadThread();
+    env.log.info({ checkpoints: env.colo.stats.checkpoints, pagesOnLoadThread: (loader.loadThreadPages ?? 0) - before }, 'COLO checkpoints over');
     env.colo.announceExit(reason);
     await released;
     this.secondary = undefined;
@@ -342,6 +354,7 @@ export class IncomingMigration {
     env.state.change('colo', 'completed');
     // "-S" does not hold a secondary that takes over.
     env.guest.autostart = true;
+    this.closeColoLoadThread?.();
     this.conn?.close();
     const old = env.colo.failover.change('active', 'completed');
     if (old !== 'active') env.log.error(`Incorrect state (${old}) while doing failover for secondary VM`);
@@ -419,7 +432,7 @@ export class IncomingMigration {
    * may have changed since listen()); else it is closed unattached: a duplicate of the
    * descriptor in a thread that takes no section would only hold the channel open (as it would
    * past a postcopy pause, or a COLO failover: VmLoader.useLoadThread() ends it at postcopy's
-   * LISTEN, and it is closed as the first stream ends, before COLO's checkpoints).
+   * LISTEN, and it is closed as the first stream ends, or as COLO's checkpoints end).
    */
   private attachLoadThread(input: ByteSource): Promise<LoadThread | undefined> | undefined {
     const booted = this.loadThread;

@@ -232,6 +232,11 @@ export class VmLoader {
     if (this.postcopy.listening) thread.close();
   }
 
+  /** The load thread, while it can take sections. */
+  get liveLoadThread(): LoadThread | undefined {
+    return this.loadThread?.alive ? this.loadThread : undefined;
+  }
+
   /** Pages the load thread loaded, if it had any part. */
   get loadThreadPages(): number | undefined {
     return this.loadThread?.pages;

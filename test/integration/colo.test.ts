@@ -169,10 +169,10 @@ for (const thread of ['off', 'on']) t.test(`secondary killed: the primary runs a
   t.equal(threadLines, thread === 'on' ? 2 : 0, `both migrations' pages ${thread === 'on' ? 'went' : 'did not go'} from a page thread`);
 });
 
-// With --page-thread on the first migration goes from the page thread and loads on the load
-// thread; the load thread is closed as COLO starts, the page thread as its checkpoints end (it
-// sends their pages): a duplicate of the channel's descriptor left open would keep the secondary
-// from seeing the cancel's close.
+// With --page-thread on the first migration and COLO's checkpoints go from the page thread and
+// load on the load thread (into the cache, which it also flushes into RAM); both are closed as
+// the checkpoints end: a duplicate of the channel's descriptor left open would keep the other
+// side from seeing the cancel's close.
 for (const thread of ['off', 'on']) {
   t.test(`migrate_cancel during COLO breaks the channel: COLO_EXIT error on both sides (--page-thread ${thread})`, async (t) => {
     const p = await coloPair(200, ['--page-thread', thread]);
@@ -188,6 +188,10 @@ for (const thread of ['off', 'on']) {
     const over = /"checkpoints":(\d+),"pagesFromPageThread":(\d+),"msg":"COLO checkpoints over"/.exec(p.src.daemon.stderr());
     t.ok(over && Number(over[1]) >= 1, `the primary's checkpoints ended (${over?.[0]})`);
     t.equal(Number(over?.[2]) > 0, thread === 'on', `their pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
+    // The secondary's: each checkpoint's pages loaded into the cache and flushed into RAM there.
+    const loaded = /"pagesOnLoadThread":(\d+),"msg":"COLO checkpoints over"/.exec(p.dst.daemon.stderr());
+    t.ok(loaded, `the secondary's checkpoints ended (${loaded?.[0]})`);
+    t.equal(Number(loaded?.[1]) > 0, thread === 'on', `their pages ${thread === 'on' ? 'loaded' : 'did not load'} on the load thread`);
   });
 }
 

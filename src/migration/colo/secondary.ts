@@ -7,10 +7,9 @@
  */
 import type { Logger } from 'pino';
 import { Readable, type Writable } from 'node:stream';
-import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { Guest } from '../../guest/guest.js';
-import { copyInto, pageOffset, PageStore } from '../../guest/ram.js';
 import type { VmLoader } from '../loadvm.js';
+import { flushColoCache, newColoCache, shareColoCache, type ColoCache } from './cache.js';
 import { StreamReader } from '../stream/reader.js';
 import type { Failover } from './failover.js';
 import { ColoError, ColoMessage, encodeMessage, receiveMessage, receiveValue } from './protocol.js';
@@ -43,17 +42,15 @@ export class ColoSecondary {
     const { guest, loader, failover } = this.env;
     failover.reset();
     // colo_init_ram_cache(): the cache starts as a copy of what the first migration loaded.
-    const cache = new PageStore(guest.ram.size);
-    cache.copyFrom(guest.ram);
-    const received = new DirtyBitmap(guest.ram.pages);
-    loader.ramLoader.colo = { cache, received };
+    const cache = newColoCache(guest.ram);
+    loader.ramLoader.colo = cache;
     guest.ram.dirtyLog.clearAll(); // from now on, pages our own guest writes are tracked
     try {
       guest.output.startEpoch(0);
       guest.runState.start();
       this.send(ColoMessage.CHECKPOINT_READY);
       for (;;) {
-        await this.checkpoint(cache, received);
+        await this.checkpoint(cache);
         if (failover.status === 'relaunch') {
           // The failover that arrived mid-load starts again now that the checkpoint is in.
           this.env.relaunch();
@@ -72,7 +69,7 @@ export class ColoSecondary {
     return failover.status === 'completed' ? 'request' : 'error';
   }
 
-  private async checkpoint(cache: PageStore, received: DirtyBitmap): Promise<void> {
+  private async checkpoint(cache: ColoCache): Promise<void> {
     const { guest, input, loader, stats, failover } = this.env;
     await receiveMessage(input, ColoMessage.CHECKPOINT_REQUEST);
     const paused = performance.now();
@@ -96,7 +93,7 @@ export class ColoSecondary {
     this.send(ColoMessage.VMSTATE_RECEIVED);
 
     this.loading = true;
-    await this.flush(cache, received);
+    await this.flush(cache);
     try {
       await loader.loadMain(new StreamReader(Readable.from([device])));
     } catch (err) {
@@ -113,20 +110,16 @@ export class ColoSecondary {
     if (failover.status !== 'relaunch') this.send(ColoMessage.VMSTATE_LOADED);
   }
 
-  /** colo_flush_ram_cache(): every page the primary sent or our guest wrote, cache → RAM. */
-  private async flush(cache: PageStore, received: DirtyBitmap): Promise<void> {
+  /**
+   * colo_flush_ram_cache(): every page the primary sent or our guest wrote, cache → RAM; on the
+   * load thread where there is one (--page-thread on), as it loaded the checkpoint's pages.
+   */
+  private async flush(cache: ColoCache): Promise<void> {
     const ram = this.env.guest.ram;
-    received.absorb(ram.dirtyLog);
-    let slice = performance.now();
-    for (let page = received.nextSet(0), n = 0; page >= 0; page = received.nextSet(page + 1), n++) {
-      received.clear(page);
-      copyInto(ram.segment(page), pageOffset(page), cache.page(page));
-      ram.wrote(page);
-      if ((n & 1023) === 1023 && performance.now() - slice > SLICE_MS) {
-        await new Promise((r) => setImmediate(r));
-        slice = performance.now();
-      }
-    }
+    cache.received.absorb(ram.dirtyLog);
+    const thread = this.env.loader.liveLoadThread;
+    if (thread) await thread.flushColo(shareColoCache(cache));
+    else await flushColoCache(ram, cache, SLICE_MS);
   }
 
   private send(msg: number): void {

@@ -20,14 +20,16 @@ import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
 import { duplicateOf, giveDescriptor, startWorker } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
-import type { FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, SyncRequest, ToLoadWorker } from './load-worker.js';
+import type { ColoFlushed, FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, SyncRequest, ToLoadWorker } from './load-worker.js';
+import { shareColoCache, type SharedColoCache } from '../colo/cache.js';
 
 const WORKER = new URL('./load-worker.js', import.meta.url);
 
 export class LoadThread {
-  /** Pages the thread has loaded (the destination's log says how many at the end). */
+  /** Pages the thread has loaded, and flushed from a COLO cache (the destination's log says how many at the end). */
   pages = 0;
-  private pending?: { resolve: (r: LoadReply) => void; reject: (e: Error) => void };
+  /** The reply awaited: a section's, or a COLO flush's. */
+  private pending?: { resolve: (r: LoadReply | ColoFlushed) => void; reject: (e: Error) => void };
   /** The section being loaded: its loader's syncs run here; the error of one that failed. */
   private section?: { loader: RamLoader; syncError?: unknown };
   private failure?: Error;
@@ -36,7 +38,7 @@ export class LoadThread {
 
   private constructor(private readonly worker: Worker) {
     worker.on('message', (m: FromLoadWorker) => {
-      if (m.kind === 'loaded') this.settle(m);
+      if (m.kind === 'loaded' || m.kind === 'colo-flushed') this.settle(m);
       else if (m.kind === 'sync') void this.sync(m.at);
     });
     worker.on('error', (err) => this.crashed(new Error(`load thread failed: ${err.message}`)));
@@ -69,7 +71,12 @@ export class LoadThread {
 
   /** Whether the next RAM section, read by `r`, may load on the thread. */
   usable(loader: RamLoader, r: StreamReader): boolean {
-    return !this.failure && r.source === this.input && loader.plain && !faults.any;
+    return this.alive && r.source === this.input && loader.threadable && !faults.any;
+  }
+
+  /** Neither closed nor failed. */
+  get alive(): boolean {
+    return !this.failure;
   }
 
   /** One RAM section (up to its EOS) loaded by the thread, `r` reading on after it. */
@@ -80,17 +87,31 @@ export class LoadThread {
     const section: { loader: RamLoader; syncError?: unknown } = { loader };
     this.section = section;
     const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
-    const reply = await new Promise<LoadReply>((resolve, reject) => {
-      this.pending = { resolve, reject };
-      const received = loader.received?.words.buffer as SharedArrayBuffer | undefined;
-      this.post({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, received, syncs }, [ahead.buffer as ArrayBuffer]);
-    }).finally(() => (this.section = undefined));
+    const received = loader.received?.words.buffer as SharedArrayBuffer | undefined;
+    const colo = loader.colo && shareColoCache(loader.colo);
+    const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, received, colo, syncs }, [ahead.buffer as ArrayBuffer])
+      .finally(() => (this.section = undefined));
     r.putBack(Buffer.from(reply.rest.buffer, reply.rest.byteOffset, reply.rest.byteLength), start + reply.consumed, reply.ended);
     loader.blockKnown = reply.blockKnown;
     loader.pages += reply.pages;
     this.pages += reply.pages;
     if (section.syncError !== undefined) throw section.syncError;
     if (reply.failure) throw rebuild(reply.failure);
+  }
+
+  /** colo_flush_ram_cache() on the thread: the cache's received pages into guest RAM. */
+  async flushColo(colo: SharedColoCache): Promise<void> {
+    const reply = await this.ask<ColoFlushed>({ kind: 'colo-flush', colo });
+    this.pages += reply.pages;
+  }
+
+  /** Posts `m` and waits for its reply (one at a time: the main thread waits for each). */
+  private ask<R extends LoadReply | ColoFlushed>(m: ToLoadWorker, transfer: ArrayBuffer[] = []): Promise<R> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<R>((resolve, reject) => {
+      this.pending = { resolve: resolve as (r: LoadReply | ColoFlushed) => void, reject };
+      this.post(m, transfer);
+    });
   }
 
   /** multifd_recv_sync_main() for the thread, at the section's sync point `at`; then it goes on. */
@@ -116,7 +137,7 @@ export class LoadThread {
     if (!this.failure) this.worker.postMessage(m, transfer);
   }
 
-  private settle(r: LoadReply): void {
+  private settle(r: LoadReply | ColoFlushed): void {
     const p = this.pending;
     this.pending = undefined;
     p?.resolve(r);

@@ -11,9 +11,10 @@
  *
  * Messages in: attach (the duplicate, once the main channel is there; the thread boots before);
  * load (a section's version, the bytes the main thread had read ahead, the block the last record
- * named, the received bitmap with postcopy advised, which sync points to ask for); synced (the
- * answer to a sync); close. Out: ready, took-descriptor (after attach), sync, then one LoadReply
- * per load.
+ * named, the received bitmap with postcopy advised, a COLO secondary's cache, which sync points
+ * to ask for); colo-flush (a COLO checkpoint's pages, cache → RAM); synced (the answer to a
+ * sync); close. Out: ready, took-descriptor (after attach), sync, then one LoadReply per load
+ * and one ColoFlushed per colo-flush.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
@@ -24,6 +25,7 @@ import { LoadError } from '../load-error.js';
 import { StreamEnded, StreamReader } from '../stream/reader.js';
 import { TOOK_DESCRIPTOR } from './descriptor-worker.js';
 import { RamLoader } from './ram-load.js';
+import { flushColoCache, sharedColoCache, type SharedColoCache } from '../colo/cache.js';
 
 export interface LoadWorkerData {
   /** Where guest RAM is (GuestRam.backing), its size and block name, GuestRam.knownZero and faultedIn. */
@@ -44,8 +46,21 @@ export interface LoadRequest {
   blockKnown: boolean;
   /** With postcopy advised: the received bitmap's words (RamLoader.received), which this thread marks too. */
   received?: SharedArrayBuffer;
+  /** A COLO secondary's checkpoint: its pages go to the cache, marked received (RamLoader.colo). */
+  colo?: SharedColoCache;
   /** multifd: the sync points the main thread's loader has (RamLoader.onEos, onFlush). */
   syncs: { eos: boolean; flush: boolean };
+}
+
+/** colo_flush_ram_cache(): the cache's received pages into guest RAM; answered by ColoFlushed. */
+export interface ColoFlushRequest {
+  kind: 'colo-flush';
+  colo: SharedColoCache;
+}
+
+export interface ColoFlushed {
+  kind: 'colo-flushed';
+  pages: number;
 }
 
 /** A sync point reached: the main thread waits for the multifd channels, then answers `synced`. */
@@ -80,8 +95,8 @@ export interface AttachRequest {
 }
 
 /** `failed`: the sync failed; the main thread throws its error once the section's reply comes. */
-export type ToLoadWorker = AttachRequest | LoadRequest | { kind: 'synced'; failed: boolean } | { kind: 'close' };
-export type FromLoadWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | SyncRequest | LoadReply;
+export type ToLoadWorker = AttachRequest | LoadRequest | ColoFlushRequest | { kind: 'synced'; failed: boolean } | { kind: 'close' };
+export type FromLoadWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | SyncRequest | LoadReply | ColoFlushed;
 
 /**
  * Bytes the thread reads ahead of its loader. What it read past a section's EOS goes to the main
@@ -128,6 +143,10 @@ port.on('message', (m: ToLoadWorker) => {
     port.close();
     return;
   }
+  if (m.kind === 'colo-flush') {
+    void flushColoCache(loader.ram!, sharedColoCache(data.size, m.colo)).then((pages) => port.postMessage({ kind: 'colo-flushed', pages } satisfies FromLoadWorker));
+    return;
+  }
   void load(channel!, m).then((reply) => port.postMessage(reply, [reply.rest.buffer as ArrayBuffer]));
 });
 port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
@@ -136,6 +155,7 @@ async function load({ input, reader }: { input: SocketInput; reader: StreamReade
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
   loader.received = req.received && new DirtyBitmap(loader.ram!.pages, req.received);
+  loader.colo = req.colo && sharedColoCache(data.size, req.colo);
   loader.pages = 0;
   loader.onEos = req.syncs.eos ? () => sync('eos') : undefined;
   loader.onFlush = req.syncs.flush ? () => sync('flush') : undefined;

@@ -208,14 +208,20 @@ export class RamLoader {
   }
 
   /**
-   * Whether this loader's records are only pages to copy into guest RAM, as the load thread
-   * (load-thread.ts) can copy them too: no COLO cache, mapped-ram, observer, second channel, nor
-   * postcopy from LISTEN on (pages placed once, vCPUs waiting for them). Before LISTEN postcopy
-   * only marks the pages received, in a bitmap the load thread shares. multifd's syncs (onEos,
-   * onFlush) are no page work: the load thread asks for them.
+   * Whether this loader's records are only pages to copy, as the load thread (load-thread.ts) can
+   * copy them too: into guest RAM, or a COLO secondary's cache (shared with the thread, as are
+   * the pages it marks received); no mapped-ram, observer, second channel, nor postcopy from
+   * LISTEN on (pages placed once, vCPUs waiting for them). Before LISTEN postcopy only marks the
+   * pages received, in a bitmap the load thread shares. multifd's syncs (onEos, onFlush) are no
+   * page work: the load thread asks for them.
    */
+  get threadable(): boolean {
+    return this.ram !== undefined && !this.postcopyPlacing && !this.mapped && !this.observe && !this.main;
+  }
+
+  /** threadable(), into guest RAM: applyRun()'s records. */
   get plain(): boolean {
-    return this.ram !== undefined && !this.colo && !this.postcopyPlacing && !this.mapped && !this.observe && !this.main;
+    return this.threadable && !this.colo;
   }
 
   /** Whether `page` is in place for good: postcopy (from LISTEN) has it already. */
