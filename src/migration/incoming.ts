@@ -95,7 +95,10 @@ export class IncomingMigration {
     this.listener = await listenIncoming(uri, (conn) => void this.receive(conn));
     // Booted now, so that its start-up is over before the first RAM section; not where no
     // section will be plain, whose load it could not take.
-    if (this.env.pageThread && this.plainSections()) this.loadThread ??= LoadThread.boot(this.env.guest.ram);
+    if (this.env.pageThread && this.plainSections() && !this.loadThread) {
+      this.loadThread = LoadThread.boot(this.env.guest.ram);
+      void this.loadThread.then((t) => t && this.env.log.info('load thread ready for the incoming migration'));
+    }
     this.socketAddress = this.listener.socketAddress;
     this.env.log.info('waiting for an incoming migration');
   }

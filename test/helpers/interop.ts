@@ -135,6 +135,18 @@ export async function until(e: End, done: (i: Msg) => boolean, what: string, tim
   }
 }
 
+/**
+ * Until a qmigd destination with --page-thread on says its load thread is up: one that is not yet
+ * up when the sections come loads them on the main thread (a QEMU source may start at once).
+ */
+export async function loadThreadReady(e: Pick<End, 'kind' | 'log'>, timeoutMs = 30000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!e.log().includes('load thread ready for the incoming migration')) {
+    if (Date.now() > deadline) throw new Error(`${e.kind}: no load thread came up: ${e.log().slice(-2000)}`);
+    await delay(20);
+  }
+}
+
 export const finished = (e: End): Promise<Msg> => until(e, (i) => i.status === 'completed' || i.status === 'failed', 'the end of the migration');
 /** A destination listens once query-migrate shows its socket-address. */
 export const listening = (e: End): Promise<Msg> => until(e, (i) => 'socket-address' in i, 'the incoming socket');
@@ -293,14 +305,15 @@ export function commandsBeforeRam(stream: Buffer): string[] {
 /**
  * A stream's outline as `qmigd inspect --qemu-version RELEASE` decodes it: section kinds with their
  * device, and commands, in order, runs of PART sections (their number follows timing) once; how
- * many PART sections there are; and how many bytes the stream took, up to the end of its VM
+ * many PART sections and MULTIFD_FLUSH records (the multifd channels' syncs, 8.1+) there are,
+ * both of which follow timing; and how many bytes the stream took, up to the end of its VM
  * description. `stream` is the stream's bytes, or a file's path (mapped-ram's files need it) and
  * where in the file it starts.
  */
-export function outline(stream: Buffer | { path: string; offset: number }, release: ProfileId): { items: string[]; parts: number; bytes: number } {
+export function outline(stream: Buffer | { path: string; offset: number }, release: ProfileId): { items: string[]; parts: number; flushes: number; bytes: number } {
   const [file, input] = Buffer.isBuffer(stream) ? [['-'], stream] : [[stream.path, '--offset', String(stream.offset)], undefined];
   const r = spawnSync(process.execPath, [BIN, 'inspect', '--qemu-version', release, ...file], { input, encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (r.status !== 0) return { items: [`inspect failed: ${r.stdout.split('\n').filter((l) => /^(error|\s)/.test(l)).join(' ')}`], parts: -1, bytes: -1 };
+  if (r.status !== 0) return { items: [`inspect failed: ${r.stdout.split('\n').filter((l) => /^(error|\s)/.test(l)).join(' ')}`], parts: -1, flushes: -1, bytes: -1 };
   const items: string[] = [];
   let parts = 0;
   for (const line of r.stdout.split('\n')) {
@@ -310,7 +323,8 @@ export function outline(stream: Buffer | { path: string; offset: number }, relea
     const item = `${m[1]} ${m[2]!.replace(/\(section \d+.*\)$/, '').trim()}`;
     if (item !== items[items.length - 1] || !item.startsWith('PART')) items.push(item);
   }
-  return { items, parts, bytes: Number(/^(\d+) bytes: /m.exec(r.stdout)?.[1] ?? -1) };
+  const flushes = Number(/^\d+ bytes: .*RAM records: .*?(\d+) MULTIFD_FLUSH/m.exec(r.stdout)?.[1] ?? 0);
+  return { items, parts, flushes, bytes: Number(/^(\d+) bytes: /m.exec(r.stdout)?.[1] ?? -1) };
 }
 
 /**

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { freePort, loadThreadPages, tempDir } from '../helpers/daemon.js';
 import { qemuInstalled } from '../helpers/qemu.js';
-import { caps, eventTrail, finished, info, isEvent, listening, MiB, mixedRam, nextEvent, ramInfo, recordingProxy, runState, sameRam, startEnd, statuses, until, within, xbzrleInfo, xbzrleFromQemu, type Kind, type Test } from '../helpers/interop.js';
+import { caps, eventTrail, finished, info, isEvent, listening, loadThreadReady, MiB, mixedRam, nextEvent, ramInfo, recordingProxy, runState, sameRam, startEnd, statuses, until, within, xbzrleInfo, xbzrleFromQemu, type Kind, type Test } from '../helpers/interop.js';
 
 const skip = qemuInstalled() ? false : 'qemu-system-x86_64 is not installed';
 const work = tempDir();
@@ -320,6 +320,7 @@ for (const [srcKind, dstKind, qmigdArgs] of multifdPairs) {
     await src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 1 << 30 });
     await dst.qmp.ok('migrate-incoming', { uri });
     await listening(dst);
+    if (qmigdArgs.length && dstKind === 'qmigd') await loadThreadReady(dst);
     await src.qmp.ok('migrate', { uri });
     const srcInfo = await finished(src);
     t.equal(srcInfo.status, 'completed', `source completed ${JSON.stringify(srcInfo)}`);
