@@ -568,9 +568,10 @@ export class OutgoingMigration {
    */
   private async sendPages(stop: () => boolean, leave = 0): Promise<void> {
     // The page thread sends them where it has this migration, unless this side's XBZRLE cache was
-    // used meanwhile (RamSaver.threadable).
+    // used meanwhile (RamSaver.threadable), or a channel fault was armed since (its bytes must
+    // pass this thread's hooks).
     const thread = this.pageThread;
-    if (thread && this.ram!.threadable) {
+    if (thread && this.ram!.threadable && !faults.channelArmed) {
       if (!this.pagesOnThread) this.env.log.info('pages go from the page thread from here on');
       this.pagesOnThread = true;
       return this.sendPagesOnThread(thread, stop, leave);
@@ -628,8 +629,13 @@ export class OutgoingMigration {
     }
   }
 
-  /** sendPages() on the page thread, in slices; `stop()` is asked between them. */
+  /**
+   * sendPages() on the page thread, in slices; `stop()` is asked between them. In postcopy a
+   * slice ends as a page request comes, and the pages asked for go from here between slices,
+   * as the loop above serves them between its runs.
+   */
   private async sendPagesOnThread(thread: PageThread, stop: () => boolean, leave: number): Promise<void> {
+    const requests = this.requests;
     // The thread writes through its own descriptor: what this side put must be on the wire first.
     await this.flush();
     await this.channel!.drained();
@@ -638,8 +644,16 @@ export class OutgoingMigration {
     // At least one slice, as the loop above sends at least one run: ram_save_iterate() looks at
     // the clock only after its first page, so every iteration sends something.
     do {
+      if (requests?.waiting) {
+        await this.sendRequested(requests);
+        await this.channel!.drained();
+        if (!this.channel!.usable) return;
+      }
       const pages = leave ? this.ram!.dirtyPages - leave : undefined;
-      const r = await thread.slice({ ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, pages, detection, packets: this.multifd?.cursor });
+      const r = await thread.slice({
+        ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, pages, detection,
+        packets: requests ? undefined : this.multifd?.cursor, interrupt: requests?.waitingFlag,
+      });
       this.writer.written += r.bytes;
       this.threadPages += r.pages;
       this.ram!.absorb(r);
@@ -719,10 +733,7 @@ export class OutgoingMigration {
   private async postcopyStart(): Promise<void> {
     const { env, writer: w } = this;
     const guest = env.guest;
-    // Postcopy's page requests and pauses are served here: the page thread's part ends, and its
-    // duplicate of the channel's descriptor with it, which would hold the connection open past a
-    // pause (a pause closes the channel: the destination must see it end).
-    this.closePageThread();
+    // The page thread sends the background pass too; the pages asked for go from here.
     if (this.preemptFrom('at-switch') && !(await this.openPreempt())) return this.fail('postcopy_start: Failed to establish preempt channel', 'active');
     // 7.2 announces postcopy-active, then stops the guest; 10.0 stops it, then announces device.
     const via = activeProfile().postcopy.switchoverState;
@@ -744,6 +755,7 @@ export class OutgoingMigration {
     for (const payload of discardPayloads(ram.bitmap, guest.ram.id)) writeCommand(w, Command.POSTCOPY_RAM_DISCARD, payload);
     ram.enterPostcopy();
     this.requests = new PageRequests(guest.ram);
+    env.log.info({ pagesFromPageThread: this.threadPages }, 'postcopy: the switch');
     writeCommand(w, Command.PING, be32(2));
     const base = w.written + 9; // the package follows its command: u8, be16, be16, be32
     const pkg = packagedState(globalState, (kind, name, at) => faults.any && faults.point('send', kind, name, base + at));
@@ -794,6 +806,7 @@ export class OutgoingMigration {
   pause(): void {
     this.pauseError ??= 'Postcopy migration is paused by the user';
     this.channel?.shutdown();
+    this.pageThread?.shutdown();
     this.wakeSleep?.();
   }
 
@@ -810,6 +823,9 @@ export class OutgoingMigration {
    */
   private async postcopyPause(): Promise<boolean> {
     const { env } = this;
+    // The page thread's part ends: its duplicate of the channel's descriptor would hold the
+    // connection open, and the destination must see it end. After a recovery the pages go from here.
+    this.closePageThread();
     for (;;) {
       if (this.status !== 'postcopy-paused') env.state.change(this.status, 'postcopy-paused');
       this.channel!.shutdown();
@@ -911,7 +927,7 @@ export class OutgoingMigration {
     }
     state.change('cancelling', 'cancelled');
     if (this.error && state.status === 'failed') log.error(this.error);
-    log.info({ status: state.status, transferred: this.transferred, totalMs: end - this.startTime }, 'migration finished');
+    log.info({ status: state.status, transferred: this.transferred, totalMs: end - this.startTime, pagesFromPageThread: this.threadPages }, 'migration finished');
   }
 
   /** migration_calculate_complete()'s downtime (postcopy: profile postcopy.downtime). */

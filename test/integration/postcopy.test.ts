@@ -79,8 +79,10 @@ async function nothingLost(t: Test, p: Pair): Promise<void> {
 const workload = async (s: Side): Promise<Msg> => (await s.qmp.ok('__org.qmigd_query-workload')) as Msg;
 const ramStats = async (s: Side): Promise<Record<string, number>> => ((await s.qmp.ok('query-migrate')) as { ram: Record<string, number> }).ram;
 
-t.test('postcopy completes while the destination guest reads and writes; its faults are page requests the source serves first', async (t) => {
-  const p = await postcopyPair(t);
+// With --page-thread on the source's page thread sends the background pass after the switch too,
+// ending its slice as a request comes: the pages asked for still go first.
+for (const thread of ['off', 'on']) t.test(`postcopy completes while the destination guest reads and writes; its faults are page requests the source serves first (--page-thread ${thread})`, async (t) => {
+  const p = await postcopyPair(t, '7.2', {}, ['--page-thread', thread]);
   await switchToPostcopy(p);
   t.equal(await runState(p.dst), 'running', 'the destination runs the guest while its pages are still on the source');
   t.equal(await runState(p.src), 'finish-migrate', 'the source\'s guest is stopped for good');
@@ -95,6 +97,9 @@ t.test('postcopy completes while the destination guest reads and writes; its fau
   t.ok(faults > 50, `the destination's guest touched pages that were not there yet, and got them at once (${faults} faults)`);
   t.ok(stats['postcopy-requests']! > 0 && stats['postcopy-requests']! <= faults, `the source took the requests (${stats['postcopy-requests']})`);
   t.ok(stats['postcopy-bytes']! > (MEMORY_MB << 20) / 4, `most pages went in postcopy (${stats['postcopy-bytes']} postcopy-bytes)`);
+  const logged = (msg: string): number => Number(new RegExp(`"pagesFromPageThread":(\\d+)[^\\n]*"msg":"${msg}"`).exec(p.src.daemon.stderr())?.[1]);
+  const afterSwitch = logged('migration finished') - logged('postcopy: the switch');
+  t.equal(afterSwitch > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the background pass ${thread === 'on' ? 'went' : 'did not go'} from the page thread (${afterSwitch} pages)`);
   t.equal(await runState(p.src), 'postmigrate');
   t.equal(await runState(p.dst), 'running');
   t.equal((await workload(p.dst)).stalled, false, 'no vCPU waits once every page is there');
@@ -246,8 +251,10 @@ t.test('QEMU 7.2: a break during the recovery handshake leaves the source in pos
 });
 
 for (const release of ['7.2', '10.0'] as const) {
-  t.test(`postcopy-preempt, QEMU ${release}'s way: the asked-for pages take the second channel; paused and recovered, nothing lost`, async (t) => {
-    const p = await postcopyPair(t, release, { 'postcopy-preempt': true });
+  // 10.0's with the background pass from the source's page thread.
+  const args = release === '10.0' ? ['--page-thread', 'on'] : [];
+  t.test(`postcopy-preempt, QEMU ${release}'s way: the asked-for pages take the second channel; paused and recovered, nothing lost${args.length ? ` (${args.join(' ')})` : ''}`, async (t) => {
+    const p = await postcopyPair(t, release, { 'postcopy-preempt': true }, args);
     await switchToPostcopy(p);
     await new Promise((r) => setTimeout(r, 300));
     const from: [number, number] = [p.src.qmp.events.length, p.dst.qmp.events.length];

@@ -77,6 +77,8 @@ export class PageRequests {
   private readonly queue: number[] = [];
   /** The block of the last request that named one (REQ_PAGES names none). */
   private lastBlock?: string;
+  /** 1 while a request waits, in shared memory: the page thread ends its slice on it. */
+  readonly waitingFlag = new Int32Array(new SharedArrayBuffer(4));
 
   constructor(private readonly block: { id: string; size: number }) {}
 
@@ -96,6 +98,7 @@ export class PageRequests {
     const last = start + len - 1;
     if (last < 0 || last >= this.block.size) return text.overrun(hex(start), hex(len), hex(this.block.size));
     for (let page = start / PAGE_SIZE; page < (start + len) / PAGE_SIZE; page++) this.queue.push(page);
+    Atomics.store(this.waitingFlag, 0, 1);
     return undefined;
   }
 
@@ -105,7 +108,9 @@ export class PageRequests {
 
   /** The oldest page asked for and not yet taken. */
   next(): number | undefined {
-    return this.queue.shift();
+    const page = this.queue.shift();
+    if (this.queue.length === 0) Atomics.store(this.waitingFlag, 0, 0);
+    return page;
   }
 }
 

@@ -94,9 +94,11 @@ export interface SliceRequest extends SlicePosition {
   ms: number;
   /** Stop after this many pages (a COLO checkpoint cut halfway, where a test says). */
   pages?: number;
+  /** In postcopy: 1 while a page request waits (PageRequests.waitingFlag); the slice ends on it. */
+  interrupt?: Int32Array;
   /** zero-page-detection: with `none` zero pages go whole; with `multifd` the channels find them. */
   detection: ZeroPageDetection;
-  /** With multifd: the queue's place. */
+  /** With multifd, before postcopy: the queue's place. */
   packets?: PacketCursor;
 }
 
@@ -192,12 +194,13 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
   let duplicate = 0;
   let exhausted = false;
   let handedOver = 0;
-  const packets = lanes && new PacketQueue(lanes, req.packets!, (bytes) => (handedOver += bytes));
+  // In postcopy the pages go on the main channel (ram_save_target_page()), none to the channels.
+  const packets = lanes && req.packets && new PacketQueue(lanes, req.packets, (bytes) => (handedOver += bytes));
   migration.mappedBytes = 0;
   /** Bytes this slice put on its way: the rate limit's budget counts them. */
   const charged = (): number => w.written - before + (packets?.charged ?? 0) + migration.mappedBytes;
   for (let n = 1; channel.usable && !packets?.failed; n++) {
-    if ((n & 15) === 0 && (charged() >= req.budget || performance.now() - start > req.ms)) break;
+    if ((n & 15) === 0 && (charged() >= req.budget || performance.now() - start > req.ms || (req.interrupt && Atomics.load(req.interrupt, 0) === 1))) break;
     if (pages === req.pages) break;
     let page = bitmap.nextSet(scan);
     if (page < 0) {

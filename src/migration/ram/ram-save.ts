@@ -299,7 +299,8 @@ export class RamSaver {
 
   /** Where the scan stands and what XBZRLE may do, for the page thread's next slice. */
   get position(): SlicePosition {
-    const xbzrle = this.xbzrle && { active: this.xbzrleActive, age: this.counters.dirtySyncCount, lastStage: this.lastStage };
+    // Postcopy's pages go whole (ram_save_target_page(): no XBZRLE once postcopy runs).
+    const xbzrle = this.xbzrle && !this.inPostcopy ? { active: this.xbzrleActive, age: this.counters.dirtySyncCount, lastStage: this.lastStage } : undefined;
     return { scan: this.scan, blockSent: this.blockSent, xbzrle };
   }
 
