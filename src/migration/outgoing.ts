@@ -661,7 +661,7 @@ export class OutgoingMigration {
       if (r.packets) this.multifd!.absorb(r.packets);
       if (r.error) this.channel!.fail(r.error);
       if (r.exhausted) return;
-    } while (this.channel!.usable && !stop() && this.ram!.dirtyPages > leave);
+    } while (this.channel!.usable && !stop() && (leave === 0 || this.ram!.dirtyPages > leave));
   }
 
   /** migration_completion(): stop the guest, maybe pause, send the rest and the device state. */
