@@ -396,9 +396,9 @@ export class OutgoingMigration {
     await this.flush();
     // The page thread, before the first pass (as QEMU's migration thread is), so that every page
     // goes from it; it booted before the migration, so only one that came at once waits for it.
-    // With postcopy it serves the passes before the switch (postcopyStart() closes it), with COLO
-    // the first migration (closed as COLO starts: its checkpoints stop halfway through the pages
-    // where a test says). Not under a channel fault (the bytes must pass this thread's hooks).
+    // With postcopy it serves the background pass too, until a pause (postcopyPause() closes it);
+    // with COLO the checkpoints too (runColo() closes it as they end). Not under a channel fault
+    // (the bytes must pass this thread's hooks).
     const takePageThread = env.takePageThread;
     if (takePageThread && this.ram.threadable && !faults.channelArmed) {
       await this.attachPageThread(takePageThread());
