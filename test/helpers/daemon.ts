@@ -95,14 +95,20 @@ export async function threadsSettled(pid: number): Promise<number> {
   }
 }
 
+/** The fields of the first log line (pino's JSON, on stderr) whose message is `msg`; undefined where there is none. */
+export function logLine(log: string, msg: string): Record<string, unknown> | undefined {
+  const line = log.split('\n').find((l) => l.includes(`"msg":${JSON.stringify(msg)}`));
+  return line === undefined ? undefined : (JSON.parse(line) as Record<string, unknown>);
+}
+
 /**
  * The pages a destination's load thread loaded (--page-thread on), from the log line its incoming
  * migration completed with: undefined where no load thread took part.
  */
 export function loadThreadPages(log: string): number | undefined {
-  const done = log.split('\n').find((l) => l.includes('incoming migration completed'));
+  const done = logLine(log, 'incoming migration completed');
   if (done === undefined) throw new Error('the log has no "incoming migration completed" line');
-  return (JSON.parse(done) as { loadThreadPages?: number }).loadThreadPages;
+  return done.loadThreadPages as number | undefined;
 }
 
 /** Resident memory of a process in KiB, from /proc. */

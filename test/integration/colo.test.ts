@@ -23,7 +23,7 @@ const NOT_IN_COLO = process.env.QMIGD_TEST_QEMU_VERSION === '10.0' ? 'VM is not 
 async function secondaryAsksForColo(dst: Side): Promise<void> {
   if (process.env.QMIGD_TEST_QEMU_VERSION === '10.0') await setCaps(dst, { 'x-colo': true });
 }
-import { freePort, rssKiB } from '../helpers/daemon.js';
+import { freePort, logLine, rssKiB } from '../helpers/daemon.js';
 
 const MiB = 1 << 20;
 
@@ -185,13 +185,13 @@ for (const thread of ['off', 'on']) {
     t.same((await p.src.qmp.waitEvent('COLO_EXIT')).data, { mode: 'primary', reason: 'error' });
     t.same((await p.dst.qmp.waitEvent('COLO_EXIT')).data, { mode: 'secondary', reason: 'error' });
     t.same(await p.src.qmp.ok('query-migrate'), { status: 'colo' }, 'no cancelling: colo is not a running state');
-    const over = /"checkpoints":(\d+),"pagesFromPageThread":(\d+),"msg":"COLO checkpoints over"/.exec(p.src.daemon.stderr());
-    t.ok(over && Number(over[1]) >= 1, `the primary's checkpoints ended (${over?.[0]})`);
-    t.equal(Number(over?.[2]) > 0, thread === 'on', `their pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
+    const over = logLine(p.src.daemon.stderr(), 'COLO checkpoints over');
+    t.ok(over && (over.checkpoints as number) >= 1, `the primary's checkpoints ended (${JSON.stringify(over)})`);
+    t.equal((over?.pagesFromPageThread as number) > 0, thread === 'on', `their pages ${thread === 'on' ? 'went' : 'did not go'} from the page thread`);
     // The secondary's: each checkpoint's pages loaded into the cache and flushed into RAM there.
-    const loaded = /"pagesOnLoadThread":(\d+),"msg":"COLO checkpoints over"/.exec(p.dst.daemon.stderr());
-    t.ok(loaded, `the secondary's checkpoints ended (${loaded?.[0]})`);
-    t.equal(Number(loaded?.[1]) > 0, thread === 'on', `their pages ${thread === 'on' ? 'loaded' : 'did not load'} on the load thread`);
+    const loaded = logLine(p.dst.daemon.stderr(), 'COLO checkpoints over');
+    t.ok(loaded, `the secondary's checkpoints ended (${JSON.stringify(loaded)})`);
+    t.equal((loaded?.pagesOnLoadThread as number) > 0, thread === 'on', `their pages ${thread === 'on' ? 'loaded' : 'did not load'} on the load thread`);
   });
 }
 

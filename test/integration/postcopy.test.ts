@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, loadThreadPages, tempDir } from '../helpers/daemon.js';
+import { freePort, loadThreadPages, logLine, tempDir } from '../helpers/daemon.js';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, until, untilInfo, type Pair, type Side } from '../helpers/migration.js';
 import type { Msg } from '../helpers/qmp-client.js';
 
@@ -97,8 +97,8 @@ for (const thread of ['off', 'on']) t.test(`postcopy completes while the destina
   t.ok(faults > 50, `the destination's guest touched pages that were not there yet, and got them at once (${faults} faults)`);
   t.ok(stats['postcopy-requests']! > 0 && stats['postcopy-requests']! <= faults, `the source took the requests (${stats['postcopy-requests']})`);
   t.ok(stats['postcopy-bytes']! > (MEMORY_MB << 20) / 4, `most pages went in postcopy (${stats['postcopy-bytes']} postcopy-bytes)`);
-  const logged = (msg: string): number => Number(new RegExp(`"pagesFromPageThread":(\\d+)[^\\n]*"msg":"${msg}"`).exec(p.src.daemon.stderr())?.[1]);
-  const afterSwitch = logged('migration finished') - logged('postcopy: the switch');
+  const fromThread = (msg: string): number => logLine(p.src.daemon.stderr(), msg)?.pagesFromPageThread as number;
+  const afterSwitch = fromThread('migration finished') - fromThread('postcopy: the switch');
   t.equal(afterSwitch > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the background pass ${thread === 'on' ? 'went' : 'did not go'} from the page thread (${afterSwitch} pages)`);
   t.equal(await runState(p.src), 'postmigrate');
   t.equal(await runState(p.dst), 'running');
