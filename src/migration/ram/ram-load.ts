@@ -4,7 +4,8 @@
  */
 import { inflateSync } from 'node:zlib';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
-import { copyInto, isZeroAt, pageOffset, PAGE_SIZE, type GuestRam, type PageStore } from '../../guest/ram.js';
+import { copyInto, isZeroAt, pageOffset, PAGE_SIZE, type GuestRam } from '../../guest/ram.js';
+import type { ColoCache } from '../colo/cache.js';
 import { activeProfile } from '../../profiles/index.js';
 import { LoadError } from '../load-error.js';
 import { ENCODING_FLAG_XBZRLE, RamFlag } from '../stream/constants.js';
@@ -37,7 +38,7 @@ export class RamLoader {
    * COLO secondary: pages land in this cache (and are marked received) instead of guest RAM,
    * until a whole checkpoint has arrived (ram_load_precopy in COLO state).
    */
-  colo?: { cache: PageStore; received: DirtyBitmap };
+  colo?: ColoCache;
   /** multifd_recv_sync_main(): with multifd in 7.2, every EOS waits for the channels' SYNCs. */
   onEos?: () => Promise<void>;
   /** The same at every MULTIFD_FLUSH record (8.1+); without multifd the record is ignored. */
