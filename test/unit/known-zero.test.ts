@@ -3,31 +3,12 @@
  * without a look); every writer — the main stream's records, a multifd channel — must clear
  * that knowledge, or a zero record would leave stale bytes behind.
  */
-import { Readable } from 'node:stream';
 import t from 'tap';
 import { GuestRam, isZeroAt, PAGE_SIZE } from '../../src/guest/ram.js';
 import { encodeHeader } from '../../src/migration/multifd/format.js';
 import { receivePackets } from '../../src/migration/multifd/receiver.js';
 import { RamLoader } from '../../src/migration/ram/ram-load.js';
-import { RamFlag } from '../../src/migration/stream/constants.js';
-import { StreamReader } from '../../src/migration/stream/reader.js';
-import { StreamWriter } from '../../src/migration/stream/writer.js';
-
-const reader = (...chunks: Buffer[]): StreamReader => new StreamReader(Readable.from(chunks, { objectMode: false }));
-
-/** One RAM section body: records for (page, fill or data), then EOS. */
-function records(entries: Array<[number, number | Buffer]>, named: boolean): Buffer {
-  const w = new StreamWriter();
-  entries.forEach(([page, what], i) => {
-    const cont = named && i === 0 ? 0 : RamFlag.CONTINUE;
-    w.be64(page * PAGE_SIZE + (typeof what === 'number' ? RamFlag.ZERO : RamFlag.PAGE) + cont);
-    if (!cont) w.countedString('m');
-    if (typeof what === 'number') w.u8(what);
-    else w.bytes(what);
-  });
-  w.be64(RamFlag.EOS);
-  return Buffer.concat(w.take().pieces);
-}
+import { reader, records } from '../helpers/ram-records.js';
 
 t.test('zero records clear pages the stream or a multifd channel wrote, and skip untouched ones', async (t) => {
   const ram = new GuestRam('m', 16 * PAGE_SIZE);

@@ -4,22 +4,12 @@
  * and the memory stays bounded by what the reader holds back.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import net from 'node:net';
 import t from 'tap';
 import { SocketInput } from '../../src/migration/channels/socket-input.js';
 import { StreamReader } from '../../src/migration/stream/reader.js';
+import { acceptedPair } from '../helpers/socket-pair.js';
 
 const TOTAL = 48 << 20;
-
-async function acceptedPair(): Promise<{ accepted: net.Socket; client: net.Socket; close: () => void }> {
-  const server = net.createServer({ pauseOnConnect: true });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  const acceptedP = new Promise<net.Socket>((r) => server.once('connection', r));
-  const client = net.connect(port, '127.0.0.1');
-  const accepted = await acceptedP;
-  return { accepted, client, close: () => server.close() };
-}
 
 t.test('bytes arrive intact through reused blocks, with a slow reader', async (t) => {
   const { accepted, client, close } = await acceptedPair();
