@@ -27,6 +27,37 @@ export class DirtyBitmap {
     this.words[page >>> 5]! &= ~(1 << (page & 31));
   }
 
+  /*
+   * The same, for a bitmap that two threads write at once (postcopy's received and taken pages,
+   * with the load thread placing pages beside the QMP thread): an atomic read-modify-write loses
+   * no other bit of the word, and what was written before it is seen by whoever sees the bit.
+   */
+
+  setShared(page: number): void {
+    Atomics.or(this.words, page >>> 5, 1 << (page & 31));
+  }
+
+  testShared(page: number): boolean {
+    return (Atomics.load(this.words, page >>> 5) & (1 << (page & 31))) !== 0;
+  }
+
+  clearShared(page: number): void {
+    Atomics.and(this.words, page >>> 5, ~(1 << (page & 31)));
+  }
+
+  /** Sets the bit; whether it was clear, so that of two threads that race for it one wins. */
+  claim(page: number): boolean {
+    const bit = 1 << (page & 31);
+    return (Atomics.or(this.words, page >>> 5, bit) & bit) === 0;
+  }
+
+  /** A bitmap of its own with the same bits. */
+  copy(): DirtyBitmap {
+    const c = new DirtyBitmap(this.pages);
+    c.words.set(this.words);
+    return c;
+  }
+
   setAll(): void {
     this.words.fill(0xffffffff);
     const tail = this.pages & 31;

@@ -29,7 +29,8 @@ import type { MigrationStateCell } from './state.js';
 
 /**
  * Capabilities under which no RAM section is one the load thread can take (RamLoader.threadable),
- * so none starts (postcopy's are, up to LISTEN; COLO's, into the cache with its checkpoints).
+ * so none starts (postcopy's are, placing each page once from LISTEN on; COLO's, into the cache
+ * with its checkpoints).
  */
 const NOT_PLAIN = ['mapped-ram'];
 
@@ -181,6 +182,7 @@ export class IncomingMigration {
           // loadvm_postcopy_handle_run_bh(): the guest starts (or, with -S, waits paused), and
           // waits for any page it touches that is not here yet.
           run: (gate) => {
+            env.log.info({ loadThreadPages: loader.loadThreadPages }, 'postcopy: the guest runs here');
             env.guest.workload.gate = gate;
             if (env.guest.autostart) env.guest.runState.start();
             else env.guest.runState.set('paused');
@@ -434,8 +436,8 @@ export class IncomingMigration {
    * The booted load thread with the main channel `input`, where the sections can be plain (caps
    * may have changed since listen()); else it is closed unattached: a duplicate of the
    * descriptor in a thread that takes no section would only hold the channel open (as it would
-   * past a postcopy pause, or a COLO failover: VmLoader.useLoadThread() ends it at postcopy's
-   * LISTEN, and it is closed as the first stream ends, or as COLO's checkpoints end).
+   * past a postcopy pause, or a COLO failover: VmLoader ends it as postcopy pauses, and it is
+   * closed as the first stream ends, or as COLO's checkpoints end).
    */
   private attachLoadThread(input: ByteSource): Promise<LoadThread | undefined> | undefined {
     const booted = this.loadThread;

@@ -214,6 +214,9 @@ export class VmLoader {
         await this.sectionsToEof(r);
         return r;
       } catch (err) {
+        // Paused, the load thread ends: its duplicate of the channel's descriptor would hold the
+        // connection open, and the channel a recovery brings is read here.
+        if (this.postcopy.state === PostcopyState.RUNNING) this.loadThread?.close();
         const next = this.postcopy.state === PostcopyState.RUNNING ? await this.opts.hooks.postcopy?.paused(located(err, r)) : undefined;
         if (!next) throw err;
         this.postcopy.channelLost();
@@ -222,14 +225,9 @@ export class VmLoader {
     }
   }
 
-  /**
-   * The load thread takes the plain RAM sections from here on. None is plain from postcopy's
-   * LISTEN on, so the thread ends there, or at once if it comes later: its duplicate of the
-   * channel's descriptor would hold the connection open past a postcopy pause.
-   */
+  /** The load thread takes the main channel's RAM sections from here on (see RamLoader.threadable). */
   useLoadThread(thread: LoadThread): void {
     this.loadThread = thread;
-    if (this.postcopy.listening) thread.close();
   }
 
   /** The load thread, while it can take sections. */
@@ -337,8 +335,7 @@ export class VmLoader {
       case Command.POSTCOPY_RAM_DISCARD:
         return void this.postcopy.discard(payload);
       case Command.POSTCOPY_LISTEN:
-        this.postcopy.listen();
-        return void this.loadThread?.close();
+        return void this.postcopy.listen();
       case Command.POSTCOPY_RUN:
         this.postcopy.run();
         return 'quit';

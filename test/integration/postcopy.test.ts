@@ -80,7 +80,8 @@ const workload = async (s: Side): Promise<Msg> => (await s.qmp.ok('__org.qmigd_q
 const ramStats = async (s: Side): Promise<Record<string, number>> => ((await s.qmp.ok('query-migrate')) as { ram: Record<string, number> }).ram;
 
 // With --page-thread on the source's page thread sends the background pass after the switch too,
-// ending its slice as a request comes: the pages asked for still go first.
+// ending its slice as a request comes: the pages asked for still go first; the destination's load
+// thread places them, and tells the main thread of those a vCPU waits for.
 for (const thread of ['off', 'on']) t.test(`postcopy completes while the destination guest reads and writes; its faults are page requests the source serves first (--page-thread ${thread})`, async (t) => {
   const p = await postcopyPair(t, '7.2', {}, ['--page-thread', thread]);
   await switchToPostcopy(p);
@@ -100,6 +101,10 @@ for (const thread of ['off', 'on']) t.test(`postcopy completes while the destina
   const fromThread = (msg: string): number => logLine(p.src.daemon.stderr(), msg)?.pagesFromPageThread as number;
   const afterSwitch = fromThread('migration finished') - fromThread('postcopy: the switch');
   t.equal(afterSwitch > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the background pass ${thread === 'on' ? 'went' : 'did not go'} from the page thread (${afterSwitch} pages)`);
+  // At the destination the load thread places them (each once, beside the guest that faults).
+  const onLoadThread = (msg: string): number => (logLine(p.dst.daemon.stderr(), msg)?.loadThreadPages as number | undefined) ?? 0;
+  const placedAfterRun = onLoadThread('incoming migration completed') - onLoadThread('postcopy: the guest runs here');
+  t.equal(placedAfterRun > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the destination's load thread ${thread === 'on' ? 'placed' : 'did not place'} them (${placedAfterRun} pages)`);
   t.equal(await runState(p.src), 'postmigrate');
   t.equal(await runState(p.dst), 'running');
   t.equal((await workload(p.dst)).stalled, false, 'no vCPU waits once every page is there');

@@ -124,6 +124,7 @@ export class PostcopyIncoming implements PageGate {
     this.state = PostcopyState.LISTENING;
     // postcopy_ram_incoming_setup(): RAM is registered with userfaultfd; pages are placed once.
     this.loader.received ??= new DirtyBitmap(this.loader.ram!.pages);
+    this.loader.taken = this.loader.received.copy();
     this.loader.postcopyPlacing = true;
     this.hooks?.listen();
   }
@@ -132,8 +133,10 @@ export class PostcopyIncoming implements PageGate {
   run(): void {
     this.expect('POSTCOPY_RUN', PostcopyState.LISTENING);
     this.state = PostcopyState.RUNNING;
+    this.loader.requested = new DirtyBitmap(this.loader.ram!.pages);
     this.loader.onPlaced = (page) => {
       if (!this.requested.delete(page)) return;
+      this.loader.requested!.clearShared(page);
       if (this.blocked?.page === page) {
         this.blocktime += Math.round(performance.now() - this.blocked.since);
         this.blocked = undefined;
@@ -156,15 +159,21 @@ export class PostcopyIncoming implements PageGate {
 
   /** PageGate: whether the guest would fault on `page`. */
   missing(page: number): boolean {
-    return !this.loader.received!.test(page);
+    return !this.loader.received!.testShared(page);
   }
 
-  /** PageGate: the guest touched a missing page; it is asked for unless it was already. */
+  /**
+   * PageGate: the guest touched a missing page; it is asked for unless it was already. The load
+   * thread may place it meanwhile: marked requested first, it is looked at once more after, so
+   * that either the thread sees the mark (and tells) or this sees the page (and wakes the vCPU).
+   */
   fault(page: number): void {
     this.blocked ??= { page, since: performance.now() };
     if (this.requested.has(page)) return;
     this.requested.add(page);
+    this.loader.requested!.setShared(page);
     this.request(page);
+    if (!this.missing(page)) queueMicrotask(() => this.loader.onPlaced?.(page));
   }
 
   /**

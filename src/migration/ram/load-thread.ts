@@ -13,6 +13,7 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { faults } from '../../faults/faults.js';
+import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { GuestRam } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
 import { SocketInput } from '../channels/socket-input.js';
@@ -40,6 +41,7 @@ export class LoadThread {
     worker.on('message', (m: FromLoadWorker) => {
       if (m.kind === 'loaded' || m.kind === 'colo-flushed') this.settle(m);
       else if (m.kind === 'sync') void this.sync(m.at);
+      else if (m.kind === 'placed') this.section?.loader.onPlaced?.(m.page);
     });
     worker.on('error', (err) => this.crashed(new Error(`load thread failed: ${err.message}`)));
     worker.on('exit', () => this.crashed(new Error('load thread ended')));
@@ -87,9 +89,11 @@ export class LoadThread {
     const section: { loader: RamLoader; syncError?: unknown } = { loader };
     this.section = section;
     const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
-    const received = loader.received?.words.buffer as SharedArrayBuffer | undefined;
+    const shared = (b: DirtyBitmap | undefined): SharedArrayBuffer | undefined => b?.words.buffer as SharedArrayBuffer | undefined;
+    const received = shared(loader.received);
+    const placing = loader.postcopyPlacing ? { taken: shared(loader.taken)!, requested: shared(loader.requested) } : undefined;
     const colo = loader.colo && shareColoCache(loader.colo);
-    const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, received, colo, syncs }, [ahead.buffer as ArrayBuffer])
+    const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, received, placing, colo, syncs }, [ahead.buffer as ArrayBuffer])
       .finally(() => (this.section = undefined));
     r.putBack(Buffer.from(reply.rest.buffer, reply.rest.byteOffset, reply.rest.byteLength), start + reply.consumed, reply.ended);
     loader.blockKnown = reply.blockKnown;

@@ -11,10 +11,11 @@
  *
  * Messages in: attach (the duplicate, once the main channel is there; the thread boots before);
  * load (a section's version, the bytes the main thread had read ahead, the block the last record
- * named, the received bitmap with postcopy advised, a COLO secondary's cache, which sync points
- * to ask for); colo-flush (a COLO checkpoint's pages, cache → RAM); synced (the answer to a
- * sync); close. Out: ready, took-descriptor (after attach), sync, then one LoadReply per load
- * and one ColoFlushed per colo-flush.
+ * named, the received bitmap with postcopy advised and from LISTEN the taken and requested ones,
+ * a COLO secondary's cache, which sync points to ask for); colo-flush (a COLO checkpoint's pages,
+ * cache → RAM); synced (the answer to a sync); close. Out: ready, took-descriptor (after attach),
+ * sync, placed (a page a vCPU waits for is here), then one LoadReply per load and one
+ * ColoFlushed per colo-flush.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
@@ -46,6 +47,8 @@ export interface LoadRequest {
   blockKnown: boolean;
   /** With postcopy advised: the received bitmap's words (RamLoader.received), which this thread marks too. */
   received?: SharedArrayBuffer;
+  /** From postcopy's LISTEN, each page placed once: RamLoader.taken, and from RUN RamLoader.requested. */
+  placing?: { taken: SharedArrayBuffer; requested?: SharedArrayBuffer };
   /** A COLO secondary's checkpoint: its pages go to the cache, marked received (RamLoader.colo). */
   colo?: SharedColoCache;
   /** multifd: the sync points the main thread's loader has (RamLoader.onEos, onFlush). */
@@ -67,6 +70,12 @@ export interface ColoFlushed {
 export interface SyncRequest {
   kind: 'sync';
   at: 'eos' | 'flush';
+}
+
+/** Postcopy: a page a vCPU waits for was placed here (RamLoader.onPlaced() on the main thread). */
+export interface Placed {
+  kind: 'placed';
+  page: number;
 }
 
 /** How a section's load failed, to be thrown again on the main thread as it was here. */
@@ -96,7 +105,7 @@ export interface AttachRequest {
 
 /** `failed`: the sync failed; the main thread throws its error once the section's reply comes. */
 export type ToLoadWorker = AttachRequest | LoadRequest | ColoFlushRequest | { kind: 'synced'; failed: boolean } | { kind: 'close' };
-export type FromLoadWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | SyncRequest | LoadReply | ColoFlushed;
+export type FromLoadWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | SyncRequest | Placed | LoadReply | ColoFlushed;
 
 /**
  * Bytes the thread reads ahead of its loader. What it read past a section's EOS goes to the main
@@ -154,7 +163,12 @@ port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
 async function load({ input, reader }: { input: SocketInput; reader: StreamReader }, req: LoadRequest): Promise<LoadReply> {
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
-  loader.received = req.received && new DirtyBitmap(loader.ram!.pages, req.received);
+  const pages = loader.ram!.pages;
+  loader.received = req.received && new DirtyBitmap(pages, req.received);
+  loader.postcopyPlacing = req.placing !== undefined;
+  loader.taken = req.placing && new DirtyBitmap(pages, req.placing.taken);
+  const requested = req.placing?.requested && new DirtyBitmap(pages, req.placing.requested);
+  loader.onPlaced = requested && ((page) => requested.testShared(page) && port.postMessage({ kind: 'placed', page } satisfies FromLoadWorker));
   loader.colo = req.colo && sharedColoCache(data.size, req.colo);
   loader.pages = 0;
   loader.onEos = req.syncs.eos ? () => sync('eos') : undefined;

@@ -56,8 +56,19 @@ export class RamLoader {
    */
   received?: DirtyBitmap;
   onPlaced?: (page: number) => void;
-  /** From postcopy's LISTEN on, a page is placed once (see placedOnce()). */
+  /** From postcopy's LISTEN on, a page is placed once (see take()). */
   postcopyPlacing = false;
+  /**
+   * From LISTEN: the pages a loader has taken to place, set before the copy where `received` is
+   * set after it. Of two loaders that place pages at once (the main channel's on the load thread,
+   * postcopy-preempt's here) one takes each page, and the guest touches none before it is whole.
+   */
+  taken?: DirtyBitmap;
+  /**
+   * From RUN: the pages a vCPU waits for. A loader on the load thread that places one tells the
+   * main thread, whose onPlaced() wakes the vCPU.
+   */
+  requested?: DirtyBitmap;
   private scratch?: Buffer;
 
   constructor(
@@ -127,13 +138,13 @@ export class RamLoader {
         throw new LoadError('EINVAL', `Illegal RAM offset ${addr.toString(16)}`);
       }
       const page = addr / PAGE_SIZE;
-      // A page's or a fill byte's payload is read in before deciding where it goes: with
-      // postcopy-preempt the other channel may place this page while this one waits for it.
-      const payload = type === RamFlag.PAGE ? PAGE_SIZE : type === RamFlag.ZERO ? 1 : 0;
-      if (payload && !r.ready(payload)) await r.need(payload);
+      // A record's payload is read in before deciding where it goes: with postcopy-preempt the
+      // other channel may place this page while this one waits for it, and from taking a page
+      // to marking it received nothing waits.
+      const encoded = await this.payload(r, type);
       // Postcopy places a page once (UFFDIO_COPY): a copy that comes again, on the other channel
       // with postcopy-preempt, is read into a scratch page and dropped (10.0 takes EEXIST as done).
-      const dropped = this.placedOnce(page);
+      const dropped = !this.take(page);
       const target = dropped ? (this.scratch ??= Buffer.alloc(PAGE_SIZE)) : (this.colo ? this.colo.cache : ram).segment(page);
       const at = dropped ? 0 : pageOffset(page);
       if (!dropped && !this.colo && type !== RamFlag.ZERO) ram.willWrite(page);
@@ -155,10 +166,10 @@ export class RamLoader {
           break;
         }
         case RamFlag.XBZRLE:
-          await this.loadXbzrle(r, target.subarray(at, at + PAGE_SIZE));
+          if (xbzrleDecode(encoded!, target.subarray(at, at + PAGE_SIZE)) === -1) throw new LoadError('EINVAL', 'Failed to load XBZRLE page - decode error!');
           break;
         case RamFlag.COMPRESS_PAGE:
-          await this.loadCompressed(r, target.subarray(at, at + PAGE_SIZE));
+          target.set(inflated(encoded!), at);
           break;
       }
       if (dropped) continue;
@@ -211,24 +222,23 @@ export class RamLoader {
   /**
    * Whether this loader's records are only pages to copy, as the load thread (load-thread.ts) can
    * copy them too: into guest RAM, or a COLO secondary's cache (shared with the thread, as are
-   * the pages it marks received); no mapped-ram, observer, second channel, nor postcopy from
-   * LISTEN on (pages placed once, vCPUs waiting for them). Before LISTEN postcopy only marks the
-   * pages received, in a bitmap the load thread shares. multifd's syncs (onEos, onFlush) are no
-   * page work: the load thread asks for them.
+   * the pages it marks received); no mapped-ram, observer, nor second channel. In postcopy the
+   * bitmaps of received, taken and requested pages are shared with the thread too. multifd's
+   * syncs (onEos, onFlush) are no page work: the load thread asks for them.
    */
   get threadable(): boolean {
-    return this.ram !== undefined && !this.postcopyPlacing && !this.mapped && !this.observe && !this.main;
+    return this.ram !== undefined && !this.mapped && !this.observe && !this.main;
   }
 
-  /** threadable(), into guest RAM: applyRun()'s records. */
+  /** threadable(), into guest RAM, each page as it comes (not placed once): applyRun()'s records. */
   get plain(): boolean {
-    return this.threadable && !this.colo;
+    return this.threadable && !this.colo && !this.postcopyPlacing;
   }
 
-  /** Whether `page` is in place for good: postcopy (from LISTEN) has it already. */
-  private placedOnce(page: number): boolean {
+  /** Whether this loader places `page` (from LISTEN, only if no loader took it before). */
+  private take(page: number): boolean {
     const owner = this.main ?? this;
-    return owner.postcopyPlacing && owner.received!.test(page);
+    return !owner.postcopyPlacing || owner.taken!.claim(page);
   }
 
   /** A new channel (a recovered postcopy): its first record names its block again. */
@@ -239,8 +249,17 @@ export class RamLoader {
   private placed(page: number): void {
     const owner = this.main ?? this;
     if (!owner.received) return;
-    owner.received.set(page);
+    owner.received.setShared(page);
     owner.onPlaced?.(page);
+  }
+
+  /** What follows a record's header, read in whole: a fill byte's or a page's bytes, or the encoded page. */
+  private async payload(r: StreamReader, type: number): Promise<Buffer | undefined> {
+    const fixed = type === RamFlag.PAGE ? PAGE_SIZE : type === RamFlag.ZERO ? 1 : 0;
+    if (fixed && !r.ready(fixed)) await r.need(fixed);
+    if (type === RamFlag.XBZRLE) return this.readXbzrle(r);
+    if (type === RamFlag.COMPRESS_PAGE) return this.readCompressed(r);
+    return undefined;
   }
 
   /** MEM_SIZE: the source's block list must name our block with our size. */
@@ -276,32 +295,40 @@ export class RamLoader {
     this.blockKnown = true;
   }
 
-  /** load_xbzrle(): decoded in place on our copy, which must equal the sender's cache. */
-  private async loadXbzrle(r: StreamReader, page: Buffer): Promise<void> {
+  /**
+   * load_xbzrle()'s header and encoded bytes (a view of the reader's, valid until it reads on);
+   * decoded in place on our copy, which must equal the sender's cache.
+   */
+  private async readXbzrle(r: StreamReader): Promise<Buffer> {
     await r.need(3);
     const encoding = r.u8();
     const len = r.be16();
     if (encoding !== ENCODING_FLAG_XBZRLE) throw new LoadError('EINVAL', 'Failed to load XBZRLE page - wrong compression!');
     if (len > PAGE_SIZE) throw new LoadError('EINVAL', 'Failed to load XBZRLE page - len overflow!');
     await r.need(len);
-    if (xbzrleDecode(r.view(len), page) === -1) throw new LoadError('EINVAL', 'Failed to load XBZRLE page - decode error!');
+    return r.view(len);
   }
 
   /** COMPRESS_PAGE: a zlib stream of one page (the `compress` capability of the sender). */
-  private async loadCompressed(r: StreamReader, page: Buffer): Promise<void> {
+  private async readCompressed(r: StreamReader): Promise<Buffer> {
     await r.need(4);
     const len = r.be32();
     if (len > COMPRESS_BOUND) throw new LoadError('EINVAL', `Invalid compressed data length: ${len}`);
     await r.need(len);
-    let out: Buffer;
-    try {
-      out = inflateSync(r.view(len));
-    } catch {
-      throw new LoadError('EINVAL', 'decompress data failed');
-    }
-    if (out.length !== PAGE_SIZE) throw new LoadError('EINVAL', 'decompress data failed');
-    page.set(out);
+    return r.view(len);
   }
+}
+
+/** A COMPRESS_PAGE's zlib stream, inflated: one page, or QEMU's error. */
+function inflated(encoded: Buffer): Buffer {
+  let out: Buffer;
+  try {
+    out = inflateSync(encoded);
+  } catch {
+    throw new LoadError('EINVAL', 'decompress data failed');
+  }
+  if (out.length !== PAGE_SIZE) throw new LoadError('EINVAL', 'decompress data failed');
+  return out;
 }
 
 /**
