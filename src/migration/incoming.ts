@@ -191,7 +191,7 @@ export class IncomingMigration {
           sendRp: (type, payload, raw) => rp.send(type, payload, raw),
           recovering: () => env.state.status === 'postcopy-recover',
           resumed: () => env.state.change('postcopy-recover', 'postcopy-active'),
-          paused: (err) => this.postcopyPaused(err, rp),
+          paused: (err): Promise<StreamReader | undefined> => this.postcopyPaused(err, rp, loader),
         },
       },
       warn: (m) => env.log.warn(m),
@@ -200,13 +200,7 @@ export class IncomingMigration {
       observer: faultPoints(input),
     });
     this.loader = loader;
-    // The thread takes the RAM sections once it is up; until then they load here.
-    const loadThread = this.attachLoadThread(conn.input);
-    void loadThread?.then((t) => {
-      if (!t) return;
-      loader.useLoadThread(t);
-      env.log.info('RAM sections load on the load thread from here on');
-    });
+    this.startLoadThread(loader, conn.input);
     if (this.multifd) {
       const multifd = this.multifd;
       // ram_load_precopy(): with multifd-flush-after-each-section (7.2 always) the channels sync
@@ -224,7 +218,7 @@ export class IncomingMigration {
     }
     // From setup where migrate-incoming entered it (8.2 on), else from none (7.2).
     env.state.change(env.state.status === 'setup' ? 'setup' : 'none', 'active');
-    const closeLoadThread = (): void => void loadThread?.then((t) => t?.close());
+    const closeLoadThread = (): void => loader.endLoadThread();
     try {
       const result = await loader.loadStream(input);
       // COLO's checkpoints load on the load thread too; it is closed as they end.
@@ -385,7 +379,7 @@ export class IncomingMigration {
    * with the pages it has (and waits on the others) in postcopy-paused, until migrate-recover
    * brings the source's new connection: postcopy-recover, and loading goes on from it.
    */
-  private async postcopyPaused(err: unknown, rp: ReturnPath): Promise<StreamReader | undefined> {
+  private async postcopyPaused(err: unknown, rp: ReturnPath, loader: VmLoader): Promise<StreamReader | undefined> {
     const { env } = this;
     const from = env.state.status;
     if (from !== 'postcopy-active' && from !== 'postcopy-recover') return undefined;
@@ -399,10 +393,16 @@ export class IncomingMigration {
     this.conn?.close();
     this.preemptConn?.close();
     rp.open = false;
+    // The paused loader closed its load thread (loadvm.ts); a new one boots during the pause and
+    // takes the channel the recovery brings.
+    const hadThread = loader.loadThreadPages !== undefined;
+    if (hadThread) this.loadThread ??= LoadThread.boot(env.guest.ram);
     const conn = await new Promise<IncomingConnection>((r) => (this.recovered = r));
     this.conn = conn;
     rp.attach(conn);
+    if (hadThread) this.startLoadThread(loader, conn.input);
     env.state.change('postcopy-paused', 'postcopy-recover');
+    env.log.info({ loadThreadPages: loader.loadThreadPages }, 'postcopy: recovering');
     return new StreamReader(conn.input);
   }
 
@@ -447,6 +447,13 @@ export class IncomingMigration {
       if (t && plain && t.attach(input)) return t;
       t?.close();
       return undefined;
+    });
+  }
+
+  /** The booted load thread for the sections `loader` reads from `input`: they load here until it is up. */
+  private startLoadThread(loader: VmLoader, input: ByteSource): void {
+    void this.attachLoadThread(input)?.then((t) => {
+      if (t && loader.useLoadThread(t)) this.env.log.info('RAM sections load on the load thread from here on');
     });
   }
 

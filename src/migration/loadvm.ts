@@ -113,8 +113,11 @@ export class VmLoader {
   globalState?: RunState;
   /** globalstate said the guest was suspended (9.0+: its flags, or the run state itself). */
   wasSuspended = false;
-  /** --page-thread: plain RAM sections of the main channel load on this thread (load-thread.ts). */
+  /** --page-thread: the main channel's RAM sections load on this thread (load-thread.ts). */
   private loadThread?: LoadThread;
+  /** Pages loaded by threads before this one (a postcopy recovery brings a new one), and whether loading has ended. */
+  private earlierThreadPages = 0;
+  private threadsEnded = false;
   private readonly handlers: Handler[];
   private readonly bySectionId = new Map<number, Handler>();
 
@@ -215,7 +218,7 @@ export class VmLoader {
         return r;
       } catch (err) {
         // Paused, the load thread ends: its duplicate of the channel's descriptor would hold the
-        // connection open, and the channel a recovery brings is read here.
+        // connection open. The channel a recovery brings gets a new one (incoming.ts).
         if (this.postcopy.state === PostcopyState.RUNNING) this.loadThread?.close();
         const next = this.postcopy.state === PostcopyState.RUNNING ? await this.opts.hooks.postcopy?.paused(located(err, r)) : undefined;
         if (!next) throw err;
@@ -225,9 +228,24 @@ export class VmLoader {
     }
   }
 
-  /** The load thread takes the main channel's RAM sections from here on (see RamLoader.threadable). */
-  useLoadThread(thread: LoadThread): void {
+  /**
+   * The load thread takes the main channel's RAM sections from here on (see RamLoader.threadable);
+   * false, and closed, where loading ended before it was up.
+   */
+  useLoadThread(thread: LoadThread): boolean {
+    if (this.threadsEnded) {
+      thread.close();
+      return false;
+    }
+    this.earlierThreadPages += this.loadThread?.pages ?? 0;
     this.loadThread = thread;
+    return true;
+  }
+
+  /** Loading ended (or COLO's checkpoints did): the thread closes, as will one that comes up later. */
+  endLoadThread(): void {
+    this.threadsEnded = true;
+    this.loadThread?.close();
   }
 
   /** The load thread, while it can take sections. */
@@ -235,9 +253,9 @@ export class VmLoader {
     return this.loadThread?.alive ? this.loadThread : undefined;
   }
 
-  /** Pages the load thread loaded, if it had any part. */
+  /** Pages the load threads loaded, if they had any part. */
   get loadThreadPages(): number | undefined {
-    return this.loadThread?.pages;
+    return this.loadThread && this.earlierThreadPages + this.loadThread.pages;
   }
 
   /** A RAM section: on the load thread where it can take it, else here. */

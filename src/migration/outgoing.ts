@@ -822,10 +822,21 @@ export class OutgoingMigration {
    * handshake; a failed recovery pauses again. False when the migration ended (cancel).
    */
   private async postcopyPause(): Promise<boolean> {
-    const { env } = this;
-    // The page thread's part ends: its duplicate of the channel's descriptor would hold the
-    // connection open, and the destination must see it end. After a recovery the pages go from here.
+    // The page thread ends: its duplicate of the channel's descriptor would hold the connection
+    // open, and the destination must see it end. A new one boots during the pause (its start-up
+    // falls there) and, after a recovery, sends on the new channel.
+    const next = this.pageThread && this.env.takePageThread?.();
     this.closePageThread();
+    const recovered = await this.pausedUntilRecovered();
+    if (recovered && next) await this.attachPageThread(next);
+    else void next?.then((t) => t?.close());
+    if (recovered) this.env.log.info({ pagesFromPageThread: this.threadPages, pageThread: this.pageThread !== undefined }, 'postcopy: recovered');
+    return recovered;
+  }
+
+  /** postcopyPause()'s wait: true once a recovery brought the migration back to postcopy-active. */
+  private async pausedUntilRecovered(): Promise<boolean> {
+    const { env } = this;
     for (;;) {
       if (this.status !== 'postcopy-paused') env.state.change(this.status, 'postcopy-paused');
       this.channel!.shutdown();

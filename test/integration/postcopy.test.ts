@@ -76,6 +76,15 @@ async function nothingLost(t: Test, p: Pair): Promise<void> {
   t.equal(differing, 0, 'every page is the source\'s, with the destination\'s writes on it: nothing lost, nothing overwritten');
 }
 
+/**
+ * A count from a daemon's log line `msg` (which may come just after the status a test waited
+ * for); 0 where the line has no such field (no thread took part).
+ */
+async function logged(s: Side, msg: string, field: string): Promise<number> {
+  const line = await until(async () => logLine(s.daemon.stderr(), msg), (l) => l !== undefined, `the log line "${msg}"`);
+  return (line![field] as number | undefined) ?? 0;
+}
+
 const workload = async (s: Side): Promise<Msg> => (await s.qmp.ok('__org.qmigd_query-workload')) as Msg;
 const ramStats = async (s: Side): Promise<Record<string, number>> => ((await s.qmp.ok('query-migrate')) as { ram: Record<string, number> }).ram;
 
@@ -98,12 +107,10 @@ for (const thread of ['off', 'on']) t.test(`postcopy completes while the destina
   t.ok(faults > 50, `the destination's guest touched pages that were not there yet, and got them at once (${faults} faults)`);
   t.ok(stats['postcopy-requests']! > 0 && stats['postcopy-requests']! <= faults, `the source took the requests (${stats['postcopy-requests']})`);
   t.ok(stats['postcopy-bytes']! > (MEMORY_MB << 20) / 4, `most pages went in postcopy (${stats['postcopy-bytes']} postcopy-bytes)`);
-  const fromThread = (msg: string): number => logLine(p.src.daemon.stderr(), msg)?.pagesFromPageThread as number;
-  const afterSwitch = fromThread('migration finished') - fromThread('postcopy: the switch');
+  const afterSwitch = (await logged(p.src, 'migration finished', 'pagesFromPageThread')) - (await logged(p.src, 'postcopy: the switch', 'pagesFromPageThread'));
   t.equal(afterSwitch > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the background pass ${thread === 'on' ? 'went' : 'did not go'} from the page thread (${afterSwitch} pages)`);
   // At the destination the load thread places them (each once, beside the guest that faults).
-  const onLoadThread = (msg: string): number => (logLine(p.dst.daemon.stderr(), msg)?.loadThreadPages as number | undefined) ?? 0;
-  const placedAfterRun = onLoadThread('incoming migration completed') - onLoadThread('postcopy: the guest runs here');
+  const placedAfterRun = (await logged(p.dst, 'incoming migration completed', 'loadThreadPages')) - (await logged(p.dst, 'postcopy: the guest runs here', 'loadThreadPages'));
   t.equal(placedAfterRun > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the destination's load thread ${thread === 'on' ? 'placed' : 'did not place'} them (${placedAfterRun} pages)`);
   t.equal(await runState(p.src), 'postmigrate');
   t.equal(await runState(p.dst), 'running');
@@ -132,8 +139,8 @@ async function bothPaused(p: Pair, from: [number, number]): Promise<void> {
 }
 
 // With --page-thread on too: the page and load threads carry the passes before the switch and
-// end there, as their duplicates of the channel's descriptor would hold the connection open past
-// the pause.
+// after it, and end at the pause, as their duplicates of the channel's descriptor would hold the
+// connection open past it; new ones, booted during the pause, carry the pages after the recovery.
 for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread', 'on']], ['dst', ['--page-thread', 'on']]] as const) {
   t.test(`migrate-pause on the ${where === 'src' ? 'source' : 'destination'}${args.length ? `, ${args.join(' ')} at both ends` : ''}: both pause, the guest runs on, recovery finishes the migration`, async (t) => {
     const p = await postcopyPair(t, '7.2', {}, [...args]);
@@ -155,6 +162,11 @@ for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread',
     t.same(statuses(p.src).slice(-4), ['postcopy-paused', 'postcopy-recover', 'postcopy-active', 'completed']);
     // 7.2's migrate-recover announces setup, as its migrate-incoming does.
     t.same(statuses(p.dst).slice(-5), ['postcopy-paused', 'setup', 'postcopy-recover', 'postcopy-active', 'completed']);
+    const sent = (await logged(p.src, 'migration finished', 'pagesFromPageThread')) - (await logged(p.src, 'postcopy: recovered', 'pagesFromPageThread'));
+    const placed = (await logged(p.dst, 'incoming migration completed', 'loadThreadPages')) - (await logged(p.dst, 'postcopy: recovering', 'loadThreadPages'));
+    const on = args.length > 0;
+    t.equal(sent > 0, on, `after the recovery, the source's page thread sent ${sent} pages`);
+    t.equal(placed > 0, on, `and the destination's load thread placed ${placed}`);
     await nothingLost(t, p);
   });
 }
