@@ -135,7 +135,7 @@ export class OutgoingMigration {
   /** A paused postcopy waits here for `migrate resume` (a URI) or a cancel (undefined). */
   private resumeWith?: (uri: MigrationUri | undefined) => void;
   /** postcopy-preempt's channel, where the pages the destination asks for go. */
-  private preempt?: { channel: OutgoingChannel; writer: StreamWriter; cursor: { blockSent: boolean } };
+  private preempt?: { channel: OutgoingChannel; writer: StreamWriter; cursor: { blockSent: boolean }; thread?: PageThread };
   private uri?: MigrationUri;
   /** The recovery handshake waits here for the return path's answer (undefined: it ended). */
   private rpAnswer?: (answer: DirtyBitmap | 'resume-ack' | undefined) => void;
@@ -437,6 +437,11 @@ export class OutgoingMigration {
     else thread?.close();
   }
 
+  /** How many pages went from the page thread, and how many from this one, so far (for the log). */
+  private get pagesByThread(): { pagesFromPageThread: number; pagesFromQmpThread: number } {
+    return { pagesFromPageThread: this.threadPages, pagesFromQmpThread: (this.ram?.pagesSaved ?? 0) - this.threadPages };
+  }
+
   /** The page thread's part ends (the pages go from here from now on); it closes its descriptor. */
   private closePageThread(): void {
     this.pageThread?.close();
@@ -609,6 +614,20 @@ export class OutgoingMigration {
     await preempt.channel.write(w.take().pieces);
   }
 
+  /**
+   * Whether the page thread can send the pages asked for: on the main channel, or on the preempt
+   * channel once it has its own duplicate of it (given here the first time, after what this side
+   * wrote there is on the wire).
+   */
+  private async requestsOnThread(thread: PageThread): Promise<boolean> {
+    const preempt = this.preempt;
+    if (!preempt || preempt.thread === thread) return true;
+    await preempt.channel.drained();
+    if (!preempt.channel.usable || !thread.attachPreempt(preempt.channel)) return false;
+    preempt.thread = thread;
+    return true;
+  }
+
   /** Whether postcopy-preempt is on and its channel connects at this moment (x-preempt-pre-7-2). */
   private preemptFrom(moment: 'with-migration' | 'at-switch'): boolean {
     return capability(this.env.caps, 'postcopy-preempt') && this.env.globals['x-preempt-pre-7-2'] === (moment === 'with-migration');
@@ -631,8 +650,9 @@ export class OutgoingMigration {
 
   /**
    * sendPages() on the page thread, in slices; `stop()` is asked between them. In postcopy a
-   * slice ends as a page request comes, and the pages asked for go from here between slices,
-   * as the loop above serves them between its runs.
+   * slice ends as a page request comes, and the next one sends the pages asked for first, as
+   * the loop above serves them between its runs (from here where the thread cannot have the
+   * preempt channel).
    */
   private async sendPagesOnThread(thread: PageThread, stop: () => boolean, leave: number): Promise<void> {
     const requests = this.requests;
@@ -644,19 +664,27 @@ export class OutgoingMigration {
     // At least one slice, as the loop above sends at least one run: ram_save_iterate() looks at
     // the clock only after its first page, so every iteration sends something.
     do {
-      if (requests?.waiting) {
+      const onThread = requests?.waiting && (await this.requestsOnThread(thread));
+      if (requests?.waiting && !onThread) {
         await this.sendRequested(requests);
         await this.channel!.drained();
         if (!this.channel!.usable) return;
       }
       const pages = leave ? this.ram!.dirtyPages - leave : undefined;
+      const preempt = this.preempt;
       const r = await thread.slice({
         ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, pages, detection,
         packets: requests ? undefined : this.multifd?.cursor, interrupt: requests?.waitingFlag,
+        requested: onThread ? requests!.takeAll() : undefined, preempt: onThread && preempt ? preempt.cursor : undefined,
       });
       this.writer.written += r.bytes;
       this.threadPages += r.pages;
       this.ram!.absorb(r);
+      if (r.preempt) {
+        preempt!.cursor.blockSent = r.preempt.blockSent;
+        this.ram!.sent(r.preempt.bytes);
+        if (r.preempt.error) preempt!.channel.fail(r.preempt.error);
+      }
       if (r.mappedBytes) this.mapped!.countPages(r.mappedBytes);
       if (r.packets) this.multifd!.absorb(r.packets);
       if (r.error) this.channel!.fail(r.error);
@@ -755,7 +783,7 @@ export class OutgoingMigration {
     for (const payload of discardPayloads(ram.bitmap, guest.ram.id)) writeCommand(w, Command.POSTCOPY_RAM_DISCARD, payload);
     ram.enterPostcopy();
     this.requests = new PageRequests(guest.ram);
-    env.log.info({ pagesFromPageThread: this.threadPages }, 'postcopy: the switch');
+    env.log.info(this.pagesByThread, 'postcopy: the switch');
     writeCommand(w, Command.PING, be32(2));
     const base = w.written + 9; // the package follows its command: u8, be16, be16, be32
     const pkg = packagedState(globalState, (kind, name, at) => faults.any && faults.point('send', kind, name, base + at));
@@ -830,7 +858,7 @@ export class OutgoingMigration {
     const recovered = await this.pausedUntilRecovered();
     if (recovered && next) await this.attachPageThread(next);
     else void next?.then((t) => t?.close());
-    if (recovered) this.env.log.info({ pagesFromPageThread: this.threadPages, pageThread: this.pageThread !== undefined }, 'postcopy: recovered');
+    if (recovered) this.env.log.info(this.pagesByThread, 'postcopy: recovered');
     return recovered;
   }
 
@@ -938,7 +966,7 @@ export class OutgoingMigration {
     }
     state.change('cancelling', 'cancelled');
     if (this.error && state.status === 'failed') log.error(this.error);
-    log.info({ status: state.status, transferred: this.transferred, totalMs: end - this.startTime, pagesFromPageThread: this.threadPages }, 'migration finished');
+    log.info({ status: state.status, transferred: this.transferred, totalMs: end - this.startTime, ...this.pagesByThread }, 'migration finished');
   }
 
   /** migration_calculate_complete()'s downtime (postcopy: profile postcopy.downtime). */

@@ -107,8 +107,11 @@ for (const thread of ['off', 'on']) t.test(`postcopy completes while the destina
   t.ok(faults > 50, `the destination's guest touched pages that were not there yet, and got them at once (${faults} faults)`);
   t.ok(stats['postcopy-requests']! > 0 && stats['postcopy-requests']! <= faults, `the source took the requests (${stats['postcopy-requests']})`);
   t.ok(stats['postcopy-bytes']! > (MEMORY_MB << 20) / 4, `most pages went in postcopy (${stats['postcopy-bytes']} postcopy-bytes)`);
-  const afterSwitch = (await logged(p.src, 'migration finished', 'pagesFromPageThread')) - (await logged(p.src, 'postcopy: the switch', 'pagesFromPageThread'));
-  t.equal(afterSwitch > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the background pass ${thread === 'on' ? 'went' : 'did not go'} from the page thread (${afterSwitch} pages)`);
+  const afterSwitch = async (field: string): Promise<number> => (await logged(p.src, 'migration finished', field)) - (await logged(p.src, 'postcopy: the switch', field));
+  const fromThread = await afterSwitch('pagesFromPageThread');
+  t.equal(fromThread > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the background pass ${thread === 'on' ? 'went' : 'did not go'} from the page thread (${fromThread} pages)`);
+  const fromQmpThread = await afterSwitch('pagesFromQmpThread');
+  t.equal(fromQmpThread === 0, thread === 'on', `${thread === 'on' ? 'no page, not even one asked for,' : 'the pages'} went from the QMP thread (${fromQmpThread} pages)`);
   // At the destination the load thread places them (each once, beside the guest that faults).
   const placedAfterRun = (await logged(p.dst, 'incoming migration completed', 'loadThreadPages')) - (await logged(p.dst, 'postcopy: the guest runs here', 'loadThreadPages'));
   t.equal(placedAfterRun > (MEMORY_MB << 20) / 4 / 4096, thread === 'on', `the destination's load thread ${thread === 'on' ? 'placed' : 'did not place'} them (${placedAfterRun} pages)`);
@@ -163,9 +166,11 @@ for (const [where, args] of [['src', []], ['dst', []], ['src', ['--page-thread',
     // 7.2's migrate-recover announces setup, as its migrate-incoming does.
     t.same(statuses(p.dst).slice(-5), ['postcopy-paused', 'setup', 'postcopy-recover', 'postcopy-active', 'completed']);
     const sent = (await logged(p.src, 'migration finished', 'pagesFromPageThread')) - (await logged(p.src, 'postcopy: recovered', 'pagesFromPageThread'));
+    const sentHere = (await logged(p.src, 'migration finished', 'pagesFromQmpThread')) - (await logged(p.src, 'postcopy: recovered', 'pagesFromQmpThread'));
     const placed = (await logged(p.dst, 'incoming migration completed', 'loadThreadPages')) - (await logged(p.dst, 'postcopy: recovering', 'loadThreadPages'));
     const on = args.length > 0;
     t.equal(sent > 0, on, `after the recovery, the source's page thread sent ${sent} pages`);
+    t.equal(sentHere === 0, on, `and its QMP thread ${sentHere}`);
     t.equal(placed > 0, on, `and the destination's load thread placed ${placed}`);
     await nothingLost(t, p);
   });
@@ -282,6 +287,11 @@ for (const release of ['7.2', '10.0'] as const) {
     await migrationStatus(p.dst, 'completed', from[1]);
     const faults = (await workload(p.dst))['page-faults'] as number;
     t.ok(faults > 50, `the guest's faults were served at once (${faults})`);
+    if (args.length) {
+      // The pages asked for went on the preempt channel from the page thread, before and after the recovery.
+      const fromQmpThread = (await logged(p.src, 'migration finished', 'pagesFromQmpThread')) - (await logged(p.src, 'postcopy: the switch', 'pagesFromQmpThread'));
+      t.equal(fromQmpThread, 0, 'no page went from the QMP thread after the switch');
+    }
     await nothingLost(t, p);
   });
 

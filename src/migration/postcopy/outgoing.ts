@@ -106,6 +106,12 @@ export class PageRequests {
     return this.queue.length > 0;
   }
 
+  /** Every page asked for and not yet taken, oldest first. */
+  takeAll(): number[] {
+    Atomics.store(this.waitingFlag, 0, 0);
+    return this.queue.splice(0);
+  }
+
   /** The oldest page asked for and not yet taken. */
   next(): number | undefined {
     const page = this.queue.shift();

@@ -4,7 +4,8 @@
  * descriptor; asks it for slices and hands back what each did. While a slice runs the main
  * thread is free: QMP, events, the workload, timers.
  *
- * With multifd it gets a port to each channel thread, and posts the packets itself.
+ * With multifd it gets a port to each channel thread, and posts the packets itself. In postcopy
+ * it sends the pages asked for too, and gets a duplicate of postcopy-preempt's channel for them.
  *
  * Where the page thread cannot be had (the addon is not built, the descriptor cannot be
  * duplicated) the migration keeps its page loop on the main thread; so does one whose pages the
@@ -57,6 +58,18 @@ export class PageThread {
       kind: 'attach', fd, what: target!.what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd, mapped: pages.mapped?.share(),
     };
     giveDescriptor(this.worker, fd, attach, multifd?.ports ?? []);
+    return true;
+  }
+
+  /**
+   * postcopy-preempt's `channel` (each time one connects), where the thread sends the pages asked
+   * for from then on: its own duplicate of the descriptor. False where it cannot have one.
+   */
+  attachPreempt(channel: OutgoingChannel): boolean {
+    const target = channel.descriptor;
+    const fd = target && !this.failure ? duplicateOf(target.fd) : undefined;
+    if (fd === undefined) return false;
+    giveDescriptor(this.worker, fd, { kind: 'attach-preempt', fd, what: target!.what } satisfies ToPageWorker);
     return true;
   }
 

@@ -18,8 +18,12 @@
  * The thread boots before the migration it serves (its own start-up, a V8 isolate and Node's
  * internals, is then no part of the migration), and serves one migration.
  *
- * Messages in: attach (the migration's channel, bitmap and page options); slice (from where, how
- * many bytes, milliseconds and pages at most); shutdown (the channel fails at once, so a slice waiting
+ * In postcopy the pages the destination asks for go first in a slice, on the main channel or on
+ * postcopy-preempt's, whose descriptor the thread is given a duplicate of too.
+ *
+ * Messages in: attach (the migration's channel, bitmap and page options); attach-preempt
+ * (postcopy-preempt's channel, each time one connects); slice (from where, how many bytes,
+ * milliseconds and pages at most, the pages asked for); shutdown (the channel fails at once, so a slice waiting
  * on a full socket ends); close (after the last slice, or where none came). Out: ready,
  * took-descriptor (after attach), then a SliceResult per slice, in order.
  */
@@ -67,6 +71,13 @@ export interface AttachRequest {
   mapped?: MappedRamShare;
 }
 
+/** postcopy-preempt's channel: the thread's own duplicate of its descriptor, which it closes. */
+export interface AttachPreemptRequest {
+  kind: 'attach-preempt';
+  fd: number;
+  what: ChannelKind;
+}
+
 /** The scan's place between slices (RamSaver's scan and blockSent). */
 export interface ScanPosition {
   scan: number;
@@ -100,6 +111,10 @@ export interface SliceRequest extends SlicePosition {
   detection: ZeroPageDetection;
   /** With multifd, before postcopy: the queue's place. */
   packets?: PacketCursor;
+  /** In postcopy: the pages asked for, sent first, in this order (get_queued_page()). */
+  requested?: number[];
+  /** ...on postcopy-preempt's channel (attached before), which names the block on its own. */
+  preempt?: { blockSent: boolean };
 }
 
 export interface SliceResult extends ScanPosition {
@@ -119,9 +134,11 @@ export interface SliceResult extends ScanPosition {
   packets?: { cursor: PacketCursor; handedOver: number };
   /** With mapped-ram: the pages' bytes written to the file, every one there when this is posted. */
   mappedBytes?: number;
+  /** With the pages asked for on postcopy-preempt's channel: its cursor, bytes (on the socket) and any error. */
+  preempt?: { blockSent: boolean; bytes: number; error?: string };
 }
 
-export type ToPageWorker = AttachRequest | ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
+export type ToPageWorker = AttachRequest | AttachPreemptRequest | ({ kind: 'slice' } & SliceRequest) | { kind: 'shutdown' } | { kind: 'close' };
 export type FromPageWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | ({ kind: 'done' } & SliceResult);
 
 /** Bytes framed before they are handed to the socket. */
@@ -138,6 +155,8 @@ interface Migration {
   lanes?: Lane[];
   /** With mapped-ram: the file's pages. */
   mapped?: MappedRamWriter;
+  /** In postcopy, with postcopy-preempt: its channel. */
+  preempt?: { channel: OutgoingChannel; writer: StreamWriter };
   /** With mapped-ram: the pages' bytes the current slice wrote there. */
   mappedBytes: number;
 }
@@ -164,11 +183,20 @@ port.on('message', (m: ToPageWorker) => {
     };
     return;
   }
+  if (m.kind === 'attach-preempt') {
+    const channel = OutgoingChannel.ofDuplicate(m.fd, m.what);
+    port.postMessage(TOOK_DESCRIPTOR);
+    turn = turn.then(() => {
+      migration!.preempt?.channel.shutdown();
+      migration!.preempt = { channel, writer: new StreamWriter() };
+    });
+    return;
+  }
   // Now, not in turn: a slice waiting on a full socket must end (and report what it sent).
-  if (m.kind === 'shutdown') return migration?.channel.shutdown();
+  if (m.kind === 'shutdown') return shutdownChannels();
   if (m.kind === 'close') {
     turn = turn.then(() => {
-      migration?.channel.shutdown();
+      shutdownChannels();
       port.close();
       for (const p of migration?.attach.multifd?.ports ?? []) p.close();
     });
@@ -178,13 +206,21 @@ port.on('message', (m: ToPageWorker) => {
 });
 port.postMessage({ kind: 'ready' } satisfies FromPageWorker);
 
+function shutdownChannels(): void {
+  migration?.channel.shutdown();
+  migration?.preempt?.channel.shutdown();
+}
+
+/** Writes what `w` framed to `channel`. */
+async function flushTo(w: StreamWriter, channel: OutgoingChannel): Promise<void> {
+  const { pieces, retired } = w.take();
+  if (pieces.length) await channel.write(pieces, () => w.recycle(retired));
+}
+
 /** ram_find_and_save_block() until the bitmap, the budget or the time runs out. */
 async function slice(migration: Migration, req: SliceRequest): Promise<SliceResult> {
   const { attach, bitmap, channel, writer: w, xbzrle, lanes, mapped } = migration;
-  const flush = async (): Promise<void> => {
-    const { pieces, retired } = w.take();
-    if (pieces.length) await channel.write(pieces, () => w.recycle(retired));
-  };
+  const flush = (): Promise<void> => flushTo(w, channel);
   const start = performance.now();
   const before = w.written;
   let { scan, blockSent } = req;
@@ -197,6 +233,35 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
   // In postcopy the pages go on the main channel (ram_save_target_page()), none to the channels.
   const packets = lanes && req.packets && new PacketQueue(lanes, req.packets, (bytes) => (handedOver += bytes));
   migration.mappedBytes = 0;
+  // get_queued_page(): the pages asked for first (those still to send: the others are on their
+  // way), whole, on the preempt channel where there is one; the scan goes on after the last.
+  let preempt: SliceResult['preempt'];
+  if (req.requested) {
+    const pre = req.preempt && migration.preempt;
+    const out = pre ? pre.writer : w;
+    const outBefore = out.written;
+    let named = pre ? req.preempt!.blockSent : blockSent;
+    for (const page of req.requested) {
+      if (!bitmap.test(page)) continue;
+      bitmap.clear(page);
+      pages++;
+      scan = page + 1;
+      const offset = page * PAGE_SIZE;
+      if (pageRoute(ram, page, req.detection, false) === 'zero') {
+        putZeroPage(out, offset, data.ramId, named);
+        duplicate++;
+      } else {
+        putNormalPage(out, offset, ram.page(page), data.ramId, named);
+        normal++;
+      }
+      named = true;
+    }
+    if (pre) {
+      await flushTo(out, pre.channel);
+      await pre.channel.drained();
+      preempt = { blockSent: named, bytes: out.written - outBefore, error: pre.channel.error };
+    } else blockSent = named;
+  }
   /** Bytes this slice put on its way: the rate limit's budget counts them. */
   const charged = (): number => w.written - before + (packets?.charged ?? 0) + migration.mappedBytes;
   for (let n = 1; channel.usable && !packets?.failed; n++) {
@@ -268,6 +333,7 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
     Object.assign(xbzrle!.tally, emptyTally());
   }
   if (packets) result.packets = { cursor: packets.cursor, handedOver };
+  if (preempt) result.preempt = preempt;
   return result;
 }
 
