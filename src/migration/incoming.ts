@@ -89,6 +89,8 @@ export class IncomingMigration {
   private recoverListener?: IncomingListener;
   /** --page-thread: the load thread, booted as this side starts to listen, until the main channel takes it. */
   private loadThread?: Promise<LoadThread | undefined>;
+  /** Resolved once the load thread given the main channel is up (or could not be). */
+  private loadThreadSettled?: Promise<void>;
 
   constructor(private readonly env: IncomingEnv) {}
 
@@ -223,9 +225,10 @@ export class IncomingMigration {
       const result = await loader.loadStream(input);
       // COLO's checkpoints load on the load thread too; it is closed as they end.
       if (this.coloEnabled && conn.output) return await this.runColo(input, conn.output, loader, closeLoadThread);
-      closeLoadThread();
+      // The preempt channel may load on the load thread: it closes after.
       if (result.postcopy) await this.preemptEnded(loader);
       else this.startGuest(result); // in postcopy it started at RUN
+      closeLoadThread();
       env.log.info({ bytes: result.bytes, pages: result.pages, loadThreadPages: loader.loadThreadPages, ms: Date.now() - started }, 'incoming migration completed');
       this.blocktime = blocktime;
       env.state.change(result.postcopy ? 'postcopy-active' : 'active', 'completed');
@@ -314,17 +317,27 @@ export class IncomingMigration {
    * broken one just ends: the main channel's failure is what pauses the migration.
    */
   private attachPreempt(conn: IncomingConnection): void {
-    const main = this.loader?.ramLoader;
-    if (!main) return conn.close();
+    const loader = this.loader;
+    if (!loader) return conn.close();
+    const main = loader.ramLoader;
     this.preemptConn?.close();
     this.preemptConn = conn;
     if (conn.input instanceof SocketInput) conn.input.markFaultable({ channel: 'postcopy-preempt', side: 'receive' });
+    // The reader at once: the connection is flowing, and its bytes go to the reader.
+    const reader = new StreamReader(conn.input);
     this.preemptLoad = (async () => {
+      let err: unknown;
+      // Its pages come from RUN on (7.2's layout connects it with the migration); the load
+      // thread takes it where it can, beside the main channel's sections.
+      await loader.postcopy.running;
+      await this.loadThreadSettled;
+      const onThread = loader.liveLoadThread?.loadPreempt(reader, main);
       try {
-        await new RamLoader(this.env.guest.ram, undefined, main).load(new StreamReader(conn.input), RAM_SECTION_VERSION);
-      } catch (err) {
-        this.env.log.info({ err: err instanceof LoadError ? err.summary : (err as Error).message }, 'postcopy preempt channel ended');
+        await (onThread ?? new RamLoader(this.env.guest.ram, undefined, main).load(reader, RAM_SECTION_VERSION));
+      } catch (e) {
+        err = e;
       }
+      this.env.log.info({ onLoadThread: onThread !== undefined, err: err === undefined ? undefined : err instanceof LoadError ? err.summary : (err as Error).message }, 'postcopy preempt channel ended');
       conn.close();
     })();
   }
@@ -400,10 +413,15 @@ export class IncomingMigration {
     const conn = await new Promise<IncomingConnection>((r) => (this.recovered = r));
     this.conn = conn;
     rp.attach(conn);
+    // The reader first: the connection is flowing already, and its bytes go to the reader.
+    const reader = new StreamReader(conn.input);
     if (hadThread) this.startLoadThread(loader, conn.input);
     env.state.change('postcopy-paused', 'postcopy-recover');
+    // Booted since the pause, it is up now or soon: loading goes on once it is, so that no
+    // page is loaded here.
+    await this.loadThreadSettled;
     env.log.info({ loadThreadPages: loader.loadThreadPages }, 'postcopy: recovering');
-    return new StreamReader(conn.input);
+    return reader;
   }
 
   /**
@@ -450,9 +468,12 @@ export class IncomingMigration {
     });
   }
 
-  /** The booted load thread for the sections `loader` reads from `input`: they load here until it is up. */
+  /**
+   * The booted load thread for the sections `loader` reads from `input`: they load here until it
+   * is up (loadThreadSettled says when it is, or cannot be).
+   */
   private startLoadThread(loader: VmLoader, input: ByteSource): void {
-    void this.attachLoadThread(input)?.then((t) => {
+    this.loadThreadSettled = this.attachLoadThread(input)?.then((t) => {
       if (t && loader.useLoadThread(t)) this.env.log.info('RAM sections load on the load thread from here on');
     });
   }

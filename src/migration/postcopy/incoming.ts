@@ -57,11 +57,16 @@ export class PostcopyIncoming implements PageGate {
   private blocked?: { page: number; since: number };
   /** Told when the last page asked for has come (mis->page_request_cond). */
   private allArrived?: () => void;
+  /** Resolved at RUN: from then on pages come (postcopy-preempt's channel waits for it), placed once. */
+  readonly running: Promise<void>;
+  private startRunning!: () => void;
 
   constructor(
     private readonly hooks: PostcopyHooks | undefined,
     private readonly loader: RamLoader,
-  ) {}
+  ) {
+    this.running = new Promise((r) => (this.startRunning = r));
+  }
 
   /** Past LISTEN: the rest of the stream is read as the listen thread reads it (no VM description). */
   get listening(): boolean {
@@ -145,6 +150,7 @@ export class PostcopyIncoming implements PageGate {
       if (this.requested.size === 0) this.allArrived?.();
     };
     this.hooks?.run(this);
+    this.startRunning();
   }
 
   /**

@@ -21,7 +21,7 @@ import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
 import { duplicateOf, giveDescriptor, startWorker } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
-import type { ColoFlushed, FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, SyncRequest, ToLoadWorker } from './load-worker.js';
+import type { ColoFlushed, FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, PreemptEnded, SyncRequest, ToLoadWorker } from './load-worker.js';
 import { shareColoCache, type SharedColoCache } from '../colo/cache.js';
 
 const WORKER = new URL('./load-worker.js', import.meta.url);
@@ -36,12 +36,16 @@ export class LoadThread {
   private failure?: Error;
   /** The main channel, once attached. */
   private input?: SocketInput;
+  /** postcopy-preempt's channel loading here: its end awaited, and the loader told of the pages placed. */
+  private preempt?: { resolve: (r: PreemptEnded) => void; reject: (e: Error) => void };
+  private placedTo?: RamLoader;
 
   private constructor(private readonly worker: Worker) {
     worker.on('message', (m: FromLoadWorker) => {
       if (m.kind === 'loaded' || m.kind === 'colo-flushed') this.settle(m);
       else if (m.kind === 'sync') void this.sync(m.at);
-      else if (m.kind === 'placed') this.section?.loader.onPlaced?.(m.page);
+      else if (m.kind === 'placed') this.placedTo?.onPlaced?.(m.page);
+      else if (m.kind === 'preempt-ended') this.preemptEnded(m);
     });
     worker.on('error', (err) => this.crashed(new Error(`load thread failed: ${err.message}`)));
     worker.on('exit', () => this.crashed(new Error('load thread ended')));
@@ -88,6 +92,7 @@ export class LoadThread {
     const ahead = new Uint8Array(r.takeBuffered());
     const section: { loader: RamLoader; syncError?: unknown } = { loader };
     this.section = section;
+    this.placedTo = loader;
     const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
     const shared = (b: DirtyBitmap | undefined): SharedArrayBuffer | undefined => b?.words.buffer as SharedArrayBuffer | undefined;
     const received = shared(loader.received);
@@ -101,6 +106,31 @@ export class LoadThread {
     this.pages += reply.pages;
     if (section.syncError !== undefined) throw section.syncError;
     if (reply.failure) throw rebuild(reply.failure);
+  }
+
+  /**
+   * postcopy-preempt's channel, read so far by `r`, loaded on the thread from postcopy's RUN to
+   * its end, the pages placed as `loader`'s (the main channel's) are; resolves as it ends,
+   * rejects with its failure. Undefined where the thread cannot take it (the channel is no
+   * socket, faults are armed).
+   */
+  loadPreempt(r: StreamReader, loader: RamLoader): Promise<void> | undefined {
+    const input = r.source;
+    if (this.failure || this.preempt || faults.any || !(input instanceof SocketInput) || input.fd === undefined || !loader.requested) return undefined;
+    const fd = duplicateOf(input.fd);
+    if (fd === undefined) return undefined;
+    input.pause(); // the thread reads it from here, after what `r` read ahead
+    const ahead = new Uint8Array(r.takeBuffered());
+    this.placedTo = loader;
+    const shared = (b: DirtyBitmap | undefined): SharedArrayBuffer => b!.words.buffer as SharedArrayBuffer;
+    const ended = new Promise<PreemptEnded>((resolve, reject) => (this.preempt = { resolve, reject }));
+    giveDescriptor(this.worker, fd, {
+      kind: 'preempt', fd, ahead, received: shared(loader.received), placing: { taken: shared(loader.taken), requested: shared(loader.requested) },
+    } satisfies ToLoadWorker, [ahead.buffer as ArrayBuffer]);
+    return ended.then((r) => {
+      this.pages += r.pages;
+      if (r.failure) throw rebuild(r.failure);
+    });
   }
 
   /** colo_flush_ram_cache() on the thread: the cache's received pages into guest RAM. */
@@ -141,6 +171,12 @@ export class LoadThread {
     if (!this.failure) this.worker.postMessage(m, transfer);
   }
 
+  private preemptEnded(r: PreemptEnded): void {
+    const p = this.preempt;
+    this.preempt = undefined;
+    p?.resolve(r);
+  }
+
   private settle(r: LoadReply | ColoFlushed): void {
     const p = this.pending;
     this.pending = undefined;
@@ -152,6 +188,9 @@ export class LoadThread {
     const p = this.pending;
     this.pending = undefined;
     p?.reject(err);
+    const preempt = this.preempt;
+    this.preempt = undefined;
+    preempt?.reject(err);
   }
 }
 

@@ -13,9 +13,11 @@
  * load (a section's version, the bytes the main thread had read ahead, the block the last record
  * named, the received bitmap with postcopy advised and from LISTEN the taken and requested ones,
  * a COLO secondary's cache, which sync points to ask for); colo-flush (a COLO checkpoint's pages,
- * cache → RAM); synced (the answer to a sync); close. Out: ready, took-descriptor (after attach),
- * sync, placed (a page a vCPU waits for is here), then one LoadReply per load and one
- * ColoFlushed per colo-flush.
+ * cache → RAM); preempt (postcopy-preempt's channel, a duplicate of its descriptor, loaded here
+ * to its end beside the sections, its pages placed once as theirs are); synced (the answer to a
+ * sync); close. Out: ready, took-descriptor (after attach and preempt), sync, placed (a page a
+ * vCPU waits for is here), then one LoadReply per load, one ColoFlushed per colo-flush, and one
+ * PreemptEnded per preempt.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
@@ -24,6 +26,7 @@ import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, StreamReader } from '../stream/reader.js';
+import { RAM_SECTION_VERSION } from '../stream/constants.js';
 import { TOOK_DESCRIPTOR } from './descriptor-worker.js';
 import { RamLoader } from './ram-load.js';
 import { flushColoCache, sharedColoCache, type SharedColoCache } from '../colo/cache.js';
@@ -53,6 +56,26 @@ export interface LoadRequest {
   colo?: SharedColoCache;
   /** multifd: the sync points the main thread's loader has (RamLoader.onEos, onFlush). */
   syncs: { eos: boolean; flush: boolean };
+}
+
+/**
+ * postcopy-preempt's channel, after RUN: bare RAM records of the pages asked for, placed once
+ * (the bitmaps of RamLoader.received, taken and requested) until an EOS or the channel's end;
+ * answered by PreemptEnded.
+ */
+export interface PreemptRequest {
+  kind: 'preempt';
+  fd: number;
+  /** What the main thread had read of the channel. */
+  ahead: Uint8Array;
+  received: SharedArrayBuffer;
+  placing: { taken: SharedArrayBuffer; requested: SharedArrayBuffer };
+}
+
+export interface PreemptEnded {
+  kind: 'preempt-ended';
+  pages: number;
+  failure?: LoadFailure;
 }
 
 /** colo_flush_ram_cache(): the cache's received pages into guest RAM; answered by ColoFlushed. */
@@ -104,8 +127,8 @@ export interface AttachRequest {
 }
 
 /** `failed`: the sync failed; the main thread throws its error once the section's reply comes. */
-export type ToLoadWorker = AttachRequest | LoadRequest | ColoFlushRequest | { kind: 'synced'; failed: boolean } | { kind: 'close' };
-export type FromLoadWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | SyncRequest | Placed | LoadReply | ColoFlushed;
+export type ToLoadWorker = AttachRequest | LoadRequest | ColoFlushRequest | PreemptRequest | { kind: 'synced'; failed: boolean } | { kind: 'close' };
+export type FromLoadWorker = { kind: 'ready' } | typeof TOOK_DESCRIPTOR | SyncRequest | Placed | LoadReply | ColoFlushed | PreemptEnded;
 
 /**
  * Bytes the thread reads ahead of its loader. What it read past a section's EOS goes to the main
@@ -124,6 +147,8 @@ const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.
 let channel: { input: SocketInput; reader: StreamReader } | undefined;
 /** The sync this thread waits for, once asked. */
 let synced: ((failed: boolean) => void) | undefined;
+/** postcopy-preempt's channel, while it loads here. */
+let preempt: SocketInput | undefined;
 
 /** A sync point: asks the main thread to sync the channels; a failed sync ends the section here. */
 async function sync(at: SyncRequest['at']): Promise<void> {
@@ -149,7 +174,12 @@ port.on('message', (m: ToLoadWorker) => {
   }
   if (m.kind === 'close') {
     channel?.input.socket.destroy();
+    preempt?.socket.destroy();
     port.close();
+    return;
+  }
+  if (m.kind === 'preempt') {
+    void loadPreempt(m).then((ended) => port.postMessage(ended));
     return;
   }
   if (m.kind === 'colo-flush') {
@@ -168,7 +198,7 @@ async function load({ input, reader }: { input: SocketInput; reader: StreamReade
   loader.postcopyPlacing = req.placing !== undefined;
   loader.taken = req.placing && new DirtyBitmap(pages, req.placing.taken);
   const requested = req.placing?.requested && new DirtyBitmap(pages, req.placing.requested);
-  loader.onPlaced = requested && ((page) => requested.testShared(page) && port.postMessage({ kind: 'placed', page } satisfies FromLoadWorker));
+  loader.onPlaced = requested && tellPlaced(requested);
   loader.colo = req.colo && sharedColoCache(data.size, req.colo);
   loader.pages = 0;
   loader.onEos = req.syncs.eos ? () => sync('eos') : undefined;
@@ -185,6 +215,38 @@ async function load({ input, reader }: { input: SocketInput; reader: StreamReade
   const ended = reader.exhausted;
   const rest = new Uint8Array(reader.takeBuffered());
   return { kind: 'loaded', consumed, rest, ended, pages: loader.pages, blockKnown: loader.blockKnown, failure };
+}
+
+/** RamLoader.onPlaced on this thread: the main thread hears of the pages a vCPU waits for. */
+function tellPlaced(requested: DirtyBitmap): (page: number) => void {
+  return (page) => requested.testShared(page) && port.postMessage({ kind: 'placed', page } satisfies FromLoadWorker);
+}
+
+/** postcopy_preempt_thread(): the channel's records, to an EOS or its end, placed as the main channel's are. */
+async function loadPreempt(req: PreemptRequest): Promise<PreemptEnded> {
+  const input = new SocketInput(req.fd);
+  port.postMessage(TOOK_DESCRIPTOR);
+  input.socket.on('error', () => undefined); // the reader reports it as the stream's end
+  preempt = input;
+  const pages = loader.ram!.pages;
+  // The placing state of the main channel's loader, which the records on this channel take their bitmaps from.
+  const owner = new RamLoader(loader.ram!);
+  owner.received = new DirtyBitmap(pages, req.received);
+  owner.taken = new DirtyBitmap(pages, req.placing.taken);
+  owner.postcopyPlacing = true;
+  owner.onPlaced = tellPlaced(new DirtyBitmap(pages, req.placing.requested));
+  const channelLoader = new RamLoader(loader.ram!, undefined, owner);
+  let failure: LoadFailure | undefined;
+  try {
+    const reader = new StreamReader(input, undefined, READ_AHEAD);
+    reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
+    await channelLoader.load(reader, RAM_SECTION_VERSION);
+  } catch (err) {
+    failure = describe(err);
+  }
+  input.socket.destroy();
+  if (preempt === input) preempt = undefined;
+  return { kind: 'preempt-ended', pages: channelLoader.pages, failure };
 }
 
 function describe(err: unknown): LoadFailure {
