@@ -94,9 +94,8 @@ export class LoadThread {
     this.section = section;
     this.placedTo = loader;
     const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
-    const shared = (b: DirtyBitmap | undefined): SharedArrayBuffer | undefined => b?.words.buffer as SharedArrayBuffer | undefined;
-    const received = shared(loader.received);
-    const placing = loader.postcopyPlacing ? { taken: shared(loader.taken)!, requested: shared(loader.requested) } : undefined;
+    const received = loader.received && wordsOf(loader.received);
+    const placing = loader.postcopyPlacing ? { taken: wordsOf(loader.taken!), requested: loader.requested && wordsOf(loader.requested) } : undefined;
     const colo = loader.colo && shareColoCache(loader.colo);
     const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, received, placing, colo, syncs }, [ahead.buffer as ArrayBuffer])
       .finally(() => (this.section = undefined));
@@ -122,10 +121,9 @@ export class LoadThread {
     input.pause(); // the thread reads it from here, after what `r` read ahead
     const ahead = new Uint8Array(r.takeBuffered());
     this.placedTo = loader;
-    const shared = (b: DirtyBitmap | undefined): SharedArrayBuffer => b!.words.buffer as SharedArrayBuffer;
     const ended = new Promise<PreemptEnded>((resolve, reject) => (this.preempt = { resolve, reject }));
     giveDescriptor(this.worker, fd, {
-      kind: 'preempt', fd, ahead, received: shared(loader.received), placing: { taken: shared(loader.taken), requested: shared(loader.requested) },
+      kind: 'preempt', fd, ahead, received: wordsOf(loader.received!), placing: { taken: wordsOf(loader.taken!), requested: wordsOf(loader.requested) },
     } satisfies ToLoadWorker, [ahead.buffer as ArrayBuffer]);
     return ended.then((r) => {
       this.pages += r.pages;
@@ -192,6 +190,11 @@ export class LoadThread {
     this.preempt = undefined;
     preempt?.reject(err);
   }
+}
+
+/** A bitmap's words, which the thread shares. */
+function wordsOf(b: DirtyBitmap): SharedArrayBuffer {
+  return b.words.buffer as SharedArrayBuffer;
 }
 
 /** The failure the thread met, as the main thread's loader would have thrown it. */
