@@ -210,7 +210,7 @@ function program(): Command {
     .option('--memory-share <on|off>', 'on: the --memory-file is the RAM, mapped shared (QEMU\'s memory-backend-file share=on): created or grown from empty to --memory, and what the guest or a migration writes is in the file', 'off')
     .option('--mem-prealloc', 'fault in all of RAM at start-up, as QEMU\'s -mem-prealloc (faster incoming migration)', false)
     .option('--ram-hugepages <advice>', `transparent huge pages for guest RAM: on (madvise MADV_HUGEPAGE, as QEMU), off (MADV_NOHUGEPAGE) or kernel (no advice)`, DEFAULT_HUGE_PAGE_ADVICE)
-    .option('--page-thread <on|off>', 'send the pages of a plain, XBZRLE or multifd outgoing migration (postcopy with its background pass until a pause, COLO with its checkpoints, mapped-ram) from a thread of their own, as QEMU\'s migration thread, and load the RAM sections of such an incoming one on another; off: on the thread that serves QMP (README, "QMP latency during a migration")', 'off')
+    .option('--page-thread <on|off>', 'send the pages of a plain, XBZRLE or multifd outgoing migration (postcopy with the pages asked for, COLO with its checkpoints, mapped-ram) from a thread of their own, as QEMU\'s migration thread, and load the RAM sections of such an incoming one on another; off: on the thread that serves QMP (README, "QMP latency during a migration")', 'off')
     .addOption(new Option('--fault <spec>', 'arm a fault before the first byte: the JSON of __org.qmigd_fault-add, or kind=K,key=value,... (repeatable; README, "Breaking migrations on purpose")')
       .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]))
     .option('--faults <file>', 'arm the faults of a YAML or JSON file (a list of fault specs, e.g. a timeline with after-ms)')

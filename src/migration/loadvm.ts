@@ -217,10 +217,11 @@ export class VmLoader {
         await this.sectionsToEof(r);
         return r;
       } catch (err) {
+        const pausing = this.postcopy.state === PostcopyState.RUNNING;
         // Paused, the load thread ends: its duplicate of the channel's descriptor would hold the
         // connection open. The channel a recovery brings gets a new one (incoming.ts).
-        if (this.postcopy.state === PostcopyState.RUNNING) this.loadThread?.close();
-        const next = this.postcopy.state === PostcopyState.RUNNING ? await this.opts.hooks.postcopy?.paused(located(err, r)) : undefined;
+        if (pausing) this.loadThread?.close();
+        const next = pausing ? await this.opts.hooks.postcopy?.paused(located(err, r)) : undefined;
         if (!next) throw err;
         this.postcopy.channelLost();
         r = next;

@@ -21,7 +21,7 @@ import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
 import { duplicateOf, giveDescriptor, startWorker } from './descriptor-worker.js';
 import type { RamLoader } from './ram-load.js';
-import type { ColoFlushed, FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, PreemptEnded, SyncRequest, ToLoadWorker } from './load-worker.js';
+import type { ColoFlushed, FromLoadWorker, LoadFailure, LoadReply, LoadWorkerData, PostcopyBitmaps, PreemptEnded, SyncRequest, ToLoadWorker } from './load-worker.js';
 import { shareColoCache, type SharedColoCache } from '../colo/cache.js';
 
 const WORKER = new URL('./load-worker.js', import.meta.url);
@@ -94,10 +94,8 @@ export class LoadThread {
     this.section = section;
     this.placedTo = loader;
     const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
-    const received = loader.received && wordsOf(loader.received);
-    const placing = loader.postcopyPlacing ? { taken: wordsOf(loader.taken!), requested: loader.requested && wordsOf(loader.requested) } : undefined;
     const colo = loader.colo && shareColoCache(loader.colo);
-    const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, received, placing, colo, syncs }, [ahead.buffer as ArrayBuffer])
+    const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, ...postcopyBitmaps(loader), colo, syncs }, [ahead.buffer as ArrayBuffer])
       .finally(() => (this.section = undefined));
     r.putBack(Buffer.from(reply.rest.buffer, reply.rest.byteOffset, reply.rest.byteLength), start + reply.consumed, reply.ended);
     loader.blockKnown = reply.blockKnown;
@@ -122,9 +120,7 @@ export class LoadThread {
     const ahead = new Uint8Array(r.takeBuffered());
     this.placedTo = loader;
     const ended = new Promise<PreemptEnded>((resolve, reject) => (this.preempt = { resolve, reject }));
-    giveDescriptor(this.worker, fd, {
-      kind: 'preempt', fd, ahead, received: wordsOf(loader.received!), placing: { taken: wordsOf(loader.taken!), requested: wordsOf(loader.requested) },
-    } satisfies ToLoadWorker, [ahead.buffer as ArrayBuffer]);
+    giveDescriptor(this.worker, fd, { kind: 'preempt', fd, ahead, ...postcopyBitmaps(loader) } satisfies ToLoadWorker, [ahead.buffer as ArrayBuffer]);
     return ended.then((r) => {
       this.pages += r.pages;
       if (r.failure) throw rebuild(r.failure);
@@ -192,9 +188,13 @@ export class LoadThread {
   }
 }
 
-/** A bitmap's words, which the thread shares. */
-function wordsOf(b: DirtyBitmap): SharedArrayBuffer {
-  return b.words.buffer as SharedArrayBuffer;
+/** `loader`'s postcopy bitmaps, whose words the thread shares. */
+function postcopyBitmaps(loader: RamLoader): PostcopyBitmaps {
+  const words = (b: DirtyBitmap): SharedArrayBuffer => b.words.buffer as SharedArrayBuffer;
+  return {
+    received: loader.received && words(loader.received),
+    placing: loader.postcopyPlacing ? { taken: words(loader.taken!), requested: loader.requested && words(loader.requested) } : undefined,
+  };
 }
 
 /** The failure the thread met, as the main thread's loader would have thrown it. */

@@ -42,16 +42,20 @@ export interface LoadWorkerData {
   profile: ProfileId;
 }
 
-export interface LoadRequest {
+/** A loader's postcopy bitmaps, whose words this thread shares (shareBitmaps()). */
+export interface PostcopyBitmaps {
+  /** With postcopy advised: RamLoader.received, which this thread marks too. */
+  received?: SharedArrayBuffer;
+  /** From postcopy's LISTEN, each page placed once: RamLoader.taken, and from RUN RamLoader.requested. */
+  placing?: { taken: SharedArrayBuffer; requested?: SharedArrayBuffer };
+}
+
+export interface LoadRequest extends PostcopyBitmaps {
   kind: 'load';
   version: number;
   /** What the main thread had read of the channel and not yet parsed. */
   ahead: Uint8Array;
   blockKnown: boolean;
-  /** With postcopy advised: the received bitmap's words (RamLoader.received), which this thread marks too. */
-  received?: SharedArrayBuffer;
-  /** From postcopy's LISTEN, each page placed once: RamLoader.taken, and from RUN RamLoader.requested. */
-  placing?: { taken: SharedArrayBuffer; requested?: SharedArrayBuffer };
   /** A COLO secondary's checkpoint: its pages go to the cache, marked received (RamLoader.colo). */
   colo?: SharedColoCache;
   /** multifd: the sync points the main thread's loader has (RamLoader.onEos, onFlush). */
@@ -63,13 +67,11 @@ export interface LoadRequest {
  * (the bitmaps of RamLoader.received, taken and requested) until an EOS or the channel's end;
  * answered by PreemptEnded.
  */
-export interface PreemptRequest {
+export interface PreemptRequest extends PostcopyBitmaps {
   kind: 'preempt';
   fd: number;
   /** What the main thread had read of the channel. */
   ahead: Uint8Array;
-  received: SharedArrayBuffer;
-  placing: { taken: SharedArrayBuffer; requested: SharedArrayBuffer };
 }
 
 export interface PreemptEnded {
@@ -193,12 +195,7 @@ port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
 async function load({ input, reader }: { input: SocketInput; reader: StreamReader }, req: LoadRequest): Promise<LoadReply> {
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
-  const pages = loader.ram!.pages;
-  loader.received = req.received && new DirtyBitmap(pages, req.received);
-  loader.postcopyPlacing = req.placing !== undefined;
-  loader.taken = req.placing && new DirtyBitmap(pages, req.placing.taken);
-  const requested = req.placing?.requested && new DirtyBitmap(pages, req.placing.requested);
-  loader.onPlaced = requested && tellPlaced(requested);
+  shareBitmaps(loader, req);
   loader.colo = req.colo && sharedColoCache(data.size, req.colo);
   loader.pages = 0;
   loader.onEos = req.syncs.eos ? () => sync('eos') : undefined;
@@ -217,9 +214,17 @@ async function load({ input, reader }: { input: SocketInput; reader: StreamReade
   return { kind: 'loaded', consumed, rest, ended, pages: loader.pages, blockKnown: loader.blockKnown, failure };
 }
 
-/** RamLoader.onPlaced on this thread: the main thread hears of the pages a vCPU waits for. */
-function tellPlaced(requested: DirtyBitmap): (page: number) => void {
-  return (page) => requested.testShared(page) && port.postMessage({ kind: 'placed', page } satisfies FromLoadWorker);
+/**
+ * The main thread's postcopy bitmaps for `l`: received, taken (placing once) and requested, whose
+ * pages, once placed here, the main thread hears of (its RamLoader.onPlaced() wakes the vCPU).
+ */
+function shareBitmaps(l: RamLoader, b: PostcopyBitmaps): void {
+  const pages = l.ram!.pages;
+  l.received = b.received && new DirtyBitmap(pages, b.received);
+  l.postcopyPlacing = b.placing !== undefined;
+  l.taken = b.placing && new DirtyBitmap(pages, b.placing.taken);
+  const requested = b.placing?.requested && new DirtyBitmap(pages, b.placing.requested);
+  l.onPlaced = requested && ((page) => requested.testShared(page) && port.postMessage({ kind: 'placed', page } satisfies FromLoadWorker));
 }
 
 /** postcopy_preempt_thread(): the channel's records, to an EOS or its end, placed as the main channel's are. */
@@ -228,13 +233,9 @@ async function loadPreempt(req: PreemptRequest): Promise<PreemptEnded> {
   port.postMessage(TOOK_DESCRIPTOR);
   input.socket.on('error', () => undefined); // the reader reports it as the stream's end
   preempt = input;
-  const pages = loader.ram!.pages;
   // The placing state of the main channel's loader, which the records on this channel take their bitmaps from.
   const owner = new RamLoader(loader.ram!);
-  owner.received = new DirtyBitmap(pages, req.received);
-  owner.taken = new DirtyBitmap(pages, req.placing.taken);
-  owner.postcopyPlacing = true;
-  owner.onPlaced = tellPlaced(new DirtyBitmap(pages, req.placing.requested));
+  shareBitmaps(owner, req);
   const channelLoader = new RamLoader(loader.ram!, undefined, owner);
   let failure: LoadFailure | undefined;
   try {
