@@ -35,13 +35,16 @@ export function tempDir(): string {
 export { freePort } from '../../src/cli/migration-pair.js';
 
 /** Runs qmigd with `args` (plus a unix monitor in a temp dir unless `qmp` is given). */
-export async function startDaemon(args: string[] = [], opts: { qmp?: string[]; env?: NodeJS.ProcessEnv; fd3?: number } = {}): Promise<RunningDaemon> {
+export async function startDaemon(
+  args: string[] = [],
+  opts: { qmp?: string[]; env?: NodeJS.ProcessEnv; fd3?: number; nodeArgs?: string[] } = {},
+): Promise<RunningDaemon> {
   const dir = tempDir();
   const qmp = opts.qmp ?? [`unix:${join(dir, 'qmp.sock')},server=on,wait=off`];
   // A test that names no release was written against QEMU 7.2, which it gets;
   // QMIGD_TEST_QEMU_VERSION runs it as another release, to see what of it holds there.
   const release = args.includes('--qemu-version') ? [] : ['--qemu-version', process.env.QMIGD_TEST_QEMU_VERSION ?? '7.2'];
-  const proc = spawn(process.execPath, [BIN, ...qmp.flatMap((q) => ['--qmp', q]), '--log-level', 'info', ...release, ...args], {
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, ...qmp.flatMap((q) => ['--qmp', q]), '--log-level', 'info', ...release, ...args], {
     cwd: dir,
     env: { ...process.env, QMIGD_VALIDATE: '1', ...opts.env },
     // fd3: a descriptor the daemon inherits as 3 (for fd: migration URIs).
