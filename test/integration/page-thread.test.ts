@@ -5,15 +5,15 @@
  * a cancel ends a slice that waits on a destination that has stopped reading; a
  * destination that goes away fails the migration with QEMU's words; the source runs on.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { BIN, freePort, loadThreadPages, tempDir, threads, threadsSettled } from '../helpers/daemon.js';
-import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, untilInfo, type Side } from '../helpers/migration.js';
-import type { Msg } from '../helpers/qmp-client.js';
+import { BIN, freePort, loadThreadPages, startDaemon, tempDir, threads, threadsSettled } from '../helpers/daemon.js';
+import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, until, untilInfo, type Side } from '../helpers/migration.js';
+import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 
 const MiB = 1 << 20;
 const run = promisify(execFile);
@@ -171,6 +171,44 @@ t.test('the load thread: a running guest\'s passes arrive whole, plain and with 
     t.equal(await digest(p.dst), await digest(p.src), `${xbzrle ? 'XBZRLE' : 'plain'}: destination RAM equals the source's at its stop`);
     const onThread = loadThreadPages(p.dst.daemon.stderr()) ?? 0;
     t.ok(onThread > 0, `the load thread loaded ${onThread} of its pages`);
+  }
+});
+
+t.test('the load thread reads a pipe too: a stream over exec: and over an fd: pipe loads on it, the RAM whole', async (t) => {
+  const dir = tempDir();
+  const src = await side(['-m', '64M', '--memory-file', await randomRamFile(64 * MiB), '-S']);
+  t.teardown(() => src.daemon.stop());
+  await setCaps(src, { events: true });
+  const stream = join(dir, 'stream');
+  await src.qmp.ok('migrate', { uri: `exec:cat > ${stream}` });
+  await migrationStatus(src, 'completed');
+  const sent = ((await src.qmp.ok('query-migrate')) as Msg).ram as Record<string, number>;
+  const want = await digest(src);
+  // The stream waits at a gate (a FIFO) until the destination's load thread is up, so that every
+  // section can load on it however slowly the thread boots.
+  const gate = join(dir, 'gate');
+  await run('mkfifo', [gate]);
+  for (const kind of ['exec', 'fd']) {
+    let fd3: number | undefined;
+    if (kind === 'fd') {
+      // The pipe's writer opens it first (open blocks until both ends are there), then waits.
+      const pipe = join(dir, 'pipe');
+      await run('mkfifo', [pipe]);
+      spawn('/bin/sh', ['-c', `exec 3>${pipe}; read go <${gate}; cat ${stream} >&3`], { stdio: 'ignore' });
+      fd3 = openSync(pipe, 'r');
+    }
+    const dst = await startDaemon(['-m', '64M', '--page-thread', 'on', '--incoming', 'defer'], { fd3 });
+    if (fd3 !== undefined) closeSync(fd3);
+    const qmp = await QmpClient.at(dst.listening[0]!);
+    t.teardown(() => (qmp.close(), dst.stop()));
+    await qmp.negotiate();
+    await setCaps({ daemon: dst, qmp }, { events: true });
+    await qmp.ok('migrate-incoming', { uri: kind === 'exec' ? `exec:read go <${gate}; cat ${stream}` : 'fd:3' });
+    await until(async () => dst.stderr(), (log) => log.includes('load thread ready'), 'the load thread is up');
+    writeFileSync(gate, 'go\n');
+    await migrationStatus({ daemon: dst, qmp }, 'completed');
+    t.equal(await digest({ daemon: dst, qmp }), want, `${kind}: the RAM arrived whole`);
+    t.equal(loadThreadPages(dst.stderr()), sent.normal, `${kind}: the load thread loaded every page that came as a page`);
   }
 });
 

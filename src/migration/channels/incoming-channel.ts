@@ -12,6 +12,7 @@ import { errnoOf, listenFailure, strerror } from '../../errno.js';
 import type { ByteSource } from '../stream/reader.js';
 import type { MappedRamSource } from '../ram/mapped-ram.js';
 import { SeekableFileInput } from './file-input.js';
+import type { OwnedFd } from './owned-fd.js';
 import { SocketInput } from './socket-input.js';
 import type { MigrationUri } from './uri.js';
 
@@ -45,8 +46,11 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
     case 'exec': {
       const child = spawn('/bin/sh', ['-c', uri.command], { stdio: ['pipe', 'pipe', 'inherit'] });
       child.stdin.on('error', () => undefined);
+      // Taken over in this tick, before its first read, so that the load thread can read it too.
+      const { stdout } = child;
+      const input = stdout instanceof net.Socket && SocketInput.canTakeOver(stdout) ? pipe(new SocketInput(stdout, { writable: false })).input : stdout;
       // From the main loop, as QEMU's channel watch: after migrate-incoming has answered.
-      setImmediate(() => accept({ input: child.stdout, output: child.stdin, close: () => child.kill('SIGTERM') }));
+      setImmediate(() => acceptFlowing(accept, { input, output: child.stdin, close: () => child.kill('SIGTERM') }));
       return { close: () => undefined };
     }
     case 'file': {
@@ -83,13 +87,16 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
         throw new Error(`Invalid file descriptor number '${uri.name}': ${strerror(errnoOf(err))}`);
       }
       // A regular file is read on from its current offset (a saved guest); a socket or a pipe is
-      // a stream, and only a socket is also the way back.
+      // a stream, and only a socket is also the way back. A pipe is read as SocketInput, which
+      // the load thread can read too.
       const connection = stat.isFile()
         ? fileInput(owned.adopt(createReadStream('', { fd, highWaterMark: 1 << 20 })))
         : stat.isSocket()
           ? duplex(owned.adopt(new net.Socket({ fd, readable: true, writable: true })))
-          : oneWay(owned.adopt(new net.Socket({ fd, readable: true, writable: false })));
-      setImmediate(() => accept(connection));
+          : stat.isFIFO()
+            ? pipe(new SocketInput(fd, { writable: false }), owned)
+            : oneWay(owned.adopt(new net.Socket({ fd, readable: true, writable: false })));
+      setImmediate(() => acceptFlowing(accept, connection));
       // The migration is over (completed or failed): the descriptor goes, as QEMU's channel does.
       return { close: () => owned.release() };
     }
@@ -145,6 +152,22 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       return { socketAddress, close };
     }
   }
+}
+
+/** A pipe's read end taken as SocketInput (`owned`: an fd: channel's descriptor, closed through it). */
+function pipe(input: SocketInput, owned?: OwnedFd): IncomingConnection {
+  owned?.adopt(input.socket);
+  input.socket.on('error', () => undefined); // reported by the reader as an end of stream
+  return { input, close: () => input.socket.destroy() };
+}
+
+/**
+ * Hands `conn` to `accept`, then lets a SocketInput read: it emits what it reads whether or not
+ * a reader listens, so the reader attaches first (in accept, synchronously).
+ */
+function acceptFlowing(accept: (c: IncomingConnection) => void, conn: IncomingConnection): void {
+  accept(conn);
+  if (conn.input instanceof SocketInput) conn.input.resume();
 }
 
 function fileInput(input: ReturnType<typeof createReadStream>): IncomingConnection {

@@ -1,5 +1,5 @@
 /**
- * An accepted socket read into a few reusable 1 MiB blocks (net.Socket's `onread`) instead of
+ * An accepted socket (or a pipe) read into a few reusable 1 MiB blocks (net.Socket's `onread`) instead of
  * the fresh 64 KiB buffer Node allocates for every read.
  *
  * Why: a destination reads a whole guest's RAM through its main channel. With a fresh buffer per
@@ -43,11 +43,13 @@ export class SocketInput extends EventEmitter implements ByteSource {
   private pausedByReader = true;
 
   /**
-   * Takes over `from`: a connection accepted by a server created with pauseOnConnect and not
-   * yet read from (its handle moves to a new socket that reads into the blocks), or a socket's
-   * file descriptor handed over by another thread. `socket` is the one to write to and close.
+   * Takes over `from`: a connection accepted by a server created with pauseOnConnect, or a
+   * child's stdout, not yet read from (its handle moves to a new socket that reads into the
+   * blocks), or the descriptor of a socket or a pipe (handed over by another thread, or an fd:
+   * channel's). `socket` is the one to write to and close; `writable: false` for a pipe's read
+   * end, which has no way back (nor a shutdown at its end).
    */
-  constructor(from: net.Socket | number) {
+  constructor(from: net.Socket | number, { writable = true }: { writable?: boolean } = {}) {
     super();
     this.current = this.newBlock();
     // The handle is Node's internal one; net.Socket takes a `handle` with `onread` for exactly
@@ -57,10 +59,15 @@ export class SocketInput extends EventEmitter implements ByteSource {
       ...origin,
       pauseOnCreate: true, // until resume(): the reader attaches first
       readable: true,
-      writable: true,
+      writable,
       onread: { buffer: () => this.nextBuffer(), callback: (n: number, buf: Uint8Array) => this.onRead(n, buf) },
     } as unknown as net.SocketConstructorOpts);
-    if (typeof from !== 'number') from.removeAllListeners();
+    if (typeof from !== 'number') {
+      // The old socket lets go of the handle: whoever still holds it (a ChildProcess resumes
+      // its stdout as the child exits) must not start reads that would bypass the reader.
+      (from as unknown as { _handle: unknown })._handle = null;
+      from.removeAllListeners();
+    }
     for (const event of ['end', 'close', 'error'] as const) this.socket.on(event, (arg?: unknown) => this.emit(event, arg));
   }
 
