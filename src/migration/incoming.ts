@@ -9,6 +9,7 @@ import type { Guest } from '../guest/guest.js';
 import type { MigrationGlobals } from './globals.js';
 import { FaultableWriter } from '../faults/channel-io.js';
 import { listenIncoming, type IncomingConnection, type IncomingListener } from './channels/incoming-channel.js';
+import { SeekableFileInput } from './channels/file-input.js';
 import { SocketInput } from './channels/socket-input.js';
 import type { MigrationUri } from './channels/uri.js';
 import { LoadError } from './load-error.js';
@@ -220,6 +221,9 @@ export class IncomingMigration {
     }
     // From setup where migrate-incoming entered it (8.2 on), else from none (7.2).
     env.state.change(env.state.status === 'setup' ? 'setup' : 'none', 'active');
+    // A file has no source that comes later: its stream waits for the load thread, booting since
+    // listen(), so that none of its sections loads here.
+    if (conn.input instanceof SeekableFileInput) await this.loadThreadSettled;
     const closeLoadThread = (): void => loader.endLoadThread();
     try {
       const result = await loader.loadStream(input);

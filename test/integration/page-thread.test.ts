@@ -5,7 +5,7 @@
  * a cancel ends a slice that waits on a destination that has stopped reading; a
  * destination that goes away fails the migration with QEMU's words; the source runs on.
  */
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -174,9 +174,11 @@ t.test('the load thread: a running guest\'s passes arrive whole, plain and with 
   }
 });
 
-t.test('the load thread reads a pipe too: a stream over exec: and over an fd: pipe loads on it, the RAM whole', async (t) => {
+t.test('the load thread reads every kind of channel: exec:, an fd: pipe, file:, an fd: file (from its offset); the RAM arrives whole', async (t) => {
   const dir = tempDir();
-  const src = await side(['-m', '64M', '--memory-file', await randomRamFile(64 * MiB), '-S']);
+  // As 10.0, which has file: (7.2 does not).
+  const release = ['--qemu-version', '10.0'];
+  const src = await side([...release, '-m', '64M', '--memory-file', await randomRamFile(64 * MiB), '-S']);
   t.teardown(() => src.daemon.stop());
   await setCaps(src, { events: true });
   const stream = join(dir, 'stream');
@@ -184,28 +186,37 @@ t.test('the load thread reads a pipe too: a stream over exec: and over an fd: pi
   await migrationStatus(src, 'completed');
   const sent = ((await src.qmp.ok('query-migrate')) as Msg).ram as Record<string, number>;
   const want = await digest(src);
-  // The stream waits at a gate (a FIFO) until the destination's load thread is up, so that every
-  // section can load on it however slowly the thread boots.
+  // A saved guest behind a header of its writer's: fd: reads on from the descriptor's offset.
+  const saved = join(dir, 'saved');
+  writeFileSync(saved, Buffer.concat([Buffer.alloc(4096, 0xaa), readFileSync(stream)]));
+  // A pipe waits at a gate (a FIFO) until the destination's load thread is up, so that every
+  // section can load on it however slowly the thread boots; a file waits for the thread itself.
   const gate = join(dir, 'gate');
   await run('mkfifo', [gate]);
-  for (const kind of ['exec', 'fd']) {
+  for (const kind of ['exec', 'fd-pipe', 'file', 'fd-file']) {
     let fd3: number | undefined;
-    if (kind === 'fd') {
+    if (kind === 'fd-pipe') {
       // The pipe's writer opens it first (open blocks until both ends are there), then waits.
       const pipe = join(dir, 'pipe');
       await run('mkfifo', [pipe]);
       spawn('/bin/sh', ['-c', `exec 3>${pipe}; read go <${gate}; cat ${stream} >&3`], { stdio: 'ignore' });
       fd3 = openSync(pipe, 'r');
+    } else if (kind === 'fd-file') {
+      fd3 = openSync(saved, 'r');
+      readSync(fd3, Buffer.alloc(4096), 0, 4096, null); // past the header
     }
-    const dst = await startDaemon(['-m', '64M', '--page-thread', 'on', '--incoming', 'defer'], { fd3 });
+    const dst = await startDaemon([...release, '-m', '64M', '--page-thread', 'on', '--incoming', 'defer'], { fd3 });
     if (fd3 !== undefined) closeSync(fd3);
     const qmp = await QmpClient.at(dst.listening[0]!);
     t.teardown(() => (qmp.close(), dst.stop()));
     await qmp.negotiate();
     await setCaps({ daemon: dst, qmp }, { events: true });
-    await qmp.ok('migrate-incoming', { uri: kind === 'exec' ? `exec:read go <${gate}; cat ${stream}` : 'fd:3' });
-    await until(async () => dst.stderr(), (log) => log.includes('load thread ready'), 'the load thread is up');
-    writeFileSync(gate, 'go\n');
+    const uri = { exec: `exec:read go <${gate}; cat ${stream}`, file: `file:${stream}` }[kind] ?? 'fd:3';
+    await qmp.ok('migrate-incoming', { uri });
+    if (kind === 'exec' || kind === 'fd-pipe') {
+      await until(async () => dst.stderr(), (log) => log.includes('load thread ready'), 'the load thread is up');
+      writeFileSync(gate, 'go\n');
+    }
     await migrationStatus({ daemon: dst, qmp }, 'completed');
     t.equal(await digest({ daemon: dst, qmp }), want, `${kind}: the RAM arrived whole`);
     t.equal(loadThreadPages(dst.stderr()), sent.normal, `${kind}: the load thread loaded every page that came as a page`);

@@ -3,7 +3,7 @@
  * mapped-ram QEMU's destination reads the block header, preads the pages the bitmap marks, and
  * then qemu_set_offset()s its stream past the pages region instead of reading through it
  * (parse_ramblock_mapped_ram()). A Readable cannot drop what it has buffered; this emits each
- * chunk as it is read, one at a time, and discards a read in flight at a seek.
+ * chunk as it is read, one at a time, and discards a read in flight at a seek or a pause.
  */
 import { EventEmitter } from 'node:events';
 import { read } from 'node:fs';
@@ -23,9 +23,9 @@ export class SeekableFileInput extends EventEmitter implements ByteSource {
   private position: number;
 
   constructor(
-    private readonly fd: number,
+    readonly fd: number,
     /** The file position of the stream's byte 0 (file:...,offset=N). */
-    private readonly base: number,
+    readonly base: number,
   ) {
     super();
     this.position = base;
@@ -43,8 +43,13 @@ export class SeekableFileInput extends EventEmitter implements ByteSource {
     this.pump();
   }
 
+  /**
+   * Nothing is emitted until resume(): a read in flight is dropped (its bytes are read again
+   * then), so that a reader that hands the file to the load thread gets no chunk meanwhile.
+   */
   pause(): this {
     this.paused = true;
+    this.generation++;
     return this;
   }
 

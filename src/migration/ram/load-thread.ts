@@ -7,8 +7,8 @@
  * with multifd, the syncs the thread asks for at the section's sync points (the main thread
  * holds the channels).
  *
- * Where the thread cannot be had (the addon is not built, the channel is no socket the main
- * thread reads with SocketInput) the sections load on the main thread, as they do for a
+ * Where the thread cannot be had (the addon is not built, the channel is neither a socket or a
+ * pipe the main thread reads with SocketInput nor a file: one) the sections load on the main thread, as they do for a
  * migration that is not plain (RamLoader.plain) or while faults are armed.
  */
 import type { Worker } from 'node:worker_threads';
@@ -16,6 +16,7 @@ import { faults } from '../../faults/faults.js';
 import type { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import type { GuestRam } from '../../guest/ram.js';
 import { activeProfile } from '../../profiles/index.js';
+import { SeekableFileInput } from '../channels/file-input.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, type ByteSource, type StreamReader } from '../stream/reader.js';
@@ -35,7 +36,7 @@ export class LoadThread {
   private section?: { loader: RamLoader; syncError?: unknown };
   private failure?: Error;
   /** The main channel, once attached. */
-  private input?: SocketInput;
+  private input?: SocketInput | SeekableFileInput;
   /** postcopy-preempt's channel loading here: its end awaited, and the loader told of the pages placed. */
   private preempt?: { resolve: (r: PreemptEnded) => void; reject: (e: Error) => void };
   private placedTo?: RamLoader;
@@ -65,13 +66,17 @@ export class LoadThread {
     return worker && new LoadThread(worker);
   }
 
-  /** Gives the thread its own duplicate of the main channel `input` reads; false where it cannot read that channel. */
+  /**
+   * Gives the thread its own duplicate of the main channel `input` reads (a socket or a pipe; a
+   * file, which it reads at the offsets each section says); false where it cannot read that channel.
+   */
   attach(input: ByteSource): boolean {
-    if (this.failure || !(input instanceof SocketInput) || input.fd === undefined) return false;
+    const file = input instanceof SeekableFileInput;
+    if (this.failure || !(file || input instanceof SocketInput) || input.fd === undefined) return false;
     const fd = duplicateOf(input.fd);
     if (fd === undefined) return false;
     this.input = input;
-    giveDescriptor(this.worker, fd, { kind: 'attach', fd } satisfies ToLoadWorker);
+    giveDescriptor(this.worker, fd, { kind: 'attach', fd, fileBase: file ? input.base : undefined } satisfies ToLoadWorker);
     return true;
   }
 
@@ -87,17 +92,22 @@ export class LoadThread {
 
   /** One RAM section (up to its EOS) loaded by the thread, `r` reading on after it. */
   async load(r: StreamReader, loader: RamLoader, version: number): Promise<void> {
-    this.input!.pause();
+    const input = this.input!;
+    input.pause();
     const start = r.consumed;
     const ahead = new Uint8Array(r.takeBuffered());
+    // A file is read by the thread from where `ahead` ends, then here from where it stopped.
+    const file = input instanceof SeekableFileInput ? input : undefined;
+    const at = start + ahead.byteLength;
     const section: { loader: RamLoader; syncError?: unknown } = { loader };
     this.section = section;
     this.placedTo = loader;
     const syncs = { eos: loader.onEos !== undefined, flush: loader.onFlush !== undefined };
     const colo = loader.colo && shareColoCache(loader.colo);
-    const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, blockKnown: loader.blockKnown, ...postcopyBitmaps(loader), colo, syncs }, [ahead.buffer as ArrayBuffer])
+    const reply = await this.ask<LoadReply>({ kind: 'load', version, ahead, at, blockKnown: loader.blockKnown, ...postcopyBitmaps(loader), colo, syncs }, [ahead.buffer as ArrayBuffer])
       .finally(() => (this.section = undefined));
     r.putBack(Buffer.from(reply.rest.buffer, reply.rest.byteOffset, reply.rest.byteLength), start + reply.consumed, reply.ended);
+    file?.seekTo(start + reply.consumed + reply.rest.byteLength);
     loader.blockKnown = reply.blockKnown;
     loader.pages += reply.pages;
     this.pages += reply.pages;

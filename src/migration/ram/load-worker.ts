@@ -19,10 +19,12 @@
  * vCPU waits for is here), then one LoadReply per load, one ColoFlushed per colo-flush, and one
  * PreemptEnded per preempt.
  */
+import { closeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { GuestRam, type RamBacking } from '../../guest/ram.js';
 import { setActiveProfile, type ProfileId } from '../../profiles/index.js';
+import { SeekableFileInput } from '../channels/file-input.js';
 import { SocketInput } from '../channels/socket-input.js';
 import { LoadError } from '../load-error.js';
 import { StreamEnded, StreamReader } from '../stream/reader.js';
@@ -55,6 +57,8 @@ export interface LoadRequest extends PostcopyBitmaps {
   version: number;
   /** What the main thread had read of the channel and not yet parsed. */
   ahead: Uint8Array;
+  /** The stream offset just past `ahead`: where the thread reads a file on from. */
+  at: number;
   blockKnown: boolean;
   /** A COLO secondary's checkpoint: its pages go to the cache, marked received (RamLoader.colo). */
   colo?: SharedColoCache;
@@ -126,6 +130,8 @@ export interface LoadReply {
 export interface AttachRequest {
   kind: 'attach';
   fd: number;
+  /** A file: channel's: the file position of the stream's byte 0 (SeekableFileInput.base). */
+  fileBase?: number;
 }
 
 /** `failed`: the sync failed; the main thread throws its error once the section's reply comes. */
@@ -145,8 +151,8 @@ const port = parentPort!;
 const data = workerData as LoadWorkerData;
 setActiveProfile(data.profile);
 const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero, data.faultedIn));
-/** The main channel and its reader, from attach on (the main thread sends no load before). */
-let channel: { input: SocketInput; reader: StreamReader } | undefined;
+/** The main channel and its reader, from attach on (the main thread sends no load before); `close` closes the duplicate. */
+let channel: { input: SocketInput | SeekableFileInput; reader: StreamReader; close: () => void } | undefined;
 /** The sync this thread waits for, once asked. */
 let synced: ((failed: boolean) => void) | undefined;
 /** postcopy-preempt's channel, while it loads here. */
@@ -163,10 +169,8 @@ async function sync(at: SyncRequest['at']): Promise<void> {
 
 port.on('message', (m: ToLoadWorker) => {
   if (m.kind === 'attach') {
-    const input = new SocketInput(m.fd);
+    channel = m.fileBase === undefined ? socketChannel(m.fd) : fileChannel(m.fd, m.fileBase);
     port.postMessage(TOOK_DESCRIPTOR);
-    input.socket.on('error', () => undefined); // the reader reports it as the stream's end
-    channel = { input, reader: new StreamReader(input, undefined, READ_AHEAD) };
     return;
   }
   if (m.kind === 'synced') {
@@ -175,7 +179,7 @@ port.on('message', (m: ToLoadWorker) => {
     return;
   }
   if (m.kind === 'close') {
-    channel?.input.socket.destroy();
+    channel?.close();
     preempt?.socket.destroy();
     port.close();
     return;
@@ -192,7 +196,28 @@ port.on('message', (m: ToLoadWorker) => {
 });
 port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
 
-async function load({ input, reader }: { input: SocketInput; reader: StreamReader }, req: LoadRequest): Promise<LoadReply> {
+function socketChannel(fd: number): NonNullable<typeof channel> {
+  const input = new SocketInput(fd);
+  input.socket.on('error', () => undefined); // the reader reports it as the stream's end
+  return { input, reader: new StreamReader(input, undefined, READ_AHEAD), close: () => input.socket.destroy() };
+}
+
+function fileChannel(fd: number, base: number): NonNullable<typeof channel> {
+  const input = new SeekableFileInput(fd, base);
+  input.on('error', () => undefined); // the reader reports it as the stream's end
+  return {
+    input,
+    reader: new StreamReader(input, undefined, READ_AHEAD),
+    close: () => {
+      input.destroy();
+      closeSync(fd);
+    },
+  };
+}
+
+async function load({ input, reader }: NonNullable<typeof channel>, req: LoadRequest): Promise<LoadReply> {
+  // A file is read from where the main thread's reading ends; a socket or a pipe from its next byte.
+  if (input instanceof SeekableFileInput) input.seekTo(req.at);
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
   loader.blockKnown = req.blockKnown;
   shareBitmaps(loader, req);
