@@ -672,11 +672,15 @@ export class OutgoingMigration {
       }
       const pages = leave ? this.ram!.dirtyPages - leave : undefined;
       const preempt = this.preempt;
+      // A file's records go where this side's end; this side's go on after the thread's.
+      const file = this.channel!.file;
+      const filePos = file?.position();
       const r = await thread.slice({
         ...this.ram!.position, budget: this.budgetLeft(), ms: THREAD_SLICE_MS, pages, detection,
         packets: requests ? undefined : this.multifd?.cursor, interrupt: requests?.waitingFlag,
-        requested: onThread ? requests!.takeAll() : undefined, preempt: onThread && preempt ? preempt.cursor : undefined,
+        requested: onThread ? requests!.takeAll() : undefined, preempt: onThread && preempt ? preempt.cursor : undefined, filePos,
       });
+      if (filePos !== undefined) file!.seek(filePos + r.bytes);
       this.writer.written += r.bytes;
       this.threadPages += r.pages;
       this.ram!.absorb(r);

@@ -99,6 +99,7 @@ for line in sys.stdin:
             os.write(fds[op['name']], data) if len(data) < 65536 else socket.socket(fileno=os.dup(fds[op['name']])).sendall(data)
         elif k == 'open':
             fds[op['name']] = os.open(op['path'], os.O_RDWR | os.O_CREAT, 0o600)
+            os.lseek(fds[op['name']], op.get('at', 0), os.SEEK_SET)
             res.update(ident(fds[op['name']]))
         elif k == 'close':
             os.close(fds.pop(op['name']))
@@ -251,8 +252,9 @@ export class FdClient {
     return this.op('accept', { name, as }) as unknown as Promise<Ident>;
   }
 
-  open(name: string, path: string): Promise<Ident> {
-    return this.op('open', { name, path }) as unknown as Promise<Ident>;
+  /** Opens `path` (read and write, created if need be) as `name`, its offset at `at`. */
+  open(name: string, path: string, at = 0): Promise<Ident> {
+    return this.op('open', { name, path, at }) as unknown as Promise<Ident>;
   }
 
   async close(name: string): Promise<void> {

@@ -11,7 +11,8 @@ import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { BIN, freePort, loadThreadPages, startDaemon, tempDir, threads, threadsSettled } from '../helpers/daemon.js';
+import { BIN, freePort, loadThreadPages, logLine, startDaemon, tempDir, threads, threadsSettled, unixPath } from '../helpers/daemon.js';
+import { FdClient } from '../helpers/fd-client.js';
 import { digest, migrationStatus, randomRamFile, runState, setCaps, side, startPair, statuses, until, untilInfo, type Side } from '../helpers/migration.js';
 import { QmpClient, type Msg } from '../helpers/qmp-client.js';
 
@@ -44,6 +45,49 @@ t.test('the page thread writes the records the main thread writes, and the same 
 });
 
 const withoutSize = (l: string): string => l.replace(/^\d+ bytes: \d+ sections/, 'N bytes: N sections');
+
+t.test('the page thread writes a file too (file:, and an fd: file after its writer\'s header): every page from it, over passes of a running guest, and the stream loads whole', async (t) => {
+  const dir = tempDir();
+  const release = ['--qemu-version', '10.0']; // file: is 10.0's
+  const ram = await randomRamFile(32 * MiB);
+  for (const kind of ['file', 'fd']) {
+    const stream = join(dir, `stream-${kind}`);
+    const s = await side([...release, '-m', '32M', '--memory-file', ram, '--dirty-rate', '8M', '--page-thread', 'on']);
+    t.teardown(() => (s.qmp.close(), s.daemon.stop()));
+    await setCaps(s, { events: true });
+    if (kind === 'fd') {
+      // The writer's header first (as libvirt's save image has): the stream goes after it.
+      writeFileSync(stream, Buffer.alloc(4096, 0xaa));
+      const fdc = await FdClient.connect(unixPath(s.daemon));
+      await fdc.open('out', stream, 4096);
+      await fdc.ok('getfd', { fdname: 'out' }, ['out']);
+      await fdc.quit();
+    }
+    // Several passes: the main thread's section records go between the thread's slices.
+    await s.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 64 * MiB, 'downtime-limit': 20 });
+    await s.qmp.ok('migrate', { uri: kind === 'file' ? `file:${stream}` : 'fd:out' });
+    await untilInfo(s, (i) => ((i.ram as Record<string, number> | undefined)?.['dirty-sync-count'] ?? 0) > 2 || i.status === 'completed');
+    await s.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 0 });
+    await migrationStatus(s, 'completed');
+    const passes = (((await s.qmp.ok('query-migrate')) as Msg).ram as Record<string, number>)['dirty-sync-count']!;
+    t.ok(passes > 2, `${kind}: ${passes} passes`);
+    const finished = logLine(s.daemon.stderr(), 'migration finished')!;
+    t.equal(finished.pagesFromQmpThread, 0, `${kind}: no page from the QMP thread (${String(finished.pagesFromPageThread)} from the page thread)`);
+    // A destination reads it back: the RAM the source had at its stop.
+    let in3: number | undefined;
+    if (kind === 'fd') {
+      in3 = openSync(stream, 'r');
+      readSync(in3, Buffer.alloc(4096), 0, 4096, null);
+    }
+    const dst = await startDaemon([...release, '-m', '32M', '--incoming', kind === 'file' ? `file:${stream}` : 'fd:3'], { fd3: in3 });
+    if (in3 !== undefined) closeSync(in3);
+    const d: Side = { daemon: dst, qmp: await QmpClient.at(dst.listening[0]!) };
+    t.teardown(() => (d.qmp.close(), dst.stop()));
+    await d.qmp.negotiate();
+    await until(() => d.qmp.ok('query-migrate') as Promise<Msg>, (i) => i.status === 'completed' || i.status === 'failed', 'the load ends');
+    t.equal(await digest(d), await digest(s), `${kind}: the stream loads to the source's RAM`);
+  }
+});
 
 t.test('with --page-thread on the source has its page thread before it migrates (booted with the daemon, and again after each migration), the destination its load thread from when it listens and no page thread; with off neither', async (t) => {
   const ram = await randomRamFile(128 * MiB);

@@ -5,7 +5,7 @@
  * stream; a socket's writable half is the return path.
  */
 import { spawn } from 'node:child_process';
-import { close as closeFd, closeSync, fstatSync, openSync, read, readFileSync, unlinkSync } from 'node:fs';
+import { close as closeFd, closeSync, fstatSync, openSync, read, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, listenFailure, strerror } from '../../errno.js';
@@ -90,7 +90,7 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       // a stream, and only a socket is also the way back. A pipe is read as SocketInput, which
       // the load thread can read too.
       const connection = stat.isFile()
-        ? fileInput(new SeekableFileInput(fd, currentOffset(fd)), owned)
+        ? fileInput(new SeekableFileInput(fd, owned.offset()), owned)
         : stat.isSocket()
           ? duplex(owned.adopt(new net.Socket({ fd, readable: true, writable: true })))
           : stat.isFIFO()
@@ -184,11 +184,6 @@ function fileInput(input: SeekableFileInput, owned: OwnedFd): IncomingConnection
     },
   });
   return { input, close };
-}
-
-/** The file offset of `fd` (lseek(fd, 0, SEEK_CUR), which Node has no call for), from /proc. */
-function currentOffset(fd: number): number {
-  return Number(/^pos:\s+(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? 0);
 }
 
 function oneWay(s: net.Socket): IncomingConnection {

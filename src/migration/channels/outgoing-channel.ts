@@ -119,17 +119,10 @@ export class OutgoingChannel {
   }
 
   /**
-   * A file: channel's descriptor, for the page thread's positioned writes (mapped-ram's pages)
-   * through its own duplicate: ofFileDuplicate().
-   */
-  get fileDescriptor(): { fd: number; what: ChannelKind } | undefined {
-    return this.out instanceof FileAt && this.usable ? { fd: this.out.fd, what: 'file' } : undefined;
-  }
-
-  /**
-   * The page thread's end of a file: channel (mapped-ram), over its own duplicate `fd`: only its
-   * `file` is used, to write pages at their offsets; closing it closes only the duplicate. Its
-   * writes block, as the thread may: each run of pages is on the file when writeAt() returns.
+   * The page thread's end of a file channel, over its own duplicate `fd`: its records go at the
+   * position each slice gives (`file.seek()`), mapped-ram's pages at their offsets; closing it
+   * closes only the duplicate. Positioned writes block, as the thread may: each run of pages is
+   * on the file when writeAt() returns.
    */
   static ofFileDuplicate(fd: number): OutgoingChannel {
     const out = new FileAt(fd, 0, true);
@@ -138,11 +131,14 @@ export class OutgoingChannel {
 
   /**
    * The descriptor a thread may write through (with its own duplicate) while this channel keeps
-   * the way back: a socket or a pipe libuv writes; undefined for files, which go through fs.
+   * the way back: a socket or a pipe libuv writes, or a file (`file`: written at positions, a
+   * thread's through ofFileDuplicate()).
    */
-  get descriptor(): { fd: number; what: ChannelKind } | undefined {
+  get descriptor(): { fd: number; what: ChannelKind; file: boolean } | undefined {
+    if (!this.usable) return undefined;
+    if (this.out instanceof FileAt) return { fd: this.out.fd, what: 'file', file: true };
     const fd = (this.out as { _handle?: { fd?: number } })._handle?.fd;
-    return this.out instanceof net.Socket && typeof fd === 'number' && fd >= 0 && this.usable ? { fd, what: this.what } : undefined;
+    return this.out instanceof net.Socket && typeof fd === 'number' && fd >= 0 ? { fd, what: this.what, file: false } : undefined;
   }
 
   /**
@@ -156,9 +152,15 @@ export class OutgoingChannel {
       socket.setNoDelay(true);
       return new OutgoingChannel(socket, socket, 'socket', () => socket.destroy());
     }
-    // Node writes a pipe through libuv; other descriptors (files, devices) through fs.
+    // Node writes a pipe through libuv; a file at positions from the descriptor's offset on (as
+    // QEMU's writes from there: after whatever header the caller wrote), so the page thread can
+    // write it too; other descriptors (devices) through fs.
     const out: Writable = owned.adopt(
-      stat.isFIFO() ? new net.Socket({ fd: owned.fd, readable: false, writable: true }) : createWriteStream('', { fd: owned.fd }),
+      stat.isFIFO()
+        ? new net.Socket({ fd: owned.fd, readable: false, writable: true })
+        : stat.isFile()
+          ? new FileAt(owned.fd, owned.offset())
+          : createWriteStream('', { fd: owned.fd }),
     );
     // 7.2's return path on a file channel is a second QEMUFile on the same descriptor: its first
     // read fails (a pipe's write end, a file opened for writing), the return path thread closes

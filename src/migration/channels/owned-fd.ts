@@ -6,7 +6,7 @@
  * so that the close goes through it: a second close of the bare number could hit whatever the
  * process opened next under it.
  */
-import { closeSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 
 type Wrapper = { destroy(): void };
@@ -16,6 +16,11 @@ export class OwnedFd {
   private released = false;
 
   constructor(readonly fd: number) {}
+
+  /** The descriptor's file offset (lseek(fd, 0, SEEK_CUR), which Node has no call for), from /proc. */
+  offset(): number {
+    return Number(/^pos:\s+(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${this.fd}`, 'utf8'))?.[1] ?? 0);
+  }
 
   /** `wrapper` now owns the descriptor, and closes it when destroyed. */
   adopt<T extends Wrapper>(wrapper: T): T {

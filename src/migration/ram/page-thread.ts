@@ -9,7 +9,7 @@
  *
  * Where the page thread cannot be had (the addon is not built, the descriptor cannot be
  * duplicated) the migration keeps its page loop on the main thread; so does one whose pages the
- * thread cannot send (RamSaver.threadable) or whose channel is a file without mapped-ram.
+ * thread cannot send (RamSaver.threadable).
  */
 import type { Worker } from 'node:worker_threads';
 import type { GuestRam } from '../../guest/ram.js';
@@ -50,12 +50,12 @@ export class PageThread {
    * that channel.
    */
   attach(channel: OutgoingChannel, bitmap: DirtyBitmap, pages: { xbzrleCacheSize?: number; multifd?: MultifdSender; syncPerRound: boolean; mapped?: MappedRamWriter }): boolean {
-    const target = pages.mapped ? channel.fileDescriptor : channel.descriptor;
+    const target = channel.descriptor;
     const fd = target && !this.failure ? duplicateOf(target.fd) : undefined;
     if (fd === undefined) return false;
     const multifd = pages.multifd && { ...pages.multifd.pageThreadPorts(), syncPerRound: pages.syncPerRound };
     const attach: ToPageWorker = {
-      kind: 'attach', fd, what: target!.what, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd, mapped: pages.mapped?.share(),
+      kind: 'attach', fd, what: target!.what, file: target!.file, bitmap: bitmap.words.buffer as SharedArrayBuffer, xbzrleCacheSize: pages.xbzrleCacheSize, multifd, mapped: pages.mapped?.share(),
     };
     giveDescriptor(this.worker, fd, attach, multifd?.ports ?? []);
     return true;

@@ -58,6 +58,8 @@ export interface AttachRequest {
   /** The thread's own duplicate of the main channel's descriptor; it closes it. */
   fd: number;
   what: ChannelKind;
+  /** `fd` is a file's: the records go at the position each slice gives (SliceRequest.filePos). */
+  file: boolean;
   /** The migration bitmap's words. */
   bitmap: SharedArrayBuffer;
   /** With XBZRLE: xbzrle-cache-size. */
@@ -115,6 +117,8 @@ export interface SliceRequest extends SlicePosition {
   requested?: number[];
   /** ...on postcopy-preempt's channel (attached before), which names the block on its own. */
   preempt?: { blockSent: boolean };
+  /** A file channel's: where the slice's records go (the main thread's writes end there). */
+  filePos?: number;
 }
 
 export interface SliceResult extends ScanPosition {
@@ -169,7 +173,7 @@ let migration: Migration | undefined;
 let turn = Promise.resolve();
 port.on('message', (m: ToPageWorker) => {
   if (m.kind === 'attach') {
-    const channel = m.mapped ? OutgoingChannel.ofFileDuplicate(m.fd) : OutgoingChannel.ofDuplicate(m.fd, m.what);
+    const channel = m.file ? OutgoingChannel.ofFileDuplicate(m.fd) : OutgoingChannel.ofDuplicate(m.fd, m.what);
     port.postMessage(TOOK_DESCRIPTOR);
     migration = {
       attach: m,
@@ -221,6 +225,7 @@ async function flushTo(w: StreamWriter, channel: OutgoingChannel): Promise<void>
 async function slice(migration: Migration, req: SliceRequest): Promise<SliceResult> {
   const { attach, bitmap, channel, writer: w, xbzrle, lanes, mapped } = migration;
   const flush = (): Promise<void> => flushTo(w, channel);
+  if (req.filePos !== undefined) channel.file!.seek(req.filePos);
   const start = performance.now();
   const before = w.written;
   let { scan, blockSent } = req;
