@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { QmigdProcess, QmpClient } from '../src/cli/migration-pair.js';
-import { MiB, QEMU, sleep } from './common.js';
+import { MiB, QEMU, sleep, until } from './common.js';
 
 export type Kind = 'qmigd' | 'qemu';
 
@@ -76,6 +76,13 @@ async function startQmigd(spec: EndSpec): Promise<End> {
   if (spec.release) args.push('--qemu-version', spec.release);
   args.push(...(spec.qmigdArgs ?? []));
   const p = await QmigdProcess.start(spec.name, spec.dir, args, { logLevel: 'info', nodeArgs: spec.nodeArgs });
+  // A source's page thread boots with the daemon, which a source has long been by the time it
+  // migrates: the run starts once it is up, not in its start-up (a destination's load thread
+  // boots at migrate-incoming, just before the source comes, as with libvirt: that stays in).
+  const onOff = args.indexOf('--page-thread');
+  if (onOff >= 0 && args[onOff + 1] === 'on' && !spec.deferIncoming) {
+    await until('the page thread', async () => p.stderrTail(1000), (log) => log.includes('page thread ready'));
+  }
   return { kind: 'qmigd', name: spec.name, pid: p.proc.pid!, qmp: p.qmp, log: () => p.stderrTail(10), stop: () => p.stop() };
 }
 
