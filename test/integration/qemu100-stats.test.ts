@@ -1,7 +1,7 @@
 /**
  * query-migrate's RAM statistics under the 10.0 profile, held to a real QEMU 10.0's for the same
- * 64 MiB of mixed RAM: a paused `-M none` QEMU 10.0 source and a paused qmigd 10.0 source each
- * migrate it into a QEMU 10.0 destination, single channel and multifd with each
+ * 64 MiB of mixed RAM: a paused `-M none` QEMU 10.0 source and a paused qmigd 10.0 source (with
+ * --page-thread off, then on) each migrate it into a QEMU 10.0 destination, single channel and multifd with each
  * zero-page-detection, stopping in pre-switchover. Nothing QEMU should answer is written here:
  * qmigd's numbers are compared with QEMU's from the same run.
  *
@@ -15,7 +15,7 @@
  * clock or the rate limit cut it: at max-bandwidth 1G either program sent one sync more than the
  * other, in turn): each sync is a MULTIFD_FLUSH record (8 bytes) on the main stream and a SYNC
  * packet on every channel, taken out the same way. A QEMU 10.0 source into qmigd and into QEMU
- * shows what each destination reports. About 25 s.
+ * shows what each destination reports. About 35 s.
  */
 import t from 'tap';
 import { freePort } from '../helpers/daemon.js';
@@ -58,9 +58,9 @@ const SCENARIOS = [
 /** The destination's query-migrate without the port it happened to get. */
 const dstShape = (i: Msg): Msg => JSON.parse(JSON.stringify(i, (k, v: unknown) => (k === 'port' ? 'PORT' : v))) as Msg;
 
-async function migrate(t: Test, srcKind: Kind, dstKind: Kind, zpd?: string): Promise<Seen> {
+async function migrate(t: Test, srcKind: Kind, dstKind: Kind, zpd?: string, qmigdArgs: string[] = []): Promise<Seen> {
   const dst = await startEnd(t, dstKind, R, { size: SIZE, incoming: 'defer' });
-  const src = await startEnd(t, srcKind, R, { size: SIZE, ramFile: image.path, qemuArgs: ['-S'], qmigdArgs: ['-S'] });
+  const src = await startEnd(t, srcKind, R, { size: SIZE, ramFile: image.path, qemuArgs: ['-S'], qmigdArgs: ['-S', ...qmigdArgs] });
   if (zpd) {
     for (const e of [src, dst] as End[]) {
       await caps(e, ['multifd']);
@@ -91,32 +91,42 @@ async function migrate(t: Test, srcKind: Kind, dstKind: Kind, zpd?: string): Pro
   };
 }
 
+/** A qmigd source's statistics (`m`) against QEMU's (`q`) from the same run. */
+function sameAsQemu(t: Test, m: Seen, q: Seen, who: string): void {
+  t.comment(`QEMU: ${JSON.stringify(q.end)} (${q.parts} iterations, ${q.flushes} syncs); ${who}: ${JSON.stringify(m.end)} (${m.parts} iterations, ${m.flushes} syncs)`);
+  t.ok(q.parts > 0 && m.parts > 0, `${who}: both main streams decode`);
+  for (const k of ['normal', 'normal-bytes', 'duplicate', 'precopy-bytes', 'dirty-sync-count', 'remaining', 'total', 'page-size']) {
+    t.equal(m.end[k], q.end[k], `${who}: ${k} at the end`);
+  }
+  t.equal(m.end['multifd-bytes']! - SYNC_BYTES * m.flushes, q.end['multifd-bytes']! - SYNC_BYTES * q.flushes, `${who}: multifd-bytes at the end, without the syncs' packets`);
+  t.same(Object.keys(m.end).sort(), Object.keys(q.end).sort(), `${who}: the same members`);
+  t.equal(m.end['downtime-bytes']! - 8 * m.parts, q.end['downtime-bytes']! - 8 * q.parts, `${who}: downtime-bytes at the end, without the iterations' EOS`);
+  const timed = (x: Seen): number => 18 * x.parts + (8 + SYNC_BYTES) * x.flushes;
+  t.equal(m.end.transferred! - timed(m), q.end.transferred! - timed(q), `${who}: transferred at the end, without the iterations' EOS and framing, nor the syncs`);
+  const onWire = (x: Seen, ram: Record<string, number>, main: number): number => ram.transferred! - ram['multifd-bytes']! - main;
+  t.equal(onWire(m, m.end, m.mainEnd), onWire(q, q.end, q.mainEnd), `${who}: transferred at the end against the main connection's bytes and multifd-bytes`);
+  t.equal(onWire(m, m.paused, m.mainPaused), onWire(q, q.paused, q.mainPaused), `${who}: transferred in pre-switchover against the main connection's bytes so far`);
+  t.equal(m.tailPaused, q.tailPaused, `${who}: in pre-switchover the main stream so far ends at the same place (EOS, its footer still buffered)`);
+  for (const k of ['dirty-sync-count', 'precopy-bytes', 'total', 'page-size']) t.equal(m.paused[k], q.paused[k], `${who}: ${k} in pre-switchover`);
+  t.same(Object.keys(m.paused).sort(), Object.keys(q.paused).sort(), `${who}: the same members in pre-switchover`);
+}
+
 for (const sc of SCENARIOS) {
-  t.test(`${sc.name}: a paused qmigd 10.0 source counts what a QEMU 10.0 source counts`, { skip }, async (t) => {
+  t.test(`${sc.name}: a paused qmigd 10.0 source counts what a QEMU 10.0 source counts, with --page-thread off and on`, { skip }, async (t) => {
+    const zpd = 'zpd' in sc ? sc.zpd : undefined;
     const seen: Partial<Record<string, Seen>> = {};
-    for (const [s, d] of [['qemu', 'qemu'], ['qmigd', 'qemu'], ['qemu', 'qmigd']] as Array<[Kind, Kind]>) {
-      await t.test(`${s} → ${d}`, async (t) => void (seen[`${s}→${d}`] = await migrate(t, s, d, 'zpd' in sc ? sc.zpd : undefined)));
+    for (const [name, s, d, args] of [
+      ['qemu→qemu', 'qemu', 'qemu', []],
+      ['qmigd→qemu', 'qmigd', 'qemu', []],
+      ['qmigd (page thread)→qemu', 'qmigd', 'qemu', ['--page-thread', 'on']],
+      ['qemu→qmigd', 'qemu', 'qmigd', []],
+    ] as Array<[string, Kind, Kind, string[]]>) {
+      await t.test(name, async (t) => void (seen[name] = await migrate(t, s, d, zpd, args)));
     }
     const q = seen['qemu→qemu']!;
-    const m = seen['qmigd→qemu']!;
-    const qd = seen['qemu→qmigd']!;
-    t.comment(`QEMU: ${JSON.stringify(q.end)} (${q.parts} iterations, ${q.flushes} syncs); qmigd: ${JSON.stringify(m.end)} (${m.parts} iterations, ${m.flushes} syncs)`);
-    t.ok(q.parts > 0 && m.parts > 0, 'both main streams decode');
-    for (const k of ['normal', 'normal-bytes', 'duplicate', 'precopy-bytes', 'dirty-sync-count', 'remaining', 'total', 'page-size']) {
-      t.equal(m.end[k], q.end[k], `${k} at the end`);
-    }
-    t.equal(m.end['multifd-bytes']! - SYNC_BYTES * m.flushes, q.end['multifd-bytes']! - SYNC_BYTES * q.flushes, 'multifd-bytes at the end, without the syncs\' packets');
-    t.same(Object.keys(m.end).sort(), Object.keys(q.end).sort(), 'the same members');
-    t.equal(m.end['downtime-bytes']! - 8 * m.parts, q.end['downtime-bytes']! - 8 * q.parts, 'downtime-bytes at the end, without the iterations\' EOS');
-    const timed = (x: Seen): number => 18 * x.parts + (8 + SYNC_BYTES) * x.flushes;
-    t.equal(m.end.transferred! - timed(m), q.end.transferred! - timed(q), 'transferred at the end, without the iterations\' EOS and framing, nor the syncs');
-    const onWire = (x: Seen, ram: Record<string, number>, main: number): number => ram.transferred! - ram['multifd-bytes']! - main;
-    t.equal(onWire(m, m.end, m.mainEnd), onWire(q, q.end, q.mainEnd), 'transferred at the end against the main connection\'s bytes and multifd-bytes');
-    t.equal(onWire(m, m.paused, m.mainPaused), onWire(q, q.paused, q.mainPaused), 'transferred in pre-switchover against the main connection\'s bytes so far');
-    t.equal(m.tailPaused, q.tailPaused, 'in pre-switchover the main stream so far ends at the same place (EOS, its footer still buffered)');
+    sameAsQemu(t, seen['qmigd→qemu']!, q, 'qmigd');
+    sameAsQemu(t, seen['qmigd (page thread)→qemu']!, q, 'qmigd --page-thread on');
     t.equal(q.tailPaused, EOS, 'QEMU\'s main stream ends at an EOS in pre-switchover');
-    for (const k of ['dirty-sync-count', 'precopy-bytes', 'total', 'page-size']) t.equal(m.paused[k], q.paused[k], `${k} in pre-switchover`);
-    t.same(Object.keys(m.paused).sort(), Object.keys(q.paused).sort(), 'the same members in pre-switchover');
-    t.same(qd.dst, q.dst, 'the destination reports what QEMU 10.0\'s reports, while loading and at the end');
+    t.same(seen['qemu→qmigd']!.dst, q.dst, 'the destination reports what QEMU 10.0\'s reports, while loading and at the end');
   });
 }

@@ -113,5 +113,5 @@ export class PageThread {
 
 /** A slice that sent nothing because the thread cannot: the channel fails with `error`. */
 function nothingSent(at: ScanPosition, error: string): SliceResult {
-  return { scan: at.scan, blockSent: at.blockSent, pages: 0, normal: 0, duplicate: 0, bytes: 0, exhausted: false, error };
+  return { scan: at.scan, blockSent: at.blockSent, pages: 0, normal: 0, duplicate: 0, bytes: 0, flushBytes: 0, exhausted: false, error };
 }

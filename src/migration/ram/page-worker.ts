@@ -128,6 +128,8 @@ export interface SliceResult extends ScanPosition {
   duplicate: number;
   /** Bytes of records written, every one on the socket when this is posted. */
   bytes: number;
+  /** Of those, the MULTIFD_FLUSH records' (8.1+): QEMU counts them as transferred but in no RAM statistic. */
+  flushBytes: number;
   /** No dirty page was left. */
   exhausted: boolean;
   /** The channel's error (QEMU's words), once it failed. */
@@ -235,6 +237,7 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
   let duplicate = 0;
   let exhausted = false;
   let handedOver = 0;
+  let flushBytes = 0;
   // In postcopy the pages go on the main channel (ram_save_target_page()), none to the channels.
   const packets = lanes && req.packets && new PacketQueue(lanes, req.packets, (bytes) => (handedOver += bytes));
   migration.mappedBytes = 0;
@@ -279,6 +282,7 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
       if (packets && attach.multifd!.syncPerRound) {
         await packets.sync();
         w.be64(RamFlag.MULTIFD_FLUSH);
+        flushBytes += 8;
       }
       page = bitmap.nextSet(0);
     }
@@ -331,7 +335,7 @@ async function slice(migration: Migration, req: SliceRequest): Promise<SliceResu
     mapped.flush();
     await channel.file!.settled();
   }
-  const result: SliceResult = { scan, blockSent, pages, normal, duplicate, bytes: w.written - before, exhausted, error: channel.error };
+  const result: SliceResult = { scan, blockSent, pages, normal, duplicate, bytes: w.written - before, flushBytes, exhausted, error: channel.error };
   if (mapped) result.mappedBytes = migration.mappedBytes;
   if (stage) {
     result.xbzrle = { ...xbzrle!.tally, active: stage.active };

@@ -312,7 +312,7 @@ export class RamSaver {
     this.pagesSaved += slice.pages;
     this.counters.normal += slice.normal;
     this.counters.duplicate += slice.duplicate;
-    this.sent(slice.bytes);
+    this.sent(slice.bytes - slice.flushBytes); // as the main thread's onRoundEnd() flush: transferred, not RAM
     if (!slice.xbzrle) return;
     const x = this.xbzrleCounters;
     x.bytes += slice.xbzrle.bytes;
