@@ -672,7 +672,7 @@ export class OutgoingMigration {
       }
       const pages = leave ? this.ram!.dirtyPages - leave : undefined;
       const preempt = this.preempt;
-      // A file's records go where this side's end; this side's go on after the thread's.
+      // On a file the thread writes where this side's writes end, and this side goes on after it.
       const file = this.channel!.file;
       const filePos = file?.position();
       const r = await thread.slice({

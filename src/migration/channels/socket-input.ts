@@ -1,6 +1,6 @@
 /**
- * An accepted socket (or a pipe) read into a few reusable 1 MiB blocks (net.Socket's `onread`) instead of
- * the fresh 64 KiB buffer Node allocates for every read.
+ * An accepted socket (or a pipe) read into a few reusable 1 MiB blocks (net.Socket's `onread`)
+ * instead of the fresh 64 KiB buffer Node allocates for every read.
  *
  * Why: a destination reads a whole guest's RAM through its main channel. With a fresh buffer per
  * read the process spent most of its time in page faults and GC of those buffers: a 1 GiB pump

@@ -8,8 +8,8 @@
  * holds the channels).
  *
  * Where the thread cannot be had (the addon is not built, the channel is neither a socket or a
- * pipe the main thread reads with SocketInput nor a file: one) the sections load on the main thread, as they do for a
- * migration that is not plain (RamLoader.plain) or while faults are armed.
+ * pipe the main thread reads with SocketInput nor a file) the sections load on the main thread,
+ * as they do for a migration that is not plain (RamLoader.plain) or while faults are armed.
  */
 import type { Worker } from 'node:worker_threads';
 import { faults } from '../../faults/faults.js';
