@@ -129,7 +129,14 @@ t.test('source killed mid-way: the destination exits 1 with a clear log line', a
   const { code } = await p.dst.daemon.exited;
   t.equal(code, 1);
   // QEMU's last line; a cut inside a section is also named ("error while loading state section id 2(ram)").
-  t.match(p.dst.daemon.stderr(), /"level":50,.*"msg":"load of migration failed: Input\/output error"/);
+  // Where the stream stops decides the errno, as in QEMU 7.2: inside a record the read past the
+  // end fails (EIO); between two of a RAM section's records the next header reads as 0, as
+  // qemu_get_be64() gives at the end, and ram_load fails on those flags (EINVAL). A source killed
+  // between two of its writes leaves the second.
+  const log = p.dst.daemon.stderr();
+  const said = /"level":50,.*"msg":"load of migration failed: (Input\/output error|Invalid argument)"/.exec(log);
+  t.ok(said, 'the load fails with QEMU\'s last line');
+  if (said?.[1] === 'Invalid argument') t.match(log, /"msg":"Unknown combination of migration flags: 0x0"/, 'at a record\'s header');
 });
 
 t.test('migrate is refused during a migration and on a waiting destination', async (t) => {
