@@ -76,12 +76,13 @@ async function startQmigd(spec: EndSpec): Promise<End> {
   if (spec.release) args.push('--qemu-version', spec.release);
   args.push(...(spec.qmigdArgs ?? []));
   const p = await QmigdProcess.start(spec.name, spec.dir, args, { logLevel: 'info', nodeArgs: spec.nodeArgs });
-  // A source's page thread boots with the daemon, which a source has long been by the time it
-  // migrates: the run starts once it is up, not in its start-up (a destination's load thread
-  // boots at migrate-incoming, just before the source comes, as with libvirt: that stays in).
+  // --page-thread on: a source's page thread, a destination's load thread, boot with the daemon,
+  // which has long been up by the time it migrates (libvirt sets a destination's monitor up
+  // before migrate-incoming): the run starts once the thread is, not in its start-up.
   const onOff = args.indexOf('--page-thread');
-  if (onOff >= 0 && args[onOff + 1] === 'on' && !spec.deferIncoming) {
-    await until('the page thread', async () => p.stderrTail(1000), (log) => log.includes('page thread ready'));
+  if (onOff >= 0 && args[onOff + 1] === 'on') {
+    const ready = spec.deferIncoming ? 'load thread ready' : 'page thread ready';
+    await until(`the ${spec.name}'s thread`, async () => p.stderrTail(1000), (log) => log.includes(ready));
   }
   return { kind: 'qmigd', name: spec.name, pid: p.proc.pid!, qmp: p.qmp, log: () => p.stderrTail(10), stop: () => p.stop() };
 }

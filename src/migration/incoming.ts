@@ -58,6 +58,8 @@ export interface IncomingEnv {
   globals: MigrationGlobals;
   /** --page-thread: plain RAM sections load on a thread of their own (ram/load-thread.ts). */
   pageThread: boolean;
+  /** That thread where it booted with the daemon (a destination from its start), once. */
+  takeLoadThread: () => Promise<LoadThread | undefined> | undefined;
   state: MigrationStateCell;
   log: Logger;
   /**
@@ -97,11 +99,12 @@ export class IncomingMigration {
 
   async listen(uri: MigrationUri): Promise<void> {
     this.listener = await listenIncoming(uri, (conn) => void this.receive(conn));
-    // Booted now, so that its start-up is over before the first RAM section; not where no
-    // section will be plain, whose load it could not take.
-    if (this.env.pageThread && this.plainSections() && !this.loadThread) {
-      this.loadThread = LoadThread.boot(this.env.guest.ram);
-      void this.loadThread.then((t) => t && this.env.log.info('load thread ready for the incoming migration'));
+    // Up (booted with a destination daemon) or booting, so that its start-up is over before the
+    // first RAM section; not kept where no section will be plain, whose load it could not take.
+    if (this.env.pageThread && !this.loadThread) {
+      const booted = this.env.takeLoadThread();
+      if (this.plainSections()) this.loadThread = booted ?? bootLoadThread(this.env.guest.ram, this.env.log);
+      else void booted?.then((t) => t?.close());
     }
     this.socketAddress = this.listener.socketAddress;
     this.env.log.info('waiting for an incoming migration');
@@ -497,6 +500,13 @@ export class IncomingMigration {
     this.multifd?.close();
     this.socketAddress = undefined;
   }
+}
+
+/** Boots a load thread for `ram`, which says so in the log once it is up. */
+export function bootLoadThread(ram: Guest['ram'], log: Logger): Promise<LoadThread | undefined> {
+  const booted = LoadThread.boot(ram);
+  void booted.then((t) => t && log.info('load thread ready for the incoming migration'));
+  return booted;
 }
 
 /**

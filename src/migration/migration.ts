@@ -12,7 +12,7 @@ import { openOutgoingFile } from './channels/outgoing-channel.js';
 import { OwnedFd } from './channels/owned-fd.js';
 import { parseChannels, parseMigrationUri, UriError, type MigrationChannelArg, type MigrationUri } from './channels/uri.js';
 import { activeProfile } from '../profiles/index.js';
-import { IncomingMigration } from './incoming.js';
+import { bootLoadThread, IncomingMigration } from './incoming.js';
 import { capability, OutgoingMigration } from './outgoing.js';
 import { Failover } from './colo/failover.js';
 import type { CrashPoint } from './colo/primary.js';
@@ -29,6 +29,7 @@ import {
   type MigrationParameters,
 } from './params.js';
 import { isInPostcopy, isMigrationRunning, MigrationStateCell, type MigrationStatus } from './state.js';
+import type { LoadThread } from './ram/load-thread.js';
 import { PageThread } from './ram/page-thread.js';
 
 export type ColoMode = 'none' | 'primary' | 'secondary';
@@ -77,8 +78,9 @@ export interface MigrationServiceEnv {
   /** --page-thread: outgoing migrations send their pages from a thread of their own (page-thread.ts). */
   pageThread: boolean;
   /**
-   * Started as a destination (-incoming): no page thread boots with it (its first migration out
-   * boots one in setup), so that none adds to the peak of the migration it takes in.
+   * Started as a destination (-incoming, defer too): a load thread boots with it instead of a page
+   * thread (its first migration out boots one in setup), so that none adds to the peak of the
+   * migration it takes in.
    */
   incomingAtStart: boolean;
   /** Registers the migration with yank while it runs; returns the unregister function. */
@@ -102,6 +104,8 @@ export class MigrationService {
   crashAt?: CrashPoint;
   /** --page-thread on: a page thread booted for the next outgoing migration (page-thread.ts). */
   private bootedPageThread?: Promise<PageThread | undefined>;
+  /** --page-thread on, a destination: the load thread booted with the daemon, for migrate-incoming (load-thread.ts). */
+  private bootedLoadThread?: Promise<LoadThread | undefined>;
   /** error-desc of a migration that failed before it had an OutgoingMigration. */
   private setupError?: string;
   /** error-desc of an incoming migration that failed without exiting (exit-on-error false). */
@@ -120,6 +124,7 @@ export class MigrationService {
     this.outgoingState = new MigrationStateCell(announce);
     this.incomingState = new MigrationStateCell(announce);
     if (!env.incomingAtStart) this.bootPageThread();
+    else if (env.pageThread) this.bootedLoadThread = bootLoadThread(env.guest.ram, env.log);
   }
 
   /**
@@ -132,6 +137,17 @@ export class MigrationService {
     if (!this.env.pageThread || this.bootedPageThread) return;
     this.bootedPageThread = PageThread.boot(this.env.guest.ram);
     void this.bootedPageThread.then((t) => t && this.env.log.info('page thread ready for the next outgoing migration'));
+  }
+
+  /**
+   * The load thread booted with a destination daemon, once: booted before migrate-incoming
+   * (libvirt sends it after its own set-up of the monitor), its start-up falls before the
+   * migration, as a source's page thread's does.
+   */
+  private takeLoadThread(): Promise<LoadThread | undefined> | undefined {
+    const booted = this.bootedLoadThread;
+    this.bootedLoadThread = undefined;
+    return booted;
   }
 
   /** The booted page thread, for the migration that takes it (one that gives it back closes it). */
@@ -343,6 +359,7 @@ export class MigrationService {
       machine: this.env.machine,
       globals: this.env.globals,
       pageThread: this.env.pageThread,
+      takeLoadThread: () => this.takeLoadThread(),
       state: this.incomingState,
       log: this.env.log.child({ migration: 'in', uri }),
       onFailed: (lines, desc) => {

@@ -125,6 +125,27 @@ t.test('with --page-thread on the source has its page thread before it migrates 
   t.equal(on!.after, on!.before, 'source: after it, the thread it used has ended and the next one is up');
 });
 
+t.test('a destination started with --incoming defer boots its load thread with the daemon: up before migrate-incoming, which takes it', async (t) => {
+  const dst = await side(['-m', '32M', '--page-thread', 'on', '--incoming', 'defer']);
+  t.teardown(() => (dst.qmp.close(), dst.daemon.stop()));
+  const src = await side(['-m', '32M', '--memory-file', await randomRamFile(32 * MiB), '-S']);
+  t.teardown(() => (src.qmp.close(), src.daemon.stop()));
+  const pid = dst.daemon.proc.pid!;
+  await until(async () => dst.daemon.stderr(), (log) => log.includes('load thread ready for the incoming migration'), 'the load thread, before migrate-incoming');
+  const up = await threadsSettled(pid);
+  for (const s of [src, dst]) await setCaps(s, { events: true });
+  const port = await freePort();
+  await dst.qmp.ok('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+  t.equal(threads(pid), up, `migrate-incoming starts no thread (${up})`);
+  await src.qmp.ok('migrate', { uri: `tcp:127.0.0.1:${port}` });
+  await migrationStatus(dst, 'completed');
+  await migrationStatus(src, 'completed');
+  const sent = ((await src.qmp.ok('query-migrate')) as Msg).ram as Record<string, number>;
+  t.equal(dst.daemon.stderr().split('load thread ready').length - 1, 1, 'one load thread booted');
+  t.equal(loadThreadPages(dst.daemon.stderr()), sent.normal, 'and it loaded every page that came as a page');
+  t.equal(await digest(dst), await digest(src), 'the RAM arrived whole');
+});
+
 t.test('cancel while the destination has stopped reading: the slice ends, the source runs on and migrates again', async (t) => {
   // A "destination" that accepts and never reads: the socket fills and the page thread waits.
   const port = await freePort();
