@@ -89,7 +89,7 @@ t.test('the page thread writes a file too (file:, and an fd: file after its writ
   }
 });
 
-t.test('with --page-thread on the source has its page thread before it migrates (booted with the daemon, and again after each migration), the destination its load thread from when it listens and no page thread; with off neither', async (t) => {
+t.test('with --page-thread on the source has its page thread before it migrates (booted with the daemon, and again after each migration), the destination its load thread from its start and no page thread; with off neither', async (t) => {
   const ram = await randomRamFile(128 * MiB);
   const sourceThreads: Record<string, { before: number; during: number; after: number }> = {};
   for (const thread of ['on', 'off']) {
