@@ -224,8 +224,8 @@ export class IncomingMigration {
     }
     // From setup where migrate-incoming entered it (8.2 on), else from none (7.2).
     env.state.change(env.state.status === 'setup' ? 'setup' : 'none', 'active');
-    // A file has no source that comes later: its stream waits for the load thread, booting since
-    // listen(), so that none of its sections loads here.
+    // A file has no source that comes later: its stream waits for the load thread (booting since
+    // the daemon started or listen()), so that none of its sections loads here.
     if (conn.input instanceof SeekableFileInput) await this.loadThreadSettled;
     const closeLoadThread = (): void => loader.endLoadThread();
     try {
