@@ -6,7 +6,7 @@
  * chunk as it is read, one at a time, and discards a read in flight at a seek or a pause.
  */
 import { EventEmitter } from 'node:events';
-import { read } from 'node:fs';
+import { closeSync, read } from 'node:fs';
 import type { ByteSource } from '../stream/reader.js';
 
 const CHUNK = 1 << 20;
@@ -16,6 +16,7 @@ export class SeekableFileInput extends EventEmitter implements ByteSource {
   private reading = false;
   private finished = false;
   private closed = false;
+  private fdClosed = false;
   /** Bumped at each seek: a read started before it is dropped. */
   private generation = 0;
 
@@ -69,6 +70,13 @@ export class SeekableFileInput extends EventEmitter implements ByteSource {
     this.closed = true;
     this.generation++;
     this.emit('close');
+  }
+
+  /** destroy(), and the descriptor closed (once): for a caller that gave this source its descriptor. */
+  close(): void {
+    this.destroy();
+    if (!this.fdClosed) closeSync(this.fd);
+    this.fdClosed = true;
   }
 
   private pump(): void {

@@ -5,7 +5,7 @@
  * stream; a socket's writable half is the return path.
  */
 import { spawn } from 'node:child_process';
-import { close as closeFd, closeSync, fstatSync, openSync, read, unlinkSync } from 'node:fs';
+import { fstatSync, openSync, read, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { errnoOf, listenFailure, strerror } from '../../errno.js';
@@ -65,12 +65,7 @@ export async function listenIncoming(uri: MigrationUri, accept: (c: IncomingConn
       // the stream may have been read to its end already. It goes when the listener closes.
       // The stream is read from a position of its own, which mapped-ram moves past the pages.
       const input = new SeekableFileInput(fd, uri.offset);
-      let open = true;
-      const closeFile = (): void => {
-        input.destroy();
-        if (open) closeFd(fd, () => undefined);
-        open = false;
-      };
+      const closeFile = (): void => input.close();
       const file = preadSource(fd, uri.offset);
       input.on('error', () => undefined); // reported by the reader as an end of stream
       setImmediate(() => accept({ input, close: closeFile, file }));
@@ -176,14 +171,8 @@ function acceptFlowing(accept: (c: IncomingConnection) => void, conn: IncomingCo
  */
 function fileInput(input: SeekableFileInput, owned: OwnedFd): IncomingConnection {
   input.on('error', () => undefined); // reported by the reader as an end of stream
-  const close = (): void => owned.release();
-  owned.adopt({
-    destroy: () => {
-      input.destroy();
-      closeSync(input.fd);
-    },
-  });
-  return { input, close };
+  owned.adopt({ destroy: () => input.close() });
+  return { input, close: () => owned.release() };
 }
 
 function oneWay(s: net.Socket): IncomingConnection {

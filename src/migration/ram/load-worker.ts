@@ -19,7 +19,6 @@
  * vCPU waits for is here), then one LoadReply per load, one ColoFlushed per colo-flush, and one
  * PreemptEnded per preempt.
  */
-import { closeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { DirtyBitmap } from '../../guest/dirty-bitmap.js';
 import { GuestRam, type RamBacking } from '../../guest/ram.js';
@@ -151,12 +150,19 @@ const port = parentPort!;
 const data = workerData as LoadWorkerData;
 setActiveProfile(data.profile);
 const loader = new RamLoader(new GuestRam(data.ramId, data.size, data.ram, data.knownZero, data.faultedIn));
-/** The main channel and its reader, from attach on (the main thread sends no load before); `close` closes the duplicate. */
-let channel: { input: SocketInput | SeekableFileInput; reader: StreamReader; close: () => void } | undefined;
+/** A channel this thread reads through its own duplicate of the descriptor, which `close` closes. */
+interface Channel {
+  input: SocketInput | SeekableFileInput;
+  reader: StreamReader;
+  close: () => void;
+}
+
+/** The main channel and its reader, from attach on (the main thread sends no load before). */
+let channel: Channel | undefined;
 /** The sync this thread waits for, once asked. */
 let synced: ((failed: boolean) => void) | undefined;
 /** postcopy-preempt's channel, while it loads here. */
-let preempt: SocketInput | undefined;
+let preempt: Channel | undefined;
 
 /** A sync point: asks the main thread to sync the channels; a failed sync ends the section here. */
 async function sync(at: SyncRequest['at']): Promise<void> {
@@ -180,7 +186,7 @@ port.on('message', (m: ToLoadWorker) => {
   }
   if (m.kind === 'close') {
     channel?.close();
-    preempt?.socket.destroy();
+    preempt?.close();
     port.close();
     return;
   }
@@ -196,26 +202,19 @@ port.on('message', (m: ToLoadWorker) => {
 });
 port.postMessage({ kind: 'ready' } satisfies FromLoadWorker);
 
-function socketChannel(fd: number): NonNullable<typeof channel> {
+function socketChannel(fd: number): Channel {
   const input = new SocketInput(fd);
   input.socket.on('error', () => undefined); // the reader reports it as the stream's end
   return { input, reader: new StreamReader(input, undefined, READ_AHEAD), close: () => input.socket.destroy() };
 }
 
-function fileChannel(fd: number, base: number): NonNullable<typeof channel> {
+function fileChannel(fd: number, base: number): Channel {
   const input = new SeekableFileInput(fd, base);
   input.on('error', () => undefined); // the reader reports it as the stream's end
-  return {
-    input,
-    reader: new StreamReader(input, undefined, READ_AHEAD),
-    close: () => {
-      input.destroy();
-      closeSync(fd);
-    },
-  };
+  return { input, reader: new StreamReader(input, undefined, READ_AHEAD), close: () => input.close() };
 }
 
-async function load({ input, reader }: NonNullable<typeof channel>, req: LoadRequest): Promise<LoadReply> {
+async function load({ input, reader }: Channel, req: LoadRequest): Promise<LoadReply> {
   // A file is read from where the main thread's reading ends; a socket or a pipe from its next byte.
   if (input instanceof SeekableFileInput) input.seekTo(req.at);
   reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
@@ -254,24 +253,22 @@ function shareBitmaps(l: RamLoader, b: PostcopyBitmaps): void {
 
 /** postcopy_preempt_thread(): the channel's records, to an EOS or its end, placed as the main channel's are. */
 async function loadPreempt(req: PreemptRequest): Promise<PreemptEnded> {
-  const input = new SocketInput(req.fd);
+  const own = socketChannel(req.fd);
   port.postMessage(TOOK_DESCRIPTOR);
-  input.socket.on('error', () => undefined); // the reader reports it as the stream's end
-  preempt = input;
+  preempt = own;
   // The placing state of the main channel's loader, which the records on this channel take their bitmaps from.
   const owner = new RamLoader(loader.ram!);
   shareBitmaps(owner, req);
   const channelLoader = new RamLoader(loader.ram!, undefined, owner);
   let failure: LoadFailure | undefined;
   try {
-    const reader = new StreamReader(input, undefined, READ_AHEAD);
-    reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
-    await channelLoader.load(reader, RAM_SECTION_VERSION);
+    own.reader.putBack(Buffer.from(req.ahead.buffer, req.ahead.byteOffset, req.ahead.byteLength), 0);
+    await channelLoader.load(own.reader, RAM_SECTION_VERSION);
   } catch (err) {
     failure = describe(err);
   }
-  input.socket.destroy();
-  if (preempt === input) preempt = undefined;
+  own.close();
+  if (preempt === own) preempt = undefined;
   return { kind: 'preempt-ended', pages: channelLoader.pages, failure };
 }
 
