@@ -146,6 +146,25 @@ t.test('a destination started with --incoming defer boots its load thread with t
   t.equal(await digest(dst), await digest(src), 'the RAM arrived whole');
 });
 
+t.test('a fault added during a migration whose pages are on the threads takes effect on the main channel, at the source and at the destination', async (t) => {
+  const ram = await randomRamFile(64 * MiB);
+  for (const side of ['send', 'receive'] as const) {
+    const p = await startPair({ memory: '64M', srcArgs: ['--memory-file', ram, '--page-thread', 'on', '--test-hooks'], dstArgs: ['--page-thread', 'on', '--test-hooks'] });
+    t.teardown(p.stop);
+    await p.src.qmp.ok('migrate-set-parameters', { 'max-bandwidth': 8 * MiB });
+    await p.src.qmp.ok('migrate', { uri: p.uri });
+    const at = side === 'send' ? p.src : p.dst;
+    const onThread = side === 'send' ? 'pages go from the page thread from here on' : 'RAM sections load on the load thread from here on';
+    await until(async () => at.daemon.stderr(), (log) => log.includes(onThread), `the ${side} side's thread at work`);
+    await untilInfo(p.src, (i) => ((i.ram as Msg | undefined)?.transferred as number) > 4 * MiB);
+    await at.qmp.ok('__org.qmigd_fault-add', { id: 'late', kind: 'close', channel: 'main', side });
+    const fired = (await at.qmp.waitEvent('__org.qmigd_FAULT')).data as Msg;
+    t.match(fired, { id: 'late', kind: 'close' }, `${side}: the fault fired`);
+    await migrationStatus(p.src, 'failed');
+    t.equal(((await p.src.qmp.ok('query-migrate')) as Msg).status, 'failed', `${side}: the migration failed where the channel closed`);
+  }
+});
+
 t.test('cancel while the destination has stopped reading: the slice ends, the source runs on and migrates again', async (t) => {
   // A "destination" that accepts and never reads: the socket fills and the page thread waits.
   const port = await freePort();
